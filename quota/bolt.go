@@ -1,0 +1,253 @@
+package quota
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltStore keeps the ledger in one bbolt file. Every operation is one
+// Update transaction, fsynced before it returns, so a settled unit survives a
+// crash or kill -9; a reservation whose process died stays in the file and is
+// charged in full once its lease runs out.
+//
+// bbolt locks the file: one process at a time. Replicas that share a budget
+// need the Redis store.
+type BoltStore struct {
+	db *bolt.DB
+}
+
+// BoltOption configures OpenBoltStore.
+type BoltOption func(*bolt.Options)
+
+// WithBoltLockTimeout bounds the wait for another process's file lock
+// (default 5s); after it OpenBoltStore fails instead of hanging.
+func WithBoltLockTimeout(d time.Duration) BoltOption {
+	return func(o *bolt.Options) { o.Timeout = d }
+}
+
+// OpenBoltStore opens (creating if needed) the ledger file at path.
+func OpenBoltStore(path string, opts ...BoltOption) (*BoltStore, error) {
+	o := &bolt.Options{Timeout: 5 * time.Second}
+	for _, opt := range opts {
+		opt(o)
+	}
+	db, err := bolt.Open(path, 0o600, o)
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening %s: %v", ErrUnavailable, path, err)
+	}
+	return &BoltStore{db: db}, nil
+}
+
+// Close implements Store.
+func (s *BoltStore) Close() error { return s.db.Close() }
+
+// Ping implements Store.
+func (s *BoltStore) Ping(context.Context) error {
+	return s.wrap(s.db.View(func(*bolt.Tx) error { return nil }))
+}
+
+func (s *BoltStore) wrap(err error) error {
+	if err == nil || errors.Is(err, ErrUnknownReservation) {
+		return err
+	}
+	return fmt.Errorf("%w: bolt %s: %v", ErrUnavailable, s.db.Path(), err)
+}
+
+// update runs fn over the budget's state in one read-write transaction.
+func (s *BoltStore) update(ctx context.Context, budget string, fn func(*boltTxn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.wrap(s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("budget/" + budget))
+		if err != nil {
+			return err
+		}
+		t := &boltTxn{b: b, periods: map[string]*bolt.Bucket{}}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.err // a sticky error rolls the whole operation back
+	}))
+}
+
+// Reserve implements Store.
+func (s *BoltStore) Reserve(ctx context.Context, op ReserveOp) (res ReserveResult, err error) {
+	err = s.update(ctx, op.Budget, func(t *boltTxn) error { res = applyReserve(t, op); return nil })
+	return res, err
+}
+
+// Finish implements Store.
+func (s *BoltStore) Finish(ctx context.Context, op FinishOp) error {
+	return s.update(ctx, op.Budget, func(t *boltTxn) error { return applyFinish(t, op) })
+}
+
+// Snapshot implements Store. It writes, because the lease sweep does.
+func (s *BoltStore) Snapshot(ctx context.Context, op SnapshotOp) (snap Snapshot, err error) {
+	err = s.update(ctx, op.Budget, func(t *boltTxn) error { snap = applySnapshot(t, op); return nil })
+	return snap, err
+}
+
+// SetTenantLimit implements Store.
+func (s *BoltStore) SetTenantLimit(ctx context.Context, budget, tenant string, limit *int64) error {
+	return s.update(ctx, budget, func(t *boltTxn) error { t.setOverride(tenant, limit); return nil })
+}
+
+// Reconcile implements Store.
+func (s *BoltStore) Reconcile(ctx context.Context, op ReconcileOp) (res ReconcileResult, err error) {
+	err = s.update(ctx, op.Budget, func(t *boltTxn) error { res = applyReconcile(t, op); return nil })
+	return res, err
+}
+
+// boltTxn lays a budget out as: limits/<tenant>, and per period
+// period/<key>/{pool,tused,tres,label}/<field> = int64 big-endian,
+// period/<key>/res/<id> = JSON record, period/<key>/lease/<id> = expiry.
+type boltTxn struct {
+	b       *bolt.Bucket
+	periods map[string]*bolt.Bucket
+	err     error
+}
+
+func (t *boltTxn) fail(err error) {
+	if t.err == nil && err != nil {
+		t.err = err
+	}
+}
+
+// bucket returns a sub-bucket of the period (or the limits bucket),
+// creating it on the way.
+func (t *boltTxn) bucket(p, ns string) *bolt.Bucket {
+	if t.err != nil {
+		return nil
+	}
+	if ns == nsLimits {
+		b, err := t.b.CreateBucketIfNotExists([]byte(nsLimits))
+		t.fail(err)
+		return b
+	}
+	pb := t.periods[p]
+	if pb == nil {
+		var err error
+		pb, err = t.b.CreateBucketIfNotExists([]byte("period/" + p))
+		if err != nil {
+			t.fail(err)
+			return nil
+		}
+		t.periods[p] = pb
+	}
+	b, err := pb.CreateBucketIfNotExists([]byte(ns))
+	t.fail(err)
+	return b
+}
+
+func enc(v int64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v))
+	return b[:]
+}
+
+func dec(b []byte) int64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(b))
+}
+
+func (t *boltTxn) get(p, ns, field string) int64 {
+	b := t.bucket(p, ns)
+	if b == nil {
+		return 0
+	}
+	return dec(b.Get([]byte(field)))
+}
+
+func (t *boltTxn) add(p, ns, field string, delta int64) {
+	if b := t.bucket(p, ns); b != nil {
+		t.fail(b.Put([]byte(field), enc(dec(b.Get([]byte(field)))+delta)))
+	}
+}
+
+func (t *boltTxn) all(p, ns string) map[string]int64 {
+	m := map[string]int64{}
+	if b := t.bucket(p, ns); b != nil {
+		t.fail(b.ForEach(func(k, v []byte) error { m[string(k)] = dec(v); return nil }))
+	}
+	return m
+}
+
+func (t *boltTxn) override(tenant string) (int64, bool) {
+	b := t.bucket("", nsLimits)
+	if b == nil {
+		return 0, false
+	}
+	v := b.Get([]byte(tenant))
+	return dec(v), v != nil
+}
+
+func (t *boltTxn) setOverride(tenant string, limit *int64) {
+	b := t.bucket("", nsLimits)
+	switch {
+	case b == nil:
+	case limit == nil:
+		t.fail(b.Delete([]byte(tenant)))
+	default:
+		t.fail(b.Put([]byte(tenant), enc(*limit)))
+	}
+}
+
+func (t *boltTxn) res(p, id string) (resRecord, bool) {
+	var r resRecord
+	b := t.bucket(p, "res")
+	if b == nil {
+		return r, false
+	}
+	v := b.Get([]byte(id))
+	if v == nil {
+		return r, false
+	}
+	t.fail(json.Unmarshal(v, &r))
+	return r, t.err == nil
+}
+
+func (t *boltTxn) putRes(p, id string, r resRecord) {
+	b := t.bucket(p, "res")
+	if b == nil {
+		return
+	}
+	v, err := json.Marshal(r)
+	t.fail(err)
+	t.fail(b.Put([]byte(id), v))
+}
+
+// due scans every open lease: open reservations are bounded by the callers'
+// concurrency, so the scan stays short without an expiry index.
+func (t *boltTxn) due(p string, now int64) []string {
+	var ids []string
+	if b := t.bucket(p, "lease"); b != nil {
+		t.fail(b.ForEach(func(k, v []byte) error {
+			if dec(v) <= now {
+				ids = append(ids, string(k))
+			}
+			return nil
+		}))
+	}
+	return ids
+}
+
+func (t *boltTxn) setLease(p, id string, exp int64) {
+	if b := t.bucket(p, "lease"); b != nil {
+		t.fail(b.Put([]byte(id), enc(exp)))
+	}
+}
+
+func (t *boltTxn) delLease(p, id string) {
+	if b := t.bucket(p, "lease"); b != nil {
+		t.fail(b.Delete([]byte(id)))
+	}
+}

@@ -1,0 +1,330 @@
+// Package quota is linkgate's ledger of upstream units: one budget per period,
+// shared by every caller and every replica, never overspent. It knows nothing
+// about the upstream; it moves integers.
+//
+// A caller reserves an estimate before spending, then settles the actual cost
+// (or releases the reservation). A reservation whose holder never comes back
+// is charged in full when its lease runs out, so spend is never under-counted.
+package quota
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+)
+
+// Config describes one budget.
+type Config struct {
+	// Budget names the budget; it is part of every store key, so it is
+	// restricted to [A-Za-z0-9_.-] (no Redis hash-tag braces).
+	Budget string
+	// PoolLimit is the number of units per period for the whole pool (>0).
+	PoolLimit int64
+	// ResetDay is the day of month (1..28, UTC) on which a period starts.
+	ResetDay int
+	// Lease is how long a reservation may stay open before it is charged in
+	// full. It must be shorter than a period (at most 27 days).
+	Lease time.Duration
+	// Tenants holds per-tenant limits from configuration. An absent tenant
+	// has no limit of its own, only the pool's. A run-time override set with
+	// SetTenantLimit wins over this.
+	Tenants map[string]int64
+	// Clock returns the current time; nil means time.Now.
+	Clock func() time.Time
+	// FinishTimeout bounds Settle and Release, which ignore the caller's
+	// cancellation; 0 means 5s.
+	FinishTimeout time.Duration
+}
+
+// Scope says which limit denied a reservation.
+type Scope int
+
+const (
+	// ScopePool is the budget's pool limit.
+	ScopePool Scope = iota + 1
+	// ScopeTenant is the tenant's own limit.
+	ScopeTenant
+)
+
+// String returns "pool" or "tenant".
+func (s Scope) String() string {
+	switch s {
+	case ScopePool:
+		return "pool"
+	case ScopeTenant:
+		return "tenant"
+	}
+	return fmt.Sprintf("Scope(%d)", int(s))
+}
+
+// DeniedError is returned by Reserve when a limit has no room for the units
+// asked. A denial costs nothing: no counter moves.
+type DeniedError struct {
+	Scope     Scope
+	Tenant    string
+	Limit     int64
+	Remaining int64
+	Asked     int64
+	ResetAt   time.Time // end of the current period, when room comes back
+}
+
+// Error implements error.
+func (e *DeniedError) Error() string {
+	return fmt.Sprintf("quota: %s limit reached for tenant %q: asked %d, %d of %d left until %s",
+		e.Scope, e.Tenant, e.Asked, e.Remaining, e.Limit, e.ResetAt.Format(time.RFC3339))
+}
+
+// Reservation is a grant of units. It carries everything a store needs, so
+// any replica can settle or release it; it can be serialised as JSON.
+type Reservation struct {
+	ID      string    `json:"id"`
+	Budget  string    `json:"budget"`
+	Tenant  string    `json:"tenant"`
+	Label   string    `json:"label"`
+	Units   int64     `json:"units"`
+	Period  string    `json:"period"` // key of the period it is charged to
+	Expires time.Time `json:"expires"`
+}
+
+// Account is the state of the pool or of one tenant in the current period.
+type Account struct {
+	Name      string
+	Limit     int64 // 0 = unlimited (tenants only)
+	Used      int64
+	Reserved  int64
+	Remaining int64 // for an unlimited tenant: what the pool has left
+	// PeriodStart and PeriodEnd bound the period, [start, end) in UTC.
+	PeriodStart, PeriodEnd time.Time
+}
+
+// Usage is the pool and one tenant.
+type Usage struct {
+	Pool   Account
+	Tenant Account
+}
+
+// Report is the whole budget in the current period, for operators.
+type Report struct {
+	Pool          Account
+	Tenants       []Account // every configured, overridden or spending tenant, by name
+	SpendByTenant map[string]int64
+	SpendByLabel  map[string]int64
+	Settled       int64 // reservations settled
+	Overruns      int64 // settlements whose actual exceeded the reservation
+	OverrunUnits  int64 // units spent above reservations
+	Expired       int64 // reservations charged in full after their lease
+	ExpiredUnits  int64
+	External      int64 // units adopted from the upstream (spent outside linkgate)
+	Upstream      int64 // last figure the upstream reported (0 = never reconciled)
+	Drift         int64 // upstream minus ledger at the last reconciliation
+}
+
+// Ledger enforces one budget over a Store. It is safe for concurrent use;
+// all coordination happens in the store, so any number of Ledgers (one per
+// replica) may share a store.
+type Ledger struct {
+	store Store
+	cfg   Config
+}
+
+var budgetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// maxUnits keeps every figure exactly representable in Redis' Lua numbers
+// (doubles printed with 14 significant digits).
+const maxUnits = 1e13
+
+// New validates cfg and returns a Ledger over store.
+func New(store Store, cfg Config) (*Ledger, error) {
+	switch {
+	case store == nil:
+		return nil, errors.New("quota: nil store")
+	case !budgetName.MatchString(cfg.Budget):
+		return nil, fmt.Errorf("quota: budget name %q must match %s", cfg.Budget, budgetName)
+	case cfg.PoolLimit <= 0 || cfg.PoolLimit > maxUnits:
+		return nil, fmt.Errorf("quota: pool limit %d must be in 1..%d", cfg.PoolLimit, int64(maxUnits))
+	case cfg.ResetDay < 1 || cfg.ResetDay > 28:
+		return nil, fmt.Errorf("quota: reset day %d must be in 1..28", cfg.ResetDay)
+	case cfg.Lease <= 0 || cfg.Lease > 27*24*time.Hour:
+		return nil, fmt.Errorf("quota: lease %s must be in (0, 27 days]", cfg.Lease)
+	}
+	for t, v := range cfg.Tenants {
+		if t == "" || v < 0 || v > maxUnits {
+			return nil, fmt.Errorf("quota: bad tenant limit %q=%d", t, v)
+		}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.FinishTimeout <= 0 {
+		cfg.FinishTimeout = 5 * time.Second
+	}
+	return &Ledger{store: store, cfg: cfg}, nil
+}
+
+// Period returns the current period.
+func (l *Ledger) Period() Period { return PeriodAt(l.cfg.Clock(), l.cfg.ResetDay) }
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// Reserve grants units to tenant for spend under label (the dataset), or
+// returns a *DeniedError naming the limit that had no room. It fails closed:
+// if the store cannot be reached the error wraps ErrUnavailable.
+func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64) (Reservation, error) {
+	if tenant == "" {
+		return Reservation{}, errors.New("quota: empty tenant")
+	}
+	if units <= 0 || units > maxUnits {
+		return Reservation{}, fmt.Errorf("quota: units %d must be in 1..%d", units, int64(maxUnits))
+	}
+	now := l.cfg.Clock().UTC()
+	cur := PeriodAt(now, l.cfg.ResetDay)
+	op := ReserveOp{
+		Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now,
+		ID: newID(), Tenant: tenant, Label: label, Units: units,
+		Expires: now.Add(l.cfg.Lease), PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[tenant],
+	}
+	res, err := l.store.Reserve(ctx, op)
+	if err != nil {
+		return Reservation{}, err
+	}
+	if !res.Granted {
+		return Reservation{}, &DeniedError{Scope: res.Scope, Tenant: tenant, Limit: res.Limit,
+			Remaining: res.Remaining, Asked: units, ResetAt: cur.End}
+	}
+	return Reservation{ID: op.ID, Budget: l.cfg.Budget, Tenant: tenant, Label: label,
+		Units: units, Period: cur.Key, Expires: op.Expires}, nil
+}
+
+// Settle turns r into spend of actual units, charged to r's own period even
+// after a rollover. Below the estimate the difference returns to the pool;
+// above it the actual is recorded anyway and counted as an overrun, since
+// the units are already spent. Settling again, or after Release, changes
+// nothing. A reservation already charged in full after its lease only gains
+// the part of actual above its units.
+//
+// Settle ignores cancellation of ctx (a cancelled caller must not leave units
+// reserved) and is bounded by Config.FinishTimeout instead.
+func (l *Ledger) Settle(ctx context.Context, r Reservation, actual int64) error {
+	if actual < 0 || actual > maxUnits {
+		return fmt.Errorf("quota: actual %d must be in 0..%d", actual, int64(maxUnits))
+	}
+	return l.finish(ctx, r, actual, false)
+}
+
+// Release returns r's units unspent. After Settle, after an earlier Release,
+// or after the lease charged it, it changes nothing. Like Settle it ignores
+// cancellation of ctx.
+func (l *Ledger) Release(ctx context.Context, r Reservation) error {
+	return l.finish(ctx, r, 0, true)
+}
+
+func (l *Ledger) finish(ctx context.Context, r Reservation, actual int64, release bool) error {
+	if r.Budget != l.cfg.Budget || r.ID == "" {
+		return ErrUnknownReservation
+	}
+	p, err := ParsePeriodKey(r.Period)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.FinishTimeout)
+	defer cancel()
+	return l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
+		Now: l.cfg.Clock().UTC(), Actual: actual, Release: release})
+}
+
+func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
+	now := l.cfg.Clock().UTC()
+	cur := PeriodAt(now, l.cfg.ResetDay)
+	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
+	return s, cur, err
+}
+
+func (l *Ledger) pool(s Snapshot, p Period) Account {
+	used, res := s.Pool[poolUsed], s.Pool[poolReserved]
+	return Account{Name: l.cfg.Budget, Limit: l.cfg.PoolLimit, Used: used, Reserved: res,
+		Remaining: max(0, l.cfg.PoolLimit-used-res), PeriodStart: p.Start, PeriodEnd: p.End}
+}
+
+func (l *Ledger) tenant(s Snapshot, p Period, pool Account, name string) Account {
+	limit := l.cfg.Tenants[name]
+	if v, ok := s.Overrides[name]; ok {
+		limit = v
+	}
+	a := Account{Name: name, Limit: limit, Used: s.TenantUsed[name], Reserved: s.TenantReserved[name],
+		Remaining: pool.Remaining, PeriodStart: p.Start, PeriodEnd: p.End}
+	if limit > 0 {
+		a.Remaining = min(pool.Remaining, max(0, limit-a.Used-a.Reserved))
+	}
+	return a
+}
+
+// Usage reports the pool and tenant in the current period. A tenant's
+// Remaining is what it could reserve now: the smaller of its own room and
+// the pool's.
+func (l *Ledger) Usage(ctx context.Context, tenant string) (Usage, error) {
+	s, p, err := l.snapshot(ctx)
+	if err != nil {
+		return Usage{}, err
+	}
+	pool := l.pool(s, p)
+	return Usage{Pool: pool, Tenant: l.tenant(s, p, pool, tenant)}, nil
+}
+
+// AllUsage reports the whole budget in the current period.
+func (l *Ledger) AllUsage(ctx context.Context) (Report, error) {
+	s, p, err := l.snapshot(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	pool := l.pool(s, p)
+	names := map[string]bool{}
+	for _, m := range []map[string]int64{l.cfg.Tenants, s.Overrides, s.TenantUsed, s.TenantReserved} {
+		for n := range m {
+			names[n] = true
+		}
+	}
+	rep := Report{Pool: pool, SpendByTenant: nonZero(s.TenantUsed), SpendByLabel: nonZero(s.LabelUsed),
+		Settled: s.Pool[poolSettled], Overruns: s.Pool[poolOverruns], OverrunUnits: s.Pool[poolOverrunUnits],
+		Expired: s.Pool[poolExpired], ExpiredUnits: s.Pool[poolExpiredUnits], External: s.Pool[poolExternal],
+		Upstream: s.Pool[poolUpstream], Drift: s.Pool[poolDrift]}
+	for n := range names {
+		rep.Tenants = append(rep.Tenants, l.tenant(s, p, pool, n))
+	}
+	sort.Slice(rep.Tenants, func(i, j int) bool { return rep.Tenants[i].Name < rep.Tenants[j].Name })
+	return rep, nil
+}
+
+func nonZero(m map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// SetTenantLimit overrides tenant's configured limit at run time; the
+// override is kept in the store, so it survives restarts and is seen by
+// every replica. nil removes it; 0 means no tenant limit (only the pool).
+func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64) error {
+	if tenant == "" {
+		return errors.New("quota: empty tenant")
+	}
+	if limit != nil && (*limit < 0 || *limit > maxUnits) {
+		return fmt.Errorf("quota: tenant limit %d must be in 0..%d", *limit, int64(maxUnits))
+	}
+	return l.store.SetTenantLimit(ctx, l.cfg.Budget, tenant, limit)
+}
+
+// Ping reports whether the store can be reached; for readiness checks.
+func (l *Ledger) Ping(ctx context.Context) error { return l.store.Ping(ctx) }

@@ -1,0 +1,65 @@
+-- Shared by every script. Key layout (all in the budget's hash slot):
+--   KEYS[1]          limits (tenant -> override; not per period)
+--   KEYS[2..7]       period A: pool, tused, tres, label, res, lease
+--   KEYS[8..13]      period B (the previous period, when the script sweeps it)
+-- The rules mirror engine.go; the conformance suite keeps them in step.
+
+local function pkeys(i)
+  return {pool = KEYS[i], tused = KEYS[i + 1], tres = KEYS[i + 2],
+          label = KEYS[i + 3], res = KEYS[i + 4], lease = KEYS[i + 5]}
+end
+
+-- Numbers go to Redis through %d: the default conversion of Lua numbers may
+-- use exponent notation, which HINCRBY refuses.
+local function n(x) return string.format('%d', x) end
+
+local function hincr(key, field, d)
+  if d ~= 0 then redis.call('HINCRBY', key, field, n(d)) end
+end
+
+local function hnum(key, field)
+  return tonumber(redis.call('HGET', key, field) or '0')
+end
+
+-- Keys outlive their period by the store's retention, then vanish.
+local function touch(k, ttl)
+  for _, key in ipairs({k.pool, k.tused, k.tres, k.label, k.res, k.lease}) do
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
+local function put(k, id, r)
+  redis.call('HSET', k.res, id, cjson.encode(r))
+end
+
+-- Charge in full a reservation whose holder never came back.
+local function expire(k, id, r)
+  local u = r.u
+  hincr(k.pool, 'used', u)
+  hincr(k.pool, 'reserved', -u)
+  hincr(k.pool, 'expired', 1)
+  hincr(k.pool, 'expired_units', u)
+  hincr(k.tused, r.t, u)
+  hincr(k.tres, r.t, -u)
+  hincr(k.label, r.l, u)
+  r.s = 'expired'
+  r.a = u
+  put(k, id, r)
+  redis.call('ZREM', k.lease, id)
+end
+
+local function sweep(k, now, ttl)
+  local due = redis.call('ZRANGEBYSCORE', k.lease, '-inf', n(now), 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    local raw = redis.call('HGET', k.res, id)
+    local r = raw and cjson.decode(raw)
+    if r and r.s == 'open' then
+      expire(k, id, r)
+    else
+      redis.call('ZREM', k.lease, id)
+    end
+  end
+  if #due > 0 then touch(k, ttl) end
+end
+
+local now = tonumber(ARGV[1])

@@ -1,0 +1,44 @@
+-- KEYS[2..7]: the reservation's own period.
+-- ARGV: now, ttl, id, actual, release (1/0)
+local k = pkeys(2)
+local id, actual, release = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+local raw = redis.call('HGET', k.res, id)
+if not raw then return 'unknown' end
+local r = cjson.decode(raw)
+if r.s == 'open' and r.e <= now then expire(k, id, r) end
+
+local function charge(already)
+  local d = actual - already
+  hincr(k.pool, 'used', d)
+  hincr(k.tused, r.t, d)
+  hincr(k.label, r.l, d)
+  if actual > r.u then
+    hincr(k.pool, 'overruns', 1)
+    hincr(k.pool, 'overrun_units', actual - r.u)
+  end
+end
+
+if r.s == 'open' then
+  hincr(k.pool, 'reserved', -r.u)
+  hincr(k.tres, r.t, -r.u)
+  redis.call('ZREM', k.lease, id)
+  if release then
+    r.s = 'released'
+  else
+    charge(0)
+    hincr(k.pool, 'settled', 1)
+    r.s = 'settled'
+    r.a = actual
+  end
+elseif r.s == 'expired' and not release then
+  if actual > r.u then
+    charge(r.u)
+    r.a = actual
+  end
+  r.s = 'settled'
+else
+  return r.s
+end
+put(k, id, r)
+touch(k, ARGV[2])
+return r.s

@@ -1,0 +1,224 @@
+package quota
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed lua/common.lua
+	luaCommon string
+	//go:embed lua/reserve.lua
+	luaReserve string
+	//go:embed lua/finish.lua
+	luaFinish string
+	//go:embed lua/snapshot.lua
+	luaSnapshot string
+	//go:embed lua/reconcile.lua
+	luaReconcile string
+
+	scriptReserve   = redis.NewScript(luaCommon + luaReserve)
+	scriptFinish    = redis.NewScript(luaCommon + luaFinish)
+	scriptSnapshot  = redis.NewScript(luaCommon + luaSnapshot)
+	scriptReconcile = redis.NewScript(luaCommon + luaReconcile)
+)
+
+// RedisStore keeps the ledger in Redis, shared by every replica. Each
+// operation is one Lua script (EVALSHA), so the check and the reservation are
+// one atomic step on the server. All keys of a budget carry the hash tag
+// {budget}, so they live in one slot and the scripts work on Redis Cluster;
+// period keys carry the period and expire a retention time after it ends.
+type RedisStore struct {
+	c      redis.UniversalClient
+	prefix string
+	retain time.Duration
+}
+
+// RedisOption configures NewRedisStore.
+type RedisOption func(*RedisStore)
+
+// WithRedisKeyPrefix sets the prefix of every key (default "linkgate:quota").
+func WithRedisKeyPrefix(p string) RedisOption { return func(s *RedisStore) { s.prefix = p } }
+
+// WithRedisRetention sets how long a period's keys outlive the period
+// (default 40 days, so last period's report can still be read and late
+// settlements still find their reservation).
+func WithRedisRetention(d time.Duration) RedisOption { return func(s *RedisStore) { s.retain = d } }
+
+// NewRedisStore returns a store over c. Closing the store does not close c.
+func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {
+	s := &RedisStore{c: c, prefix: "linkgate:quota", retain: 40 * 24 * time.Hour}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Close implements Store; the client belongs to the caller.
+func (s *RedisStore) Close() error { return nil }
+
+// Ping implements Store.
+func (s *RedisStore) Ping(ctx context.Context) error {
+	return s.wrap(ctx, s.c.Ping(ctx).Err())
+}
+
+// wrap marks as ErrUnavailable every failure except a Redis reply error
+// that says nothing about reachability (a script bug, a wrong type).
+func (s *RedisStore) wrap(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("quota: redis: %w", ctx.Err())
+	}
+	var re redis.Error
+	if errors.As(err, &re) && !errors.Is(err, redis.ErrClosed) {
+		msg := re.Error()
+		transient := false
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY"} {
+			transient = transient || strings.HasPrefix(msg, p)
+		}
+		if !transient {
+			return fmt.Errorf("quota: redis: %w", err)
+		}
+	}
+	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+}
+
+func (s *RedisStore) base(budget string) string { return s.prefix + ":{" + budget + "}" }
+
+func (s *RedisStore) periodKeys(budget string, p Period) []string {
+	b := s.base(budget) + ":p:" + p.Key + ":"
+	return []string{b + "pool", b + "tused", b + "tres", b + "label", b + "res", b + "lease"}
+}
+
+// keys returns limits, then the keys of each period, in the layout the
+// scripts expect (lua/common.lua).
+func (s *RedisStore) keys(budget string, periods ...Period) []string {
+	k := []string{s.base(budget) + ":limits"}
+	for _, p := range periods {
+		k = append(k, s.periodKeys(budget, p)...)
+	}
+	return k
+}
+
+// ttl is computed from the ledger's clock, not the server's, so that the
+// injected clock decides expiry; relative TTLs keep it correct whatever the
+// server's time.
+func (s *RedisStore) ttl(p Period, now time.Time) string {
+	d := max(p.End.Add(s.retain).Sub(now), time.Hour)
+	return strconv.FormatInt(d.Milliseconds(), 10)
+}
+
+func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// Reserve implements Store.
+func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
+	v, err := scriptReserve.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), op.ID, op.Tenant, op.Label,
+		op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Slice()
+	if err != nil {
+		return ReserveResult{}, s.wrap(ctx, err)
+	}
+	if len(v) == 1 {
+		return ReserveResult{Granted: true}, nil
+	}
+	if len(v) != 4 {
+		return ReserveResult{}, fmt.Errorf("quota: redis: unexpected reserve reply %v", v)
+	}
+	r := ReserveResult{Scope: ScopePool, Limit: asInt(v[2]), Remaining: asInt(v[3])}
+	if v[1] == "tenant" {
+		r.Scope = ScopeTenant
+	}
+	return r, nil
+}
+
+func asInt(v any) int64 {
+	i, _ := v.(int64)
+	return i
+}
+
+// Finish implements Store.
+func (s *RedisStore) Finish(ctx context.Context, op FinishOp) error {
+	release := "0"
+	if op.Release {
+		release = "1"
+	}
+	st, err := scriptFinish.Run(ctx, s.c, s.keys(op.Budget, op.Period),
+		ms(op.Now), s.ttl(op.Period, op.Now), op.Res.ID, op.Actual, release).Text()
+	if err != nil {
+		return s.wrap(ctx, err)
+	}
+	if st == "unknown" {
+		return ErrUnknownReservation
+	}
+	return nil
+}
+
+// Snapshot implements Store.
+func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error) {
+	v, err := scriptSnapshot.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now)).Slice()
+	if err != nil {
+		return Snapshot{}, s.wrap(ctx, err)
+	}
+	if len(v) != 5 {
+		return Snapshot{}, fmt.Errorf("quota: redis: unexpected snapshot reply %v", v)
+	}
+	var m [5]map[string]int64
+	for i := range m {
+		if m[i], err = flatMap(v[i]); err != nil {
+			return Snapshot{}, err
+		}
+	}
+	return Snapshot{Pool: m[0], TenantUsed: m[1], TenantReserved: m[2], LabelUsed: m[3], Overrides: m[4]}, nil
+}
+
+// flatMap decodes an HGETALL reply returned from a script (a flat array).
+func flatMap(v any) (map[string]int64, error) {
+	a, _ := v.([]any)
+	m := make(map[string]int64, len(a)/2)
+	for i := 0; i+1 < len(a); i += 2 {
+		k, _ := a[i].(string)
+		sv, _ := a[i+1].(string)
+		n, err := strconv.ParseInt(sv, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("quota: redis: field %q: %w", k, err)
+		}
+		m[k] = n
+	}
+	return m, nil
+}
+
+// SetTenantLimit implements Store. One HSET or HDEL is atomic by itself.
+func (s *RedisStore) SetTenantLimit(ctx context.Context, budget, tenant string, limit *int64) error {
+	key := s.base(budget) + ":limits"
+	if limit == nil {
+		return s.wrap(ctx, s.c.HDel(ctx, key, tenant).Err())
+	}
+	return s.wrap(ctx, s.c.HSet(ctx, key, tenant, *limit).Err())
+}
+
+// Reconcile implements Store.
+func (s *RedisStore) Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error) {
+	adopt := "0"
+	if op.Adopt {
+		adopt = "1"
+	}
+	v, err := scriptReconcile.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), op.Upstream, adopt).Slice()
+	if err != nil {
+		return ReconcileResult{}, s.wrap(ctx, err)
+	}
+	if len(v) != 3 {
+		return ReconcileResult{}, fmt.Errorf("quota: redis: unexpected reconcile reply %v", v)
+	}
+	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2])}, nil
+}

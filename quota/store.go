@@ -1,0 +1,134 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrUnavailable is wrapped by every error that means the ledger store could
+// not be reached. Reserve fails closed on it: no unit is ever granted without
+// the store having recorded the reservation.
+var ErrUnavailable = errors.New("quota: the ledger store cannot be reached")
+
+// ErrUnknownReservation is returned by Settle and Release for a reservation
+// the store has no record of (never made, from another budget, or so old
+// that its period has been dropped by the store's retention).
+var ErrUnknownReservation = errors.New("quota: unknown reservation")
+
+// Store holds the ledger state. Each method is one atomic operation of the
+// store (one mutex section, one bolt transaction, one Redis script): the
+// check-and-reserve logic never spans two calls, which is what keeps several
+// replicas from overspending together.
+//
+// Every operation that reads counters first charges in full the reservations
+// of Cur and Prev whose lease has run out, so expired holders are counted no
+// matter which replica looks next.
+type Store interface {
+	// Reserve grants op.Units if pool and tenant both have room, or reports
+	// which limit was hit. A denial writes nothing but the lease sweep.
+	Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error)
+	// Finish settles (op.Release false) or releases a reservation. Repeating
+	// it, or calling it after the other, changes nothing.
+	Finish(ctx context.Context, op FinishOp) error
+	// Snapshot returns the counters of op.Cur after the lease sweep.
+	Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error)
+	// SetTenantLimit persists (or with nil removes) a tenant limit override.
+	SetTenantLimit(ctx context.Context, budget, tenant string, limit *int64) error
+	// Reconcile records the upstream figure for op.Cur and, if op.Adopt,
+	// raises the pool's used figure to it (as external spend).
+	Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error)
+	// Ping reports whether the store can be reached.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources (not a Redis client it was given).
+	Close() error
+}
+
+// ReserveOp is one reservation attempt as the Ledger hands it to a Store.
+type ReserveOp struct {
+	Budget      string
+	Cur, Prev   Period
+	Now         time.Time
+	ID          string
+	Tenant      string
+	Label       string
+	Units       int64
+	Expires     time.Time
+	PoolLimit   int64
+	TenantLimit int64 // from configuration; a stored override wins; 0 = none
+}
+
+// ReserveResult tells whether a reservation was granted and, if not, which
+// limit refused it and how much that limit had left.
+type ReserveResult struct {
+	Granted   bool
+	Scope     Scope
+	Limit     int64
+	Remaining int64
+}
+
+// FinishOp settles or releases the reservation Res.
+type FinishOp struct {
+	Budget  string
+	Res     Reservation
+	Period  Period // the reservation's own period
+	Now     time.Time
+	Actual  int64
+	Release bool
+}
+
+// SnapshotOp asks for the counters of one period.
+type SnapshotOp struct {
+	Budget    string
+	Cur, Prev Period
+	Now       time.Time
+}
+
+// Snapshot is the raw state of one period of a budget.
+type Snapshot struct {
+	Pool           map[string]int64 // fields named by the pool* constants
+	TenantUsed     map[string]int64
+	TenantReserved map[string]int64
+	LabelUsed      map[string]int64
+	Overrides      map[string]int64 // tenant limit overrides (not per period)
+}
+
+// ReconcileOp carries the upstream's figure for the current period.
+type ReconcileOp struct {
+	Budget    string
+	Cur, Prev Period
+	Now       time.Time
+	Upstream  int64
+	Adopt     bool
+}
+
+// ReconcileResult is the ledger's side of a reconciliation, read in the same
+// atomic operation that adopted the difference.
+type ReconcileResult struct {
+	LedgerUsed int64 // before adoption
+	Reserved   int64
+	Adopted    int64
+}
+
+// Names of the pool counters kept per period. They are part of the stored
+// format of every store.
+const (
+	poolUsed         = "used"
+	poolReserved     = "reserved"
+	poolSettled      = "settled"
+	poolOverruns     = "overruns"
+	poolOverrunUnits = "overrun_units"
+	poolExpired      = "expired"
+	poolExpiredUnits = "expired_units"
+	poolExternal     = "external"
+	poolDrift        = "drift"
+	poolUpstream     = "upstream"
+)
+
+// Reservation states as stored.
+const (
+	stateOpen     = "open"
+	stateSettled  = "settled"
+	stateReleased = "released"
+	stateExpired  = "expired"
+)
