@@ -159,6 +159,10 @@ var conformanceCases = []struct {
 			!reflect.DeepEqual(rep.SpendByLabel, want) || rep.SpendByTenant["a"] != 150 {
 			t.Fatalf("report %+v", rep)
 		}
+		byTenant := map[string]map[string]int64{"a": {"refdomains": 150}, "b": {"backlinks": 4}}
+		if !reflect.DeepEqual(rep.SpendByTenantLabel, byTenant) {
+			t.Fatalf("spend by tenant and label = %v, want %v", rep.SpendByTenantLabel, byTenant)
+		}
 		if _, err := l.Reserve(context.Background(), "b", "x", 1); err == nil {
 			t.Fatal("granted above an overspent pool")
 		}

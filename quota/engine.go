@@ -1,5 +1,7 @@
 package quota
 
+import "strings"
+
 // The ledger rules for the stores that run Go inside their atomic section
 // (memory, bolt). The Redis store runs the same rules in Lua (lua/*.lua);
 // the conformance suite keeps the two in step.
@@ -61,7 +63,7 @@ func expire(t txn, p, id string, r *resRecord) {
 	t.add(p, nsPool, poolExpiredUnits, u)
 	t.add(p, nsTUsed, r.Tenant, u)
 	t.add(p, nsTRes, r.Tenant, -u)
-	t.add(p, nsLabel, r.Label, u)
+	t.add(p, nsLabel, labelKey(r.Tenant, r.Label), u)
 	r.State, r.Actual = stateExpired, u
 	t.putRes(p, id, *r)
 	t.delLease(p, id)
@@ -135,7 +137,7 @@ func charge(t txn, p string, r resRecord, actual, already int64) {
 	d := actual - already
 	t.add(p, nsPool, poolUsed, d)
 	t.add(p, nsTUsed, r.Tenant, d)
-	t.add(p, nsLabel, r.Label, d)
+	t.add(p, nsLabel, labelKey(r.Tenant, r.Label), d)
 	if actual > r.Units {
 		t.add(p, nsPool, poolOverruns, 1)
 		t.add(p, nsPool, poolOverrunUnits, actual-r.Units)
@@ -178,4 +180,15 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 		}
 	}
 	return res
+}
+
+// labelKey is the field of a tenant's spend on a label. Spend is kept per
+// tenant and label so that an operator sees who spent what on which
+// dataset; the unit separator cannot occur in either name.
+func labelKey(tenant, label string) string { return tenant + "\x1f" + label }
+
+// splitLabelKey reverses labelKey.
+func splitLabelKey(k string) (tenant, label string) {
+	tenant, label, _ = strings.Cut(k, "\x1f")
+	return tenant, label
 }

@@ -114,14 +114,16 @@ type Report struct {
 	Tenants       []Account // every configured, overridden or spending tenant, by name
 	SpendByTenant map[string]int64
 	SpendByLabel  map[string]int64
-	Settled       int64 // reservations settled
-	Overruns      int64 // settlements whose actual exceeded the reservation
-	OverrunUnits  int64 // units spent above reservations
-	Expired       int64 // reservations charged in full after their lease
-	ExpiredUnits  int64
-	External      int64 // units adopted from the upstream (spent outside linkgate)
-	Upstream      int64 // last figure the upstream reported (0 = never reconciled)
-	Drift         int64 // upstream minus ledger at the last reconciliation
+	// SpendByTenantLabel is each tenant's spend per label (dataset).
+	SpendByTenantLabel map[string]map[string]int64
+	Settled            int64 // reservations settled
+	Overruns           int64 // settlements whose actual exceeded the reservation
+	OverrunUnits       int64 // units spent above reservations
+	Expired            int64 // reservations charged in full after their lease
+	ExpiredUnits       int64
+	External           int64 // units adopted from the upstream (spent outside linkgate)
+	Upstream           int64 // last figure the upstream reported (0 = never reconciled)
+	Drift              int64 // upstream minus ledger at the last reconciliation
 }
 
 // Ledger enforces one budget over a Store. It is safe for concurrent use;
@@ -292,10 +294,22 @@ func (l *Ledger) AllUsage(ctx context.Context) (Report, error) {
 			names[n] = true
 		}
 	}
-	rep := Report{Pool: pool, SpendByTenant: nonZero(s.TenantUsed), SpendByLabel: nonZero(s.LabelUsed),
-		Settled: s.Pool[poolSettled], Overruns: s.Pool[poolOverruns], OverrunUnits: s.Pool[poolOverrunUnits],
+	rep := Report{Pool: pool, SpendByTenant: nonZero(s.TenantUsed), SpendByLabel: map[string]int64{},
+		SpendByTenantLabel: map[string]map[string]int64{},
+		Settled:            s.Pool[poolSettled], Overruns: s.Pool[poolOverruns], OverrunUnits: s.Pool[poolOverrunUnits],
 		Expired: s.Pool[poolExpired], ExpiredUnits: s.Pool[poolExpiredUnits], External: s.Pool[poolExternal],
 		Upstream: s.Pool[poolUpstream], Drift: s.Pool[poolDrift]}
+	for k, v := range s.LabelUsed {
+		if v == 0 {
+			continue
+		}
+		tenant, label := splitLabelKey(k)
+		rep.SpendByLabel[label] += v
+		if rep.SpendByTenantLabel[tenant] == nil {
+			rep.SpendByTenantLabel[tenant] = map[string]int64{}
+		}
+		rep.SpendByTenantLabel[tenant][label] += v
+	}
 	for n := range names {
 		rep.Tenants = append(rep.Tenants, l.tenant(s, p, pool, n))
 	}

@@ -41,7 +41,7 @@ local function expire(k, id, r)
   hincr(k.pool, 'expired_units', u)
   hincr(k.tused, r.t, u)
   hincr(k.tres, r.t, -u)
-  hincr(k.label, r.l, u)
+  hincr(k.label, r.t .. "\31" .. r.l, u)
   r.s = 'expired'
   r.a = u
   put(k, id, r)

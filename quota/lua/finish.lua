@@ -11,7 +11,7 @@ local function charge(already)
   local d = actual - already
   hincr(k.pool, 'used', d)
   hincr(k.tused, r.t, d)
-  hincr(k.label, r.l, d)
+  hincr(k.label, r.t .. "\31" .. r.l, d)
   if actual > r.u then
     hincr(k.pool, 'overruns', 1)
     hincr(k.pool, 'overrun_units', actual - r.u)
