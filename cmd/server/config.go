@@ -1,0 +1,251 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting of the server. Each comes from an environment
+// variable and may be overridden by the flag of the same name.
+type config struct {
+	GRPCAddr string // LINKGATE_GRPC_ADDR
+	HTTPAddr string // LINKGATE_HTTP_ADDR
+
+	// UpstreamURL is the Ahrefs API; empty runs the simulator on a loopback
+	// port (the embedded default).
+	UpstreamURL     string
+	UpstreamKey     secret
+	UpstreamKeyFile string
+	UpstreamRPM     float64
+
+	DataDir      string // the bolt ledger and the token key live here
+	RedisAddr    string // a Redis ledger shared by replicas instead of bolt
+	BudgetName   string
+	BudgetUnits  int64
+	ResetDay     int
+	Lease        time.Duration
+	TokenKey     secret
+	TokenKeyFile string
+	TokenTTL     time.Duration
+
+	ReconcileEvery  time.Duration
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	LogFormat       string
+	LogLevel        slog.Level
+}
+
+// secret is a string that never prints.
+type secret string
+
+func (s secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue keeps secrets out of structured logs.
+func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+func defaultConfig() config {
+	return config{
+		GRPCAddr:        "127.0.0.1:9090",
+		HTTPAddr:        "127.0.0.1:8080",
+		UpstreamRPM:     60,
+		DataDir:         "data",
+		BudgetName:      "default",
+		BudgetUnits:     1_000_000,
+		ResetDay:        1,
+		Lease:           2 * time.Minute,
+		TokenTTL:        24 * time.Hour,
+		ReconcileEvery:  10 * time.Minute,
+		ShutdownTimeout: 15 * time.Second,
+		DrainDelay:      2 * time.Second,
+		LogFormat:       "json",
+		LogLevel:        slog.LevelInfo,
+	}
+}
+
+// loadConfig reads the environment, then the flags, and validates the
+// result.
+func loadConfig(args []string, getenv func(string) string) (config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("linkgate", flag.ContinueOnError)
+	vars := []struct {
+		name, usage string
+		ptr         any
+	}{
+		{"grpc-addr", "gRPC listen address", &c.GRPCAddr},
+		{"http-addr", "REST listen address", &c.HTTPAddr},
+		{"upstream-url", "Ahrefs API base URL; empty runs the built-in simulator", &c.UpstreamURL},
+		{"upstream-key", "Ahrefs API key (prefer LINKGATE_UPSTREAM_KEY_FILE)", &c.UpstreamKey},
+		{"upstream-key-file", "file holding the Ahrefs API key", &c.UpstreamKeyFile},
+		{"upstream-rpm", "requests per minute allowed to the upstream key", &c.UpstreamRPM},
+		{"data-dir", "directory of the bolt ledger and the page token key", &c.DataDir},
+		{"redis-addr", "Redis address of a ledger shared by replicas (instead of bolt)", &c.RedisAddr},
+		{"budget-name", "name of the budget in the ledger", &c.BudgetName},
+		{"budget-units", "units the pool may spend per period", &c.BudgetUnits},
+		{"budget-reset-day", "day of the month (UTC) the period starts, as usage_reset_date", &c.ResetDay},
+		{"lease", "how long a reservation may stay unsettled before it is charged in full", &c.Lease},
+		{"token-key", "HMAC key of page tokens, shared by replicas (prefer the file)", &c.TokenKey},
+		{"token-key-file", "file holding the page token key", &c.TokenKeyFile},
+		{"token-ttl", "lifetime of page tokens", &c.TokenTTL},
+		{"reconcile-every", "how often the ledger is compared with the upstream's usage (0: never)", &c.ReconcileEvery},
+		{"shutdown-timeout", "how long shutdown waits for requests to finish", &c.ShutdownTimeout},
+		{"drain-delay", "how long health reports NOT_SERVING before the listeners stop", &c.DrainDelay},
+		{"log-format", "json or text", &c.LogFormat},
+	}
+	for _, v := range vars {
+		env := "LINKGATE_" + strings.ToUpper(strings.ReplaceAll(v.name, "-", "_"))
+		if s := getenv(env); s != "" {
+			if err := setValue(v.ptr, s); err != nil {
+				return c, fmt.Errorf("%s: %w", env, err)
+			}
+		}
+		fs.Var(flagValue{v.ptr}, v.name, v.usage+" ($"+env+")")
+	}
+	level := getenv("LINKGATE_LOG_LEVEL")
+	fs.StringVar(&level, "log-level", level, "debug, info, warn or error ($LINKGATE_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if level != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+			return c, fmt.Errorf("log level: %w", err)
+		}
+	}
+	if err := c.readSecrets(); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c *config) readSecrets() error {
+	if c.UpstreamKeyFile != "" {
+		b, err := os.ReadFile(c.UpstreamKeyFile)
+		if err != nil {
+			return fmt.Errorf("upstream key file: %w", err)
+		}
+		c.UpstreamKey = secret(strings.TrimSpace(string(b)))
+	}
+	if c.TokenKeyFile != "" {
+		b, err := os.ReadFile(c.TokenKeyFile)
+		if err != nil {
+			return fmt.Errorf("token key file: %w", err)
+		}
+		c.TokenKey = secret(strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+func (c *config) validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if c.UpstreamURL != "" && c.UpstreamKey == "" {
+		errs = append(errs, errors.New("upstream-url is set but no key: set LINKGATE_UPSTREAM_KEY or LINKGATE_UPSTREAM_KEY_FILE"))
+	}
+	if c.UpstreamRPM <= 0 {
+		errs = append(errs, errors.New("upstream-rpm must be positive"))
+	}
+	if c.BudgetUnits <= 0 {
+		errs = append(errs, errors.New("budget-units must be positive"))
+	}
+	if c.ResetDay < 1 || c.ResetDay > 28 {
+		errs = append(errs, errors.New("budget-reset-day must be between 1 and 28"))
+	}
+	if c.Lease <= 0 || c.TokenTTL <= 0 || c.ShutdownTimeout <= 0 || c.DrainDelay < 0 || c.ReconcileEvery < 0 {
+		errs = append(errs, errors.New("lease, token-ttl and shutdown-timeout must be positive; drain-delay and reconcile-every not negative"))
+	}
+	if c.TokenKey != "" && len(c.TokenKey) < 16 {
+		errs = append(errs, errors.New("the page token key must be at least 16 bytes"))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("log-format must be json or text, not %q", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// LogValue is the configuration as logged at start, secrets redacted.
+func (c config) LogValue() slog.Value {
+	upstream := c.UpstreamURL
+	if upstream == "" {
+		upstream = "built-in simulator"
+	}
+	ledger := "bolt:" + c.DataDir
+	if c.RedisAddr != "" {
+		ledger = "redis:" + c.RedisAddr
+	}
+	return slog.GroupValue(
+		slog.String("grpc_addr", c.GRPCAddr), slog.String("http_addr", c.HTTPAddr),
+		slog.String("upstream", upstream), slog.Any("upstream_key", c.UpstreamKey),
+		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.String("ledger", ledger),
+		slog.String("budget", c.BudgetName), slog.Int64("budget_units", c.BudgetUnits),
+		slog.Int("reset_day", c.ResetDay), slog.Duration("lease", c.Lease),
+		slog.Any("token_key", c.TokenKey), slog.Duration("token_ttl", c.TokenTTL),
+	)
+}
+
+// flagValue lets one flag set hold fields of several types.
+type flagValue struct{ ptr any }
+
+func (f flagValue) String() string {
+	if f.ptr == nil {
+		return ""
+	}
+	switch p := f.ptr.(type) {
+	case *secret:
+		return p.String()
+	}
+	return fmt.Sprint(reflect.ValueOf(f.ptr).Elem())
+}
+
+func (f flagValue) Set(s string) error { return setValue(f.ptr, s) }
+
+func setValue(ptr any, s string) error {
+	switch p := ptr.(type) {
+	case *string:
+		*p = s
+	case *secret:
+		*p = secret(s)
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*p = d
+	default:
+		return fmt.Errorf("unsupported setting type %T", ptr)
+	}
+	return nil
+}

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/service"
+	"github.com/linkgate/linkgate/upstream"
+	"github.com/linkgate/linkgate/upstream/ahrefssim"
+)
+
+// simKey is the key the embedded simulator accepts; it guards nothing.
+const simKey = "sim-key"
+
+// run starts linkgate and serves until ctx is done, then shuts down.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := loadConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+	s, err := start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if cfg.UpstreamURL == "" {
+		fmt.Fprint(stdout, s.welcome())
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-s.failed:
+		log.Error("a listener failed", "err", err)
+	}
+	return errors.Join(err, s.shutdown())
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// server is a running linkgate.
+type server struct {
+	cfg      config
+	log      *slog.Logger
+	grpc     *grpc.Server
+	http     *http.Server
+	health   *health.Server
+	grpcAddr string
+	httpAddr string
+	failed   chan error
+	// cleanups run in reverse order at shutdown, after the listeners stop.
+	cleanups []func() error
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// start opens the ledger, connects the upstream (starting the simulator on
+// the embedded default), and starts both listeners. On error everything
+// started so far is stopped again.
+func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err error) {
+	log.Info("starting linkgate", "config", cfg)
+	s := &server{cfg: cfg, log: log, failed: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			s.runCleanups()
+		}
+	}()
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = stop
+	s.cleanups = append(s.cleanups, func() error { stop(); s.wg.Wait(); return nil })
+
+	upstreamURL, key := cfg.UpstreamURL, string(cfg.UpstreamKey)
+	if upstreamURL == "" {
+		if upstreamURL, err = s.startSimulator(); err != nil {
+			return nil, err
+		}
+		key = simKey
+	}
+	rpm := cfg.UpstreamRPM
+	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, RequestsPerMinute: rpm})
+	if err != nil {
+		return nil, fmt.Errorf("upstream client: %w", err)
+	}
+	ledger, err := s.openLedger()
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := s.tokens()
+	if err != nil {
+		return nil, err
+	}
+	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Tokens: tokens, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+
+	s.health = health.NewServer()
+	s.grpc = grpc.NewServer(service.ServerOptions(service.ServerConfig{Logger: log})...)
+	v1.RegisterBacklinksServiceServer(s.grpc, backlinks)
+	v1.RegisterQuotaServiceServer(s.grpc, service.NewQuotaServer(ledger))
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("grpc listener: %w", err)
+	}
+	s.grpcAddr = grpcLis.Addr().String()
+	s.serve("grpc", func() error { return s.grpc.Serve(grpcLis) })
+
+	gw, closeGW, err := newGateway(bg, s.grpcAddr, s.health)
+	if err != nil {
+		return nil, err
+	}
+	s.cleanups = append(s.cleanups, closeGW)
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	s.httpAddr = httpLis.Addr().String()
+	s.http = &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.serve("http", func() error { return s.http.Serve(httpLis) })
+
+	s.watchReadiness(bg, ledger, client)
+	if cfg.ReconcileEvery > 0 {
+		s.reconcile(bg, ledger, client)
+	}
+	log.Info("linkgate is serving", "grpc", s.grpcAddr, "http", s.httpAddr)
+	return s, nil
+}
+
+// serve runs a listener's loop and reports a failure other than a stop.
+func (s *server) serve(name string, loop func() error) {
+	go func() {
+		if err := loop(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			s.failed <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+}
+
+// startSimulator serves the upstream simulator on a loopback port, so the
+// embedded default exercises the real HTTP client.
+func (s *server) startSimulator() (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("simulator listener: %w", err)
+	}
+	srv := &http.Server{Handler: ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(lis)
+	s.cleanups = append(s.cleanups, func() error { return srv.Close() })
+	s.log.Info("serving the upstream simulator", "addr", lis.Addr().String())
+	return "http://" + lis.Addr().String(), nil
+}
+
+func (s *server) openLedger() (*quota.Ledger, error) {
+	var store quota.Store
+	if s.cfg.RedisAddr != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: s.cfg.RedisAddr})
+		s.cleanups = append(s.cleanups, rdb.Close)
+		store = quota.NewRedisStore(rdb)
+	} else {
+		if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		bolt, err := quota.OpenBoltStore(filepath.Join(s.cfg.DataDir, "ledger.db"))
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		s.cleanups = append(s.cleanups, bolt.Close)
+		store = bolt
+	}
+	return quota.New(store, quota.Config{
+		Budget: s.cfg.BudgetName, PoolLimit: s.cfg.BudgetUnits, ResetDay: s.cfg.ResetDay, Lease: s.cfg.Lease,
+	})
+}
+
+// tokens returns the page token codec. Without a configured key, a bolt
+// deployment keeps a random one in its data directory so that tokens
+// survive a restart; replicas sharing Redis must share a configured key.
+func (s *server) tokens() (*service.Tokens, error) {
+	key := []byte(s.cfg.TokenKey)
+	if len(key) == 0 {
+		if s.cfg.RedisAddr != "" {
+			return nil, errors.New("replicas sharing a Redis ledger must share a page token key: set LINKGATE_TOKEN_KEY_FILE")
+		}
+		path := filepath.Join(s.cfg.DataDir, "token.key")
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			raw := make([]byte, 32)
+			rand.Read(raw)
+			b = []byte(hex.EncodeToString(raw))
+			err = os.WriteFile(path, b, 0o600)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("page token key: %w", err)
+		}
+		key = []byte(strings.TrimSpace(string(b)))
+	}
+	return service.NewTokens(key, s.cfg.TokenTTL, nil)
+}
+
+// readiness is what health reports on: the ledger and the upstream.
+type readiness interface {
+	Ping(ctx context.Context) error
+}
+
+// watchReadiness sets the health status from real checks: the ledger's
+// store answers and the upstream's free limits-and-usage endpoint answers.
+func (s *server) watchReadiness(ctx context.Context, ledger readiness, client *upstream.Client) {
+	check := func() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		st := healthpb.HealthCheckResponse_SERVING
+		if err := ledger.Ping(cctx); err != nil {
+			s.log.Warn("not ready: ledger", "err", err)
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		} else if _, err := client.LimitsAndUsage(cctx); err != nil {
+			s.log.Warn("not ready: upstream", "err", err)
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		for _, name := range []string{"", v1.BacklinksService_ServiceDesc.ServiceName, v1.QuotaService_ServiceDesc.ServiceName} {
+			s.health.SetServingStatus(name, st)
+		}
+	}
+	check()
+	s.every(ctx, 15*time.Second, check)
+}
+
+// reconcile compares the ledger with the upstream's own usage now and then,
+// adopting the upstream's figure when someone else spent units of the key.
+func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) {
+	s.every(ctx, s.cfg.ReconcileEvery, func() {
+		d, err := ledger.Reconcile(ctx, client)
+		if err != nil {
+			s.log.Warn("reconciliation failed", "err", err)
+			return
+		}
+		s.log.Info("reconciled the ledger with the upstream", "drift", d)
+	})
+}
+
+func (s *server) every(ctx context.Context, d time.Duration, fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+}
+
+// shutdown turns health to NOT_SERVING so balancers stop sending, waits a
+// short drain, then stops both listeners gracefully within the shutdown
+// timeout (forcing them after it), and closes the rest.
+func (s *server) shutdown() error {
+	s.log.Info("shutting down")
+	s.health.Shutdown()
+	time.Sleep(s.cfg.DrainDelay)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.log.Warn("forcing the gRPC server to stop after the shutdown timeout")
+		s.grpc.Stop()
+		<-stopped
+	}
+	err = errors.Join(err, s.runCleanups())
+	s.log.Info("stopped")
+	return err
+}
+
+func (s *server) runCleanups() error {
+	var errs []error
+	for i := len(s.cleanups) - 1; i >= 0; i-- {
+		errs = append(errs, s.cleanups[i]())
+	}
+	s.cleanups = nil
+	return errors.Join(errs...)
+}
+
+// welcome is printed on the embedded default: where linkgate listens and a
+// first request to try with each protocol.
+func (s *server) welcome() string {
+	return fmt.Sprintf(`
+linkgate is running on its embedded default: the upstream is a built-in
+simulator, the ledger is %s, authentication is off (loopback only).
+
+  REST  http://%[2]s    (OpenAPI: http://%[2]s/openapi.json)
+  gRPC  %[3]s
+
+Try:
+  curl 'http://%[2]s/v1/backlinks?target=example.com&page_size=3'
+  curl -N 'http://%[2]s/v1/backlinks:stream?target=sized-2500.example&page_size=1000'
+  curl 'http://%[2]s/v1/quota'
+  grpcurl -plaintext -d '{"target":"example.com","page_size":3}' %[3]s linkgate.v1.BacklinksService/ListBacklinks
+
+`, filepath.Join(s.cfg.DataDir, "ledger.db"), s.httpAddr, s.grpcAddr)
+}

@@ -1,0 +1,411 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/upstream"
+)
+
+// Page sizes of List and Stream RPCs.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// Config configures the backlinks service.
+type Config struct {
+	Upstream Upstream
+	Ledger   Ledger
+	Tokens   *Tokens
+	// UpstreamPageRows is the number of rows a stream asks of the upstream
+	// per request: large pages amortise the 50-unit floor of every request
+	// and the upstream's rate limit. Default 1000.
+	UpstreamPageRows int
+	Logger           *slog.Logger
+	Now              func() time.Time
+}
+
+// BacklinksServer implements linkgate.v1.BacklinksService.
+type BacklinksServer struct {
+	v1.UnimplementedBacklinksServiceServer
+	cfg   Config
+	pager pager
+}
+
+// NewBacklinksServer returns the service over an upstream and a ledger.
+func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
+	if cfg.Upstream == nil || cfg.Ledger == nil || cfg.Tokens == nil {
+		return nil, errors.New("service: upstream, ledger and tokens are required")
+	}
+	if cfg.UpstreamPageRows <= 0 {
+		cfg.UpstreamPageRows = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger}}, nil
+}
+
+// listRequest is what every List and Stream request message has.
+type listRequest interface {
+	GetTarget() string
+	GetMode() v1.Mode
+	GetProtocol() v1.Protocol
+	GetSelect() []string
+	GetFilter() string
+	GetOrderBy() string
+	GetPageSize() int32
+	GetPageToken() string
+}
+
+// paramsOf reads the parameters of a list request; the ones a dataset does
+// not have are simply absent from its message.
+func paramsOf(req listRequest) params {
+	p := params{
+		Target:   req.GetTarget(),
+		Mode:     modes[req.GetMode()],
+		Protocol: protocols[req.GetProtocol()],
+		Select:   req.GetSelect(),
+		Filter:   req.GetFilter(),
+		OrderBy:  req.GetOrderBy(),
+	}
+	if r, ok := req.(interface{ GetAggregation() v1.Aggregation }); ok {
+		p.Aggregation = aggregations[r.GetAggregation()]
+	}
+	if r, ok := req.(interface{ GetHistory() string }); ok {
+		p.History = r.GetHistory()
+	}
+	if r, ok := req.(interface{ GetSince() string }); ok {
+		p.Since = r.GetSince()
+	}
+	if r, ok := req.(interface{ GetChanges() v1.ChangeFilter }); ok {
+		p.Changes = changeFilters[r.GetChanges()]
+	}
+	return p
+}
+
+var (
+	modes = map[v1.Mode]upstream.Mode{
+		v1.Mode_MODE_EXACT: upstream.ModeExact, v1.Mode_MODE_PREFIX: upstream.ModePrefix,
+		v1.Mode_MODE_DOMAIN: upstream.ModeDomain, v1.Mode_MODE_SUBDOMAINS: upstream.ModeSubdomains,
+	}
+	protocols = map[v1.Protocol]upstream.Protocol{
+		v1.Protocol_PROTOCOL_BOTH: upstream.ProtocolBoth, v1.Protocol_PROTOCOL_HTTP: upstream.ProtocolHTTP,
+		v1.Protocol_PROTOCOL_HTTPS: upstream.ProtocolHTTPS,
+	}
+	aggregations = map[v1.Aggregation]upstream.Aggregation{
+		v1.Aggregation_AGGREGATION_SIMILAR_LINKS: upstream.AggregationSimilarLinks,
+		v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN: upstream.AggregationOnePerDomain,
+		v1.Aggregation_AGGREGATION_ALL:            upstream.AggregationAll,
+	}
+	changeFilters = map[v1.ChangeFilter]Changes{
+		v1.ChangeFilter_CHANGE_FILTER_NEW: ChangesNew, v1.ChangeFilter_CHANGE_FILTER_LOST: ChangesLost,
+	}
+)
+
+// prepared is a checked request: its plan, where it starts, and its caller.
+type prepared struct {
+	plan     *plan
+	start    cursor
+	tenant   string
+	pageSize int
+}
+
+// prepare authenticates, validates and compiles a list request; every
+// failure here happens before a unit is reserved.
+func (s *BacklinksServer) prepare(ctx context.Context, d *dataset, req listRequest) (*prepared, error) {
+	caller, ok := CallerFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no caller")
+	}
+	pl, err := compile(d, paramsOf(req), caller.Tenant)
+	if err != nil {
+		return nil, toStatus(err, "")
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, toStatus(badField("page_size", "must not be negative"), "")
+	case size == 0:
+		size = DefaultPageSize
+	case size > MaxPageSize:
+		return nil, toStatus(badField("page_size", "must be at most %d", MaxPageSize), "")
+	}
+	pr := &prepared{plan: pl, tenant: caller.Tenant, pageSize: size}
+	if tok := req.GetPageToken(); tok != "" {
+		if pr.start, err = s.cfg.Tokens.Decode(tok, pl.fingerprint, pl.keys); err != nil {
+			return nil, toStatus(err, "")
+		}
+	}
+	return pr, nil
+}
+
+// listed is one page of a List RPC.
+type listed struct {
+	rows  []upstream.Row
+	token string
+	cost  *v1.PageCost
+}
+
+// list serves one page: a single upstream request for page_size rows plus
+// one that tells whether more follow, so that the last page has no token.
+func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest) (*prepared, *listed, error) {
+	pr, err := s.prepare(ctx, d, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	pages, wait := s.pager.run(ctx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
+		pageRows: pr.pageSize, maxRows: int64(pr.pageSize)})
+	defer wait()
+	out := &listed{cost: &v1.PageCost{}}
+	pos := pr.start
+	for pg := range pages {
+		addCost(out.cost, pg)
+		out.rows = append(out.rows, pg.rows...)
+		for _, r := range pg.rows {
+			pos = pos.after(pr.plan.keys, r)
+		}
+		if pg.err != nil {
+			return nil, nil, toStatus(pg.err, "")
+		}
+		if pg.more {
+			if out.token, err = s.cfg.Tokens.Encode(pr.plan.fingerprint, pos); err != nil {
+				return nil, nil, toStatus(err, "")
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, toStatus(err, "")
+	}
+	return pr, out, nil
+}
+
+func addCost(c *v1.PageCost, pg page) {
+	c.UnitsCharged += pg.charged
+	c.Cached = c.Cached || pg.cached
+	if pg.charged > 0 || pg.cached || pg.rows != nil || pg.end {
+		c.UpstreamRequests++
+	}
+	c.RemainingUnits = pg.remaining
+}
+
+// streamPage is one message of a Stream RPC before conversion.
+type streamPage struct {
+	rows  []upstream.Row
+	token string
+	cost  *v1.PageCost
+}
+
+// streamRequest is what every Stream request message has beyond a List's.
+type streamRequest interface {
+	listRequest
+	GetMaxRows() int64
+	GetMaxUnits() int64
+}
+
+// stream runs a Stream RPC: upstream pages of UpstreamPageRows rows, sent
+// as messages of page_size rows, each with the token to resume after it.
+// When the run fails after some pages, the error carries the token of the
+// last row sent.
+func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequest, send func(*plan, streamPage) error) error {
+	pr, err := s.prepare(ctx, d, req)
+	if err != nil {
+		return err
+	}
+	if req.GetMaxRows() < 0 || req.GetMaxUnits() < 0 {
+		return toStatus(badField("max_rows", "max_rows and max_units must not be negative"), "")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pages, wait := s.pager.run(ctx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
+		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits()})
+	defer wait()
+	defer cancel()
+
+	pos := pr.start
+	token := func() string {
+		if pos.Key == nil {
+			return ""
+		}
+		t, _ := s.cfg.Tokens.Encode(pr.plan.fingerprint, pos)
+		return t
+	}
+	sent := false
+	for pg := range pages {
+		if pg.err != nil && len(pg.rows) == 0 {
+			return toStatus(pg.err, token())
+		}
+		cost := &v1.PageCost{}
+		addCost(cost, pg)
+		rows := pg.rows
+		for first := true; first || len(rows) > 0; first = false {
+			n := min(len(rows), pr.pageSize)
+			chunk := rows[:n]
+			rows = rows[n:]
+			for _, r := range chunk {
+				pos = pos.after(pr.plan.keys, r)
+			}
+			last := len(rows) == 0
+			if n == 0 && sent && cost.UnitsCharged == 0 && !pg.more {
+				break // nothing to say: no rows, no cost, no new position
+			}
+			msg := streamPage{rows: chunk, cost: cost}
+			if !(last && pg.end) {
+				msg.token = token()
+			}
+			if err := send(pr.plan, msg); err != nil {
+				return err
+			}
+			sent = true
+			cost = &v1.PageCost{RemainingUnits: pg.remaining}
+		}
+		if pg.err != nil {
+			return toStatus(pg.err, token())
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return toStatus(err, token())
+	}
+	return nil
+}
+
+// rowsOf converts upstream rows to row messages with the caller's fields.
+func rowsOf[M proto.Message](pl *plan, rows []upstream.Row, newRow func() M) ([]M, error) {
+	var zero M
+	fds, err := fieldsFor(zero.ProtoReflect().Descriptor(), pl.selected)
+	if err != nil {
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	out := make([]M, len(rows))
+	for i, r := range rows {
+		m := newRow()
+		if err := fill(m, fds, r); err != nil {
+			return nil, status.Errorf(codes.Internal, "the upstream returned an unreadable row: %v", err)
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+func newBacklink() *v1.Backlink             { return &v1.Backlink{} }
+func newRefDomain() *v1.RefDomain           { return &v1.RefDomain{} }
+func newBrokenBacklink() *v1.BrokenBacklink { return &v1.BrokenBacklink{} }
+
+// newLostRows converts rows of the new/lost dataset: the backlink, and
+// whether it is new or lost in the window with the date of the change. A
+// link both found and lost in the window is reported as lost, its latest
+// change.
+func newLostRows(pl *plan, rows []upstream.Row) ([]*v1.NewLostBacklink, error) {
+	links, err := rowsOf(pl, rows, newBacklink)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*v1.NewLostBacklink, len(rows))
+	for i, r := range rows {
+		nl := &v1.NewLostBacklink{Backlink: links[i], Change: v1.Change_CHANGE_NEW}
+		lastSeen, _ := r["last_seen"].(time.Time)
+		if lost, _ := r["is_lost"].(bool); lost && !lastSeen.Before(pl.since) && pl.changes != ChangesNew {
+			nl.Change, nl.ChangeTime = v1.Change_CHANGE_LOST, timestamppb.New(lastSeen)
+		} else if t, ok := r["first_seen_link"].(time.Time); ok {
+			nl.ChangeTime = timestamppb.New(t)
+		}
+		out[i] = nl
+	}
+	return out, nil
+}
+
+// ListBacklinks returns one page of backlinks.
+func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
+	pr, out, err := s.list(ctx, backlinksData, req)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := rowsOf(pr.plan, out.rows, newBacklink)
+	return &v1.ListBacklinksResponse{Backlinks: rows, NextPageToken: out.token, Cost: out.cost}, err
+}
+
+// StreamBacklinks streams backlinks page by page.
+func (s *BacklinksServer) StreamBacklinks(req *v1.StreamBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBacklinksResponse]) error {
+	return s.stream(srv.Context(), backlinksData, req, func(pl *plan, p streamPage) error {
+		rows, err := rowsOf(pl, p.rows, newBacklink)
+		if err != nil {
+			return err
+		}
+		return srv.Send(&v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost})
+	})
+}
+
+// ListRefDomains returns one page of referring domains.
+func (s *BacklinksServer) ListRefDomains(ctx context.Context, req *v1.ListRefDomainsRequest) (*v1.ListRefDomainsResponse, error) {
+	pr, out, err := s.list(ctx, refDomainsData, req)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := rowsOf(pr.plan, out.rows, newRefDomain)
+	return &v1.ListRefDomainsResponse{RefDomains: rows, NextPageToken: out.token, Cost: out.cost}, err
+}
+
+// StreamRefDomains streams referring domains page by page.
+func (s *BacklinksServer) StreamRefDomains(req *v1.StreamRefDomainsRequest, srv grpc.ServerStreamingServer[v1.StreamRefDomainsResponse]) error {
+	return s.stream(srv.Context(), refDomainsData, req, func(pl *plan, p streamPage) error {
+		rows, err := rowsOf(pl, p.rows, newRefDomain)
+		if err != nil {
+			return err
+		}
+		return srv.Send(&v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost})
+	})
+}
+
+// ListBrokenBacklinks returns one page of broken backlinks.
+func (s *BacklinksServer) ListBrokenBacklinks(ctx context.Context, req *v1.ListBrokenBacklinksRequest) (*v1.ListBrokenBacklinksResponse, error) {
+	pr, out, err := s.list(ctx, brokenBacklinksData, req)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := rowsOf(pr.plan, out.rows, newBrokenBacklink)
+	return &v1.ListBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: out.token, Cost: out.cost}, err
+}
+
+// StreamBrokenBacklinks streams broken backlinks page by page.
+func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBrokenBacklinksResponse]) error {
+	return s.stream(srv.Context(), brokenBacklinksData, req, func(pl *plan, p streamPage) error {
+		rows, err := rowsOf(pl, p.rows, newBrokenBacklink)
+		if err != nil {
+			return err
+		}
+		return srv.Send(&v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+	})
+}
+
+// ListNewLostBacklinks returns one page of backlinks new or lost since a date.
+func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.ListNewLostBacklinksRequest) (*v1.ListNewLostBacklinksResponse, error) {
+	pr, out, err := s.list(ctx, newLostData, req)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := newLostRows(pr.plan, out.rows)
+	return &v1.ListNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: out.token, Cost: out.cost}, err
+}
+
+// StreamNewLostBacklinks streams backlinks new or lost since a date.
+func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamNewLostBacklinksResponse]) error {
+	return s.stream(srv.Context(), newLostData, req, func(pl *plan, p streamPage) error {
+		rows, err := newLostRows(pl, p.rows)
+		if err != nil {
+			return err
+		}
+		return srv.Send(&v1.StreamNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+	})
+}

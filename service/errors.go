@@ -1,0 +1,138 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/service/filter"
+	"github.com/linkgate/linkgate/upstream"
+)
+
+// ErrorDomain is the domain of every ErrorInfo linkgate sends.
+const ErrorDomain = "linkgate"
+
+// The reasons of ErrorInfo, stable for callers to switch on.
+const (
+	ReasonBudgetExhausted     = "BUDGET_EXHAUSTED"
+	ReasonTenantLimitReached  = "TENANT_LIMIT_REACHED"
+	ReasonUpstreamRateLimited = "UPSTREAM_RATE_LIMITED"
+	ReasonUpstreamAuth        = "UPSTREAM_AUTH_FAILED"
+	ReasonUpstreamPlan        = "UPSTREAM_PLAN_INSUFFICIENT"
+	ReasonLedgerUnavailable   = "LEDGER_UNAVAILABLE"
+	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
+	ReasonTooManyStreams      = "TOO_MANY_STREAMS"
+)
+
+// toStatus maps an error to the canonical status callers see, with its
+// details. resumeToken, when not empty, is where a failed stream can resume;
+// it travels in ErrorInfo's metadata as page_token. Internal errors are
+// reported without their text, which may hold details callers must not see.
+func toStatus(err error, resumeToken string) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	meta := map[string]string{}
+	if resumeToken != "" {
+		meta["page_token"] = resumeToken
+	}
+	var (
+		invalid   *InvalidArgument
+		filterErr *filter.Error
+		denied    *quota.DeniedError
+		apiErr    *upstream.APIError
+	)
+	switch {
+	case errors.As(err, &invalid):
+		return withDetails(codes.InvalidArgument, invalid.Error(), &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Description}},
+		})
+	case errors.As(err, &filterErr):
+		return withDetails(codes.InvalidArgument, "filter: "+filterErr.Error(), &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "filter", Description: filterErr.Error()}},
+		})
+	case errors.Is(err, errBadToken):
+		return withDetails(codes.InvalidArgument, err.Error(), &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "page_token", Description: err.Error()}},
+		})
+	case errors.As(err, &denied):
+		reason, subject := ReasonBudgetExhausted, "pool"
+		if denied.Scope == quota.ScopeTenant {
+			reason, subject = ReasonTenantLimitReached, "tenant:"+denied.Tenant
+		}
+		meta["remaining_units"] = strconv.FormatInt(denied.Remaining, 10)
+		meta["reset_time"] = denied.ResetAt.UTC().Format(time.RFC3339)
+		msg := fmt.Sprintf("%s: %d units left of %d, this page needs %d; the budget resets at %s",
+			reasonText(reason), denied.Remaining, denied.Limit, denied.Asked, denied.ResetAt.UTC().Format(time.RFC3339))
+		return withDetails(codes.ResourceExhausted, msg,
+			&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: subject, Description: msg}}},
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(max(0, time.Until(denied.ResetAt)))},
+			&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, quota.ErrUnavailable):
+		return withDetails(codes.Unavailable, "the quota ledger cannot be reached; no units were spent",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)},
+			&errdetails.ErrorInfo{Reason: ReasonLedgerUnavailable, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, upstream.ErrRateLimited):
+		wait := 10 * time.Second
+		if errors.As(err, &apiErr) && apiErr.RetryAfter > 0 {
+			wait = apiErr.RetryAfter
+		}
+		return withDetails(codes.ResourceExhausted, "the upstream's rate limit is reached; retry later",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)},
+			&errdetails.ErrorInfo{Reason: ReasonUpstreamRateLimited, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, upstream.ErrUnauthorized):
+		return withDetails(codes.FailedPrecondition, "the upstream refused linkgate's API key; an operator must fix the key",
+			&errdetails.ErrorInfo{Reason: ReasonUpstreamAuth, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, upstream.ErrForbidden):
+		return withDetails(codes.FailedPrecondition, "the upstream plan does not allow this request or its units are spent; an operator must act",
+			&errdetails.ErrorInfo{Reason: ReasonUpstreamPlan, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, upstream.ErrNotFound):
+		return status.Error(codes.NotFound, "the upstream has no data for this target")
+	case errors.Is(err, upstream.ErrBadRequest):
+		msg := "the upstream rejected the request"
+		if errors.As(err, &apiErr) {
+			msg += ": " + apiErr.Message
+		}
+		return withDetails(codes.InvalidArgument, msg, &errdetails.ErrorInfo{Reason: "UPSTREAM_REJECTED", Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, upstream.ErrUpstreamUnavailable):
+		return withDetails(codes.Unavailable, "the upstream is unavailable; retry later",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)},
+			&errdetails.ErrorInfo{Reason: ReasonUpstreamUnavailable, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, context.Canceled):
+		return withDetails(codes.Canceled, "the request was cancelled", errorInfo("CANCELLED", meta))
+	case errors.Is(err, context.DeadlineExceeded):
+		return withDetails(codes.DeadlineExceeded, "the request's deadline passed", errorInfo("DEADLINE_EXCEEDED", meta))
+	}
+	return withDetails(codes.Internal, "internal error", errorInfo("INTERNAL", meta))
+}
+
+func errorInfo(reason string, meta map[string]string) *errdetails.ErrorInfo {
+	return &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta}
+}
+
+func reasonText(reason string) string {
+	if reason == ReasonTenantLimitReached {
+		return "the tenant's budget is spent"
+	}
+	return "the shared budget is spent"
+}
+
+func withDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) error {
+	st, err := status.New(c, msg).WithDetails(details...)
+	if err != nil {
+		return status.Error(c, msg)
+	}
+	return st.Err()
+}

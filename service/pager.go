@@ -1,0 +1,183 @@
+package service
+
+import (
+	"context"
+	"sync"
+
+	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/upstream"
+)
+
+// Ledger is the part of the quota ledger the service spends through.
+type Ledger interface {
+	Reserve(ctx context.Context, tenant, label string, units int64) (quota.Reservation, error)
+	Settle(ctx context.Context, r quota.Reservation, actual int64) error
+	Release(ctx context.Context, r quota.Reservation) error
+	Usage(ctx context.Context, tenant string) (quota.Usage, error)
+}
+
+// Upstream is the part of the upstream client the service calls.
+type Upstream interface {
+	List(ctx context.Context, q *upstream.Query, fn func(upstream.Row) error) (upstream.Result, error)
+	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
+}
+
+// fetch is one run of the pager: where it starts and when it stops.
+type fetch struct {
+	plan   *plan
+	tenant string
+	start  cursor
+	// pageRows is the number of new rows asked of the upstream per request.
+	pageRows int
+	// maxRows and maxUnits stop the run; 0 means no limit. When maxRows
+	// stops it, one extra row is asked for to tell whether more remain.
+	maxRows, maxUnits int64
+}
+
+// page is one upstream response, without the rows an earlier page returned.
+type page struct {
+	rows    []upstream.Row
+	charged int64 // units settled for this page
+	cached  bool
+	// remaining is what is left of the caller's budget after this page.
+	remaining int64
+	// end: no row follows these. more: rows follow but the run stopped at
+	// max_rows or max_units. Neither: the run goes on.
+	end, more bool
+	err       error
+}
+
+// pager fetches the pages of a run.
+type pager struct {
+	up     Upstream
+	ledger Ledger
+}
+
+// run fetches pages in a goroutine and delivers them on the returned
+// channel, which holds one page: while the caller sends a page downstream
+// the next one is fetched, and memory stays bounded by about three pages
+// whatever the size of the result. The channel is closed after the last
+// page; cancelling ctx stops the run at once. wait returns when the
+// goroutine has finished, with every reservation settled or released.
+func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func()) {
+	ch := make(chan page, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(ch)
+		p.loop(ctx, f, ch)
+	}()
+	return ch, wg.Wait
+}
+
+func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
+	cur := f.start
+	perRow := f.plan.perRow()
+	var got, spent int64
+	for {
+		want := int64(f.pageRows)
+		probe := 0
+		if f.maxRows > 0 {
+			left := f.maxRows - got
+			if left <= want {
+				want, probe = left, 1
+			}
+		}
+		if f.maxUnits > 0 {
+			// The page costs max(50, perRow × rows); shrink it to what is
+			// left of max_units, and stop when even the floor is too much.
+			affordable := (f.maxUnits-spent)/int64(perRow) - int64(cur.Skip) - int64(probe)
+			if affordable < want {
+				want, probe = affordable, 0
+			}
+			if upstream.Units(perRow, cur.Skip+int(want)+probe) > f.maxUnits-spent {
+				want = 0
+			}
+		}
+		if want <= 0 {
+			send(ctx, out, page{more: true})
+			return
+		}
+		limit := cur.Skip + int(want) + probe
+		pg := p.fetchPage(ctx, f, cur, limit)
+		spent += pg.charged
+		if pg.err == nil || len(pg.rows) > 0 {
+			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
+			got += int64(len(pg.rows))
+		}
+		if pg.err == nil && !pg.end && probe == 1 {
+			pg.more = true // the probe row came back: rows remain after max_rows
+		}
+		if !send(ctx, out, pg) || pg.err != nil || pg.end || pg.more {
+			return
+		}
+	}
+}
+
+func send(ctx context.Context, out chan<- page, pg page) bool {
+	select {
+	case out <- pg:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fetchPage reserves the most a page can cost, fetches it and settles what
+// the upstream says it cost. Ledger calls run without the caller's
+// cancellation so that a caller who goes away never leaves units reserved.
+func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit int) page {
+	q := f.plan.pageQuery(cur, limit)
+	ledgerCtx := context.WithoutCancel(ctx)
+	res, err := p.ledger.Reserve(ledgerCtx, f.tenant, f.plan.data.label, upstream.Units(f.plan.perRow(), limit))
+	if err != nil {
+		return page{err: err}
+	}
+	var rows []upstream.Row
+	result, err := p.up.List(ctx, q, func(r upstream.Row) error {
+		rows = append(rows, r)
+		return nil
+	})
+	pg := page{rows: rows, err: err, end: err == nil && len(rows) < limit}
+	if result.Cost.Known {
+		pg.charged = result.Cost.Actual
+		pg.cached = result.Cost.Cache == "hit"
+		if serr := p.ledger.Settle(ledgerCtx, res, pg.charged); serr != nil && pg.err == nil {
+			pg.err = serr
+		}
+	} else if rerr := p.ledger.Release(ledgerCtx, res); rerr != nil && pg.err == nil {
+		pg.err = rerr
+	}
+	if u, uerr := p.ledger.Usage(ledgerCtx, f.tenant); uerr == nil {
+		pg.remaining = remaining(u)
+	}
+	return pg
+}
+
+// advance drops the rows at the start of a page that earlier pages already
+// returned (the first cur.Skip rows at key cur.Key), keeps at most want of
+// the rest, and returns the cursor after the last row kept.
+func advance(keys []sortKey, cur cursor, rows []upstream.Row, want int) ([]upstream.Row, cursor) {
+	skip := 0
+	for skip < len(rows) && skip < cur.Skip && sameKey(keyOf(keys, rows[skip]), cur.Key) {
+		skip++
+	}
+	rows = rows[skip:]
+	if len(rows) > want {
+		rows = rows[:want]
+	}
+	for _, r := range rows {
+		cur = cur.after(keys, r)
+	}
+	return rows, cur
+}
+
+// after is the cursor just after row r, which follows c.
+func (c cursor) after(keys []sortKey, r upstream.Row) cursor {
+	k := keyOf(keys, r)
+	if c.Key != nil && sameKey(k, c.Key) {
+		return cursor{Key: c.Key, Skip: c.Skip + 1}
+	}
+	return cursor{Key: k, Skip: 1}
+}

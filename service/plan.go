@@ -1,0 +1,301 @@
+package service
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/linkgate/linkgate/service/filter"
+	"github.com/linkgate/linkgate/upstream"
+)
+
+// dataset is one of the four datasets linkgate serves.
+type dataset struct {
+	label    string // the ledger label and the name in errors and telemetry
+	endpoint upstream.Endpoint
+	// tieBreakers are appended to every order so that it is total: rows
+	// with equal caller keys still come in one deterministic order.
+	tieBreakers []string
+	// defaultSelect is a cheap, useful selection for callers who name none.
+	defaultSelect []string
+}
+
+var (
+	backlinksData = &dataset{
+		label: "backlinks", endpoint: upstream.AllBacklinks,
+		tieBreakers:   []string{"url_from", "url_to"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen", "is_dofollow"},
+	}
+	refDomainsData = &dataset{
+		label: "refdomains", endpoint: upstream.RefDomains,
+		tieBreakers:   []string{"domain"},
+		defaultSelect: []string{"domain", "domain_rating", "links_to_target", "dofollow_links", "first_seen", "last_seen"},
+	}
+	brokenBacklinksData = &dataset{
+		label: "broken-backlinks", endpoint: upstream.BrokenBacklinks,
+		tieBreakers:   []string{"url_from", "url_to"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "domain_rating_source", "first_seen_link"},
+	}
+	newLostData = &dataset{
+		label: "new-lost-backlinks", endpoint: upstream.AllBacklinks,
+		tieBreakers:   []string{"url_from", "url_to"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen", "lost_reason"},
+	}
+)
+
+// Changes picks the changes a new/lost request reports.
+type Changes int
+
+// The changes of the new/lost dataset.
+const (
+	ChangesBoth Changes = iota
+	ChangesNew
+	ChangesLost
+)
+
+// params are the parameters every list request shares, whatever its message.
+type params struct {
+	Target      string
+	Mode        upstream.Mode
+	Protocol    upstream.Protocol
+	Select      []string
+	Filter      string
+	OrderBy     string
+	Aggregation upstream.Aggregation
+	History     string
+	// Since and Changes are the new/lost dataset's window.
+	Since   string
+	Changes Changes
+}
+
+// plan is a request compiled for the upstream: the query without its
+// continuation and limit, the total order the pager seeks on, and what the
+// caller asked to see.
+type plan struct {
+	data     *dataset
+	query    upstream.Query
+	keys     []sortKey
+	selected []string // the fields returned to the caller
+	filter   upstream.Expr
+	since    time.Time
+	changes  Changes
+	// tieBreakerFields are the fields the order gained to become total.
+	tieBreakerFields []string
+	fingerprint      string
+}
+
+// InvalidArgument is a caller error: the request field and what is wrong.
+type InvalidArgument struct {
+	Field       string
+	Description string
+}
+
+func (e *InvalidArgument) Error() string { return e.Field + ": " + e.Description }
+
+func badField(field, format string, args ...any) *InvalidArgument {
+	return &InvalidArgument{Field: field, Description: fmt.Sprintf(format, args...)}
+}
+
+// compile checks a request and turns it into a plan without calling the
+// upstream, so an invalid request costs nothing.
+func compile(d *dataset, p params, tenant string) (*plan, error) {
+	s := upstream.MustSchema(d.endpoint)
+	pl := &plan{data: d, changes: p.Changes}
+	if strings.TrimSpace(p.Target) == "" {
+		return nil, badField("target", "is required: a domain or URL")
+	}
+	sel, err := selection(s, p.Select, d.defaultSelect)
+	if err != nil {
+		return nil, err
+	}
+	pl.selected = sel
+	if pl.filter, err = filter.Compile(p.Filter, s); err != nil {
+		return nil, badField("filter", "%v", err)
+	}
+	order, err := upstream.ParseOrder(p.OrderBy)
+	if err != nil {
+		return nil, upstreamInvalid(err)
+	}
+	for _, o := range order {
+		f, ok := s.Field(o.Field)
+		if !ok {
+			return nil, badField("order_by", "field %q: unknown field of %s", o.Field, d.label)
+		}
+		if !f.Order {
+			return nil, badField("order_by", "field %q: cannot be used to order %s", o.Field, d.label)
+		}
+		if slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
+			return nil, badField("order_by", "field %q: appears twice", o.Field)
+		}
+		pl.keys = append(pl.keys, sortKey{field: f, desc: o.Desc})
+	}
+	for _, name := range d.tieBreakers {
+		f, _ := s.Field(name)
+		if !slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
+			pl.keys = append(pl.keys, sortKey{field: f})
+			pl.tieBreakerFields = append(pl.tieBreakerFields, name)
+		}
+	}
+
+	where := pl.filter
+	history := p.History
+	if d == newLostData {
+		if pl.since, err = time.Parse(time.DateOnly, p.Since); err != nil {
+			return nil, badField("since", "needs a date YYYY-MM-DD, got %q", p.Since)
+		}
+		history = upstream.HistorySince(pl.since)
+		where = andWhere(where, changeFilter(pl.since, p.Changes))
+	}
+	pl.query = upstream.Query{
+		Endpoint:    d.endpoint,
+		Target:      strings.TrimSpace(p.Target),
+		Mode:        p.Mode,
+		Protocol:    p.Protocol,
+		Select:      fetched(pl),
+		Where:       where,
+		Aggregation: p.Aggregation,
+		History:     history,
+	}
+	for _, k := range pl.keys {
+		pl.query.OrderBy = append(pl.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
+	}
+	if err := pl.query.Validate(); err != nil {
+		return nil, upstreamInvalid(err)
+	}
+	pl.fingerprint = fingerprint(d, p, sel, tenant)
+	return pl, nil
+}
+
+// selection flattens select (repeated, each possibly comma-separated),
+// checks every name and falls back to the dataset's default.
+func selection(s *upstream.Schema, raw []string, def []string) ([]string, error) {
+	var sel []string
+	for _, item := range raw {
+		for _, name := range strings.Split(item, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				continue
+			}
+			f, ok := s.Field(name)
+			switch {
+			case !ok:
+				return nil, badField("select", "field %q: unknown field of %s", name, s.Endpoint)
+			case !f.Select:
+				return nil, badField("select", "field %q: can be filtered but not selected", name)
+			}
+			if !slices.Contains(sel, name) {
+				sel = append(sel, name)
+			}
+		}
+	}
+	if len(sel) == 0 {
+		return slices.Clone(def), nil
+	}
+	return sel, nil
+}
+
+// fetched is what the pager selects upstream: the caller's fields plus the
+// sort keys (to read the last key of a page) and, for new/lost, the fields
+// that tell a new link from a lost one. Selecting them is free: a field is
+// charged once whether it is selected, filtered or ordered by, and these
+// are already ordered by or filtered on.
+func fetched(pl *plan) []string {
+	names := slices.Clone(pl.selected)
+	add := func(name string) {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	for _, k := range pl.keys {
+		add(k.field.Name)
+	}
+	if pl.data == newLostData {
+		for _, name := range changeFields(pl.changes) {
+			add(name)
+		}
+	}
+	return names
+}
+
+// changeFields are the fields the new/lost window filters on.
+func changeFields(c Changes) []string {
+	switch c {
+	case ChangesNew:
+		return []string{"first_seen_link"}
+	case ChangesLost:
+		return []string{"is_lost", "last_seen"}
+	}
+	return []string{"first_seen_link", "is_lost", "last_seen"}
+}
+
+// changeFilter selects the links new or lost since a date: new is
+// first_seen_link ≥ since, lost is is_lost with last_seen ≥ since (the
+// history parameter already limits lost links to the window).
+func changeFilter(since time.Time, c Changes) upstream.Expr {
+	day := since.Format(time.DateOnly)
+	isNew := upstream.Is{Field: "first_seen_link", Cond: upstream.Cond{Op: upstream.OpGte, Value: day}}
+	isLost := upstream.And{
+		upstream.Is{Field: "is_lost", Cond: upstream.Cond{Op: upstream.OpEq, Value: true}},
+		upstream.Is{Field: "last_seen", Cond: upstream.Cond{Op: upstream.OpGte, Value: day}},
+	}
+	switch c {
+	case ChangesNew:
+		return isNew
+	case ChangesLost:
+		return isLost
+	}
+	return upstream.Or{isNew, isLost}
+}
+
+func andWhere(a, b upstream.Expr) upstream.Expr {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return upstream.And{a, b}
+}
+
+// upstreamInvalid turns the upstream package's validation error into the
+// request field it is about.
+func upstreamInvalid(err error) error {
+	if ie, ok := err.(*upstream.InvalidError); ok {
+		desc := ie.Problem
+		if ie.Field != "" {
+			desc = fmt.Sprintf("field %q: %s", ie.Field, ie.Problem)
+		}
+		return &InvalidArgument{Field: ie.Param, Description: desc}
+	}
+	return &InvalidArgument{Field: "request", Description: err.Error()}
+}
+
+// fingerprint identifies what a page token may continue: the dataset, every
+// parameter that changes the rows or their order, and the tenant, so that a
+// token cannot be replayed with other parameters or by another tenant.
+func fingerprint(d *dataset, p params, sel []string, tenant string) string {
+	b, _ := json.Marshal([]any{d.label, tenant, strings.TrimSpace(p.Target), p.Mode, p.Protocol, sel,
+		p.Filter, p.OrderBy, p.Aggregation, p.History, p.Since, p.Changes})
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+// perRow is the per-row cost of the plan's pages, continuation included:
+// the continuation filters on the sort keys only, which order_by already
+// charges.
+func (pl *plan) perRow() int { return pl.query.PerRowCost() }
+
+// pageQuery is the upstream query for the page starting at c with limit
+// rows.
+func (pl *plan) pageQuery(c cursor, limit int) *upstream.Query {
+	q := pl.query
+	q.Limit = limit
+	if c.Key != nil {
+		q.Where = andWhere(atOrAfter(pl.keys, c.Key), q.Where)
+	}
+	return &q
+}

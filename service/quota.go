@@ -1,0 +1,128 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/quota"
+)
+
+// remaining is what a tenant may still spend: the tenant's own room, which
+// the ledger already caps at what the pool has left.
+func remaining(u quota.Usage) int64 { return min(u.Pool.Remaining, u.Tenant.Remaining) }
+
+// QuotaLedger is the part of the ledger the quota service reads and changes.
+type QuotaLedger interface {
+	Usage(ctx context.Context, tenant string) (quota.Usage, error)
+	AllUsage(ctx context.Context) (quota.Report, error)
+	SetTenantLimit(ctx context.Context, tenant string, limit *int64) error
+}
+
+// QuotaServer implements linkgate.v1.QuotaService.
+type QuotaServer struct {
+	v1.UnimplementedQuotaServiceServer
+	ledger QuotaLedger
+}
+
+// NewQuotaServer returns the quota service over a ledger.
+func NewQuotaServer(l QuotaLedger) *QuotaServer { return &QuotaServer{ledger: l} }
+
+// GetQuota reports the pool and the caller's tenant.
+func (s *QuotaServer) GetQuota(ctx context.Context, _ *v1.GetQuotaRequest) (*v1.GetQuotaResponse, error) {
+	caller, ok := CallerFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no caller")
+	}
+	u, err := s.ledger.Usage(ctx, caller.Tenant)
+	if err != nil {
+		return nil, toStatus(err, "")
+	}
+	return &v1.GetQuotaResponse{
+		Pool:        poolQuota(u.Pool),
+		Tenant:      tenantQuota(u.Tenant, nil),
+		PeriodStart: timestamppb.New(u.Pool.PeriodStart),
+		PeriodEnd:   timestamppb.New(u.Pool.PeriodEnd),
+	}, nil
+}
+
+// ListTenantQuotas reports every tenant; admins only.
+func (s *QuotaServer) ListTenantQuotas(ctx context.Context, _ *v1.ListTenantQuotasRequest) (*v1.ListTenantQuotasResponse, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	r, err := s.ledger.AllUsage(ctx)
+	if err != nil {
+		return nil, toStatus(err, "")
+	}
+	resp := &v1.ListTenantQuotasResponse{
+		Pool:        poolQuota(r.Pool),
+		PeriodStart: timestamppb.New(r.Pool.PeriodStart),
+		PeriodEnd:   timestamppb.New(r.Pool.PeriodEnd),
+	}
+	for _, t := range r.Tenants {
+		resp.Tenants = append(resp.Tenants, tenantQuota(t, r.SpendByTenantLabel[t.Name]))
+	}
+	return resp, nil
+}
+
+// UpdateTenantLimit sets or removes a tenant's run-time limit; admins only.
+func (s *QuotaServer) UpdateTenantLimit(ctx context.Context, req *v1.UpdateTenantLimitRequest) (*v1.UpdateTenantLimitResponse, error) {
+	if err := requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	if req.GetTenant() == "" {
+		return nil, toStatus(badField("tenant", "is required"), "")
+	}
+	if req.Limit != nil && req.GetLimit() < 0 {
+		return nil, toStatus(badField("limit", "must not be negative"), "")
+	}
+	if err := s.ledger.SetTenantLimit(ctx, req.GetTenant(), req.Limit); err != nil {
+		var inv *quota.InvalidError
+		if errors.As(err, &inv) {
+			return nil, toStatus(badField("tenant", "%v", err), "")
+		}
+		return nil, toStatus(err, "")
+	}
+	u, err := s.ledger.Usage(ctx, req.GetTenant())
+	if err != nil {
+		return nil, toStatus(err, "")
+	}
+	return &v1.UpdateTenantLimitResponse{Tenant: tenantQuota(u.Tenant, nil)}, nil
+}
+
+func requireAdmin(ctx context.Context) error {
+	caller, ok := CallerFrom(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "no caller")
+	}
+	if caller.Role != RoleAdmin {
+		return status.Error(codes.PermissionDenied, "only admins may read other tenants' usage or change limits")
+	}
+	return nil
+}
+
+func poolQuota(a quota.Account) *v1.PoolQuota {
+	return &v1.PoolQuota{Limit: a.Limit, Used: a.Used, Reserved: a.Reserved, Remaining: a.Remaining}
+}
+
+func tenantQuota(a quota.Account, spend map[string]int64) *v1.TenantQuota {
+	t := &v1.TenantQuota{Tenant: a.Name, Used: a.Used, Reserved: a.Reserved, Remaining: a.Remaining}
+	if a.Limit > 0 {
+		t.Limit = &a.Limit
+	}
+	labels := make([]string, 0, len(spend))
+	for l := range spend {
+		labels = append(labels, l)
+	}
+	slices.Sort(labels)
+	for _, l := range labels {
+		t.Spend = append(t.Spend, &v1.Spend{Label: l, Dataset: l, Units: spend[l]})
+	}
+	return t
+}

@@ -1,0 +1,133 @@
+package service
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MaxTokenBytes bounds the size of a page token a caller may send.
+const MaxTokenBytes = 4096
+
+// cursor is the position of a pager: just after the row whose sort key is
+// Key, of which Skip rows (counting from the first row with that key, in the
+// upstream's deterministic order) have already been returned.
+type cursor struct {
+	Key  []any // nil at the start
+	Skip int
+}
+
+// tokenBody is what a page token carries. It is signed, not encrypted: it
+// holds nothing but a position in data the caller may read anyway.
+type tokenBody struct {
+	V       int               `json:"v"`
+	Request string            `json:"r"` // fingerprint of the request the token continues
+	Key     []json.RawMessage `json:"k"`
+	Skip    int               `json:"s"`
+	Expires int64             `json:"e"` // unix seconds
+}
+
+// Tokens issues and checks page tokens with an HMAC key.
+type Tokens struct {
+	key []byte
+	ttl time.Duration
+	now func() time.Time
+}
+
+// NewTokens returns a token codec. Every replica must share the key so that
+// a token issued by one is accepted by another.
+func NewTokens(key []byte, ttl time.Duration, now func() time.Time) (*Tokens, error) {
+	if len(key) < 16 {
+		return nil, errors.New("page token key must be at least 16 bytes")
+	}
+	if ttl <= 0 {
+		return nil, errors.New("page token lifetime must be positive")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Tokens{key: key, ttl: ttl, now: now}, nil
+}
+
+// errBadToken is wrapped by every token error so the service answers
+// INVALID_ARGUMENT on the page_token field.
+var errBadToken = errors.New("invalid page_token")
+
+// Encode issues a token for a cursor of the request with the fingerprint fp.
+func (t *Tokens) Encode(fp string, c cursor) (string, error) {
+	body := tokenBody{V: 1, Request: fp, Skip: c.Skip, Expires: t.now().Add(t.ttl).Unix()}
+	for _, v := range c.Key {
+		raw, err := json.Marshal(keyJSON(v))
+		if err != nil {
+			return "", err
+		}
+		body.Key = append(body.Key, raw)
+	}
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(t.sign(payload)), nil
+}
+
+// Decode checks a token's signature, expiry and request fingerprint and
+// returns its cursor; key values are decoded by the kinds of the sort keys.
+func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
+	if len(token) > MaxTokenBytes {
+		return cursor{}, fmt.Errorf("%w: longer than %d bytes", errBadToken, MaxTokenBytes)
+	}
+	p64, s64, ok := bytes.Cut([]byte(token), []byte("."))
+	if !ok {
+		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(string(p64))
+	sig, err2 := base64.RawURLEncoding.DecodeString(string(s64))
+	if err1 != nil || err2 != nil {
+		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+	}
+	if !hmac.Equal(sig, t.sign(payload)) {
+		return cursor{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", errBadToken)
+	}
+	var body tokenBody
+	if err := json.Unmarshal(payload, &body); err != nil || body.V != 1 {
+		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+	}
+	if t.now().Unix() > body.Expires {
+		return cursor{}, fmt.Errorf("%w: expired at %s; start again without a token", errBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
+	}
+	if body.Request != fp {
+		return cursor{}, fmt.Errorf("%w: it was issued for a request with other parameters", errBadToken)
+	}
+	if body.Skip < 0 || (len(body.Key) != 0 && len(body.Key) != len(keys)) {
+		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+	}
+	c := cursor{Skip: body.Skip}
+	for i, raw := range body.Key {
+		v, err := keys[i].decode(raw)
+		if err != nil {
+			return cursor{}, fmt.Errorf("%w: malformed key", errBadToken)
+		}
+		c.Key = append(c.Key, v)
+	}
+	return c, nil
+}
+
+func (t *Tokens) sign(payload []byte) []byte {
+	m := hmac.New(sha256.New, t.key)
+	m.Write(payload)
+	return m.Sum(nil)
+}
+
+// keyJSON renders a key value so that it decodes back to the same value:
+// times as RFC 3339 with nanoseconds.
+func keyJSON(v any) any {
+	if t, ok := v.(time.Time); ok {
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return v
+}
