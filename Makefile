@@ -31,5 +31,11 @@ lint-proto: ## Lint proto/ (STANDARD + COMMENTS) and check its formatting
 breaking: ## Check proto/ for breaking changes against the main branch
 	@# Compares the working tree with the tip of the local branch "main"
 	@# (not origin/main): fetch and update main first to compare with the
-	@# latest published contract.
-	$(BUF) breaking --against '.git#branch=main'
+	@# latest published contract. Until main holds a contract there is
+	@# nothing to break, and buf would fail on an input without .proto files.
+	@if git rev-parse --verify --quiet main:proto >/dev/null; then \
+		echo "$(BUF) breaking --against '.git#branch=main'"; \
+		$(BUF) breaking --against '.git#branch=main'; \
+	else \
+		echo 'breaking: main has no proto/ yet, nothing to compare against'; \
+	fi
