@@ -142,8 +142,8 @@ func (ChargeReason) EnumDescriptor() ([]byte, []int) {
 	return file_linkgate_v1_backlinks_service_proto_rawDescGZIP(), []int{1}
 }
 
-// ListBacklinksRequest asks for backlinks (Ahrefs `site-explorer/all-
-// backlinks`, the v2 "refpages").
+// ListBacklinksRequest asks for backlinks (Ahrefs
+// `site-explorer/all-backlinks`, the v2 "refpages").
 type ListBacklinksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The domain or URL whose backlinks are wanted, e.g. `example.com` or
@@ -171,17 +171,18 @@ type ListBacklinksRequest struct {
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
+	// tie-breaker fields so that the order is total, which paging needs; ordered
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
+	// the dataset's default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
 	Aggregation Aggregation `protobuf:"varint,7,opt,name=aggregation,proto3,enum=linkgate.v1.Aggregation" json:"aggregation,omitempty"`
-	// Which links to include by age: `live` (live links only), `since:YYYY-MM-
-	// DD` (live links plus those lost since that date) or `all_time` (every link
-	// ever found). Empty means `all_time`, the upstream default.
+	// Which links to include by age: `live` (live links only),
+	// `since:YYYY-MM-DD` (live links plus those lost since that date) or
+	// `all_time` (every link ever found). Empty means `all_time`, the upstream
+	// default.
 	History string `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
 	// The maximum number of rows to return. 0 means 100; larger values than 1000
 	// are lowered to 1000. Each call costs at least 50 units, so small pages are
@@ -360,8 +361,8 @@ func (x *ListBacklinksResponse) GetCost() *PageCost {
 	return nil
 }
 
-// StreamBacklinksRequest asks for backlinks (Ahrefs `site-explorer/all-
-// backlinks`, the v2 "refpages").
+// StreamBacklinksRequest asks for backlinks (Ahrefs
+// `site-explorer/all-backlinks`, the v2 "refpages").
 type StreamBacklinksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The domain or URL whose backlinks are wanted, e.g. `example.com` or
@@ -389,17 +390,18 @@ type StreamBacklinksRequest struct {
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
+	// tie-breaker fields so that the order is total, which paging needs; ordered
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
+	// the dataset's default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
 	Aggregation Aggregation `protobuf:"varint,7,opt,name=aggregation,proto3,enum=linkgate.v1.Aggregation" json:"aggregation,omitempty"`
-	// Which links to include by age: `live` (live links only), `since:YYYY-MM-
-	// DD` (live links plus those lost since that date) or `all_time` (every link
-	// ever found). Empty means `all_time`, the upstream default.
+	// Which links to include by age: `live` (live links only),
+	// `since:YYYY-MM-DD` (live links plus those lost since that date) or
+	// `all_time` (every link ever found). Empty means `all_time`, the upstream
+	// default.
 	History string `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
 	// Rows per streamed page; each page is one upstream request (or a few at a
 	// run of equal sort keys), and each upstream request costs at least 50
@@ -602,8 +604,8 @@ func (x *StreamBacklinksResponse) GetCost() *PageCost {
 	return nil
 }
 
-// ListRefDomainsRequest asks for referring domains (Ahrefs `site-
-// explorer/refdomains`).
+// ListRefDomainsRequest asks for referring domains (Ahrefs
+// `site-explorer/refdomains`).
 type ListRefDomainsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The domain or URL whose backlinks are wanted, e.g. `example.com` or
@@ -623,22 +625,23 @@ type ListRefDomainsRequest struct {
 	// row). An unknown or non-selectable field is INVALID_ARGUMENT.
 	Select []string `protobuf:"bytes,4,rep,name=select,proto3" json:"select,omitempty"`
 	// Which rows to return, in the linkgate filter language (in the style of
-	// AIP-160): comparisons such as `domain_rating_source >= 50`, `is_dofollow =
-	// true` or `anchor : "shoes"` joined with `AND`, `OR`, `NOT` and
-	// parentheses. Fields are the Ahrefs `where` columns of the dataset, which
-	// include some that cannot be selected; each is charged per row like a
-	// selected field. Compiled to an Ahrefs `where` tree. A malformed filter is
-	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
+	// AIP-160): comparisons such as `domain_rating >= 50`, `is_dofollow = true`
+	// or `anchor : "shoes"` joined with `AND`, `OR`, `NOT` and parentheses.
+	// Fields are the Ahrefs `where` columns of the dataset, which include some
+	// that cannot be selected; each is charged per row like a selected field.
+	// Compiled to an Ahrefs `where` tree. A malformed filter is INVALID_ARGUMENT
+	// with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// e.g. `domain_rating:desc,domain:asc`. linkgate appends tie-breaker fields
+	// so that the order is total, which paging needs; ordered and tie-breaker
+	// fields are charged per row (see EstimateCost). Empty uses the dataset's
+	// default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
-	// Which links to include by age: `live` (live links only), `since:YYYY-MM-
-	// DD` (live links plus those lost since that date) or `all_time` (every link
-	// ever found). Empty means `all_time`, the upstream default.
+	// Which links to include by age: `live` (live links only),
+	// `since:YYYY-MM-DD` (live links plus those lost since that date) or
+	// `all_time` (every link ever found). Empty means `all_time`, the upstream
+	// default.
 	History string `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
 	// The maximum number of rows to return. 0 means 100; larger values than 1000
 	// are lowered to 1000. Each call costs at least 50 units, so small pages are
@@ -810,8 +813,8 @@ func (x *ListRefDomainsResponse) GetCost() *PageCost {
 	return nil
 }
 
-// StreamRefDomainsRequest asks for referring domains (Ahrefs `site-
-// explorer/refdomains`).
+// StreamRefDomainsRequest asks for referring domains (Ahrefs
+// `site-explorer/refdomains`).
 type StreamRefDomainsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The domain or URL whose backlinks are wanted, e.g. `example.com` or
@@ -831,22 +834,23 @@ type StreamRefDomainsRequest struct {
 	// row). An unknown or non-selectable field is INVALID_ARGUMENT.
 	Select []string `protobuf:"bytes,4,rep,name=select,proto3" json:"select,omitempty"`
 	// Which rows to return, in the linkgate filter language (in the style of
-	// AIP-160): comparisons such as `domain_rating_source >= 50`, `is_dofollow =
-	// true` or `anchor : "shoes"` joined with `AND`, `OR`, `NOT` and
-	// parentheses. Fields are the Ahrefs `where` columns of the dataset, which
-	// include some that cannot be selected; each is charged per row like a
-	// selected field. Compiled to an Ahrefs `where` tree. A malformed filter is
-	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
+	// AIP-160): comparisons such as `domain_rating >= 50`, `is_dofollow = true`
+	// or `anchor : "shoes"` joined with `AND`, `OR`, `NOT` and parentheses.
+	// Fields are the Ahrefs `where` columns of the dataset, which include some
+	// that cannot be selected; each is charged per row like a selected field.
+	// Compiled to an Ahrefs `where` tree. A malformed filter is INVALID_ARGUMENT
+	// with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// e.g. `domain_rating:desc,domain:asc`. linkgate appends tie-breaker fields
+	// so that the order is total, which paging needs; ordered and tie-breaker
+	// fields are charged per row (see EstimateCost). Empty uses the dataset's
+	// default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
-	// Which links to include by age: `live` (live links only), `since:YYYY-MM-
-	// DD` (live links plus those lost since that date) or `all_time` (every link
-	// ever found). Empty means `all_time`, the upstream default.
+	// Which links to include by age: `live` (live links only),
+	// `since:YYYY-MM-DD` (live links plus those lost since that date) or
+	// `all_time` (every link ever found). Empty means `all_time`, the upstream
+	// default.
 	History string `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
 	// Rows per streamed page; each page is one upstream request (or a few at a
 	// run of equal sort keys), and each upstream request costs at least 50
@@ -1042,8 +1046,8 @@ func (x *StreamRefDomainsResponse) GetCost() *PageCost {
 	return nil
 }
 
-// ListBrokenBacklinksRequest asks for broken backlinks (Ahrefs `site-
-// explorer/broken-backlinks`).
+// ListBrokenBacklinksRequest asks for broken backlinks (Ahrefs
+// `site-explorer/broken-backlinks`).
 type ListBrokenBacklinksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The domain or URL whose backlinks are wanted, e.g. `example.com` or
@@ -1071,10 +1075,10 @@ type ListBrokenBacklinksRequest struct {
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
+	// tie-breaker fields so that the order is total, which paging needs; ordered
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
+	// the dataset's default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -1249,8 +1253,8 @@ func (x *ListBrokenBacklinksResponse) GetCost() *PageCost {
 	return nil
 }
 
-// StreamBrokenBacklinksRequest asks for broken backlinks (Ahrefs `site-
-// explorer/broken-backlinks`).
+// StreamBrokenBacklinksRequest asks for broken backlinks (Ahrefs
+// `site-explorer/broken-backlinks`).
 type StreamBrokenBacklinksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The domain or URL whose backlinks are wanted, e.g. `example.com` or
@@ -1278,10 +1282,10 @@ type StreamBrokenBacklinksRequest struct {
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
+	// tie-breaker fields so that the order is total, which paging needs; ordered
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
+	// the dataset's default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -1510,8 +1514,8 @@ type ListNewLostBacklinksRequest struct {
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
+	// e.g. `first_seen_link:desc,url_from:asc`. linkgate appends tie-breaker
+	// fields so that the order is total, which paging needs; ordered and
 	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
 	// dataset's default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
@@ -1738,8 +1742,8 @@ type StreamNewLostBacklinksRequest struct {
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends tie-
-	// breaker fields so that the order is total, which paging needs; ordered and
+	// e.g. `first_seen_link:desc,url_from:asc`. linkgate appends tie-breaker
+	// fields so that the order is total, which paging needs; ordered and
 	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
 	// dataset's default order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`

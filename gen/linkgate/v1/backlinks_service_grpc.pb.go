@@ -66,27 +66,27 @@ type BacklinksServiceClient interface {
 	// token to resume after it. Over REST the pages are newline-delimited JSON
 	// objects `{"result": page}`.
 	StreamRefDomains(ctx context.Context, in *StreamRefDomainsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamRefDomainsResponse], error)
-	// Returns one page of broken backlinks (Ahrefs `site-explorer/broken-
-	// backlinks`). The response's `next_page_token` is empty after the last
-	// page.
+	// Returns one page of broken backlinks (Ahrefs
+	// `site-explorer/broken-backlinks`). The response's `next_page_token` is
+	// empty after the last page.
 	ListBrokenBacklinks(ctx context.Context, in *ListBrokenBacklinksRequest, opts ...grpc.CallOption) (*ListBrokenBacklinksResponse, error)
 	// Streams broken backlinks (Ahrefs `site-explorer/broken-backlinks`), page
 	// by page, until the end of the data, the request's `max_rows` or
 	// `max_units`, the deadline, or the exhaustion of the budget. Every page
-	// carries the token to resume after it. Over REST the pages are newline-
-	// delimited JSON objects `{"result": page}`.
+	// carries the token to resume after it. Over REST the pages are
+	// newline-delimited JSON objects `{"result": page}`.
 	StreamBrokenBacklinks(ctx context.Context, in *StreamBrokenBacklinksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamBrokenBacklinksResponse], error)
-	// Returns one page of backlinks gained or lost since a date (Ahrefs `site-
-	// explorer/all-backlinks` with `history=since:<since>`, as the v2
+	// Returns one page of backlinks gained or lost since a date (Ahrefs
+	// `site-explorer/all-backlinks` with `history=since:<since>`, as the v2
 	// `backlinks_new_lost` table). The response's `next_page_token` is empty
 	// after the last page.
 	ListNewLostBacklinks(ctx context.Context, in *ListNewLostBacklinksRequest, opts ...grpc.CallOption) (*ListNewLostBacklinksResponse, error)
-	// Streams backlinks gained or lost since a date (Ahrefs `site-explorer/all-
-	// backlinks` with `history=since:<since>`, as the v2 `backlinks_new_lost`
-	// table), page by page, until the end of the data, the request's `max_rows`
-	// or `max_units`, the deadline, or the exhaustion of the budget. Every page
-	// carries the token to resume after it. Over REST the pages are newline-
-	// delimited JSON objects `{"result": page}`.
+	// Streams backlinks gained or lost since a date (Ahrefs
+	// `site-explorer/all-backlinks` with `history=since:<since>`, as the v2
+	// `backlinks_new_lost` table), page by page, until the end of the data, the
+	// request's `max_rows` or `max_units`, the deadline, or the exhaustion of
+	// the budget. Every page carries the token to resume after it. Over REST the
+	// pages are newline-delimited JSON objects `{"result": page}`.
 	StreamNewLostBacklinks(ctx context.Context, in *StreamNewLostBacklinksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamNewLostBacklinksResponse], error)
 	// Returns the number of live and all-time backlinks and referring domains of
 	// a target on a date (Ahrefs `site-explorer/backlinks-stats`).
@@ -276,27 +276,27 @@ type BacklinksServiceServer interface {
 	// token to resume after it. Over REST the pages are newline-delimited JSON
 	// objects `{"result": page}`.
 	StreamRefDomains(*StreamRefDomainsRequest, grpc.ServerStreamingServer[StreamRefDomainsResponse]) error
-	// Returns one page of broken backlinks (Ahrefs `site-explorer/broken-
-	// backlinks`). The response's `next_page_token` is empty after the last
-	// page.
+	// Returns one page of broken backlinks (Ahrefs
+	// `site-explorer/broken-backlinks`). The response's `next_page_token` is
+	// empty after the last page.
 	ListBrokenBacklinks(context.Context, *ListBrokenBacklinksRequest) (*ListBrokenBacklinksResponse, error)
 	// Streams broken backlinks (Ahrefs `site-explorer/broken-backlinks`), page
 	// by page, until the end of the data, the request's `max_rows` or
 	// `max_units`, the deadline, or the exhaustion of the budget. Every page
-	// carries the token to resume after it. Over REST the pages are newline-
-	// delimited JSON objects `{"result": page}`.
+	// carries the token to resume after it. Over REST the pages are
+	// newline-delimited JSON objects `{"result": page}`.
 	StreamBrokenBacklinks(*StreamBrokenBacklinksRequest, grpc.ServerStreamingServer[StreamBrokenBacklinksResponse]) error
-	// Returns one page of backlinks gained or lost since a date (Ahrefs `site-
-	// explorer/all-backlinks` with `history=since:<since>`, as the v2
+	// Returns one page of backlinks gained or lost since a date (Ahrefs
+	// `site-explorer/all-backlinks` with `history=since:<since>`, as the v2
 	// `backlinks_new_lost` table). The response's `next_page_token` is empty
 	// after the last page.
 	ListNewLostBacklinks(context.Context, *ListNewLostBacklinksRequest) (*ListNewLostBacklinksResponse, error)
-	// Streams backlinks gained or lost since a date (Ahrefs `site-explorer/all-
-	// backlinks` with `history=since:<since>`, as the v2 `backlinks_new_lost`
-	// table), page by page, until the end of the data, the request's `max_rows`
-	// or `max_units`, the deadline, or the exhaustion of the budget. Every page
-	// carries the token to resume after it. Over REST the pages are newline-
-	// delimited JSON objects `{"result": page}`.
+	// Streams backlinks gained or lost since a date (Ahrefs
+	// `site-explorer/all-backlinks` with `history=since:<since>`, as the v2
+	// `backlinks_new_lost` table), page by page, until the end of the data, the
+	// request's `max_rows` or `max_units`, the deadline, or the exhaustion of
+	// the budget. Every page carries the token to resume after it. Over REST the
+	// pages are newline-delimited JSON objects `{"result": page}`.
 	StreamNewLostBacklinks(*StreamNewLostBacklinksRequest, grpc.ServerStreamingServer[StreamNewLostBacklinksResponse]) error
 	// Returns the number of live and all-time backlinks and referring domains of
 	// a target on a date (Ahrefs `site-explorer/backlinks-stats`).
