@@ -1,0 +1,41 @@
+# Targets for linkgate's API contract (proto/ → gen/). The integrator merges
+# the other targets in.
+#
+# Every generator is a Go tool pinned in tools/go.mod and run with
+# `go tool -modfile=tools/go.mod`, so nothing is installed globally and the
+# first run builds them (about two minutes, cached afterwards).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+BUF := $(GO) tool -modfile=tools/go.mod buf
+
+.PHONY: generate
+generate: ## Regenerate gen/ (Go, gRPC, gateway, OpenAPI) from proto/
+	$(BUF) generate
+	@# buf.gen.yaml has clean: true, which wipes gen/openapi/ too, so the
+	@# embedding package is written after every generation.
+	cp tools/openapi.go.tmpl gen/openapi/openapi.go
+
+.PHONY: check-generate
+check-generate: generate ## Fail if gen/ differs from what proto/ generates (CI)
+	@test -z "$$(git status --porcelain -- gen/ | tee /dev/stderr)" || \
+		{ echo 'gen/ is out of date: run "make generate" and commit the result' >&2; exit 1; }
+
+.PHONY: lint-proto
+lint-proto: ## Lint proto/ (STANDARD + COMMENTS) and check its formatting
+	$(BUF) lint
+	@# Only proto/: third_party/ is vendored verbatim and left as upstream wrote it.
+	$(BUF) format proto -d --exit-code
+
+.PHONY: breaking
+breaking: ## Check proto/ for breaking changes against the main branch
+	@# Compares the working tree with the tip of the local branch "main"
+	@# (not origin/main): fetch and update main first to compare with the
+	@# latest published contract. Until main holds a contract there is
+	@# nothing to break, and buf would fail on an input without .proto files.
+	@if git rev-parse --verify --quiet main:proto >/dev/null; then \
+		echo "$(BUF) breaking --against '.git#branch=main'"; \
+		$(BUF) breaking --against '.git#branch=main'; \
+	else \
+		echo 'breaking: main has no proto/ yet, nothing to compare against'; \
+	fi
