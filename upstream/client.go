@@ -244,8 +244,8 @@ func (c *Client) Config() Config { return c.cfg }
 
 type nopObserver struct{}
 
-func (nopObserver) Retry(context.Context, int, time.Duration, error)            {}
-func (nopObserver) RateLimitWait(context.Context, time.Duration)                {}
+func (nopObserver) Retry(context.Context, int, time.Duration, error)           {}
+func (nopObserver) RateLimitWait(context.Context, time.Duration)               {}
 func (nopObserver) Response(context.Context, string, int, Cost, time.Duration) {}
 
 // Cost is what one response says it cost, from its headers.
