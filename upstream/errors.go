@@ -71,7 +71,8 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// Unwrap exposes the transport or read error (e.g. context.DeadlineExceeded).
+// Unwrap exposes the transport or read error, scrubbed, for errors.Is
+// (e.g. syscall.ECONNREFUSED).
 func (e *APIError) Unwrap() error { return e.cause }
 
 // Is matches the sentinel of the error's status.
@@ -182,12 +183,14 @@ func (k scrubber) scrub(s string) string {
 	return strings.ReplaceAll(s, string(k), "[REDACTED]")
 }
 
-// scrubbedError keeps the chain of err (errors.Is still finds
-// context.DeadlineExceeded, net errors, ...) while its text is scrubbed.
+// scrubbedError answers errors.Is for the chain of err (so
+// context.DeadlineExceeded or syscall.ECONNREFUSED are still found) while its
+// text is scrubbed. It deliberately has no Unwrap: the raw error could carry
+// the key in its text (a RoundTripper that echoes the request).
 type scrubbedError struct {
 	msg string
 	err error
 }
 
-func (e *scrubbedError) Error() string { return e.msg }
-func (e *scrubbedError) Unwrap() error { return e.err }
+func (e *scrubbedError) Error() string        { return e.msg }
+func (e *scrubbedError) Is(target error) bool { return errors.Is(e.err, target) }
