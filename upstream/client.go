@@ -1,0 +1,512 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Config.
+const (
+	DefaultBaseURL               = "https://api.ahrefs.com"
+	DefaultRequestsPerMinute     = 60
+	DefaultBurst                 = 5
+	DefaultMaxAttempts           = 3
+	DefaultBackoffBase           = 500 * time.Millisecond
+	DefaultBackoffMax            = 8 * time.Second
+	DefaultMaxRetryAfter         = 60 * time.Second
+	DefaultResponseHeaderTimeout = 90 * time.Second
+	DefaultMaxIdleConnsPerHost   = 16
+)
+
+// Config configures a Client. The zero value of every field but Key means its
+// default.
+type Config struct {
+	// BaseURL of the API, without the /v3 path. Default DefaultBaseURL; the
+	// simulator's address in tests and the embedded default.
+	BaseURL string
+	// Key is the Ahrefs API key. It is sent only in the Authorization header,
+	// never in a URL, and is redacted from String, LogValue and every error.
+	Key string
+
+	// RequestsPerMinute is linkgate's own limit for the key (Ahrefs allows
+	// about 60 per minute per key). Default 60.
+	RequestsPerMinute float64
+	// Burst is how many requests may go at once after a quiet spell. Default
+	// 5: enough for a page, its look-ahead and a usage read to start together,
+	// while any minute sees at most RequestsPerMinute+Burst requests, a small
+	// enough excess that the upstream's (undocumented) window rarely answers
+	// 429, and a 429 is retried anyway.
+	Burst int
+
+	// MaxAttempts bounds the attempts of one call, the first included.
+	// Default 3 (the official SDK's max_retries=2).
+	MaxAttempts int
+	// BackoffBase and BackoffMax shape the exponential backoff with full
+	// jitter between attempts. Defaults 500ms and 8s, as in the official SDK.
+	BackoffBase, BackoffMax time.Duration
+	// MaxRetryAfter caps the upstream's Retry-After. Default 60s.
+	MaxRetryAfter time.Duration
+
+	// ResponseHeaderTimeout bounds the wait for the status line of one
+	// attempt; large pages take the upstream a while. Default 90s. The
+	// caller's context bounds the whole call.
+	ResponseHeaderTimeout time.Duration
+	// MaxIdleConnsPerHost of the tuned transport. Default 16.
+	MaxIdleConnsPerHost int
+	// WrapTransport, if set, wraps the tuned *http.Transport, e.g. with
+	// otelhttp.NewTransport for client spans.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+
+	// Observer receives retries, rate-limit waits and responses for metrics.
+	// Nil means none.
+	Observer Observer
+
+	// Now, Sleep and Jitter are the clock, injectable so that tests never
+	// sleep. Defaults: time.Now, a timer that stops when ctx is done, and a
+	// uniform draw in [0, d).
+	Now    func() time.Time
+	Sleep  func(ctx context.Context, d time.Duration) error
+	Jitter func(d time.Duration) time.Duration
+}
+
+// Observer is told what the client does, for metrics and logs. Methods are
+// called synchronously on the calling goroutine and must be cheap.
+type Observer interface {
+	// Retry: attempt failed with err and the next one starts after wait.
+	Retry(ctx context.Context, attempt int, wait time.Duration, err error)
+	// RateLimitWait: linkgate's own limiter delays a request by wait.
+	RateLimitWait(ctx context.Context, wait time.Duration)
+	// Response: one attempt ended; status 0 when no response arrived. cost
+	// is what that attempt was charged (Known false when not known).
+	Response(ctx context.Context, endpoint string, status int, cost Cost, elapsed time.Duration)
+}
+
+// String describes the configuration with the key redacted.
+func (c Config) String() string {
+	return fmt.Sprintf("upstream.Config{BaseURL:%q Key:%s RequestsPerMinute:%g Burst:%d MaxAttempts:%d BackoffBase:%s BackoffMax:%s MaxRetryAfter:%s}",
+		c.BaseURL, redacted(c.Key), c.RequestsPerMinute, c.Burst, c.MaxAttempts, c.BackoffBase, c.BackoffMax, c.MaxRetryAfter)
+}
+
+// GoString keeps %#v from printing the key.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue is the slog form of the configuration, with the key redacted.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("base_url", c.BaseURL),
+		slog.String("key", redacted(c.Key)),
+		slog.Float64("requests_per_minute", c.RequestsPerMinute),
+		slog.Int("burst", c.Burst),
+		slog.Int("max_attempts", c.MaxAttempts),
+		slog.Duration("backoff_base", c.BackoffBase),
+		slog.Duration("backoff_max", c.BackoffMax),
+		slog.Duration("max_retry_after", c.MaxRetryAfter),
+	)
+}
+
+func redacted(key string) string {
+	if key == "" {
+		return "(unset)"
+	}
+	return "[REDACTED]"
+}
+
+// Client calls the Ahrefs API v3 with one key. It is safe for concurrent
+// use; all calls share the key's rate limiter.
+type Client struct {
+	cfg     Config
+	base    string // BaseURL without a trailing slash
+	http    *http.Client
+	limiter *rate.Limiter
+	keys    scrubber
+	obs     Observer
+}
+
+// New validates cfg, fills its defaults and returns a client.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	u, err := url.Parse(cfg.BaseURL)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("upstream: BaseURL: %v", err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+		return nil, fmt.Errorf("upstream: BaseURL %q must be an absolute http or https URL", cfg.BaseURL)
+	case u.User != nil, u.RawQuery != "", u.Fragment != "":
+		// Credentials or parameters in the URL would end up in logs and traces.
+		return nil, errors.New("upstream: BaseURL must not carry user info, a query or a fragment")
+	}
+	if cfg.Key == "" {
+		return nil, errors.New("upstream: Key is required")
+	}
+	if strings.IndexFunc(cfg.Key, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		// A space or control character would break (or inject into) the header.
+		return nil, errors.New("upstream: Key contains whitespace or control characters")
+	}
+	if cfg.RequestsPerMinute == 0 {
+		cfg.RequestsPerMinute = DefaultRequestsPerMinute
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = DefaultBackoffBase
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.MaxRetryAfter == 0 {
+		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if cfg.ResponseHeaderTimeout == 0 {
+		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if cfg.MaxIdleConnsPerHost == 0 {
+		cfg.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	switch {
+	case cfg.RequestsPerMinute < 0:
+		return nil, errors.New("upstream: RequestsPerMinute must be positive")
+	case cfg.Burst < 0:
+		return nil, errors.New("upstream: Burst must be positive")
+	case cfg.MaxAttempts < 0:
+		return nil, errors.New("upstream: MaxAttempts must be positive")
+	case cfg.BackoffBase < 0, cfg.BackoffMax < cfg.BackoffBase:
+		return nil, errors.New("upstream: need 0 < BackoffBase <= BackoffMax")
+	case cfg.MaxRetryAfter < 0, cfg.ResponseHeaderTimeout < 0, cfg.MaxIdleConnsPerHost < 0:
+		return nil, errors.New("upstream: MaxRetryAfter, ResponseHeaderTimeout and MaxIdleConnsPerHost must be positive")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleepContext
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = uniformJitter
+	}
+
+	var rt http.RoundTripper = &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+	}
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(rt)
+	}
+	obs := cfg.Observer
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	return &Client{
+		cfg:  cfg,
+		base: strings.TrimRight(cfg.BaseURL, "/"),
+		http: &http.Client{
+			Transport: rt,
+			// The key must not follow a redirect to another host; the API
+			// does not redirect, so any redirect is an anomaly to surface.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		limiter: rate.NewLimiter(rate.Limit(cfg.RequestsPerMinute/60), cfg.Burst),
+		keys:    scrubber(cfg.Key),
+		obs:     obs,
+	}, nil
+}
+
+// Config returns the configuration with its defaults filled in.
+func (c *Client) Config() Config { return c.cfg }
+
+type nopObserver struct{}
+
+func (nopObserver) Retry(context.Context, int, time.Duration, error)           {}
+func (nopObserver) RateLimitWait(context.Context, time.Duration)               {}
+func (nopObserver) Response(context.Context, string, int, Cost, time.Duration) {}
+
+// Cost is what one response says it cost, from its headers.
+type Cost struct {
+	Rows   int    // x-api-rows: rows returned
+	PerRow int    // x-api-units-cost-row
+	Total  int64  // x-api-units-cost-total: what the request should cost
+	Actual int64  // x-api-units-cost-total-actual: what it was charged (0 on a cache hit)
+	Cache  string // x-api-cache: hit, miss or no_cache; "" when absent
+	// Known is true when a response's headers arrived, so the units above are
+	// what the upstream charged (or the fallback estimate of it) and must be
+	// settled, even if the call then failed.
+	Known bool
+	// Estimated is true when a header was missing and the fallback filled it:
+	// PerRow from the query's catalog price, Rows from the rows decoded, and
+	// Total = Actual = Units(PerRow, Rows), which never under-counts.
+	Estimated bool
+}
+
+// Result is the outcome of a List call.
+type Result struct {
+	Rows int  // rows handed to fn
+	Cost Cost // of the last attempt whose headers arrived
+	// Spent is the units charged across every attempt of the call: what the
+	// caller must settle. It differs from Cost.Actual only when an attempt
+	// was charged and then failed (a body cut short) and was retried.
+	Spent    int64
+	Attempts int // requests sent
+}
+
+// List runs a query against its list endpoint and hands the rows to fn one
+// at a time, as they are decoded from the response body: a page is never
+// held in memory as a whole. An error from fn stops the call and is returned
+// as is.
+//
+// The query is validated first; an invalid query returns its *InvalidError
+// without any request, costing nothing.
+//
+// Failures are retried (429, 5xx, transport errors, a body cut short) only
+// while no row has been handed to fn: once rows were emitted a retry would
+// emit them again, so the error is returned and the caller resumes from the
+// last key it holds. Attempts are bounded by MaxAttempts and never wait past
+// ctx's deadline.
+//
+// The Result is returned with the error too: Cost.Known and Spent tell the
+// caller what the upstream charged even when decoding failed afterwards.
+func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result, error) {
+	if err := q.Validate(); err != nil {
+		return Result{}, err
+	}
+	s, err := SchemaOf(q.Endpoint)
+	if err != nil {
+		return Result{}, err
+	}
+	v, err := q.Values()
+	if err != nil {
+		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
+	}
+	return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
+		return decodeRows(body, s, fn)
+	})
+}
+
+// decodeFunc reads a 2xx body and returns the rows it handed on.
+type decodeFunc func(body io.Reader) (rows int, err error)
+
+// call runs one API call with rate limiting and retries. perRow is the
+// catalog price for the cost fallback.
+func (c *Client) call(ctx context.Context, path string, v url.Values, perRow int, decode decodeFunc) (Result, error) {
+	var res Result
+	u := c.base + path + "?" + v.Encode()
+	for attempt := 1; ; attempt++ {
+		if err := c.waitLimiter(ctx); err != nil {
+			return res, err
+		}
+		res.Attempts++
+		cost, rows, err := c.attempt(ctx, path, u, perRow, decode)
+		res.Rows += rows
+		if cost.Known {
+			res.Cost = cost
+			res.Spent += cost.Actual
+		}
+		if err == nil {
+			return res, nil
+		}
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || !apiErr.transient || rows > 0 || attempt >= c.cfg.MaxAttempts {
+			return res, err
+		}
+		if ctx.Err() != nil {
+			return res, err
+		}
+		wait := c.backoff(attempt, apiErr)
+		if pastDeadline(ctx, c.cfg.Now(), wait) {
+			return res, err
+		}
+		c.obs.Retry(ctx, attempt, wait, err)
+		trace.SpanFromContext(ctx).AddEvent("ahrefs.retry", trace.WithAttributes(
+			attribute.Int("attempt", attempt),
+			attribute.Int64("wait_ms", wait.Milliseconds()),
+			attribute.Int("http.status", apiErr.Status),
+			attribute.String("error", err.Error()),
+		))
+		if serr := c.cfg.Sleep(ctx, wait); serr != nil {
+			return res, fmt.Errorf("%w (gave up retrying: %w)", err, serr)
+		}
+	}
+}
+
+// waitLimiter takes a slot from the key's limiter, waiting for it with the
+// injected clock. A wait that would end after ctx's deadline fails at once,
+// giving the slot back.
+func (c *Client) waitLimiter(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	r := c.limiter.ReserveN(now, 1)
+	if !r.OK() { // only when Burst < 1, which New forbids
+		return &LimiterError{}
+	}
+	wait := r.DelayFrom(now)
+	if wait <= 0 {
+		return nil
+	}
+	if pastDeadline(ctx, now, wait) {
+		r.CancelAt(now)
+		return &LimiterError{Wait: wait}
+	}
+	c.obs.RateLimitWait(ctx, wait)
+	trace.SpanFromContext(ctx).AddEvent("linkgate.rate_limit_wait", trace.WithAttributes(
+		attribute.Int64("wait_ms", wait.Milliseconds()),
+	))
+	if err := c.cfg.Sleep(ctx, wait); err != nil {
+		r.CancelAt(c.cfg.Now())
+		return err
+	}
+	return nil
+}
+
+// attempt sends one request and decodes its body. It returns the cost when
+// the headers said (or implied) one, and the rows handed on.
+func (c *Client) attempt(ctx context.Context, path, u string, perRow int, decode decodeFunc) (cost Cost, rows int, err error) {
+	start := c.cfg.Now()
+	status := 0
+	defer func() {
+		c.obs.Response(ctx, path, status, cost, c.cfg.Now().Sub(start))
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return cost, 0, &APIError{Endpoint: path, Message: c.keys.scrub(err.Error())}
+	}
+	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "linkgate")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return cost, 0, c.transportError(ctx, path, 0, err)
+	}
+	defer resp.Body.Close()
+	status = resp.StatusCode
+
+	if status < 200 || status > 299 {
+		cost = readCost(resp.Header, perRow, 0, false)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		e := &APIError{
+			Status:    status,
+			Endpoint:  path,
+			Message:   c.keys.scrub(errorMessage(body)),
+			transient: retryableStatus(status),
+		}
+		if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Now(), c.cfg.MaxRetryAfter)
+		}
+		return cost, 0, e
+	}
+
+	rows, err = decode(resp.Body)
+	cost = readCost(resp.Header, perRow, rows, true)
+	if err == nil {
+		return cost, rows, nil
+	}
+	var cb *callbackError
+	if errors.As(err, &cb) {
+		return cost, rows, cb.err
+	}
+	var mal *malformedError
+	if errors.As(err, &mal) {
+		return cost, rows, &APIError{Status: status, Endpoint: path, Message: c.keys.scrub(mal.msg), malformed: true}
+	}
+	return cost, rows, c.transportError(ctx, path, status, err)
+}
+
+// transportError wraps a failure to get or read a response. The caller's own
+// cancellation is returned as such, not as an upstream outage.
+func (c *Client) transportError(ctx context.Context, path string, status int, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("ahrefs %s: %w", path, ctxErr)
+	}
+	msg := c.keys.scrub(err.Error())
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		// url.Error repeats the URL; keep only the path (the query names the
+		// target, which belongs to traces, not to error texts).
+		msg = c.keys.scrub(uerr.Err.Error())
+	}
+	if status != 0 {
+		msg = "response body cut short: " + msg
+	}
+	return &APIError{
+		Status:    status,
+		Endpoint:  path,
+		Message:   msg,
+		cause:     &scrubbedError{msg: msg, err: err},
+		transient: true,
+	}
+}
+
+// readCost reads the five cost headers. For a 2xx response (ok) a missing
+// header falls back to the catalog price: PerRow = perRow, Rows = rows
+// decoded, Total = Units(PerRow, Rows) (0 for a free endpoint, PerRow 0),
+// Actual = Total, which never under-counts. For other statuses the cost is Known only if the upstream
+// sent the headers.
+func readCost(h http.Header, perRow, rows int, ok bool) Cost {
+	c := Cost{Cache: h.Get("x-api-cache")}
+	rowsH, rowsOK := headerInt(h, "x-api-rows")
+	perRowH, perRowOK := headerInt(h, "x-api-units-cost-row")
+	total, totalOK := headerInt(h, "x-api-units-cost-total")
+	actual, actualOK := headerInt(h, "x-api-units-cost-total-actual")
+	if !ok && !rowsOK && !perRowOK && !totalOK && !actualOK {
+		return c
+	}
+	c.Known = true
+	c.Rows, c.PerRow, c.Total, c.Actual = int(rowsH), int(perRowH), total, actual
+	if !rowsOK {
+		c.Rows, c.Estimated = rows, true
+	}
+	if !perRowOK {
+		c.PerRow, c.Estimated = perRow, true
+	}
+	if !totalOK {
+		// A per-row price of 0 is a free endpoint (limits-and-usage): no floor.
+		c.Estimated = true
+		if c.PerRow > 0 {
+			c.Total = Units(c.PerRow, c.Rows)
+		}
+	}
+	if !actualOK {
+		c.Actual, c.Estimated = c.Total, true
+	}
+	return c
+}
+
+func headerInt(h http.Header, name string) (int64, bool) {
+	v := strings.TrimSpace(h.Get(name))
+	if v == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}

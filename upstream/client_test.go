@@ -1,0 +1,738 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const testKey = "sk-TEST-0123456789abcdef"
+
+// fakeClock is the injected clock: Sleep advances Now instantly and records
+// every wait, so tests assert the sequence of waits without sleeping.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	sleeps []time.Duration
+}
+
+// newFakeClock starts an hour in the future of the wall clock: deadlines set
+// relative to it are checked by the client against the fake clock, while the
+// real context timers never fire during a test.
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Now().Add(time.Hour).Truncate(time.Second)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sleeps = append(c.sleeps, d)
+	c.now = c.now.Add(d)
+	return ctx.Err()
+}
+
+func (c *fakeClock) Sleeps() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.sleeps...)
+}
+
+// recorder is an Observer that remembers what it was told.
+type recorder struct {
+	mu        sync.Mutex
+	retries   []time.Duration
+	limits    []time.Duration
+	responses []int
+}
+
+func (r *recorder) Retry(_ context.Context, _ int, wait time.Duration, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retries = append(r.retries, wait)
+}
+
+func (r *recorder) RateLimitWait(_ context.Context, wait time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.limits = append(r.limits, wait)
+}
+
+func (r *recorder) Response(_ context.Context, _ string, status int, _ Cost, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.responses = append(r.responses, status)
+}
+
+type harness struct {
+	c     *Client
+	clock *fakeClock
+	obs   *recorder
+	hits  *atomic.Int32
+	srv   *httptest.Server
+}
+
+// newHarness serves h and returns a client on it with a fake clock, a
+// deterministic jitter (the full ceiling) and a limiter generous enough not
+// to interfere unless the test configures it.
+func newHarness(t *testing.T, h http.HandlerFunc, mod ...func(*Config)) *harness {
+	t.Helper()
+	hits := new(atomic.Int32)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	clock := newFakeClock()
+	obs := &recorder{}
+	cfg := Config{
+		BaseURL:           srv.URL,
+		Key:               testKey,
+		RequestsPerMinute: 60000,
+		Burst:             1000,
+		Now:               clock.Now,
+		Sleep:             clock.Sleep,
+		Jitter:            func(d time.Duration) time.Duration { return d },
+		Observer:          obs,
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{c: c, clock: clock, obs: obs, hits: hits, srv: srv}
+}
+
+func backlinksQuery() *Query {
+	return &Query{
+		Endpoint: AllBacklinks,
+		Target:   "example.com",
+		Mode:     ModeDomain,
+		Select:   []string{"url_from", "url_to", "domain_rating_source"},
+		OrderBy:  []Order{{Field: "url_from"}},
+		Limit:    10,
+	}
+}
+
+func costHeaders(w http.ResponseWriter, rows, perRow int, actual int64, cache string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("x-api-rows", fmt.Sprint(rows))
+	h.Set("x-api-units-cost-row", fmt.Sprint(perRow))
+	h.Set("x-api-units-cost-total", fmt.Sprint(Units(perRow, rows)))
+	h.Set("x-api-units-cost-total-actual", fmt.Sprint(actual))
+	h.Set("x-api-cache", cache)
+}
+
+func okRows(n int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		costHeaders(w, n, 3, Units(3, n), "miss")
+		io.WriteString(w, `{"backlinks":[`)
+		for i := range n {
+			if i > 0 {
+				io.WriteString(w, ",")
+			}
+			fmt.Fprintf(w, `{"url_from":"https://a.example/%d","url_to":"https://example.com/","domain_rating_source":%d.5}`, i, i)
+		}
+		io.WriteString(w, `]}`)
+	}
+}
+
+func collect(rows *[]Row) func(Row) error {
+	return func(r Row) error { *rows = append(*rows, r); return nil }
+}
+
+func TestListRequestShape(t *testing.T) {
+	var got *http.Request
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		got = r.Clone(context.Background())
+		okRows(2)(w, r)
+	})
+	var rows []Row
+	res, err := h.c.List(context.Background(), backlinksQuery(), collect(&rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.URL.Path != "/v3/site-explorer/all-backlinks" {
+		t.Errorf("path = %q", got.URL.Path)
+	}
+	if a := got.Header.Get("Authorization"); a != "Bearer "+testKey {
+		t.Errorf("Authorization = %q", a)
+	}
+	if strings.Contains(got.URL.String(), testKey) {
+		t.Errorf("the key is in the URL %q", got.URL)
+	}
+	q := got.URL.Query()
+	for k, want := range map[string]string{
+		"target": "example.com", "mode": "domain", "select": "url_from,url_to,domain_rating_source",
+		"order_by": "url_from:asc", "limit": "10", "output": "json",
+	} {
+		if q.Get(k) != want {
+			t.Errorf("%s = %q, want %q", k, q.Get(k), want)
+		}
+	}
+	if res.Rows != 2 || len(rows) != 2 || res.Attempts != 1 {
+		t.Errorf("res = %+v, rows = %d", res, len(rows))
+	}
+	if rows[1]["url_from"] != "https://a.example/1" || rows[1]["domain_rating_source"] != 1.5 {
+		t.Errorf("row = %v", rows[1])
+	}
+}
+
+func TestListRejectsInvalidQueryWithoutRequest(t *testing.T) {
+	h := newHarness(t, okRows(1))
+	q := backlinksQuery()
+	q.Select = []string{"no_such_field"}
+	_, err := h.c.List(context.Background(), q, func(Row) error { return nil })
+	var inv *InvalidError
+	if !errors.As(err, &inv) || inv.Param != "select" {
+		t.Fatalf("err = %v, want an InvalidError on select", err)
+	}
+	if h.hits.Load() != 0 {
+		t.Errorf("%d requests sent for an invalid query", h.hits.Load())
+	}
+}
+
+func TestStatusMapping(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		ctype, body string
+		want        error
+		message     string
+		retried     bool
+	}{
+		{"400", 400, "application/json", `{"error":"invalid select"}`, ErrBadRequest, "invalid select", false},
+		{"401", 401, "application/json", `{"error":"invalid api key"}`, ErrUnauthorized, "invalid api key", false},
+		{"403", 403, "application/json", `{"error": "Insufficient plan"}`, ErrForbidden, "Insufficient plan", false},
+		{"404", 404, "application/json", `{"error":"target not found"}`, ErrNotFound, "target not found", false},
+		{"other 4xx", 422, "application/json", `{"error":"nope"}`, ErrBadRequest, "nope", false},
+		{"429 json", 429, "application/json", `{"error":"too many requests"}`, ErrRateLimited, "too many requests", true},
+		{"429 html from a CDN", 429, "text/html", "<html>\n<head><title>429 Too Many Requests</title></head>\n<body>cloudflare</body></html>", ErrRateLimited, "<html> <head><title>429 Too Many Requests</title></head> <body>cloudflare</body></html>", true},
+		{"500 json", 500, "application/json", `{"error":"internal"}`, ErrUpstreamUnavailable, "internal", true},
+		{"500 not json", 500, "text/plain", "upstream connect error", ErrUpstreamUnavailable, "upstream connect error", true},
+		{"502 empty", 502, "text/plain", "", ErrUpstreamUnavailable, "", true},
+		{"503", 503, "application/json", `{"error":"maintenance"}`, ErrUpstreamUnavailable, "maintenance", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ctype)
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			})
+			res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			var apiErr *APIError
+			if !errors.As(err, &apiErr) {
+				t.Fatalf("err %T is not an *APIError", err)
+			}
+			if apiErr.Status != tt.status || apiErr.Message != tt.message {
+				t.Errorf("APIError = {%d %q}, want {%d %q}", apiErr.Status, apiErr.Message, tt.status, tt.message)
+			}
+			wantAttempts := 1
+			if tt.retried {
+				wantAttempts = DefaultMaxAttempts
+			}
+			if int(h.hits.Load()) != wantAttempts || res.Attempts != wantAttempts {
+				t.Errorf("attempts = %d (server saw %d), want %d", res.Attempts, h.hits.Load(), wantAttempts)
+			}
+			if res.Cost.Known {
+				t.Errorf("an error without cost headers has a known cost: %+v", res.Cost)
+			}
+			for _, s := range []error{ErrBadRequest, ErrUnauthorized, ErrForbidden, ErrNotFound, ErrRateLimited, ErrUpstreamUnavailable} {
+				if s != tt.want && errors.Is(err, s) {
+					t.Errorf("err also matches %v", s)
+				}
+			}
+		})
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name   string
+		header func(now time.Time) string
+		want   time.Duration
+	}{
+		{"seconds", func(time.Time) string { return "7" }, 7 * time.Second},
+		{"HTTP date", func(now time.Time) string { return now.Add(30 * time.Second).UTC().Format(http.TimeFormat) }, 30 * time.Second},
+		{"capped", func(time.Time) string { return "3600" }, DefaultMaxRetryAfter},
+		{"date in the past falls back to backoff", func(now time.Time) string { return now.Add(-time.Minute).UTC().Format(http.TimeFormat) }, DefaultBackoffBase},
+		{"garbage falls back to backoff", func(time.Time) string { return "soon" }, DefaultBackoffBase},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h *harness
+			var n atomic.Int32
+			h = newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1) == 1 {
+					w.Header().Set("Retry-After", tt.header(h.clock.Now()))
+					w.WriteHeader(http.StatusTooManyRequests)
+					return
+				}
+				okRows(1)(w, r)
+			})
+			res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.clock.Sleeps(); len(got) != 1 || got[0] != tt.want {
+				t.Errorf("waits = %v, want [%v]", got, tt.want)
+			}
+			if res.Attempts != 2 {
+				t.Errorf("attempts = %d", res.Attempts)
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for h, want := range map[string]time.Duration{
+		"":                              0,
+		"0":                             0,
+		"-5":                            0,
+		"2":                             2 * time.Second,
+		"99999999999999999":             time.Minute,
+		"Sun, 01 Mar 2026 12:00:10 GMT": 10 * time.Second,
+		"Sun, 01 Mar 2026 13:00:00 GMT": time.Minute,
+		"tomorrow":                      0,
+	} {
+		if got := parseRetryAfter(h, now, time.Minute); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
+
+// failing answers 500 for the first n requests, then rows.
+func failing(n int32) http.HandlerFunc {
+	var count atomic.Int32
+	return func(w http.ResponseWriter, r *http.Request) {
+		if count.Add(1) <= n {
+			http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+			return
+		}
+		okRows(3)(w, r)
+	}
+}
+
+func TestRetryPolicy(t *testing.T) {
+	t.Run("backoff doubles and then succeeds", func(t *testing.T) {
+		h := newHarness(t, failing(2))
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []time.Duration{500 * time.Millisecond, time.Second}
+		if got := h.clock.Sleeps(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("waits = %v, want %v", got, want)
+		}
+		if fmt.Sprint(h.obs.retries) != fmt.Sprint(want) {
+			t.Errorf("observer retries = %v, want %v", h.obs.retries, want)
+		}
+		if fmt.Sprint(h.obs.responses) != "[500 500 200]" {
+			t.Errorf("observer responses = %v", h.obs.responses)
+		}
+		if res.Attempts != 3 || res.Rows != 3 {
+			t.Errorf("res = %+v", res)
+		}
+	})
+	t.Run("bounded attempts, capped backoff", func(t *testing.T) {
+		h := newHarness(t, failing(100), func(c *Config) {
+			c.MaxAttempts = 6
+			c.BackoffMax = 3 * time.Second
+		})
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if !errors.Is(err, ErrUpstreamUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+		want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 3 * time.Second, 3 * time.Second}
+		if got := h.clock.Sleeps(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("waits = %v, want %v", got, want)
+		}
+		if res.Attempts != 6 || h.hits.Load() != 6 {
+			t.Errorf("attempts = %d, server saw %d", res.Attempts, h.hits.Load())
+		}
+	})
+	t.Run("full jitter draws below the ceiling", func(t *testing.T) {
+		var ceilings []time.Duration
+		h := newHarness(t, failing(2), func(c *Config) {
+			c.Jitter = func(d time.Duration) time.Duration { ceilings = append(ceilings, d); return d / 4 }
+		})
+		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ceilings) != "[500ms 1s]" || fmt.Sprint(h.clock.Sleeps()) != "[125ms 250ms]" {
+			t.Errorf("ceilings = %v, waits = %v", ceilings, h.clock.Sleeps())
+		}
+	})
+	t.Run("4xx is not retried", func(t *testing.T) {
+		for _, status := range []int{400, 401, 403, 404} {
+			h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, `{"error":"no"}`, status)
+			})
+			res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+			if err == nil || res.Attempts != 1 || h.hits.Load() != 1 || len(h.clock.Sleeps()) != 0 {
+				t.Errorf("%d: err = %v, attempts = %d, waits = %v", status, err, res.Attempts, h.clock.Sleeps())
+			}
+		}
+	})
+	t.Run("the deadline stops retries", func(t *testing.T) {
+		h := newHarness(t, failing(100), func(c *Config) { c.MaxAttempts = 10 })
+		ctx, cancel := context.WithDeadline(context.Background(), h.clock.Now().Add(1200*time.Millisecond))
+		defer cancel()
+		res, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.Status != 500 {
+			t.Fatalf("err = %v, want the last 500", err)
+		}
+		// 500ms fits, the next 1s would end at 1.5s, past the deadline.
+		if got := h.clock.Sleeps(); fmt.Sprint(got) != "[500ms]" || res.Attempts != 2 {
+			t.Errorf("waits = %v, attempts = %d", got, res.Attempts)
+		}
+	})
+	t.Run("a Retry-After past the deadline is not waited for", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+		})
+		ctx, cancel := context.WithDeadline(context.Background(), h.clock.Now().Add(10*time.Second))
+		defer cancel()
+		_, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.RetryAfter != 30*time.Second || !errors.Is(err, ErrRateLimited) {
+			t.Fatalf("err = %#v", err)
+		}
+		if h.hits.Load() != 1 || len(h.clock.Sleeps()) != 0 {
+			t.Errorf("hits = %d, waits = %v", h.hits.Load(), h.clock.Sleeps())
+		}
+	})
+	t.Run("no retry once rows were emitted", func(t *testing.T) {
+		h := newHarness(t, truncatedAfterRows(2))
+		var rows []Row
+		res, err := h.c.List(context.Background(), backlinksQuery(), collect(&rows))
+		if !errors.Is(err, ErrUpstreamUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+		if h.hits.Load() != 1 || res.Rows != 2 || len(rows) != 2 {
+			t.Errorf("hits = %d, rows = %d/%d", h.hits.Load(), res.Rows, len(rows))
+		}
+		// The headers arrived: the charge must be settled by the caller.
+		if !res.Cost.Known || res.Cost.Actual != 300 || res.Spent != 300 {
+			t.Errorf("cost = %+v, spent = %d", res.Cost, res.Spent)
+		}
+	})
+	t.Run("a body cut before the first row is retried and both charges count", func(t *testing.T) {
+		var n atomic.Int32
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1) == 1 {
+				truncatedAfterRows(0)(w, r)
+				return
+			}
+			okRows(3)(w, r)
+		})
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Attempts != 2 || res.Rows != 3 || res.Spent != 300+Units(3, 3) {
+			t.Errorf("res = %+v", res)
+		}
+	})
+	t.Run("an error from fn is returned as is and not retried", func(t *testing.T) {
+		h := newHarness(t, okRows(5))
+		stop := errors.New("stop")
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return stop })
+		if err != stop || res.Attempts != 1 || res.Rows != 0 || !res.Cost.Known {
+			t.Errorf("err = %v, res = %+v", err, res)
+		}
+	})
+	t.Run("cancellation is the caller's, not an outage", func(t *testing.T) {
+		h := newHarness(t, failing(100))
+		ctx, cancel := context.WithCancel(context.Background())
+		h.c.cfg.Sleep = func(context.Context, time.Duration) error { cancel(); return context.Canceled }
+		_, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUpstreamUnavailable) || h.hits.Load() != 1 {
+			t.Errorf("err = %v, hits = %d", err, h.hits.Load())
+		}
+	})
+}
+
+// truncatedAfterRows promises a long body, writes n rows and stops: the
+// client sees the body end early.
+func truncatedAfterRows(n int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		costHeaders(w, 100, 3, 300, "miss")
+		w.Header().Set("Content-Length", "100000")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"backlinks":[`)
+		for i := range n {
+			fmt.Fprintf(w, `{"url_from":"https://a.example/%d","url_to":"u","domain_rating_source":1},`, i)
+		}
+		io.WriteString(w, `{"url_from":"https://a.exa`)
+	}
+}
+
+func TestTransportErrorIsRetried(t *testing.T) {
+	var calls atomic.Int32
+	h := newHarness(t, okRows(1), func(c *Config) {
+		c.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if calls.Add(1) == 1 {
+					return nil, errors.New("connection reset by peer")
+				}
+				return rt.RoundTrip(r)
+			})
+		}
+	})
+	res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+	if err != nil || res.Attempts != 2 || fmt.Sprint(h.clock.Sleeps()) != "[500ms]" {
+		t.Errorf("err = %v, res = %+v, waits = %v", err, res, h.clock.Sleeps())
+	}
+	if fmt.Sprint(h.obs.responses) != "[0 200]" {
+		t.Errorf("observer responses = %v", h.obs.responses)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestRateLimiter(t *testing.T) {
+	limited := func(c *Config) { c.RequestsPerMinute = 60; c.Burst = 2 }
+	t.Run("waits for a slot with the injected clock", func(t *testing.T) {
+		h := newHarness(t, okRows(1), limited)
+		for range 4 {
+			if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := fmt.Sprint(h.obs.limits); got != "[1s 1s]" {
+			t.Errorf("limiter waits = %s, want [1s 1s]", got)
+		}
+		if got := fmt.Sprint(h.clock.Sleeps()); got != "[1s 1s]" {
+			t.Errorf("sleeps = %s", got)
+		}
+	})
+	t.Run("a wait past the deadline fails at once and frees the slot", func(t *testing.T) {
+		h := newHarness(t, okRows(1), limited)
+		for range 2 {
+			if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), h.clock.Now().Add(500*time.Millisecond))
+		defer cancel()
+		res, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		var lim *LimiterError
+		if !errors.As(err, &lim) || !errors.Is(err, ErrRateLimited) || lim.Wait != time.Second {
+			t.Fatalf("err = %v", err)
+		}
+		if !strings.Contains(err.Error(), "linkgate's own rate limiter") {
+			t.Errorf("error text %q does not say whose limiter", err)
+		}
+		if h.hits.Load() != 2 || res.Attempts != 0 || len(h.clock.Sleeps()) != 0 {
+			t.Errorf("hits = %d, attempts = %d, sleeps = %v", h.hits.Load(), res.Attempts, h.clock.Sleeps())
+		}
+		// The cancelled reservation was returned: the next caller waits one
+		// interval, not two.
+		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(h.clock.Sleeps()); got != "[1s]" {
+			t.Errorf("sleeps = %s, want [1s]", got)
+		}
+	})
+	t.Run("retries take slots too", func(t *testing.T) {
+		h := newHarness(t, failing(2), func(c *Config) { c.RequestsPerMinute = 60; c.Burst = 1 })
+		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		// Backoff 500ms, then the limiter adds 500ms to reach 1s; backoff 1s
+		// covers the next interval by itself.
+		if got := fmt.Sprint(h.clock.Sleeps()); got != "[500ms 500ms 1s]" {
+			t.Errorf("sleeps = %s", got)
+		}
+	})
+}
+
+func TestCostHeaders(t *testing.T) {
+	t.Run("all five headers", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			costHeaders(w, 2, 7, 0, "hit")
+			io.WriteString(w, `{"backlinks":[{"url_from":"a"},{"url_from":"b"}]}`)
+		})
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Cost{Rows: 2, PerRow: 7, Total: 50, Actual: 0, Cache: "hit", Known: true}
+		if res.Cost != want || res.Spent != 0 {
+			t.Errorf("cost = %+v, want %+v", res.Cost, want)
+		}
+	})
+	t.Run("missing headers fall back to the catalog price", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"backlinks":[`+strings.Repeat(`{"url_from":"a"},`, 29)+`{"url_from":"a"}]}`)
+		})
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		// url_from, url_to, domain_rating_source: 3 units × 30 rows.
+		want := Cost{Rows: 30, PerRow: 3, Total: 90, Actual: 90, Known: true, Estimated: true}
+		if res.Cost != want || res.Spent != 90 {
+			t.Errorf("cost = %+v, want %+v", res.Cost, want)
+		}
+	})
+	t.Run("only actual missing: actual = total", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			costHeaders(w, 0, 3, 0, "miss")
+			w.Header().Del("x-api-units-cost-total-actual")
+			io.WriteString(w, `{"backlinks":[]}`)
+		})
+		res, _ := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if res.Cost.Actual != 50 || !res.Cost.Estimated {
+			t.Errorf("cost = %+v", res.Cost)
+		}
+	})
+	t.Run("cost is returned when decoding fails", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			costHeaders(w, 2, 3, 50, "miss")
+			io.WriteString(w, `{"backlinks":[{"url_from":1}]}`)
+		})
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if !errors.Is(err, ErrUpstreamUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+		if !res.Cost.Known || res.Cost.Actual != 50 || res.Spent != 50 || res.Attempts != 1 {
+			t.Errorf("res = %+v (a malformed body is not retried: it would be charged again)", res)
+		}
+	})
+}
+
+func TestRowsNormalised(t *testing.T) {
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"stats":{"ignored":[1,{"x":2}]},"backlinks":[{
+			"url_from":"https://a.example/","http_code":200,"domain_rating_source":71,
+			"is_dofollow":true,"first_seen":"2025-03-02T11:04:00Z","first_seen_link":"2025-03-02T13:04:00+02:00",
+			"source_page_publish_date":"2024-12-31","languages":["en","de"],"redirect_kind":[301,302],
+			"last_seen":null,"brand_new_field":3.5,"another":7}],"extra":true}`)
+	})
+	var rows []Row
+	if _, err := h.c.List(context.Background(), backlinksQuery(), collect(&rows)); err != nil {
+		t.Fatal(err)
+	}
+	want := Row{
+		"url_from":                 "https://a.example/",
+		"http_code":                int64(200),
+		"domain_rating_source":     71.0,
+		"is_dofollow":              true,
+		"first_seen":               time.Date(2025, 3, 2, 11, 4, 0, 0, time.UTC),
+		"first_seen_link":          time.Date(2025, 3, 2, 11, 4, 0, 0, time.UTC),
+		"source_page_publish_date": time.Date(2024, 12, 31, 0, 0, 0, 0, time.UTC),
+		"languages":                []string{"en", "de"},
+		"redirect_kind":            []int64{301, 302},
+		"last_seen":                nil,
+		"brand_new_field":          3.5,
+		"another":                  int64(7),
+	}
+	if len(rows) != 1 {
+		t.Fatalf("rows = %v", rows)
+	}
+	for k, v := range want {
+		got, ok := rows[0][k]
+		if !ok || fmt.Sprintf("%T %v", got, got) != fmt.Sprintf("%T %v", v, v) {
+			t.Errorf("%s = %T %v, want %T %v", k, got, got, v, v)
+		}
+		if tm, isTime := got.(time.Time); isTime && tm.Location() != time.UTC {
+			t.Errorf("%s is not in UTC", k)
+		}
+	}
+}
+
+func TestDecodeRowsErrors(t *testing.T) {
+	s := MustSchema(AllBacklinks)
+	tests := map[string]struct {
+		body      string
+		malformed bool
+	}{
+		"not json":             {"<html>oops</html>", true},
+		"array":                {`[]`, true},
+		"no key":               {`{"refdomains":[]}`, true},
+		"rows not an array":    {`{"backlinks":{}}`, true},
+		"row not an object":    {`{"backlinks":[1]}`, true},
+		"null row":             {`{"backlinks":[null]}`, true},
+		"wrong kind":           {`{"backlinks":[{"http_code":"200"}]}`, true},
+		"fractional int":       {`{"backlinks":[{"http_code":2.5}]}`, true},
+		"bad date":             {`{"backlinks":[{"first_seen":"yesterday"}]}`, true},
+		"bad list element":     {`{"backlinks":[{"languages":["en",1]}]}`, true},
+		"trailing data":        {`{"backlinks":[]} {}`, true},
+		"empty body":           {``, false},
+		"cut in a row":         {`{"backlinks":[{"url_from":"a`, false},
+		"cut between rows":     {`{"backlinks":[{"url_from":"a"},`, false},
+		"cut after the array":  {`{"backlinks":[]`, false},
+		"cut in a skipped key": {`{"x":[1,2`, false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := decodeRows(strings.NewReader(tt.body), s, func(Row) error { return nil })
+			var mal *malformedError
+			if err == nil || errors.As(err, &mal) != tt.malformed {
+				t.Errorf("err = %v (%T), malformed want %v", err, err, tt.malformed)
+			}
+			if !tt.malformed && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("err = %v, want io.ErrUnexpectedEOF", err)
+			}
+		})
+	}
+}
+
+func TestConfig(t *testing.T) {
+	c, err := New(Config{Key: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Config()
+	if got.BaseURL != DefaultBaseURL || got.RequestsPerMinute != 60 || got.Burst != DefaultBurst ||
+		got.MaxAttempts != 3 || got.BackoffBase != 500*time.Millisecond || got.BackoffMax != 8*time.Second ||
+		got.MaxRetryAfter != time.Minute {
+		t.Errorf("defaults = %v", got)
+	}
+	for name, cfg := range map[string]Config{
+		"no key":          {},
+		"key with space":  {Key: "a b"},
+		"key with CRLF":   {Key: "a\r\nX-Evil: 1"},
+		"relative URL":    {Key: "k", BaseURL: "api.ahrefs.com"},
+		"ftp":             {Key: "k", BaseURL: "ftp://api.ahrefs.com"},
+		"user info":       {Key: "k", BaseURL: "https://u:p@api.ahrefs.com"},
+		"query":           {Key: "k", BaseURL: "https://api.ahrefs.com?token=x"},
+		"negative rate":   {Key: "k", RequestsPerMinute: -1},
+		"negative tries":  {Key: "k", MaxAttempts: -1},
+		"backoff min>max": {Key: "k", BackoffBase: time.Minute, BackoffMax: time.Second},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted %v", name, cfg)
+		} else if cfg.Key != "" && strings.Contains(err.Error(), cfg.Key) && len(cfg.Key) > 1 {
+			t.Errorf("%s: error %q shows the key", name, err)
+		}
+	}
+}

@@ -1,0 +1,221 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLimitsAndUsage(t *testing.T) {
+	var path string
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		path = r.URL.Path
+		io.WriteString(w, `{"limits_and_usage":{"subscription":"Enterprise","usage_reset_date":"2026-12-01",
+			"units_limit_workspace":1000000,"units_usage_workspace":1234,"units_limit_api_key":null,
+			"units_usage_api_key":567,"api_key_expiration_date":"2027-01-31T10:00:00Z"}}`)
+	})
+	l, err := h.c.LimitsAndUsage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != LimitsAndUsagePath {
+		t.Errorf("path = %q", path)
+	}
+	if l.Subscription != "Enterprise" || l.UnitsUsageAPIKey != 567 || l.UnitsLimitAPIKey != nil ||
+		l.UnitsLimitWorkspace == nil || *l.UnitsLimitWorkspace != 1000000 || *l.UnitsUsageWorkspace != 1234 ||
+		!l.UsageResetDate.Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) ||
+		!l.APIKeyExpirationDate.Equal(time.Date(2027, 1, 31, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("got %+v", l)
+	}
+	used, reset, err := h.c.UpstreamUsage(context.Background())
+	if err != nil || used != 567 || !reset.Equal(l.UsageResetDate) {
+		t.Errorf("UpstreamUsage = %d, %v, %v", used, reset, err)
+	}
+}
+
+func TestLimitsAndUsageMalformed(t *testing.T) {
+	for name, body := range map[string]string{
+		"no key":      `{}`,
+		"no usage":    `{"limits_and_usage":{"subscription":"x"}}`,
+		"bad date":    `{"limits_and_usage":{"units_usage_api_key":1,"usage_reset_date":"soon"}}`,
+		"not json":    `<html></html>`,
+		"wrong types": `{"limits_and_usage":{"units_usage_api_key":"many"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })
+			_, err := h.c.LimitsAndUsage(context.Background())
+			if !errors.Is(err, ErrUpstreamUnavailable) || h.hits.Load() != 1 {
+				t.Errorf("err = %v, hits = %d", err, h.hits.Load())
+			}
+		})
+	}
+}
+
+func TestBacklinksStats(t *testing.T) {
+	var query string
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		query = r.URL.RawQuery
+		if r.URL.Path != BacklinksStatsPath {
+			http.NotFound(w, r)
+			return
+		}
+		costHeaders(w, 1, 12, 50, "miss")
+		io.WriteString(w, `{"metrics":{"live":120,"all_time":3400,"live_refdomains":12,"all_time_refdomains":99}}`)
+	})
+	st, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{
+		Target: "example.com", Mode: ModeDomain, Protocol: ProtocolHTTPS,
+		Date: time.Date(2026, 5, 17, 23, 0, 0, 0, time.FixedZone("x", -3600)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (Stats{Live: 120, AllTime: 3400, LiveRefdomains: 12, AllTimeRefdomains: 99}) {
+		t.Errorf("stats = %+v", st)
+	}
+	if !cost.Known || cost.Actual != 50 || cost.PerRow != 12 {
+		t.Errorf("cost = %+v", cost)
+	}
+	for _, want := range []string{"target=example.com", "mode=domain", "protocol=https", "date=2026-05-18"} {
+		if !strings.Contains(query, want) {
+			t.Errorf("query %q lacks %q", query, want)
+		}
+	}
+
+	t.Run("zero date is today by the client's clock", func(t *testing.T) {
+		if _, _, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"}); err != nil {
+			t.Fatal(err)
+		}
+		if want := "date=" + h.clock.Now().UTC().Format(time.DateOnly); !strings.Contains(query, want) {
+			t.Errorf("query %q lacks %q", query, want)
+		}
+	})
+	t.Run("invalid input sends nothing", func(t *testing.T) {
+		before := h.hits.Load()
+		for _, q := range []StatsQuery{{}, {Target: "x", Mode: "all"}, {Target: "x", Protocol: "ftp"}} {
+			var inv *InvalidError
+			if _, _, err := h.c.BacklinksStats(context.Background(), q); !errors.As(err, &inv) {
+				t.Errorf("%+v: err = %v", q, err)
+			}
+		}
+		if h.hits.Load() != before {
+			t.Error("a request was sent")
+		}
+	})
+	t.Run("missing cost headers fall back to the floor", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"metrics":{"live":1}}`)
+		})
+		_, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+		if err != nil || !cost.Estimated || cost.Actual != MinUnits {
+			t.Errorf("cost = %+v, err = %v", cost, err)
+		}
+	})
+	t.Run("limits-and-usage is free even without headers", func(t *testing.T) {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"limits_and_usage":{"units_usage_api_key":1}}`)
+		})
+		res, err := h.c.call(context.Background(), LimitsAndUsagePath, nil, 0, func(body io.Reader) (int, error) {
+			return 0, decodeObject(body, new(map[string]any))
+		})
+		if err != nil || res.Cost.Actual != 0 || res.Spent != 0 {
+			t.Errorf("res = %+v, err = %v", res, err)
+		}
+	})
+}
+
+// FuzzDecodeRows feeds arbitrary bodies to the row decoder: it must never
+// panic, and it either returns rows of the documented Go types or an error.
+func FuzzDecodeRows(f *testing.F) {
+	for _, seed := range []string{
+		`{"backlinks":[]}`,
+		`{"backlinks":[{"url_from":"a","http_code":200,"domain_rating_source":1.5,"is_dofollow":true,"first_seen":"2025-01-01T00:00:00Z","languages":["en"],"redirect_kind":[301],"last_seen":null,"x":{"y":[1,2.5]}}]}`,
+		`{"other":[1,{"a":[]}],"backlinks":[{"source_page_publish_date":"2024-12-31"}],"more":null}`,
+		`{"backlinks":[{"http_code":1e3}]}`,
+		`{"backlinks":[{"url_from":"a`,
+		`<html>429 Too Many Requests</html>`,
+		`{"backlinks":[null]}`,
+		``,
+	} {
+		f.Add([]byte(seed))
+	}
+	s := MustSchema(AllBacklinks)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n := 0
+		got, err := decodeRows(bytes.NewReader(body), s, func(r Row) error {
+			n++
+			for k, v := range r {
+				fld, known := s.Field(k)
+				if !known || v == nil {
+					continue
+				}
+				if want := goType(fld.Kind); fmt.Sprintf("%T", v) != want {
+					t.Fatalf("field %s: %T, want %s", k, v, want)
+				}
+			}
+			return nil
+		})
+		if got != n {
+			t.Fatalf("decodeRows says %d rows, fn saw %d", got, n)
+		}
+		if err != nil {
+			var mal *malformedError
+			if !errors.As(err, &mal) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("unclassified error %T: %v", err, err)
+			}
+		}
+	})
+}
+
+func goType(k Kind) string {
+	switch k {
+	case KindString:
+		return "string"
+	case KindInt:
+		return "int64"
+	case KindFloat:
+		return "float64"
+	case KindBool:
+		return "bool"
+	case KindTime, KindDate:
+		return "time.Time"
+	case KindStringList:
+		return "[]string"
+	case KindIntList:
+		return "[]int64"
+	}
+	return "?"
+}
+
+// BenchmarkDecodeRows measures the decode throughput of the client on
+// 1,000-row pages of a typical 8-field select, in rows per second.
+func BenchmarkDecodeRows(b *testing.B) {
+	const rows = 1000
+	var page bytes.Buffer
+	page.WriteString(`{"backlinks":[`)
+	for i := range rows {
+		if i > 0 {
+			page.WriteByte(',')
+		}
+		fmt.Fprintf(&page, `{"url_from":"https://blog%d.example.org/posts/%d/some-article-title","url_to":"https://example.com/page/%d",`+
+			`"anchor":"an anchor text %d","domain_rating_source":%d.5,"first_seen_link":"2025-03-02T11:04:%02dZ",`+
+			`"last_seen":null,"is_dofollow":%t,"http_code":200}`, i%97, i, i%13, i, i%100, i%60, i%3 == 0)
+	}
+	page.WriteString(`]}`)
+	s := MustSchema(AllBacklinks)
+	body := page.Bytes()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		n, err := decodeRows(bytes.NewReader(body), s, func(Row) error { return nil })
+		if err != nil || n != rows {
+			b.Fatal(n, err)
+		}
+	}
+	b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "rows/s")
+}
