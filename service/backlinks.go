@@ -16,10 +16,12 @@ import (
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// Page sizes of List and Stream RPCs.
+// Page sizes of List and Stream RPCs: the rows of one List response or of
+// one Stream message. Larger sizes are lowered to the maximum (AIP-158).
 const (
-	DefaultPageSize = 100
-	MaxPageSize     = 1000
+	DefaultListPageSize   = 100
+	DefaultStreamPageSize = 1000
+	MaxPageSize           = 1000
 )
 
 // Config configures the backlinks service.
@@ -126,7 +128,7 @@ type prepared struct {
 
 // prepare authenticates, validates and compiles a list request; every
 // failure here happens before a unit is reserved.
-func (s *BacklinksServer) prepare(ctx context.Context, d *dataset, req listRequest) (*prepared, error) {
+func (s *BacklinksServer) prepare(ctx context.Context, d *dataset, req listRequest, defaultSize int) (*prepared, error) {
 	caller, ok := CallerFrom(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no caller")
@@ -135,14 +137,9 @@ func (s *BacklinksServer) prepare(ctx context.Context, d *dataset, req listReque
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, toStatus(badField("page_size", "must not be negative"), "")
-	case size == 0:
-		size = DefaultPageSize
-	case size > MaxPageSize:
-		return nil, toStatus(badField("page_size", "must be at most %d", MaxPageSize), "")
+	size, err := pageSize(req.GetPageSize(), defaultSize)
+	if err != nil {
+		return nil, toStatus(err, "")
 	}
 	pr := &prepared{plan: pl, tenant: caller.Tenant, pageSize: size}
 	if tok := req.GetPageToken(); tok != "" {
@@ -151,6 +148,17 @@ func (s *BacklinksServer) prepare(ctx context.Context, d *dataset, req listReque
 		}
 	}
 	return pr, nil
+}
+
+// pageSize applies the default and the maximum to a requested page size.
+func pageSize(requested int32, def int) (int, error) {
+	switch {
+	case requested < 0:
+		return 0, badField("page_size", "must not be negative")
+	case requested == 0:
+		return def, nil
+	}
+	return min(int(requested), MaxPageSize), nil
 }
 
 // listed is one page of a List RPC.
@@ -163,7 +171,7 @@ type listed struct {
 // list serves one page: a single upstream request for page_size rows plus
 // one that tells whether more follow, so that the last page has no token.
 func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest) (*prepared, *listed, error) {
-	pr, err := s.prepare(ctx, d, req)
+	pr, err := s.prepare(ctx, d, req, DefaultListPageSize)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -221,7 +229,7 @@ type streamRequest interface {
 // When the run fails after some pages, the error carries the token of the
 // last row sent.
 func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequest, send func(*plan, streamPage) error) error {
-	pr, err := s.prepare(ctx, d, req)
+	pr, err := s.prepare(ctx, d, req, DefaultStreamPageSize)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // statsLabel is the ledger label of backlinks-stats calls.
-const statsLabel = "backlinks-stats"
+const statsLabel = "backlinks_stats"
 
 // statsPerRow is the per-row cost of backlinks-stats: live and all_time
 // cost 1 unit each, the two refdomains counts 5 each.
@@ -50,11 +50,10 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
-	size := int(lr.GetPageSize())
-	if size <= 0 {
-		size = DefaultPageSize
+	size, err := pageSize(lr.GetPageSize(), DefaultListPageSize)
+	if err != nil {
+		return nil, toStatus(err, "")
 	}
-	size = min(size, MaxPageSize)
 	perRow := pl.perRow()
 	resp := &v1.EstimateCostResponse{
 		PerRowUnits: int64(perRow),

@@ -28,22 +28,22 @@ var (
 	backlinksData = &dataset{
 		label: "backlinks", endpoint: upstream.AllBacklinks,
 		tieBreakers:   []string{"url_from", "url_to"},
-		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen", "is_dofollow"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen"},
 	}
 	refDomainsData = &dataset{
 		label: "refdomains", endpoint: upstream.RefDomains,
 		tieBreakers:   []string{"domain"},
-		defaultSelect: []string{"domain", "domain_rating", "links_to_target", "dofollow_links", "first_seen", "last_seen"},
+		defaultSelect: []string{"domain", "domain_rating", "links_to_target", "first_seen", "last_seen"},
 	}
 	brokenBacklinksData = &dataset{
-		label: "broken-backlinks", endpoint: upstream.BrokenBacklinks,
+		label: "broken_backlinks", endpoint: upstream.BrokenBacklinks,
 		tieBreakers:   []string{"url_from", "url_to"},
-		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "domain_rating_source", "first_seen_link"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "last_visited_target"},
 	}
 	newLostData = &dataset{
-		label: "new-lost-backlinks", endpoint: upstream.AllBacklinks,
+		label: "new_lost_backlinks", endpoint: upstream.AllBacklinks,
 		tieBreakers:   []string{"url_from", "url_to"},
-		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen", "lost_reason"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "first_seen_link", "last_seen"},
 	}
 )
 

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"slices"
 
 	"google.golang.org/grpc/codes"
@@ -83,10 +82,6 @@ func (s *QuotaServer) UpdateTenantLimit(ctx context.Context, req *v1.UpdateTenan
 		return nil, toStatus(badField("limit", "must not be negative"), "")
 	}
 	if err := s.ledger.SetTenantLimit(ctx, req.GetTenant(), req.Limit); err != nil {
-		var inv *quota.InvalidError
-		if errors.As(err, &inv) {
-			return nil, toStatus(badField("tenant", "%v", err), "")
-		}
 		return nil, toStatus(err, "")
 	}
 	u, err := s.ledger.Usage(ctx, req.GetTenant())
@@ -122,7 +117,7 @@ func tenantQuota(a quota.Account, spend map[string]int64) *v1.TenantQuota {
 	}
 	slices.Sort(labels)
 	for _, l := range labels {
-		t.Spend = append(t.Spend, &v1.Spend{Label: l, Dataset: l, Units: spend[l]})
+		t.Spend = append(t.Spend, &v1.Spend{Dataset: l, Units: spend[l]})
 	}
 	return t
 }

@@ -226,7 +226,7 @@ type TenantQuota struct {
 	// `limit - used - reserved` (when it has a limit) and the pool's
 	// remaining units, never below 0.
 	Remaining int64 `protobuf:"varint,5,opt,name=remaining,proto3" json:"remaining,omitempty"`
-	// The tenant's spend in the period broken down by label and dataset.
+	// The tenant's spend in the period, by dataset.
 	// Filled by ListTenantQuotas; empty in GetQuota.
 	Spend         []*Spend `protobuf:"bytes,6,rep,name=spend,proto3" json:"spend,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -305,22 +305,16 @@ func (x *TenantQuota) GetSpend() []*Spend {
 	return nil
 }
 
-// Spend is the units one tenant spent on one dataset under one label.
+// Spend is the units one tenant spent on one dataset in the current period.
 type Spend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The cost label the caller attached to its requests (the
-	// `linkgate-label` request metadata, or HTTP header over REST); empty
-	// when none was given.
-	Label string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
 	// The dataset: `backlinks`, `refdomains`, `broken_backlinks`,
 	// `new_lost_backlinks` or `backlinks_stats`.
-	Dataset string `protobuf:"bytes,2,opt,name=dataset,proto3" json:"dataset,omitempty"`
-	// Units spent (settled).
-	Units int64 `protobuf:"varint,3,opt,name=units,proto3" json:"units,omitempty"`
-	// Upstream requests made, including those served from the upstream cache.
-	UpstreamRequests int64 `protobuf:"varint,4,opt,name=upstream_requests,json=upstreamRequests,proto3" json:"upstream_requests,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	Dataset string `protobuf:"bytes,1,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// Units spent (settled, or charged in full after a lease expired).
+	Units         int64 `protobuf:"varint,2,opt,name=units,proto3" json:"units,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Spend) Reset() {
@@ -353,13 +347,6 @@ func (*Spend) Descriptor() ([]byte, []int) {
 	return file_linkgate_v1_quota_service_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *Spend) GetLabel() string {
-	if x != nil {
-		return x.Label
-	}
-	return ""
-}
-
 func (x *Spend) GetDataset() string {
 	if x != nil {
 		return x.Dataset
@@ -370,13 +357,6 @@ func (x *Spend) GetDataset() string {
 func (x *Spend) GetUnits() int64 {
 	if x != nil {
 		return x.Units
-	}
-	return 0
-}
-
-func (x *Spend) GetUpstreamRequests() int64 {
-	if x != nil {
-		return x.UpstreamRequests
 	}
 	return 0
 }
@@ -619,12 +599,10 @@ const file_linkgate_v1_quota_service_proto_rawDesc = "" +
 	"\breserved\x18\x04 \x01(\x03R\breserved\x12\x1c\n" +
 	"\tremaining\x18\x05 \x01(\x03R\tremaining\x12(\n" +
 	"\x05spend\x18\x06 \x03(\v2\x12.linkgate.v1.SpendR\x05spendB\b\n" +
-	"\x06_limit\"z\n" +
-	"\x05Spend\x12\x14\n" +
-	"\x05label\x18\x01 \x01(\tR\x05label\x12\x18\n" +
-	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
-	"\x05units\x18\x03 \x01(\x03R\x05units\x12+\n" +
-	"\x11upstream_requests\x18\x04 \x01(\x03R\x10upstreamRequests\"\x19\n" +
+	"\x06_limit\"7\n" +
+	"\x05Spend\x12\x18\n" +
+	"\adataset\x18\x01 \x01(\tR\adataset\x12\x14\n" +
+	"\x05units\x18\x02 \x01(\x03R\x05units\"\x19\n" +
 	"\x17ListTenantQuotasRequest\"\xf4\x01\n" +
 	"\x18ListTenantQuotasResponse\x12*\n" +
 	"\x04pool\x18\x01 \x01(\v2\x16.linkgate.v1.PoolQuotaR\x04pool\x122\n" +
