@@ -60,7 +60,7 @@ func toStatus(err error, resumeToken string) error {
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Description}},
 		})
 	case errors.As(err, &filterErr):
-		return withDetails(codes.InvalidArgument, "filter: "+filterErr.Error(), &errdetails.BadRequest{
+		return withDetails(codes.InvalidArgument, filterErr.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "filter", Description: filterErr.Error()}},
 		})
 	case errors.Is(err, errBadToken):

@@ -114,7 +114,7 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 	}
 	pl.selected = sel
 	if pl.filter, err = filter.Compile(p.Filter, s); err != nil {
-		return nil, badField("filter", "%v", err)
+		return nil, err // a *filter.Error, with the position in the string
 	}
 	order, err := upstream.ParseOrder(p.OrderBy)
 	if err != nil {
