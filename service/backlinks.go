@@ -35,6 +35,9 @@ type Config struct {
 	UpstreamPageRows int
 	Logger           *slog.Logger
 	Now              func() time.Time
+	// Telemetry records spans and metrics; nil means one over the global
+	// OpenTelemetry providers.
+	Telemetry *Telemetry
 }
 
 // BacklinksServer implements linkgate.v1.BacklinksService.
@@ -58,7 +61,14 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger}}, nil
+	if cfg.Telemetry == nil {
+		tel, err := NewTelemetry(TelemetryConfig{})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Telemetry = tel
+	}
+	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, tel: cfg.Telemetry}}, nil
 }
 
 // listRequest is what every List and Stream request message has.
@@ -109,7 +119,7 @@ var (
 		v1.Protocol_PROTOCOL_HTTPS: upstream.ProtocolHTTPS,
 	}
 	aggregations = map[v1.Aggregation]upstream.Aggregation{
-		v1.Aggregation_AGGREGATION_SIMILAR_LINKS: upstream.AggregationSimilarLinks,
+		v1.Aggregation_AGGREGATION_SIMILAR_LINKS:  upstream.AggregationSimilarLinks,
 		v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN: upstream.AggregationOnePerDomain,
 		v1.Aggregation_AGGREGATION_ALL:            upstream.AggregationAll,
 	}
@@ -182,6 +192,7 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 	pos := pr.start
 	for pg := range pages {
 		addCost(out.cost, pg)
+		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(pg.rows), pg.charged)
 		out.rows = append(out.rows, pg.rows...)
 		for _, r := range pg.rows {
 			pos = pos.after(pr.plan.keys, r)
@@ -236,6 +247,7 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 	if req.GetMaxRows() < 0 || req.GetMaxUnits() < 0 {
 		return toStatus(badField("max_rows", "max_rows and max_units must not be negative"), "")
 	}
+	defer s.cfg.Telemetry.streamStarted(ctx, d.label)()
 	ctx, cancel := context.WithCancel(ctx)
 	pages, wait := s.pager.run(ctx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
 		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits()})
@@ -252,6 +264,9 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 	}
 	sent := false
 	for pg := range pages {
+		// Units count when the page arrives, sent or not: they were spent.
+		// Rows count when they are sent.
+		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, 0, pg.charged)
 		if pg.err != nil && len(pg.rows) == 0 {
 			return toStatus(pg.err, token())
 		}
@@ -276,6 +291,7 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 			if err := send(pr.plan, msg); err != nil {
 				return err
 			}
+			s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(chunk), 0)
 			sent = true
 			cost = &v1.PageCost{RemainingUnits: pg.remaining}
 		}

@@ -108,7 +108,7 @@ func logRequest(ctx context.Context, log *slog.Logger, method string, start time
 	log.LogAttrs(ctx, level, "request",
 		slog.String("method", method), slog.String("code", code.String()), slog.String("tenant", rl.tenant),
 		slog.Int64("rows", rl.rows), slog.Int64("units", rl.units),
-		slog.Duration("elapsed", time.Since(start)))
+		slog.Duration("elapsed", time.Since(start)), traceID(ctx))
 }
 
 // callerUnary and callerStream put the caller in the context: while

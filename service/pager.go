@@ -51,6 +51,7 @@ type page struct {
 type pager struct {
 	up     Upstream
 	ledger Ledger
+	tel    *Telemetry
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -75,7 +76,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	cur := f.start
 	perRow := f.plan.perRow()
 	var got, spent int64
-	for {
+	for n := 1; ; n++ {
 		want := int64(f.pageRows)
 		probe := 0
 		if f.maxRows > 0 {
@@ -100,7 +101,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
-		pg := p.fetchPage(ctx, f, cur, limit)
+		pg := p.fetchPage(ctx, f, cur, limit, n)
 		spent += pg.charged
 		if pg.err == nil || len(pg.rows) > 0 {
 			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
@@ -127,27 +128,44 @@ func send(ctx context.Context, out chan<- page, pg page) bool {
 // fetchPage reserves the most a page can cost, fetches it and settles what
 // the upstream says it cost. Ledger calls run without the caller's
 // cancellation so that a caller who goes away never leaves units reserved.
-func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit int) page {
+// n numbers the page within its run for its span.
+func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int) (pg page) {
+	// The page's span parents the upstream client's HTTP spans and carries
+	// its retry and rate-limit events, which the client adds to the span
+	// in ctx.
+	ctx, pt := p.tel.startPage(ctx, f, n)
+	var result upstream.Result
+	defer func() { pt.end(ctx, pg, result) }()
 	q := f.plan.pageQuery(cur, limit)
 	ledgerCtx := context.WithoutCancel(ctx)
-	res, err := p.ledger.Reserve(ledgerCtx, f.tenant, f.plan.data.label, upstream.Units(f.plan.perRow(), limit))
+	estimate := upstream.Units(f.plan.perRow(), limit)
+	res, err := p.ledger.Reserve(ledgerCtx, f.tenant, f.plan.data.label, estimate)
 	if err != nil {
+		pt.denied(ctx, estimate, err)
 		return page{err: err}
 	}
+	pt.reserved(ctx, res.Units)
 	var rows []upstream.Row
-	result, err := p.up.List(ctx, q, func(r upstream.Row) error {
+	result, err = p.up.List(ctx, q, func(r upstream.Row) error {
 		rows = append(rows, r)
 		return nil
 	})
-	pg := page{rows: rows, err: err, end: err == nil && len(rows) < limit}
+	pg = page{rows: rows, err: err, end: err == nil && len(rows) < limit}
 	if result.Cost.Known {
-		pg.charged = result.Cost.Actual
+		// Spent, not Cost.Actual: an attempt charged and then retried
+		// (a body cut short) was paid for too.
+		pg.charged = result.Spent
 		pg.cached = result.Cost.Cache == "hit"
 		if serr := p.ledger.Settle(ledgerCtx, res, pg.charged); serr != nil && pg.err == nil {
 			pg.err = serr
 		}
-	} else if rerr := p.ledger.Release(ledgerCtx, res); rerr != nil && pg.err == nil {
-		pg.err = rerr
+		pt.settled(ctx, res.Units, pg.charged, false)
+	} else if rerr := p.ledger.Release(ledgerCtx, res); rerr != nil {
+		if pg.err == nil {
+			pg.err = rerr
+		}
+	} else {
+		pt.settled(ctx, res.Units, 0, true)
 	}
 	if u, uerr := p.ledger.Usage(ledgerCtx, f.tenant); uerr == nil {
 		pg.remaining = remaining(u)

@@ -1,0 +1,324 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/upstream"
+)
+
+// instrumentationName names linkgate's tracer and meter.
+const instrumentationName = "github.com/linkgate/linkgate/service"
+
+// Attribute keys of linkgate's spans and metrics. Metrics use the short
+// forms (tenant, dataset) that read well as Prometheus labels.
+const (
+	AttrDataset       = attribute.Key("linkgate.dataset")
+	AttrTenant        = attribute.Key("linkgate.tenant")
+	AttrPage          = attribute.Key("linkgate.page")
+	AttrRows          = attribute.Key("linkgate.rows")
+	AttrUnitsReserved = attribute.Key("linkgate.units.reserved")
+	AttrUnitsCharged  = attribute.Key("linkgate.units.charged")
+	AttrCache         = attribute.Key("linkgate.cache")
+	AttrAttempts      = attribute.Key("linkgate.upstream.attempts")
+)
+
+// PageSpanName is the name of the span of one upstream page in the pager.
+const PageSpanName = "linkgate.page"
+
+// TelemetryConfig configures a Telemetry. Nil providers mean the global ones,
+// so that production code installs its providers once with otel.Set… and
+// tests pass their own without touching global state.
+type TelemetryConfig struct {
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// BudgetEvery is the longest the budget gauge reuses a reading of the
+	// ledger: scrapes must not turn into a load on a shared Redis. Default 5s.
+	BudgetEvery time.Duration
+	// Now is the clock of the budget gauge's cache. Default time.Now.
+	Now func() time.Time
+}
+
+// Telemetry holds linkgate's tracer and instruments. It is also the
+// upstream client's Observer. A nil *Telemetry is not valid; use
+// NewTelemetry(TelemetryConfig{}) for the global providers.
+type Telemetry struct {
+	cfg    TelemetryConfig
+	tracer trace.Tracer
+	meter  metric.Meter
+
+	unitsReserved, unitsCharged, unitsRefunded metric.Int64Counter
+	denials                                    metric.Int64Counter
+	upstreamRequests, retries, rateLimitWaits  metric.Int64Counter
+	upstreamDuration, rateLimitWaitDuration    metric.Float64Histogram
+	rowsStreamed, pages                        metric.Int64Counter
+	pageDuration                               metric.Float64Histogram
+	activeStreams                              metric.Int64UpDownCounter
+
+	budgetMu   sync.Mutex
+	budgetAt   time.Time
+	budget     quota.Report
+	budgetErr  error
+	budgetReg  metric.Registration
+	budgetOnce sync.Once
+}
+
+// NewTelemetry creates the tracer and every instrument.
+func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = otel.GetMeterProvider()
+	}
+	if cfg.BudgetEvery <= 0 {
+		cfg.BudgetEvery = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	t := &Telemetry{
+		cfg:    cfg,
+		tracer: cfg.TracerProvider.Tracer(instrumentationName),
+		meter:  cfg.MeterProvider.Meter(instrumentationName),
+	}
+	m := t.meter
+	// Latencies of upstream pages run from tens of milliseconds to a minute
+	// and more for large pages; the SDK's default buckets stop at 10s.
+	secs := metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+	var errs []error
+	counter := func(name, desc string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit("{unit}"))
+		errs = append(errs, err)
+		return c
+	}
+	count := func(name, desc, unit string) metric.Int64Counter {
+		c, err := m.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		errs = append(errs, err)
+		return c
+	}
+	hist := func(name, desc string) metric.Float64Histogram {
+		h, err := m.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit("s"), secs)
+		errs = append(errs, err)
+		return h
+	}
+	t.unitsReserved = counter("linkgate.units.reserved", "Upstream units reserved in the ledger before a page, by tenant and dataset.")
+	t.unitsCharged = counter("linkgate.units.charged", "Upstream units settled as spent after a page (what the upstream charged), by tenant and dataset.")
+	t.unitsRefunded = counter("linkgate.units.refunded", "Reserved units given back: released, or settled below the estimate, by tenant and dataset.")
+	t.denials = count("linkgate.quota.denials", "Reservations the ledger refused, by tenant, dataset and scope (pool or tenant).", "{request}")
+	t.upstreamRequests = count("linkgate.upstream.requests", "Requests sent to the upstream, by endpoint and HTTP status (0: no response).", "{request}")
+	t.upstreamDuration = hist("linkgate.upstream.duration", "Duration of one upstream request, by endpoint and HTTP status.")
+	t.retries = count("linkgate.upstream.retries", "Upstream requests retried, by the HTTP status of the failed attempt (0: transport error).", "{retry}")
+	t.rateLimitWaits = count("linkgate.upstream.rate_limit.waits", "Requests delayed by linkgate's own limiter of the upstream key.", "{wait}")
+	t.rateLimitWaitDuration = hist("linkgate.upstream.rate_limit.wait.duration", "How long requests waited for linkgate's limiter of the upstream key.")
+	t.rowsStreamed = count("linkgate.rows", "Rows sent to callers (List responses and Stream messages), by tenant and dataset.", "{row}")
+	t.pages = count("linkgate.pages", "Upstream pages fetched by the pager, by tenant, dataset and cache status.", "{page}")
+	t.pageDuration = hist("linkgate.page.duration", "Duration of one upstream page in the pager (reserve, fetch, settle), by dataset.")
+	asc, err := m.Int64UpDownCounter("linkgate.streams.active", metric.WithDescription("Stream RPCs in progress, by dataset."), metric.WithUnit("{stream}"))
+	errs = append(errs, err)
+	t.activeStreams = asc
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// BudgetReader is the part of the ledger the budget gauge reads.
+type BudgetReader interface {
+	AllUsage(ctx context.Context) (quota.Report, error)
+}
+
+// ObserveBudget registers the gauge linkgate.budget.remaining over the
+// ledger: the pool (scope=pool) and every tenant (scope=tenant). A reading
+// is reused for BudgetEvery so that frequent scrapes by several collectors
+// cost one ledger read. Only the first call registers.
+func (t *Telemetry) ObserveBudget(l BudgetReader) error {
+	var err error
+	t.budgetOnce.Do(func() {
+		var g metric.Int64ObservableGauge
+		g, err = t.meter.Int64ObservableGauge("linkgate.budget.remaining",
+			metric.WithDescription("Units the pool (scope=pool) or a tenant (scope=tenant) may still spend this period."),
+			metric.WithUnit("{unit}"))
+		if err != nil {
+			return
+		}
+		t.budgetReg, err = t.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+			r, err := t.readBudget(ctx, l)
+			if err != nil {
+				return err
+			}
+			o.ObserveInt64(g, r.Pool.Remaining, metric.WithAttributes(attribute.String("scope", "pool")))
+			for _, a := range r.Tenants {
+				o.ObserveInt64(g, a.Remaining, metric.WithAttributes(attribute.String("scope", "tenant"), attribute.String("tenant", a.Name)))
+			}
+			return nil
+		}, g)
+	})
+	return err
+}
+
+// Close unregisters the budget gauge, so that a collection after the ledger
+// closed does not read it.
+func (t *Telemetry) Close() error {
+	if t.budgetReg != nil {
+		return t.budgetReg.Unregister()
+	}
+	return nil
+}
+
+func (t *Telemetry) readBudget(ctx context.Context, l BudgetReader) (quota.Report, error) {
+	t.budgetMu.Lock()
+	defer t.budgetMu.Unlock()
+	now := t.cfg.Now()
+	if !t.budgetAt.IsZero() && now.Sub(t.budgetAt) < t.cfg.BudgetEvery {
+		return t.budget, t.budgetErr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	t.budget, t.budgetErr = l.AllUsage(ctx)
+	t.budgetAt = now
+	return t.budget, t.budgetErr
+}
+
+// Upstream client observer: requests, retries and rate-limit waits. The
+// client adds the matching span events itself.
+
+var _ upstream.Observer = (*Telemetry)(nil)
+
+// Response counts one upstream attempt by endpoint and status.
+func (t *Telemetry) Response(ctx context.Context, endpoint string, status int, _ upstream.Cost, elapsed time.Duration) {
+	attrs := metric.WithAttributes(attribute.String("endpoint", endpoint), attribute.String("status", strconv.Itoa(status)))
+	t.upstreamRequests.Add(ctx, 1, attrs)
+	t.upstreamDuration.Record(ctx, elapsed.Seconds(), attrs)
+}
+
+// Retry counts a retried attempt by the status that failed it.
+func (t *Telemetry) Retry(ctx context.Context, _ int, _ time.Duration, err error) {
+	status := 0
+	var apiErr *upstream.APIError
+	if errors.As(err, &apiErr) {
+		status = apiErr.Status
+	}
+	t.retries.Add(ctx, 1, metric.WithAttributes(attribute.String("status", strconv.Itoa(status))))
+}
+
+// RateLimitWait counts a delay by linkgate's own limiter of the key.
+func (t *Telemetry) RateLimitWait(ctx context.Context, wait time.Duration) {
+	t.rateLimitWaits.Add(ctx, 1)
+	t.rateLimitWaitDuration.Record(ctx, wait.Seconds())
+}
+
+// pageTrace follows one upstream page of the pager: its span and the
+// metrics recorded when it ends.
+type pageTrace struct {
+	t       *Telemetry
+	span    trace.Span
+	start   time.Time
+	dataset string
+	labels  attribute.Set // tenant, dataset
+}
+
+// startPage opens the span of page n (1-based within a run).
+func (t *Telemetry) startPage(ctx context.Context, f fetch, n int) (context.Context, *pageTrace) {
+	ctx, span := t.tracer.Start(ctx, PageSpanName, trace.WithAttributes(
+		AttrDataset.String(f.plan.data.label), AttrTenant.String(f.tenant), AttrPage.Int(n),
+	))
+	return ctx, &pageTrace{t: t, span: span, start: time.Now(), dataset: f.plan.data.label,
+		labels: attribute.NewSet(attribute.String("tenant", f.tenant), attribute.String("dataset", f.plan.data.label))}
+}
+
+func (p *pageTrace) reserved(ctx context.Context, units int64) {
+	p.span.SetAttributes(AttrUnitsReserved.Int64(units))
+	p.span.AddEvent("linkgate.reserve", trace.WithAttributes(attribute.Int64("units", units)))
+	p.t.unitsReserved.Add(ctx, units, metric.WithAttributeSet(p.labels))
+}
+
+// denied records a reservation the ledger refused; it costs nothing.
+func (p *pageTrace) denied(ctx context.Context, asked int64, err error) {
+	attrs := []attribute.KeyValue{attribute.Int64("units", asked)}
+	scope := "unknown"
+	var d *quota.DeniedError
+	if errors.As(err, &d) {
+		scope = d.Scope.String()
+		attrs = append(attrs, attribute.String("scope", scope), attribute.Int64("remaining", d.Remaining))
+	}
+	p.span.AddEvent("linkgate.denied", trace.WithAttributes(attrs...))
+	p.t.denials.Add(ctx, 1, metric.WithAttributeSet(p.labels), metric.WithAttributes(attribute.String("scope", scope)))
+}
+
+// settled records the units charged for a page and what the reservation
+// gave back. released is true when nothing was charged because the
+// upstream's cost never became known.
+func (p *pageTrace) settled(ctx context.Context, reserved, charged int64, released bool) {
+	refund := max(0, reserved-charged)
+	name := "linkgate.settle"
+	if released {
+		name = "linkgate.release"
+	}
+	p.span.SetAttributes(AttrUnitsCharged.Int64(charged))
+	p.span.AddEvent(name, trace.WithAttributes(attribute.Int64("units", charged), attribute.Int64("refunded", refund)))
+	p.t.unitsCharged.Add(ctx, charged, metric.WithAttributeSet(p.labels))
+	if refund > 0 {
+		p.t.unitsRefunded.Add(ctx, refund, metric.WithAttributeSet(p.labels))
+	}
+}
+
+// end closes the span with the page's outcome and records it.
+func (p *pageTrace) end(ctx context.Context, pg page, res upstream.Result) {
+	cache := cacheStatus(res.Cost)
+	p.span.SetAttributes(AttrRows.Int(len(pg.rows)), AttrCache.String(cache), AttrAttempts.Int(res.Attempts))
+	if pg.err != nil {
+		p.span.RecordError(pg.err)
+		p.span.SetStatus(codes.Error, pg.err.Error())
+	}
+	p.span.End()
+	p.t.pages.Add(ctx, 1, metric.WithAttributeSet(p.labels), metric.WithAttributes(attribute.String("cache", cache)))
+	p.t.pageDuration.Record(ctx, time.Since(p.start).Seconds(), metric.WithAttributes(attribute.String("dataset", p.dataset)))
+}
+
+// cacheStatus is the upstream's x-api-cache, or "unknown" when no response
+// told it, so that the attribute and label are never empty.
+func cacheStatus(c upstream.Cost) string {
+	if c.Cache == "" {
+		return "unknown"
+	}
+	return c.Cache
+}
+
+// streamStarted counts an active stream until the returned func is called.
+func (t *Telemetry) streamStarted(ctx context.Context, dataset string) func() {
+	attrs := metric.WithAttributes(attribute.String("dataset", dataset))
+	t.activeStreams.Add(ctx, 1, attrs)
+	return func() { t.activeStreams.Add(context.WithoutCancel(ctx), -1, attrs) }
+}
+
+// sent counts rows sent to the caller, for the metrics and the request's
+// log line. units are the units charged for the page the rows came from.
+func (t *Telemetry) sent(ctx context.Context, tenant, dataset string, rows int, units int64) {
+	noteRequest(ctx, int64(rows), units)
+	if rows > 0 {
+		t.rowsStreamed.Add(ctx, int64(rows), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("dataset", dataset)))
+	}
+}
+
+// traceID is the request log line's trace_id: the otelgrpc stats handler
+// has put the RPC's span in the context before any interceptor runs, so a
+// log line leads to its trace. Empty when tracing is off.
+func traceID(ctx context.Context) slog.Attr {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasTraceID() {
+		return slog.String("trace_id", "")
+	}
+	return slog.String("trace_id", sc.TraceID().String())
+}
