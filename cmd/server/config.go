@@ -41,6 +41,9 @@ type config struct {
 	DrainDelay      time.Duration
 	LogFormat       string
 	LogLevel        slog.Level
+
+	// otel replaces the providers configured by OTEL_* variables (tests).
+	otel *otelOverride
 }
 
 // secret is a string that never prints.

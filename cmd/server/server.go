@@ -89,6 +89,12 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 			s.runCleanups()
 		}
 	}()
+	obs, err := setupTelemetry(ctx, cfg.otel)
+	if err != nil {
+		return nil, err
+	}
+	s.cleanups = append(s.cleanups, obs.close) // first in, so it flushes last
+
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	s.cleanups = append(s.cleanups, func() error { stop(); s.wg.Wait(); return nil })
@@ -101,7 +107,8 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		key = simKey
 	}
 	rpm := cfg.UpstreamRPM
-	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, RequestsPerMinute: rpm})
+	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, RequestsPerMinute: rpm,
+		WrapTransport: obs.wrapTransport, Observer: obs.observer()})
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
@@ -109,17 +116,21 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	if err != nil {
 		return nil, err
 	}
+	if err := obs.tel.ObserveBudget(ledger); err != nil {
+		return nil, err
+	}
+	s.cleanups = append(s.cleanups, obs.tel.Close) // before the ledger closes
 	tokens, err := s.tokens()
 	if err != nil {
 		return nil, err
 	}
-	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Tokens: tokens, Logger: log})
+	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Tokens: tokens, Logger: log, Telemetry: obs.tel})
 	if err != nil {
 		return nil, err
 	}
 
 	s.health = health.NewServer()
-	s.grpc = grpc.NewServer(service.ServerOptions(service.ServerConfig{Logger: log})...)
+	s.grpc = grpc.NewServer(append(service.ServerOptions(service.ServerConfig{Logger: log}), obs.serverOption())...)
 	v1.RegisterBacklinksServiceServer(s.grpc, backlinks)
 	v1.RegisterQuotaServiceServer(s.grpc, service.NewQuotaServer(ledger))
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -132,7 +143,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	s.grpcAddr = grpcLis.Addr().String()
 	s.serve("grpc", func() error { return s.grpc.Serve(grpcLis) })
 
-	gw, closeGW, err := newGateway(bg, s.grpcAddr, s.health)
+	gw, closeGW, err := newGateway(bg, s.grpcAddr, s.health, obs.dialOption())
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +153,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s.httpAddr = httpLis.Addr().String()
-	s.http = &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.http = &http.Server{Handler: obs.httpHandler(gw), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	s.serve("http", func() error { return s.http.Serve(httpLis) })
 
 	s.watchReadiness(bg, ledger, client)
