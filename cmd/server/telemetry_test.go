@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -285,7 +286,7 @@ func TestTraceRESTStreamToUpstream(t *testing.T) {
 // request denied by the budget: the unit, row, page, upstream, denial and
 // budget series are there with their tenant and dataset labels.
 func TestMetricsAfterStream(t *testing.T) {
-	s, _, _, _ := testServer(t, func(c *config) { c.BudgetUnits = 20_000 })
+	s, exp, _, _ := testServer(t, func(c *config) { c.BudgetUnits = 20_000 })
 	if n := streamREST(t, s, "target=sized-1500.example&page_size=1000", trace.SpanContext{}); n != 2 {
 		t.Fatalf("got %d stream messages, want 2", n)
 	}
@@ -333,6 +334,19 @@ func TestMetricsAfterStream(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", grepLines(text, "linkgate_"))
+	}
+
+	// The denied page's span says why, and failed.
+	denied := false
+	for _, sp := range exp.GetSpans() {
+		for _, e := range sp.Events {
+			if sp.Name == service.PageSpanName && e.Name == "linkgate.denied" {
+				denied = sp.Status.Code == codes.Error && attrs(e.Attributes)["scope"].AsString() != ""
+			}
+		}
+	}
+	if !denied {
+		t.Error("no failed linkgate.page span with a linkgate.denied event and its scope")
 	}
 }
 
