@@ -55,7 +55,8 @@ if [[ ! -x $BIN/jaeger ]]; then
 fi
 
 echo "== starting Jaeger (logs: $WORK/jaeger.log)"
-"$BIN/jaeger" --config "$ROOT/scripts/jaeger-config.yaml" >"$WORK/jaeger.log" 2>&1 &
+# OTEL_TRACES_EXPORTER=none: Jaeger would otherwise trace itself.
+OTEL_TRACES_EXPORTER=none "$BIN/jaeger" --config "$ROOT/scripts/jaeger-config.yaml" >"$WORK/jaeger.log" 2>&1 &
 jaeger_pid=$!
 pids+=("$jaeger_pid")
 wait_http "http://$QUERY/api/services" 60
