@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/linkgate/linkgate/quota"
@@ -140,19 +141,36 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit int) p
 		return nil
 	})
 	pg := page{rows: rows, err: err, end: err == nil && len(rows) < limit}
-	if result.Cost.Known {
-		pg.charged = result.Cost.Actual
+	var finish error
+	switch {
+	case result.Cost.Known || result.Spent > 0:
+		pg.charged = result.Spent
 		pg.cached = result.Cost.Cache == "hit"
-		if serr := p.ledger.Settle(ledgerCtx, res, pg.charged); serr != nil && pg.err == nil {
-			pg.err = serr
-		}
-	} else if rerr := p.ledger.Release(ledgerCtx, res); rerr != nil && pg.err == nil {
-		pg.err = rerr
+		finish = p.ledger.Settle(ledgerCtx, res, pg.charged)
+	case result.Attempts > 0 && !answered(err):
+		// The request left but no answer came back (the caller went away,
+		// or the connection broke): the upstream may have charged it.
+		// Charge the reservation in full, as its lease would, so that spend
+		// is never under-counted.
+		pg.charged = res.Units
+		finish = p.ledger.Settle(ledgerCtx, res, res.Units)
+	default:
+		finish = p.ledger.Release(ledgerCtx, res)
+	}
+	if finish != nil && pg.err == nil {
+		pg.err = finish
 	}
 	if u, uerr := p.ledger.Usage(ledgerCtx, f.tenant); uerr == nil {
 		pg.remaining = remaining(u)
 	}
 	return pg
+}
+
+// answered reports whether a failed call got an HTTP status back: an
+// upstream that answers with an error charges nothing.
+func answered(err error) bool {
+	var apiErr *upstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Status != 0
 }
 
 // advance drops the rows at the start of a page that earlier pages already
