@@ -33,8 +33,14 @@ type Config struct {
 	// per request: large pages amortise the 50-unit floor of every request
 	// and the upstream's rate limit. Default 1000.
 	UpstreamPageRows int
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// PageCacheRows bounds the rows of recent upstream pages kept to serve
+	// a repeated request at no cost; PageCacheTTL is how long they are
+	// kept. Zero values mean 50,000 rows and one minute; a negative value
+	// turns the cache off.
+	PageCacheRows int
+	PageCacheTTL  time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // BacklinksServer implements linkgate.v1.BacklinksService.
@@ -58,7 +64,14 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger}}, nil
+	if cfg.PageCacheRows == 0 {
+		cfg.PageCacheRows = 50_000
+	}
+	if cfg.PageCacheTTL == 0 {
+		cfg.PageCacheTTL = time.Minute
+	}
+	cache := newPageCache(cfg.PageCacheRows, cfg.PageCacheTTL, cfg.Now)
+	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, cache: cache}}, nil
 }
 
 // listRequest is what every List and Stream request message has.

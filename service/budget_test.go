@@ -285,3 +285,29 @@ func TestBacklinksStats(t *testing.T) {
 		t.Fatalf("ledger %d, page %d, simulator %d", used, resp.GetCost().GetUnitsCharged(), h.sim.Usage())
 	}
 }
+
+// TestRepeatedPageIsFree: a page asked for again within the cache's TTL
+// costs nothing and is served even when the budget is spent.
+func TestRepeatedPageIsFree(t *testing.T) {
+	h := newHarness(t, harnessOptions{poolLimit: 700})
+	h.sim.SetCacheTTL(-1) // only linkgate's own cache can make it free
+	q := query{data: backlinksData, p: params{Target: "sized-500.example"}, pageSize: 100}
+	first, err := h.list(context.Background(), q)
+	if err != nil || first.units != 606 {
+		t.Fatalf("first page: %v, %d units, want 606", err, first.units)
+	}
+	again, err := h.list(context.Background(), q)
+	if err != nil {
+		t.Fatalf("the same page with 94 units left: %v", err)
+	}
+	if again.units != 0 || !equalIDs(again.ids, first.ids) || again.token != first.token {
+		t.Fatalf("repeated page: %d units, same rows %v, same token %v", again.units, equalIDs(again.ids, first.ids), again.token == first.token)
+	}
+	if used, _ := h.used(t); used != 606 || h.sim.Usage() != 606 {
+		t.Fatalf("ledger %d, simulator %d, want 606 each", used, h.sim.Usage())
+	}
+	q.token = first.token
+	if _, err := h.list(context.Background(), q); code(err) != codes.ResourceExhausted {
+		t.Fatalf("a new page over budget: %v, want RESOURCE_EXHAUSTED", err)
+	}
+}

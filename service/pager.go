@@ -52,6 +52,7 @@ type page struct {
 type pager struct {
 	up     Upstream
 	ledger Ledger
+	cache  *pageCache // nil: no cache
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -131,6 +132,14 @@ func send(ctx context.Context, out chan<- page, pg page) bool {
 func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit int) page {
 	q := f.plan.pageQuery(cur, limit)
 	ledgerCtx := context.WithoutCancel(ctx)
+	key, cacheable := pageKey(q)
+	if rows, ok := p.cache.get(key); cacheable && ok {
+		pg := page{rows: rows, cached: true, end: len(rows) < limit}
+		if u, err := p.ledger.Usage(ledgerCtx, f.tenant); err == nil {
+			pg.remaining = remaining(u)
+		}
+		return pg
+	}
 	res, err := p.ledger.Reserve(ledgerCtx, f.tenant, f.plan.data.label, upstream.Units(f.plan.perRow(), limit))
 	if err != nil {
 		return page{err: err}
@@ -159,6 +168,9 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit int) p
 	}
 	if finish != nil && pg.err == nil {
 		pg.err = finish
+	}
+	if pg.err == nil && cacheable {
+		p.cache.put(key, rows)
 	}
 	if u, uerr := p.ledger.Usage(ledgerCtx, f.tenant); uerr == nil {
 		pg.remaining = remaining(u)
