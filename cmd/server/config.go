@@ -193,8 +193,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("upstream", upstream), slog.Any("upstream_key", c.UpstreamKey),
 		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.String("ledger", ledger),
 		slog.String("budget", c.BudgetName), slog.Int64("budget_units", c.BudgetUnits),
-		slog.Int("reset_day", c.ResetDay), slog.Duration("lease", c.Lease),
-		slog.Any("token_key", c.TokenKey), slog.Duration("token_ttl", c.TokenTTL),
+		slog.Int("reset_day", c.ResetDay), slog.String("lease", c.Lease.String()),
+		slog.Any("token_key", c.TokenKey), slog.String("token_ttl", c.TokenTTL.String()),
 	)
 }
 
