@@ -109,7 +109,7 @@ var (
 		v1.Protocol_PROTOCOL_HTTPS: upstream.ProtocolHTTPS,
 	}
 	aggregations = map[v1.Aggregation]upstream.Aggregation{
-		v1.Aggregation_AGGREGATION_SIMILAR_LINKS: upstream.AggregationSimilarLinks,
+		v1.Aggregation_AGGREGATION_SIMILAR_LINKS:  upstream.AggregationSimilarLinks,
 		v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN: upstream.AggregationOnePerDomain,
 		v1.Aggregation_AGGREGATION_ALL:            upstream.AggregationAll,
 	}
