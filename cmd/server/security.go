@@ -175,3 +175,6 @@ func loadSecurity(c config) (*security, error) {
 		limits: service.LimitsConfig{MaxStreamsPerTenant: c.MaxStreamsPerTenant, MaxRecvMsgBytes: c.MaxRequestBytes},
 	}, nil
 }
+
+// GoString keeps secrets out of %#v too, which ignores String.
+func (s secret) GoString() string { return `"` + s.String() + `"` }
