@@ -2,9 +2,11 @@ package main
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // CORS answers for the REST API. Pages on an allowed origin may call it with
@@ -91,8 +93,33 @@ func withBodyLimit(limit int64, h http.Handler) http.Handler {
 	})
 }
 
+// withValidText refuses a path or query that is not UTF-8 once decoded:
+// protobuf strings must be UTF-8, and the gateway would otherwise fail to
+// marshal the request and answer 500 for the caller's mistake.
+func withValidText(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			http.Error(w, "malformed query string", http.StatusBadRequest)
+			return
+		}
+		ok := utf8.ValidString(r.URL.Path)
+		for k, vs := range q {
+			ok = ok && utf8.ValidString(k)
+			for _, v := range vs {
+				ok = ok && utf8.ValidString(v)
+			}
+		}
+		if !ok {
+			http.Error(w, "the path and query parameters must be UTF-8", http.StatusBadRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // restHandler is the REST listener's handler: the gateway behind CORS and
 // the body limit.
 func restHandler(c securityConfig, gw http.Handler) http.Handler {
-	return withCORS(c.corsOrigins(), withBodyLimit(int64(c.MaxRequestBytes), gw))
+	return withCORS(c.corsOrigins(), withBodyLimit(int64(c.MaxRequestBytes), withValidText(gw)))
 }
