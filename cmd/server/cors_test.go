@@ -108,13 +108,14 @@ fetch(%q, {headers: {"Authorization": "Bearer %s"}, credentials: "include"})
 // Authorization header, which needs a preflight.
 func TestCORSInChromium(t *testing.T) {
 	bin := chromium(t)
-	serve := func() *httptest.Server { return httptest.NewServer(nil) }
-	allowed, other := serve(), serve()
+	// The page servers listen first, so the allowed origin is known when
+	// linkgate starts, and serve once linkgate's address is known.
+	allowed, other := httptest.NewUnstartedServer(nil), httptest.NewUnstartedServer(nil)
 	defer allowed.Close()
 	defer other.Close()
 
 	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
-	cfg.CORSOrigins = allowed.URL
+	cfg.CORSOrigins = "http://" + allowed.Listener.Addr().String()
 	s, _ := startTest(t, cfg)
 	api := "http://" + s.httpAddr + "/v1/quota"
 	for _, srv := range []*httptest.Server{allowed, other} {
@@ -122,6 +123,7 @@ func TestCORSInChromium(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html")
 			fmt.Fprintf(w, page, api, keyA)
 		})
+		srv.Start()
 	}
 
 	title := func(url string) string {

@@ -312,11 +312,20 @@ func TestStreamsPerTenant(t *testing.T) {
 	ctx, cancel := context.WithCancel(as(t.Context(), keyB))
 	defer cancel()
 	// The first stream waits on the slow upstream and holds b's only slot.
-	first, err := c.backlinks.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{Target: "example.com"})
+	// Five upstream pages of two seconds each: the slot stays taken.
+	first, err := c.backlinks.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{Target: "sized-5000.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go first.Recv()
+	go func() {
+		for {
+			if _, err := first.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	// Let the first stream reach the server before the second one does.
+	time.Sleep(300 * time.Millisecond)
 	var second error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		st, err := c.backlinks.StreamBacklinks(as(t.Context(), keyB), &v1.StreamBacklinksRequest{Target: "example.com", MaxRows: 1})
