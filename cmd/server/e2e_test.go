@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -22,7 +21,7 @@ import (
 
 // startServer runs the real server on random loopback ports, on its
 // embedded default unless env says otherwise, and stops it at the end.
-func startServer(t *testing.T, env map[string]string) (*server, *bytes.Buffer) {
+func startServer(t *testing.T, env map[string]string) (*server, *syncBuffer) {
 	t.Helper()
 	base := map[string]string{
 		"LINKGATE_GRPC_ADDR":    "127.0.0.1:0",
@@ -38,8 +37,8 @@ func startServer(t *testing.T, env map[string]string) (*server, *bytes.Buffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	s, err := start(context.Background(), cfg, slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, nil)))
+	logs := &syncBuffer{}
+	s, err := start(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +47,10 @@ func startServer(t *testing.T, env map[string]string) (*server, *bytes.Buffer) {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return s, &logs
+	return s, logs
 }
 
-func dial(t *testing.T, s *server) *grpc.ClientConn {
+func dialServer(t *testing.T, s *server) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -79,7 +78,7 @@ func getJSON(t *testing.T, url string, out any) *http.Response {
 
 func TestEndToEndGRPC(t *testing.T) {
 	s, _ := startServer(t, nil)
-	conn := dial(t, s)
+	conn := dialServer(t, s)
 	ctx := context.Background()
 	c := v1.NewBacklinksServiceClient(conn)
 
