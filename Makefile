@@ -1,6 +1,5 @@
-# Targets for linkgate's API contract (proto/ → gen/). The integrator merges
-# the other targets in.
-#
+# linkgate. `make run` starts it on its embedded default; `make test` sets up
+# what the tests need and runs them all.
 # Every generator is a Go tool pinned in tools/go.mod and run with
 # `go tool -modfile=tools/go.mod`, so nothing is installed globally and the
 # first run builds them (about two minutes, cached afterwards).
@@ -39,3 +38,29 @@ breaking: ## Check proto/ for breaking changes against the main branch
 	else \
 		echo 'breaking: main has no proto/ yet, nothing to compare against'; \
 	fi
+
+.PHONY: run
+run: ## Run linkgate on its embedded default (simulated upstream, local bolt ledger)
+	$(GO) run ./cmd/server
+
+.PHONY: test-deps
+test-deps: ## Install what the tests need beyond Go (Redis, Chromium)
+	./scripts/install-test-deps.sh
+
+.PHONY: test
+test: test-deps lint ## Vet, check formatting, and run every test with the race detector
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: lint
+lint: ## go vet and gofmt (generated code excepted)
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+		test -z "$$out" || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
+
+.PHONY: bench
+bench: ## The benchmarks whose figures the README reports
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./quota/ ./upstream/... ./service/
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"

@@ -33,8 +33,14 @@ type Config struct {
 	// per request: large pages amortise the 50-unit floor of every request
 	// and the upstream's rate limit. Default 1000.
 	UpstreamPageRows int
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// PageCacheRows bounds the rows of recent upstream pages kept to serve
+	// a repeated request at no cost; PageCacheTTL is how long they are
+	// kept. Zero values mean 50,000 rows and one minute; a negative value
+	// turns the cache off.
+	PageCacheRows int
+	PageCacheTTL  time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
 	// Telemetry records spans and metrics; nil means one over the global
 	// OpenTelemetry providers.
 	Telemetry *Telemetry
@@ -61,6 +67,12 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PageCacheRows == 0 {
+		cfg.PageCacheRows = 50_000
+	}
+	if cfg.PageCacheTTL == 0 {
+		cfg.PageCacheTTL = time.Minute
+	}
 	if cfg.Telemetry == nil {
 		tel, err := NewTelemetry(TelemetryConfig{})
 		if err != nil {
@@ -68,7 +80,8 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		}
 		cfg.Telemetry = tel
 	}
-	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, tel: cfg.Telemetry}}, nil
+	cache := newPageCache(cfg.PageCacheRows, cfg.PageCacheTTL, cfg.Now)
+	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, cache: cache, tel: cfg.Telemetry}}, nil
 }
 
 // listRequest is what every List and Stream request message has.

@@ -17,6 +17,10 @@ const DefaultTenant = "default"
 // ServerConfig configures the gRPC server's interceptor chain.
 type ServerConfig struct {
 	Logger *slog.Logger
+	// Auth identifies callers; nil means authentication is off (every
+	// caller is DefaultTenant with RoleAdmin).
+	Auth   *Authenticator
+	Limits LimitsConfig
 }
 
 // ServerOptions returns the gRPC server options of linkgate. The
@@ -26,16 +30,22 @@ type ServerConfig struct {
 //     so that no later interceptor can escape it;
 //  2. logging: one line per request with its outcome, after everything
 //     inside has decided it;
-//  3. caller: who is calling, before any handler runs.
+//  3. auth: who is calling (auth.go), before any handler runs;
+//  4. limits: bounded inputs and streams per tenant (limits.go), after
+//     auth because the stream bound is per tenant.
 func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(recoverUnary(log), logUnary(log), callerUnary()),
-		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), callerStream()),
+	auth := cfg.Auth
+	if auth == nil {
+		auth = &Authenticator{cfg: AuthConfig{Disabled: true}}
 	}
+	return append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(recoverUnary(log), logUnary(log), authUnary(auth), boundsUnary()),
+		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), authStream(auth), limitStream(newStreamLimiter(cfg.Limits.MaxStreamsPerTenant))),
+	}, limitOptions(cfg.Limits)...)
 }
 
 func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
@@ -109,21 +119,6 @@ func logRequest(ctx context.Context, log *slog.Logger, method string, start time
 		slog.String("method", method), slog.String("code", code.String()), slog.String("tenant", rl.tenant),
 		slog.Int64("rows", rl.rows), slog.Int64("units", rl.units),
 		slog.Duration("elapsed", time.Since(start)), traceID(ctx))
-}
-
-// callerUnary and callerStream put the caller in the context: while
-// authentication is off every caller is the default tenant.
-func callerUnary() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return handler(withCaller(ctx, Caller{Tenant: DefaultTenant, Role: RoleAdmin}), req)
-	}
-}
-
-func callerStream() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx := withCaller(ss.Context(), Caller{Tenant: DefaultTenant, Role: RoleAdmin})
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
-	}
 }
 
 // wrappedStream is a server stream with a context of its own.

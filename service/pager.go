@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/linkgate/linkgate/quota"
@@ -51,6 +52,7 @@ type page struct {
 type pager struct {
 	up     Upstream
 	ledger Ledger
+	cache  *pageCache // nil: no cache
 	tel    *Telemetry
 }
 
@@ -138,6 +140,15 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	defer func() { pt.end(ctx, pg, result) }()
 	q := f.plan.pageQuery(cur, limit)
 	ledgerCtx := context.WithoutCancel(ctx)
+	key, cacheable := pageKey(q)
+	if rows, ok := p.cache.get(key); cacheable && ok {
+		pt.servedFromCache()
+		pg = page{rows: rows, cached: true, end: len(rows) < limit}
+		if u, err := p.ledger.Usage(ledgerCtx, f.tenant); err == nil {
+			pg.remaining = remaining(u)
+		}
+		return pg
+	}
 	estimate := upstream.Units(f.plan.perRow(), limit)
 	res, err := p.ledger.Reserve(ledgerCtx, f.tenant, f.plan.data.label, estimate)
 	if err != nil {
@@ -151,26 +162,43 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		return nil
 	})
 	pg = page{rows: rows, err: err, end: err == nil && len(rows) < limit}
-	if result.Cost.Known {
-		// Spent, not Cost.Actual: an attempt charged and then retried
-		// (a body cut short) was paid for too.
+	var finish error
+	released := false
+	switch {
+	case result.Cost.Known || result.Spent > 0:
 		pg.charged = result.Spent
 		pg.cached = result.Cost.Cache == "hit"
-		if serr := p.ledger.Settle(ledgerCtx, res, pg.charged); serr != nil && pg.err == nil {
-			pg.err = serr
-		}
-		pt.settled(ctx, res.Units, pg.charged, false)
-	} else if rerr := p.ledger.Release(ledgerCtx, res); rerr != nil {
-		if pg.err == nil {
-			pg.err = rerr
-		}
-	} else {
-		pt.settled(ctx, res.Units, 0, true)
+		finish = p.ledger.Settle(ledgerCtx, res, pg.charged)
+	case result.Attempts > 0 && !answered(err):
+		// The request left but no answer came back (the caller went away,
+		// or the connection broke): the upstream may have charged it.
+		// Charge the reservation in full, as its lease would, so that spend
+		// is never under-counted.
+		pg.charged = res.Units
+		finish = p.ledger.Settle(ledgerCtx, res, res.Units)
+	default:
+		finish = p.ledger.Release(ledgerCtx, res)
+		released = true
+	}
+	if finish == nil {
+		pt.settled(ctx, res.Units, pg.charged, released)
+	} else if pg.err == nil {
+		pg.err = finish
+	}
+	if pg.err == nil && cacheable {
+		p.cache.put(key, rows)
 	}
 	if u, uerr := p.ledger.Usage(ledgerCtx, f.tenant); uerr == nil {
 		pg.remaining = remaining(u)
 	}
 	return pg
+}
+
+// answered reports whether a failed call got an HTTP status back: an
+// upstream that answers with an error charges nothing.
+func answered(err error) bool {
+	var apiErr *upstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Status != 0
 }
 
 // advance drops the rows at the start of a page that earlier pages already

@@ -227,6 +227,9 @@ type pageTrace struct {
 	start   time.Time
 	dataset string
 	labels  attribute.Set // tenant, dataset
+	// cache is set when linkgate's own page cache served the page, which
+	// no upstream response then describes.
+	cache string
 }
 
 // startPage opens the span of page n (1-based within a run).
@@ -236,6 +239,13 @@ func (t *Telemetry) startPage(ctx context.Context, f fetch, n int) (context.Cont
 	))
 	return ctx, &pageTrace{t: t, span: span, start: time.Now(), dataset: f.plan.data.label,
 		labels: attribute.NewSet(attribute.String("tenant", f.tenant), attribute.String("dataset", f.plan.data.label))}
+}
+
+// servedFromCache marks a page served from linkgate's page cache: free, no
+// reservation, no upstream request.
+func (p *pageTrace) servedFromCache() {
+	p.cache = "linkgate"
+	p.span.AddEvent("linkgate.cache_hit")
 }
 
 func (p *pageTrace) reserved(ctx context.Context, units int64) {
@@ -276,7 +286,10 @@ func (p *pageTrace) settled(ctx context.Context, reserved, charged int64, releas
 
 // end closes the span with the page's outcome and records it.
 func (p *pageTrace) end(ctx context.Context, pg page, res upstream.Result) {
-	cache := cacheStatus(res.Cost)
+	cache := p.cache
+	if cache == "" {
+		cache = cacheStatus(res.Cost)
+	}
 	p.span.SetAttributes(AttrRows.Int(len(pg.rows)), AttrCache.String(cache), AttrAttempts.Int(res.Attempts))
 	if pg.err != nil {
 		p.span.RecordError(pg.err)

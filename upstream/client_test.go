@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 const testKey = "sk-TEST-0123456789abcdef"
@@ -734,5 +737,37 @@ func TestConfig(t *testing.T) {
 		} else if cfg.Key != "" && strings.Contains(err.Error(), cfg.Key) && len(cfg.Key) > 1 {
 			t.Errorf("%s: error %q shows the key", name, err)
 		}
+	}
+}
+
+// eventSpan records the events the client adds to the caller's span.
+type eventSpan struct {
+	noop.Span
+	mu     sync.Mutex
+	events []string
+}
+
+func (s *eventSpan) IsRecording() bool { return true }
+
+func (s *eventSpan) AddEvent(name string, _ ...trace.EventOption) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, name)
+}
+
+func TestSpanEvents(t *testing.T) {
+	h := newHarness(t, failing(1), func(c *Config) { c.RequestsPerMinute, c.Burst = 60, 1 })
+	span := &eventSpan{}
+	ctx := trace.ContextWithSpan(context.Background(), span)
+	for range 2 {
+		if _, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// First call: 500, retry (backoff 500ms, then the limiter adds 500ms);
+	// second call: the limiter waits a full interval.
+	want := "[ahrefs.retry linkgate.rate_limit_wait linkgate.rate_limit_wait]"
+	if got := fmt.Sprint(span.events); got != want {
+		t.Errorf("span events = %s, want %s", got, want)
 	}
 }

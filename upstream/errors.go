@@ -46,6 +46,7 @@ type APIError struct {
 	malformed bool  // a 2xx body that is not the documented shape
 }
 
+// Error says where and how the exchange failed, without the key or the query.
 func (e *APIError) Error() string {
 	var b strings.Builder
 	b.WriteString("ahrefs")
@@ -115,6 +116,7 @@ type LimiterError struct {
 	Wait time.Duration // how long the caller would have had to wait
 }
 
+// Error says whose limiter refused: linkgate's, not Ahrefs'.
 func (e *LimiterError) Error() string {
 	return fmt.Sprintf("linkgate's own rate limiter for the Ahrefs key: next request slot in %s, past the deadline", e.Wait.Round(time.Millisecond))
 }

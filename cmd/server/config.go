@@ -42,8 +42,16 @@ type config struct {
 	LogFormat       string
 	LogLevel        slog.Level
 
+	securityConfig // security.go
+
 	// otel replaces the providers configured by OTEL_* variables (tests).
 	otel *otelOverride
+}
+
+// setting is one configuration variable and its flag.
+type setting struct {
+	name, usage string
+	ptr         any
 }
 
 // secret is a string that never prints.
@@ -75,6 +83,7 @@ func defaultConfig() config {
 		DrainDelay:      2 * time.Second,
 		LogFormat:       "json",
 		LogLevel:        slog.LevelInfo,
+		securityConfig:  defaultSecurityConfig(),
 	}
 }
 
@@ -83,10 +92,7 @@ func defaultConfig() config {
 func loadConfig(args []string, getenv func(string) string) (config, error) {
 	c := defaultConfig()
 	fs := flag.NewFlagSet("linkgate", flag.ContinueOnError)
-	vars := []struct {
-		name, usage string
-		ptr         any
-	}{
+	vars := []setting{
 		{"grpc-addr", "gRPC listen address", &c.GRPCAddr},
 		{"http-addr", "REST listen address", &c.HTTPAddr},
 		{"upstream-url", "Ahrefs API base URL; empty runs the built-in simulator", &c.UpstreamURL},
@@ -107,6 +113,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"drain-delay", "how long health reports NOT_SERVING before the listeners stop", &c.DrainDelay},
 		{"log-format", "json or text", &c.LogFormat},
 	}
+	vars = append(vars, c.securityConfig.settings()...)
 	for _, v := range vars {
 		env := "LINKGATE_" + strings.ToUpper(strings.ReplaceAll(v.name, "-", "_"))
 		if s := getenv(env); s != "" {
@@ -178,6 +185,8 @@ func (c *config) validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log-format must be json or text, not %q", c.LogFormat))
 	}
+	errs = append(errs, c.securityConfig.validate()...)
+	errs = append(errs, c.checkAuthListeners())
 	return errors.Join(errs...)
 }
 
@@ -196,8 +205,9 @@ func (c config) LogValue() slog.Value {
 		slog.String("upstream", upstream), slog.Any("upstream_key", c.UpstreamKey),
 		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.String("ledger", ledger),
 		slog.String("budget", c.BudgetName), slog.Int64("budget_units", c.BudgetUnits),
-		slog.Int("reset_day", c.ResetDay), slog.Duration("lease", c.Lease),
-		slog.Any("token_key", c.TokenKey), slog.Duration("token_ttl", c.TokenTTL),
+		slog.Int("reset_day", c.ResetDay), slog.String("lease", c.Lease.String()),
+		slog.Any("token_key", c.TokenKey), slog.String("token_ttl", c.TokenTTL.String()),
+		slog.Any("security", c.securityConfig),
 	)
 }
 

@@ -22,10 +22,10 @@ import (
 
 // newGateway returns the REST handler: the gateway over a loopback gRPC
 // connection (never in-process registration, which cannot stream), the
-// OpenAPI document, and /healthz. opts add to the connection's options
-// (telemetry).
-func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServer, opts ...grpc.DialOption) (http.Handler, func() error, error) {
-	conn, err := grpc.NewClient(grpcAddr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+// OpenAPI document, and /healthz. dial adds to (and may replace the
+// credentials of) the gateway's connection, e.g. TLS (tls.go).
+func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServer, dial ...grpc.DialOption) (http.Handler, func() error, error) {
+	conn, err := grpc.NewClient(grpcAddr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway connection: %w", err)
 	}

@@ -65,6 +65,7 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // server is a running linkgate.
 type server struct {
 	cfg      config
+	sec      *security // security.go
 	log      *slog.Logger
 	grpc     *grpc.Server
 	http     *http.Server
@@ -82,8 +83,12 @@ type server struct {
 // the embedded default), and starts both listeners. On error everything
 // started so far is stopped again.
 func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err error) {
+	sec, err := loadSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	log.Info("starting linkgate", "config", cfg)
-	s := &server{cfg: cfg, log: log, failed: make(chan error, 2)}
+	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 2)}
 	defer func() {
 		if err != nil {
 			s.runCleanups()
@@ -130,7 +135,9 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 
 	s.health = health.NewServer()
-	s.grpc = grpc.NewServer(append(service.ServerOptions(service.ServerConfig{Logger: log}), obs.serverOption())...)
+	opts := service.ServerOptions(service.ServerConfig{Logger: log, Auth: sec.auth, Limits: sec.limits})
+	opts = append(opts, obs.serverOption())
+	s.grpc = grpc.NewServer(append(opts, sec.tls.grpcOptions()...)...)
 	v1.RegisterBacklinksServiceServer(s.grpc, backlinks)
 	v1.RegisterQuotaServiceServer(s.grpc, service.NewQuotaServer(ledger))
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -143,7 +150,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	s.grpcAddr = grpcLis.Addr().String()
 	s.serve("grpc", func() error { return s.grpc.Serve(grpcLis) })
 
-	gw, closeGW, err := newGateway(bg, s.grpcAddr, s.health, obs.dialOption())
+	gw, closeGW, err := newGateway(bg, s.grpcAddr, s.health, append(sec.tls.gatewayDial(), obs.dialOption())...)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +160,9 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s.httpAddr = httpLis.Addr().String()
-	s.http = &http.Server{Handler: obs.httpHandler(gw), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	httpLis = sec.tls.listenHTTP(httpLis)
+	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, gw)), ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: cfg.MaxHeaderBytes}
 	s.serve("http", func() error { return s.http.Serve(httpLis) })
 
 	s.watchReadiness(bg, ledger, client)
@@ -206,6 +215,7 @@ func (s *server) openLedger() (*quota.Ledger, error) {
 	}
 	return quota.New(store, quota.Config{
 		Budget: s.cfg.BudgetName, PoolLimit: s.cfg.BudgetUnits, ResetDay: s.cfg.ResetDay, Lease: s.cfg.Lease,
+		Tenants: s.sec.tenants.limits,
 	})
 }
 
@@ -327,18 +337,22 @@ func (s *server) runCleanups() error {
 // welcome is printed on the embedded default: where linkgate listens and a
 // first request to try with each protocol.
 func (s *server) welcome() string {
+	auth := "authentication is off (loopback only)"
+	if s.cfg.TenantsFile != "" {
+		auth = "callers authenticate with the keys of " + s.cfg.TenantsFile
+	}
 	return fmt.Sprintf(`
 linkgate is running on its embedded default: the upstream is a built-in
-simulator, the ledger is %s, authentication is off (loopback only).
+simulator, the ledger is %s, %s.
 
-  REST  http://%[2]s    (OpenAPI: http://%[2]s/openapi.json)
-  gRPC  %[3]s
+  REST  http://%[3]s    (OpenAPI: http://%[3]s/openapi.json)
+  gRPC  %[4]s
 
 Try:
-  curl 'http://%[2]s/v1/backlinks?target=example.com&page_size=3'
-  curl -N 'http://%[2]s/v1/backlinks:stream?target=sized-2500.example&page_size=1000'
-  curl 'http://%[2]s/v1/quota'
-  grpcurl -plaintext -d '{"target":"example.com","page_size":3}' %[3]s linkgate.v1.BacklinksService/ListBacklinks
+  curl 'http://%[3]s/v1/backlinks?target=example.com&page_size=3'
+  curl -N 'http://%[3]s/v1/backlinks:stream?target=sized-2500.example&page_size=1000'
+  curl 'http://%[3]s/v1/quota'
+  grpcurl -plaintext -d '{"target":"example.com","page_size":3}' %[4]s linkgate.v1.BacklinksService/ListBacklinks
 
-`, filepath.Join(s.cfg.DataDir, "ledger.db"), s.httpAddr, s.grpcAddr)
+`, filepath.Join(s.cfg.DataDir, "ledger.db"), auth, s.httpAddr, s.grpcAddr)
 }

@@ -2,17 +2,14 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -24,46 +21,18 @@ import (
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
-// upstreamKey is distinctive so that a search of every span for it cannot
-// match anything else.
-const upstreamKey = "upstream-SECRET-k3y-7f1d2c"
-
-// syncBuffer collects log lines written by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// testServer starts the real server on loopback ports, over the simulator
-// as an external upstream with upstreamKey, and spans into an in-memory
-// exporter. stop shuts the server down; it is also a cleanup.
+// testServer starts the real server as testConfig does (authentication on,
+// the simulator as an external upstream with upstreamKey), with spans going
+// to an in-memory exporter. stop shuts the server down; it is also a
+// cleanup.
 func testServer(t *testing.T, mutate func(*config)) (s *server, spans *tracetest.InMemoryExporter, logs *syncBuffer, stop func()) {
 	t.Helper()
-	sim := httptest.NewServer(ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}}))
-	t.Cleanup(sim.Close)
 	spans = tracetest.NewInMemoryExporter()
 	// A syncer exports each span as it ends: no flush to wait for.
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 
-	cfg := defaultConfig()
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.DataDir = t.TempDir()
-	cfg.UpstreamURL, cfg.UpstreamKey = sim.URL, secret(upstreamKey)
-	cfg.UpstreamRPM = 6000
-	cfg.DrainDelay, cfg.ReconcileEvery, cfg.ShutdownTimeout = 0, 0, 5*time.Second
+	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
 	cfg.otel = &otelOverride{TracerProvider: tp}
 	if mutate != nil {
 		mutate(&cfg)
@@ -85,11 +54,13 @@ func testServer(t *testing.T, mutate func(*config)) (s *server, spans *tracetest
 	return s, spans, logs, stop
 }
 
-// streamREST makes a REST streaming call, with a traceparent header when
-// parent is valid, and returns the number of result lines.
+// streamREST makes a REST streaming call as tenant b (keyB), with a
+// traceparent header when parent is valid, and returns the number of result
+// lines.
 func streamREST(t *testing.T, s *server, query string, parent trace.SpanContext) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+s.httpAddr+"/v1/backlinks:stream?"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+keyB)
 	if parent.IsValid() {
 		req.Header.Set("traceparent", "00-"+parent.TraceID().String()+"-"+parent.SpanID().String()+"-01")
 	}
@@ -201,7 +172,7 @@ func TestTraceRESTStreamToUpstream(t *testing.T) {
 			t.Errorf("page span's parent %s is not the gRPC server span", sp.Parent.SpanID())
 		}
 		a := attrs(sp.Attributes)
-		if a[service.AttrDataset].AsString() != "backlinks" || a[service.AttrTenant].AsString() != service.DefaultTenant {
+		if a[service.AttrDataset].AsString() != "backlinks" || a[service.AttrTenant].AsString() != "b" {
 			t.Errorf("page span dataset/tenant: %v", sp.Attributes)
 		}
 		n := a[service.AttrPage].AsInt64()
@@ -240,7 +211,7 @@ func TestTraceRESTStreamToUpstream(t *testing.T) {
 	}
 
 	// The secret search: no span, event or resource attribute carries the
-	// upstream key or an Authorization header.
+	// upstream key, the caller's key or an Authorization header.
 	for _, sp := range spans {
 		all := append(append([]attribute.KeyValue{}, sp.Attributes...), sp.Resource.Attributes()...)
 		for _, e := range sp.Events {
@@ -248,7 +219,7 @@ func TestTraceRESTStreamToUpstream(t *testing.T) {
 		}
 		for _, kv := range all {
 			v := kv.Value.Emit()
-			if strings.Contains(v, upstreamKey) || strings.Contains(strings.ToLower(string(kv.Key)), "authorization") || strings.Contains(v, "Bearer") {
+			if strings.Contains(v, upstreamKey) || strings.Contains(v, keyB) || strings.Contains(strings.ToLower(string(kv.Key)), "authorization") || strings.Contains(v, "Bearer") {
 				t.Errorf("span %q attribute %s=%q leaks a credential", sp.Name, kv.Key, v)
 			}
 		}
@@ -274,31 +245,31 @@ func TestTraceRESTStreamToUpstream(t *testing.T) {
 	if !found {
 		t.Fatalf("no request log line for %s in\n%s", method, logs)
 	}
-	if line.TraceID != parent.TraceID().String() || line.Tenant != service.DefaultTenant || line.Rows != 2500 || line.Units <= 0 {
+	if line.TraceID != parent.TraceID().String() || line.Tenant != "b" || line.Rows != 2500 || line.Units <= 0 {
 		t.Errorf("request log line: %+v", line)
 	}
-	if strings.Contains(logs.String(), upstreamKey) {
-		t.Error("the logs carry the upstream key")
+	if strings.Contains(logs.String(), upstreamKey) || strings.Contains(logs.String(), keyB) {
+		t.Error("the logs carry a key")
 	}
 }
 
-// TestMetricsAfterStream scrapes /metrics after a streamed request and a
-// request denied by the budget: the unit, row, page, upstream, denial and
+// TestMetricsAfterStream scrapes /metrics after a streamed request, the
+// same request again (served from linkgate's page cache) and a request
+// denied by the budget: the unit, row, page, upstream, denial and
 // budget series are there with their tenant and dataset labels.
 func TestMetricsAfterStream(t *testing.T) {
 	s, exp, _, _ := testServer(t, func(c *config) { c.BudgetUnits = 20_000 })
 	if n := streamREST(t, s, "target=sized-1500.example&page_size=1000", trace.SpanContext{}); n != 2 {
 		t.Fatalf("got %d stream messages, want 2", n)
 	}
-	// A stream of 5,000 rows asks for more than the budget has left: denied.
-	resp, err := http.Get("http://" + s.httpAddr + "/v1/backlinks:stream?target=sized-5000.example&select=url_from,url_to,domain_rating_source,traffic&max_rows=5000")
-	if err != nil {
-		t.Fatal(err)
+	// The same again: served from linkgate's page cache, free.
+	if n := streamREST(t, s, "target=sized-1500.example&page_size=1000", trace.SpanContext{}); n != 2 {
+		t.Fatalf("got %d stream messages the second time, want 2", n)
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	// A stream of 5,000 rows asks for more than the budget has left: denied.
+	rest(t, nil, http.MethodGet, "http://"+s.httpAddr+"/v1/backlinks:stream?target=sized-5000.example&select=url_from,url_to,domain_rating_source,traffic&max_rows=5000", keyB, "")
 
-	resp, err = http.Get("http://" + s.httpAddr + "/metrics")
+	resp, err := http.Get("http://" + s.httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,21 +285,22 @@ func TestMetricsAfterStream(t *testing.T) {
 		{"linkgate_units_charged_total", labels},
 		{"linkgate_units_refunded_total", labels},
 		{"linkgate_rows_total", labels},
-		{"linkgate_pages_total", `cache="`},
+		{"linkgate_pages_total", `cache="miss"`},
+		{"linkgate_pages_total", `cache="linkgate"`},
 		{"linkgate_quota_denials_total", `scope="`},
 		{"linkgate_page_duration_seconds_bucket", labels},
 		{"linkgate_streams_active", labels},
 		{"linkgate_upstream_requests_total", `endpoint="/v3/site-explorer/all-backlinks",`},
 		{"linkgate_upstream_duration_seconds_bucket", `status="200"`},
 		{"linkgate_budget_remaining", `scope="pool"`},
-		{"linkgate_budget_remaining", `tenant="default"`},
+		{"linkgate_budget_remaining", `tenant="b"`},
 	} {
 		if !hasSeries(text, want.name, want.labels) {
 			t.Errorf("no series %s{…%s…} in /metrics", want.name, want.labels)
 		}
 	}
 	for _, name := range []string{"linkgate_units_reserved_total", "linkgate_units_charged_total", "linkgate_rows_total"} {
-		if !hasSeries(text, name, `tenant="default"`) {
+		if !hasSeries(text, name, `tenant="b"`) {
 			t.Errorf("%s has no tenant label", name)
 		}
 	}

@@ -271,7 +271,7 @@ func (x *plan) runLinks(limit int) []row {
 	}
 	start := 0
 	if x.genOrder && x.hasLow {
-		start = sort.Search(ds.n, func(i int) bool { return ds.pageURL(ds.locate(i).d, ds.locate(i).pg) >= x.lowKey })
+		start = sort.Search(ds.n, func(i int) bool { l := ds.locate(i); return ds.pageURL(l.d, l.pg) >= x.lowKey })
 	}
 	var out []row
 	lastD := -1

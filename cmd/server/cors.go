@@ -1,0 +1,125 @@
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// CORS answers for the REST API. Pages on an allowed origin may call it with
+// credentials (an Authorization header or cookies); pages elsewhere get no
+// CORS headers, so the browser refuses their requests.
+var (
+	corsMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+	// corsHeaders are the request headers a page may send.
+	corsHeaders = []string{"authorization", "content-type", "accept", "grpc-timeout", "x-request-id"}
+	// corsExposed are the response headers a page may read: Retry-After on
+	// 429/503, and the gateway's translation of gRPC metadata.
+	corsExposed = "Retry-After, Grpc-Metadata-Content-Type, Grpc-Trailer-Content-Type, Grpc-Status, Grpc-Message"
+)
+
+// corsMaxAge is how long a browser may cache a preflight, in seconds.
+const corsMaxAge = 600
+
+// withCORS wraps h with CORS for the allowed origins (exact matches).
+func withCORS(origins []string, h http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return h
+	}
+	allowed := map[string]bool{}
+	for _, o := range origins {
+		allowed[o] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Vary on every response, so no cache serves one origin's answer
+		// to another.
+		w.Header().Add("Vary", "Origin")
+		origin := r.Header.Get("Origin")
+		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+		if preflight {
+			w.Header().Add("Vary", "Access-Control-Request-Method")
+			w.Header().Add("Vary", "Access-Control-Request-Headers")
+		}
+		if origin == "" || !allowed[origin] {
+			if preflight {
+				// Nothing but a browser sends a preflight; refusing it
+				// plainly makes the mistake visible in its console.
+				http.Error(w, "origin not allowed", http.StatusForbidden)
+				return
+			}
+			h.ServeHTTP(w, r)
+			return
+		}
+		// The exact origin, never "*": a wildcard is not allowed with
+		// credentials, and would not say which pages were allowed.
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Set("Access-Control-Allow-Credentials", "true")
+		if !preflight {
+			w.Header().Set("Access-Control-Expose-Headers", corsExposed)
+			h.ServeHTTP(w, r)
+			return
+		}
+		if !slices.Contains(corsMethods, r.Header.Get("Access-Control-Request-Method")) {
+			http.Error(w, "method not allowed", http.StatusForbidden)
+			return
+		}
+		for _, name := range strings.Split(r.Header.Get("Access-Control-Request-Headers"), ",") {
+			if name = strings.ToLower(strings.TrimSpace(name)); name != "" && !slices.Contains(corsHeaders, name) {
+				http.Error(w, "header "+name+" not allowed", http.StatusForbidden)
+				return
+			}
+		}
+		w.Header().Set("Access-Control-Allow-Methods", strings.Join(corsMethods, ", "))
+		w.Header().Set("Access-Control-Allow-Headers", strings.Join(corsHeaders, ", "))
+		w.Header().Set("Access-Control-Max-Age", strconv.Itoa(corsMaxAge))
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// withBodyLimit bounds a REST request's body: a declared length beyond the
+// limit is refused at once with 413, and an undeclared one is cut at the
+// limit (the gateway then answers 400).
+func withBodyLimit(limit int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			http.Error(w, "request body too large: the limit is "+strconv.FormatInt(limit, 10)+" bytes", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// withValidText refuses a path or query that is not UTF-8 once decoded:
+// protobuf strings must be UTF-8, and the gateway would otherwise fail to
+// marshal the request and answer 500 for the caller's mistake.
+func withValidText(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			http.Error(w, "malformed query string", http.StatusBadRequest)
+			return
+		}
+		ok := utf8.ValidString(r.URL.Path)
+		for k, vs := range q {
+			ok = ok && utf8.ValidString(k)
+			for _, v := range vs {
+				ok = ok && utf8.ValidString(v)
+			}
+		}
+		if !ok {
+			http.Error(w, "the path and query parameters must be UTF-8", http.StatusBadRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// restHandler is the REST listener's handler: the gateway behind CORS and
+// the body limit.
+func restHandler(c securityConfig, gw http.Handler) http.Handler {
+	return withCORS(c.corsOrigins(), withBodyLimit(int64(c.MaxRequestBytes), withValidText(gw)))
+}

@@ -1,0 +1,97 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/upstream"
+	"github.com/linkgate/linkgate/upstream/ahrefssim"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const simKey = "test-upstream-key"
+
+// harness is the service over the simulator (through the real HTTP client)
+// and a memory ledger, served over an in-memory gRPC connection.
+type harness struct {
+	sim       *ahrefssim.Server
+	ledger    *quota.Ledger
+	server    *BacklinksServer
+	backlinks v1.BacklinksServiceClient
+	quota     v1.QuotaServiceClient
+	now       time.Time
+}
+
+type harnessOptions struct {
+	poolLimit int64
+	pageRows  int
+	tenants   map[string]int64
+}
+
+func newHarness(t testing.TB, opts harnessOptions) *harness {
+	t.Helper()
+	h := &harness{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, Logger: slog.New(slog.DiscardHandler)})
+	simServer := httptest.NewServer(h.sim)
+	t.Cleanup(simServer.Close)
+	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, RequestsPerMinute: 1e6, Burst: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.poolLimit == 0 {
+		opts.poolLimit = 1e12
+	}
+	h.ledger, err = quota.New(quota.NewMemoryStore(), quota.Config{
+		Budget: "test", PoolLimit: opts.poolLimit, ResetDay: 1, Lease: time.Minute, Tenants: opts.tenants,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, func() time.Time { return h.now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.server, err = NewBacklinksServer(Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
+		UpstreamPageRows: opts.pageRows, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(ServerOptions(ServerConfig{Logger: slog.New(slog.DiscardHandler)})...)
+	v1.RegisterBacklinksServiceServer(srv, h.server)
+	v1.RegisterQuotaServiceServer(srv, NewQuotaServer(h.ledger))
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h.backlinks = v1.NewBacklinksServiceClient(conn)
+	h.quota = v1.NewQuotaServiceClient(conn)
+	return h
+}
+
+// used is the pool's spend and reservations in the ledger.
+func (h *harness) used(t testing.TB) (used, reserved int64) {
+	t.Helper()
+	u, err := h.ledger.Usage(context.Background(), DefaultTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Pool.Used, u.Pool.Reserved
+}

@@ -1,0 +1,137 @@
+package ahrefssim
+
+import (
+	"encoding/json"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/linkgate/linkgate/upstream"
+)
+
+// TestKeysetPaging pages a large target the way the service's pager does:
+// order_by ending in the unique (url_from, url_to), each page continuing
+// with a where that starts after the last row (ANDed with the caller's
+// filter), and checks every row comes exactly once, in the order of the full
+// answer. Small pages put boundaries inside runs of equal
+// domain_rating_source (all links of a domain share it).
+func TestKeysetPaging(t *testing.T) {
+	s := New(Config{CacheTTL: -1})
+	const target = "sized-20000.example"
+	filter := `{"field":"is_dofollow","is":["eq",true]}`
+	tests := []struct {
+		name  string
+		order []upstream.Order
+		limit int
+	}{
+		{"default key", []upstream.Order{{Field: "url_from"}, {Field: "url_to"}}, 997},
+		{"dr desc then key", []upstream.Order{{Field: "domain_rating_source", Desc: true}, {Field: "url_from"}, {Field: "url_to"}}, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sel := "url_from,url_to,domain_rating_source"
+			v := vals("target", target, "select", sel, "where", filter, "order_by", upstream.FormatOrder(tt.order))
+			want := all(t, s, upstream.AllBacklinks, v)
+			if len(want) < 5000 {
+				t.Fatalf("only %d rows", len(want))
+			}
+			var got []map[string]any
+			var last map[string]any
+			insideRun, pages := 0, 0
+			for len(got) < len(want) {
+				p := url.Values{}
+				for k, x := range v {
+					p[k] = x
+				}
+				// Small pages first, to put boundaries inside runs of equal
+				// keys, then big ones: an ordered page scans the target.
+				limit := tt.limit
+				if pages++; pages > 25 {
+					limit = 1500
+				}
+				p.Set("limit", itoa(limit))
+				if last != nil {
+					p.Set("where", `{"and":[`+filter+`,`+after(tt.order, last)+`]}`)
+				}
+				w := do(t, s, blPath, p, DefaultKey)
+				if w.Code != 200 {
+					t.Fatalf("%d %s", w.Code, w.Body)
+				}
+				var body struct{ Backlinks []map[string]any }
+				if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+					t.Fatal(err)
+				}
+				if len(body.Backlinks) == 0 {
+					break
+				}
+				if last != nil && body.Backlinks[0]["domain_rating_source"] == last["domain_rating_source"] {
+					insideRun++
+				}
+				got = append(got, body.Backlinks...)
+				last = body.Backlinks[len(body.Backlinks)-1]
+			}
+			if len(got) < len(want) {
+				t.Fatalf("paged %d rows, want %d", len(got), len(want))
+			}
+			for k := range want {
+				if got[k]["url_from"] != want[k]["url_from"] || got[k]["url_to"] != want[k]["url_to"] {
+					t.Fatalf("row %d: got %v, want %v", k, got[k], want[k])
+				}
+			}
+			if tt.limit < 100 && insideRun == 0 {
+				t.Errorf("no page boundary fell inside a run of equal domain_rating_source")
+			}
+		})
+	}
+}
+
+// after is the keyset where: rows strictly after last in the order.
+func after(order []upstream.Order, last map[string]any) string {
+	var or []string
+	for k := range order {
+		var and []string
+		for e := range k {
+			and = append(and, cond(order[e].Field, "eq", last[order[e].Field]))
+		}
+		op := "gt"
+		if order[k].Desc {
+			op = "lt"
+		}
+		and = append(and, cond(order[k].Field, op, last[order[k].Field]))
+		or = append(or, `{"and":[`+strings.Join(and, ",")+`]}`)
+	}
+	return `{"or":[` + strings.Join(or, ",") + `]}`
+}
+
+func cond(field, op string, v any) string {
+	b, _ := json.Marshal(v)
+	return `{"field":"` + field + `","is":["` + op + `",` + string(b) + `]}`
+}
+
+// TestRefdomainPaging pages refdomains by domain and checks the union.
+func TestRefdomainPaging(t *testing.T) {
+	s := New(Config{CacheTTL: -1})
+	v := vals("target", "sized-20000.example", "select", "domain,links_to_target", "order_by", "domain:asc")
+	want := all(t, s, upstream.RefDomains, v)
+	var got []map[string]any
+	for {
+		p := vals("target", "sized-20000.example", "select", "domain,links_to_target", "order_by", "domain:asc", "limit", "333")
+		if len(got) > 0 {
+			p.Set("where", cond("domain", "gt", got[len(got)-1]["domain"]))
+		}
+		var body struct{ Refdomains []map[string]any }
+		json.Unmarshal(do(t, s, upstream.RefDomains.Path(), p, DefaultKey).Body.Bytes(), &body)
+		if len(body.Refdomains) == 0 {
+			break
+		}
+		got = append(got, body.Refdomains...)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("paged %d refdomains, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if got[k]["domain"] != want[k]["domain"] {
+			t.Fatalf("row %d: %v, want %v", k, got[k], want[k])
+		}
+	}
+}
