@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -285,20 +286,20 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		}
 		cost := &v1.PageCost{}
 		addCost(cost, pg)
-		rows := pg.rows
-		for first := true; first || len(rows) > 0; first = false {
-			n := min(len(rows), pr.pageSize)
-			chunk := rows[:n]
-			rows = rows[n:]
+		// An upstream page goes out as messages of page_size rows, the
+		// first carrying its cost. A page without rows still makes one
+		// message when it has something to say: a cost, that the run
+		// stopped with rows left (its token), or that the result is empty.
+		chunks := slices.Collect(slices.Chunk(pg.rows, pr.pageSize))
+		if len(chunks) == 0 && (cost.UnitsCharged > 0 || pg.more || !sent) {
+			chunks = [][]upstream.Row{nil}
+		}
+		for i, chunk := range chunks {
 			for _, r := range chunk {
 				pos = pos.after(pr.plan.keys, r)
 			}
-			last := len(rows) == 0
-			if n == 0 && sent && cost.UnitsCharged == 0 && !pg.more {
-				break // nothing to say: no rows, no cost, no new position
-			}
 			msg := streamPage{rows: chunk, cost: cost}
-			if !(last && pg.end) {
+			if !(pg.end && i == len(chunks)-1) {
 				msg.token = token()
 			}
 			if err := send(pr.plan, msg); err != nil {
