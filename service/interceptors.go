@@ -118,7 +118,7 @@ func logRequest(ctx context.Context, log *slog.Logger, method string, start time
 	log.LogAttrs(ctx, level, "request",
 		slog.String("method", method), slog.String("code", code.String()), slog.String("tenant", rl.tenant),
 		slog.Int64("rows", rl.rows), slog.Int64("units", rl.units),
-		slog.Duration("elapsed", time.Since(start)), traceID(ctx))
+		slog.Float64("elapsed_ms", float64(time.Since(start).Microseconds())/1000), traceID(ctx))
 }
 
 // wrappedStream is a server stream with a context of its own.
