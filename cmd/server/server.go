@@ -73,6 +73,8 @@ type server struct {
 	grpcAddr string
 	httpAddr string
 	failed   chan error
+	// checkReadiness sets the health status from the checks now.
+	checkReadiness func()
 	// cleanups run in reverse order at shutdown, after the listeners stop.
 	cleanups []func() error
 	stop     context.CancelFunc
@@ -249,26 +251,35 @@ type readiness interface {
 	Ping(ctx context.Context) error
 }
 
-// watchReadiness sets the health status from real checks: the ledger's
-// store answers and the upstream's free limits-and-usage endpoint answers.
-func (s *server) watchReadiness(ctx context.Context, ledger readiness, client *upstream.Client) {
-	check := func() {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		st := healthpb.HealthCheckResponse_SERVING
-		if err := ledger.Ping(cctx); err != nil {
-			s.log.Warn("not ready: ledger", "err", err)
-			st = healthpb.HealthCheckResponse_NOT_SERVING
-		} else if _, err := client.LimitsAndUsage(cctx); err != nil {
-			s.log.Warn("not ready: upstream", "err", err)
-			st = healthpb.HealthCheckResponse_NOT_SERVING
-		}
-		for _, name := range []string{"", v1.BacklinksService_ServiceDesc.ServiceName, v1.QuotaService_ServiceDesc.ServiceName} {
-			s.health.SetServingStatus(name, st)
-		}
+// watchReadiness keeps the health status on real checks, now and every
+// 15 seconds.
+func (s *server) watchReadiness(ctx context.Context, ledger readiness, client upstreamReadiness) {
+	s.checkReadiness = func() { s.setReadiness(ctx, ledger, client) }
+	s.checkReadiness()
+	s.every(ctx, 15*time.Second, s.checkReadiness)
+}
+
+// upstreamReadiness is the upstream's free limits-and-usage endpoint.
+type upstreamReadiness interface {
+	LimitsAndUsage(ctx context.Context) (upstream.LimitsAndUsage, error)
+}
+
+// setReadiness sets the health status from real checks: the ledger's store
+// answers and the upstream's free limits-and-usage endpoint answers.
+func (s *server) setReadiness(ctx context.Context, ledger readiness, client upstreamReadiness) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st := healthpb.HealthCheckResponse_SERVING
+	if err := ledger.Ping(ctx); err != nil {
+		s.log.Warn("not ready: ledger", "err", err)
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	} else if _, err := client.LimitsAndUsage(ctx); err != nil {
+		s.log.Warn("not ready: upstream", "err", err)
+		st = healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	check()
-	s.every(ctx, 15*time.Second, check)
+	for _, name := range []string{"", v1.BacklinksService_ServiceDesc.ServiceName, v1.QuotaService_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(name, st)
+	}
 }
 
 // reconcile compares the ledger with the upstream's own usage now and then,
