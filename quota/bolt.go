@@ -60,6 +60,20 @@ func (s *BoltStore) wrap(err error) error {
 }
 
 // update runs fn over the budget's state in one read-write transaction.
+// view runs fn in a read-only transaction.
+func (s *BoltStore) view(ctx context.Context, budget string, fn func(*boltTxn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.wrap(s.db.View(func(tx *bolt.Tx) error {
+		t := &boltTxn{b: tx.Bucket([]byte("budget/" + budget)), periods: map[string]*bolt.Bucket{}, readOnly: true}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.err
+	}))
+}
+
 func (s *BoltStore) update(ctx context.Context, budget string, fn func(*boltTxn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -90,6 +104,19 @@ func (s *BoltStore) Finish(ctx context.Context, op FinishOp) error {
 
 // Snapshot implements Store. It writes, because the lease sweep does.
 func (s *BoltStore) Snapshot(ctx context.Context, op SnapshotOp) (snap Snapshot, err error) {
+	// Most snapshots change nothing: read in a read-only transaction they
+	// cost no fsync. Only when a lapsed reservation must first be charged
+	// does the snapshot take a write transaction.
+	now, done := op.Now.UnixMilli(), false
+	err = s.view(ctx, op.Budget, func(t *boltTxn) error {
+		if len(t.due(op.Prev.Key, now)) == 0 && len(t.due(op.Cur.Key, now)) == 0 {
+			snap, done = applySnapshot(t, op), true
+		}
+		return nil
+	})
+	if err != nil || done {
+		return snap, err
+	}
 	err = s.update(ctx, op.Budget, func(t *boltTxn) error { snap = applySnapshot(t, op); return nil })
 	return snap, err
 }
@@ -109,9 +136,12 @@ func (s *BoltStore) Reconcile(ctx context.Context, op ReconcileOp) (res Reconcil
 // period/<key>/{pool,tused,tres,label}/<field> = int64 big-endian,
 // period/<key>/res/<id> = JSON record, period/<key>/lease/<id> = expiry.
 type boltTxn struct {
-	b       *bolt.Bucket
+	b       *bolt.Bucket // nil in a read-only transaction of a new budget
 	periods map[string]*bolt.Bucket
 	err     error
+	// readOnly: buckets are looked up, never created; a missing one reads
+	// as empty.
+	readOnly bool
 }
 
 func (t *boltTxn) fail(err error) {
@@ -125,6 +155,9 @@ func (t *boltTxn) fail(err error) {
 func (t *boltTxn) bucket(p, ns string) *bolt.Bucket {
 	if t.err != nil {
 		return nil
+	}
+	if t.readOnly {
+		return t.lookup(p, ns)
 	}
 	if ns == nsLimits {
 		b, err := t.b.CreateBucketIfNotExists([]byte(nsLimits))
@@ -144,6 +177,24 @@ func (t *boltTxn) bucket(p, ns string) *bolt.Bucket {
 	b, err := pb.CreateBucketIfNotExists([]byte(ns))
 	t.fail(err)
 	return b
+}
+
+// lookup is bucket without creating anything.
+func (t *boltTxn) lookup(p, ns string) *bolt.Bucket {
+	if t.b == nil {
+		return nil
+	}
+	if ns == nsLimits {
+		return t.b.Bucket([]byte(nsLimits))
+	}
+	pb := t.periods[p]
+	if pb == nil {
+		if pb = t.b.Bucket([]byte("period/" + p)); pb == nil {
+			return nil
+		}
+		t.periods[p] = pb
+	}
+	return pb.Bucket([]byte(ns))
 }
 
 func enc(v int64) []byte {
