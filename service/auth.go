@@ -2,9 +2,11 @@ package service
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"strings"
 
@@ -39,13 +41,30 @@ type AuthConfig struct {
 // Authenticator turns a request's credentials into its Caller.
 type Authenticator struct {
 	cfg AuthConfig
+	// proof is a random secret of this process. The REST gateway sends it
+	// with the certificate name of a REST caller it verified (see
+	// GatewayIdentity): only a holder of the proof can speak for a
+	// certificate it did not present itself.
+	proof string
 }
+
+// Metadata keys of a REST caller identified by its client certificate,
+// as the gateway forwards it to the gRPC service.
+const (
+	GatewayCertNameKey = "linkgate-cert-name"
+	GatewayProofKey    = "linkgate-gateway-proof"
+)
 
 // NewAuthenticator checks the configuration and returns an authenticator.
 func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	if cfg.Disabled {
 		return &Authenticator{cfg: cfg}, nil
 	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	proof := hex.EncodeToString(raw)
 	for _, k := range cfg.Keys {
 		if k.Caller.Tenant == "" || (k.Caller.Role != RoleReader && k.Caller.Role != RoleAdmin) {
 			return nil, errors.New("service: every API key needs a tenant and a role")
@@ -56,7 +75,41 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 			return nil, errors.New("service: every certificate name needs a tenant and a role")
 		}
 	}
-	return &Authenticator{cfg: cfg}, nil
+	return &Authenticator{cfg: cfg, proof: proof}, nil
+}
+
+// GatewayIdentity returns what the REST gateway forwards for a REST caller
+// who presented a verified client certificate: the gRPC service sees only
+// the gateway's own connection, not the caller's certificate. ok is false
+// when the certificate names no tenant.
+func (a *Authenticator) GatewayIdentity(leaf *x509.Certificate) (name, proof string, ok bool) {
+	if a.cfg.Disabled || a.proof == "" {
+		return "", "", false
+	}
+	for _, n := range append([]string{leaf.Subject.CommonName}, leaf.DNSNames...) {
+		if _, ok := a.cfg.CertNames[n]; ok && n != "" {
+			return n, a.proof, true
+		}
+	}
+	return "", "", false
+}
+
+// fromGateway returns the caller the REST gateway identified by a client
+// certificate, if the request carries the gateway's proof.
+func (a *Authenticator) fromGateway(md metadata.MD) (c Caller, present bool, err error) {
+	proofs, names := md.Get(GatewayProofKey), md.Get(GatewayCertNameKey)
+	if len(proofs) == 0 && len(names) == 0 {
+		return Caller{}, false, nil
+	}
+	if len(proofs) != 1 || len(names) != 1 || a.proof == "" ||
+		subtle.ConstantTimeCompare([]byte(proofs[0]), []byte(a.proof)) != 1 {
+		return Caller{}, true, errForgedIdentity
+	}
+	c, ok := a.cfg.CertNames[names[0]]
+	if !ok {
+		return Caller{}, true, errForgedIdentity
+	}
+	return c, true, nil
 }
 
 // Errors callers see; they never echo what was sent, which may be a key.
@@ -66,6 +119,8 @@ var (
 	errBadKey        = status.Error(codes.Unauthenticated, "the API key is not valid")
 	errBadAuthHeader = status.Error(codes.Unauthenticated,
 		"the authorization header must be \"Bearer <API key>\"")
+	errForgedIdentity = status.Error(codes.Unauthenticated,
+		"linkgate-* metadata is reserved for linkgate's own gateway")
 )
 
 // ParseBearer returns the token of an Authorization header value of the
@@ -120,6 +175,9 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Caller, error) {
 			return Caller{}, errBadKey
 		}
 		return c, nil
+	}
+	if c, present, err := a.fromGateway(md); present {
+		return c, err
 	}
 	if c, ok := a.fromCertificate(ctx); ok {
 		return c, nil

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/linkgate/linkgate/service"
 )
 
 // CORS answers for the REST API. Pages on an allowed origin may call it with
@@ -120,6 +122,30 @@ func withValidText(h http.Handler) http.Handler {
 
 // restHandler is the REST listener's handler: the gateway behind CORS and
 // the body limit.
-func restHandler(c securityConfig, gw http.Handler) http.Handler {
-	return withCORS(c.corsOrigins(), withBodyLimit(int64(c.MaxRequestBytes), withValidText(gw)))
+func restHandler(c securityConfig, auth *service.Authenticator, gw http.Handler) http.Handler {
+	return withCORS(c.corsOrigins(), withBodyLimit(int64(c.MaxRequestBytes), withValidText(withCertificateCaller(auth, gw))))
+}
+
+// withCertificateCaller forwards the identity of a REST caller who
+// presented a verified client certificate and no API key: the gRPC hop
+// sees only the gateway's connection. Such headers sent by the caller are
+// dropped first, since only the gateway may set them.
+func withCertificateCaller(auth *service.Authenticator, next http.Handler) http.Handler {
+	const prefix = "Grpc-Metadata-"
+	nameHeader := prefix + service.GatewayCertNameKey
+	proofHeader := prefix + service.GatewayProofKey
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for k := range r.Header {
+			if strings.HasPrefix(strings.ToLower(k), strings.ToLower(prefix)+"linkgate-") {
+				r.Header.Del(k)
+			}
+		}
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && r.Header.Get("Authorization") == "" {
+			if name, proof, ok := auth.GatewayIdentity(r.TLS.VerifiedChains[0][0]); ok {
+				r.Header.Set(nameHeader, name)
+				r.Header.Set(proofHeader, proof)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

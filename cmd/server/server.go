@@ -163,7 +163,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 	s.httpAddr = httpLis.Addr().String()
 	httpLis = sec.tls.listenHTTP(httpLis)
-	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, gw)), ReadHeaderTimeout: 10 * time.Second,
+	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, gw)), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: cfg.MaxHeaderBytes}
 	s.serve("http", func() error { return s.http.Serve(httpLis) })
 

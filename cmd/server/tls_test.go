@@ -19,9 +19,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/service"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
@@ -138,6 +140,33 @@ func TestMutualTLS(t *testing.T) {
 		}
 		if code, _, _ := rest(t, c, "GET", "https://"+s.httpAddr+"/v1/quota", "", ""); code != 401 {
 			t.Errorf("REST without a key: %d", code)
+		}
+	})
+	t.Run("REST with a client certificate names tenant a", func(t *testing.T) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "linkgate.test",
+			Certificates: []tls.Certificate{clientCA.issue(t, "client-a", false)}}}}
+		code, body, _ := rest(t, c, "GET", "https://"+s.httpAddr+"/v1/quota", "", "")
+		if code != 200 || field(t, body, "tenant", "tenant") != "a" {
+			t.Errorf("%d %s", code, body)
+		}
+	})
+	t.Run("forged gateway identity is refused", func(t *testing.T) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "linkgate.test"}}}
+		req, _ := http.NewRequest("GET", "https://"+s.httpAddr+"/v1/quota", nil)
+		req.Header.Set("Grpc-Metadata-Linkgate-Cert-Name", "client-a")
+		req.Header.Set("Grpc-Metadata-Linkgate-Gateway-Proof", "guess")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("REST with a forged identity header: %d", resp.StatusCode)
+		}
+		md := metadata.Pairs(service.GatewayCertNameKey, "client-a", service.GatewayProofKey, "guess")
+		_, err = dialTLS().quota.GetQuota(metadata.NewOutgoingContext(t.Context(), md), &v1.GetQuotaRequest{})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("gRPC with forged gateway metadata: %v", err)
 		}
 	})
 }
