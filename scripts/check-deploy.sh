@@ -10,8 +10,9 @@
 # Checks:
 #   1. kustomize build deploy/kubernetes | kubeconform -strict, Kubernetes v1.33
 #   2. deploy/compose.yaml against the Compose Specification's JSON schema
-#   3. deploy/otel-collector.yaml: YAML, every pipeline component defined
-#      (and `otelcol validate` when $OTELCOL names a collector binary)
+#   3. deploy/otel-collector.yaml: YAML, every pipeline component defined,
+#      and `otelcol validate` when a collector is built (bin/otelcol, from
+#      deploy/tools/otelcol-builder.yaml) or named by $OTELCOL
 #   4. deploy/Dockerfile: dockerfile-utils lint, non-root user, no :latest
 #   5. JSON of the tenants files, no unpinned image anywhere in deploy/
 set -euo pipefail
@@ -112,10 +113,12 @@ for b in bad:
 print(f"  pipelines {', '.join(c['service']['pipelines'])}: " + ("INVALID" if bad else "every component defined"))
 sys.exit(1 if bad else 0)
 EOF
-if [[ -n ${OTELCOL:-} ]]; then
-	"$OTELCOL" validate --config=deploy/otel-collector.yaml && echo "  $OTELCOL validate: ok"
+OTELCOL=${OTELCOL:-$BIN/otelcol/otelcol-linkgate}
+if [[ -x $OTELCOL ]]; then
+	"$OTELCOL" validate --config=deploy/otel-collector.yaml
+	echo "  ${OTELCOL#"$PWD/"} validate: ok"
 else
-	echo "  (set OTELCOL=/path/to/otelcol-contrib to also run 'otelcol validate')"
+	echo "  (no collector binary: build one with deploy/tools/otelcol-builder.yaml, or set OTELCOL, to also run 'validate')"
 fi
 
 step "Dockerfile: dockerfile-utils $DOCKERFILE_UTILS_VERSION lint deploy/Dockerfile"
