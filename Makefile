@@ -64,3 +64,7 @@ bench: ## The benchmarks whose figures the README reports
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+.PHONY: deploy-check
+deploy-check: ## Validate deploy/ offline: kubeconform -strict (k8s v1.33), compose, collector, Dockerfile (not in CI: heavy)
+	./scripts/check-deploy.sh
