@@ -52,16 +52,25 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 		w.Write(openapi.JSON)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := health.Check(r.Context(), &healthpb.HealthCheckRequest{})
-		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if err == nil {
-			st = resp.GetStatus()
+		// The server's status decides the answer (200 or 503); each
+		// service's status is reported beside it.
+		out := map[string]string{}
+		for key, name := range map[string]string{
+			"status":    "",
+			"backlinks": v1.BacklinksService_ServiceDesc.ServiceName,
+			"quota":     v1.QuotaService_ServiceDesc.ServiceName,
+		} {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if resp, err := health.Check(r.Context(), &healthpb.HealthCheckRequest{Service: name}); err == nil {
+				st = resp.GetStatus()
+			}
+			out[key] = st.String()
 		}
 		w.Header().Set("Content-Type", "application/json")
-		if st != healthpb.HealthCheckResponse_SERVING {
+		if out["status"] != healthpb.HealthCheckResponse_SERVING.String() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		json.NewEncoder(w).Encode(map[string]string{"status": st.String()})
+		json.NewEncoder(w).Encode(out)
 	})
 	return mux, conn.Close, nil
 }

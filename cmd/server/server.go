@@ -265,21 +265,30 @@ type upstreamReadiness interface {
 }
 
 // setReadiness sets the health status from real checks: the ledger's store
-// answers and the upstream's free limits-and-usage endpoint answers.
+// answers, and the upstream's free limits-and-usage endpoint answers. The
+// data RPCs need both; quota reads, and the server as a whole, need only
+// the ledger: an upstream outage leaves replicas ready, so callers still
+// reach the quota, cached pages, and an UNAVAILABLE with a retry hint
+// rather than no endpoint at all.
 func (s *server) setReadiness(ctx context.Context, ledger readiness, client upstreamReadiness) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	st := healthpb.HealthCheckResponse_SERVING
+	ledgerUp, upstreamUp := healthpb.HealthCheckResponse_SERVING, healthpb.HealthCheckResponse_SERVING
 	if err := ledger.Ping(ctx); err != nil {
 		s.log.Warn("not ready: ledger", "err", err)
-		st = healthpb.HealthCheckResponse_NOT_SERVING
-	} else if _, err := client.LimitsAndUsage(ctx); err != nil {
-		s.log.Warn("not ready: upstream", "err", err)
-		st = healthpb.HealthCheckResponse_NOT_SERVING
+		ledgerUp = healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	for _, name := range []string{"", v1.BacklinksService_ServiceDesc.ServiceName, v1.QuotaService_ServiceDesc.ServiceName} {
-		s.health.SetServingStatus(name, st)
+	if _, err := client.LimitsAndUsage(ctx); err != nil {
+		s.log.Warn("upstream unavailable", "err", err)
+		upstreamUp = healthpb.HealthCheckResponse_NOT_SERVING
 	}
+	data := ledgerUp
+	if upstreamUp != healthpb.HealthCheckResponse_SERVING {
+		data = upstreamUp
+	}
+	s.health.SetServingStatus("", ledgerUp)
+	s.health.SetServingStatus(v1.QuotaService_ServiceDesc.ServiceName, ledgerUp)
+	s.health.SetServingStatus(v1.BacklinksService_ServiceDesc.ServiceName, data)
 }
 
 // reconcile compares the ledger with the upstream's own usage now and then,
