@@ -229,9 +229,7 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 func addCost(c *v1.PageCost, pg page) {
 	c.UnitsCharged += pg.charged
 	c.Cached = c.Cached || pg.cached
-	if pg.charged > 0 || pg.cached || pg.rows != nil || pg.end {
-		c.UpstreamRequests++
-	}
+	c.UpstreamRequests += int32(pg.requests)
 	c.RemainingUnits = pg.remaining
 }
 

@@ -66,8 +66,9 @@ func (k sortKey) decode(raw json.RawMessage) (any, error) {
 	return nil, fmt.Errorf("field %s cannot be a sort key", k.field.Name)
 }
 
-// whereValue renders a key value as a where literal.
-func whereValue(v any) any {
+// keyLiteral renders a key value as a where literal and in page tokens:
+// times as RFC 3339 with nanoseconds, which decode back to the same instant.
+func keyLiteral(v any) any {
 	if t, ok := v.(time.Time); ok {
 		return t.UTC().Format(time.RFC3339Nano)
 	}
@@ -169,7 +170,7 @@ func anyOf(a, b bound) bound {
 func after(k sortKey, v any, orEqual bool) bound {
 	name := k.field.Name
 	is := func(op upstream.Op, val any) bound {
-		return match(upstream.Is{Field: name, Cond: upstream.Cond{Op: op, Value: whereValue(val)}})
+		return match(upstream.Is{Field: name, Cond: upstream.Cond{Op: op, Value: keyLiteral(val)}})
 	}
 	isNull := match(upstream.Is{Field: name, Cond: upstream.Cond{Op: upstream.OpIsNull}})
 	notNull := match(upstream.Not{X: isNull.expr})
@@ -227,5 +228,5 @@ func equalTo(k sortKey, v any) bound {
 	if v == nil {
 		return match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpIsNull}})
 	}
-	return match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpEq, Value: whereValue(v)}})
+	return match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpEq, Value: keyLiteral(v)}})
 }

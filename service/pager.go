@@ -37,9 +37,10 @@ type fetch struct {
 
 // page is one upstream response, without the rows an earlier page returned.
 type page struct {
-	rows    []upstream.Row
-	charged int64 // units settled for this page
-	cached  bool
+	rows     []upstream.Row
+	charged  int64 // units settled for this page
+	cached   bool
+	requests int // HTTP requests sent upstream, retries included
 	// remaining is what is left of the caller's budget after this page.
 	remaining int64
 	// end: no row follows these. more: rows follow but the run stopped at
@@ -161,7 +162,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		rows = append(rows, r)
 		return nil
 	})
-	pg = page{rows: rows, err: err, end: err == nil && len(rows) < limit}
+	pg = page{rows: rows, err: err, end: err == nil && len(rows) < limit, requests: result.Attempts}
 	var finish error
 	released := false
 	switch {

@@ -62,7 +62,7 @@ var errBadToken = errors.New("invalid page_token")
 func (t *Tokens) Encode(fp string, c cursor) (string, error) {
 	body := tokenBody{V: 1, Request: fp, Skip: c.Skip, Expires: t.now().Add(t.ttl).Unix()}
 	for _, v := range c.Key {
-		raw, err := json.Marshal(keyJSON(v))
+		raw, err := json.Marshal(keyLiteral(v))
 		if err != nil {
 			return "", err
 		}
@@ -121,13 +121,4 @@ func (t *Tokens) sign(payload []byte) []byte {
 	m := hmac.New(sha256.New, t.key)
 	m.Write(payload)
 	return m.Sum(nil)
-}
-
-// keyJSON renders a key value so that it decodes back to the same value:
-// times as RFC 3339 with nanoseconds.
-func keyJSON(v any) any {
-	if t, ok := v.(time.Time); ok {
-		return t.UTC().Format(time.RFC3339Nano)
-	}
-	return v
 }

@@ -113,8 +113,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		}
 		key = simKey
 	}
-	rpm := cfg.UpstreamRPM
-	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, RequestsPerMinute: rpm,
+	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, RequestsPerMinute: cfg.UpstreamRPM,
 		WrapTransport: obs.wrapTransport, Observer: obs.observer()})
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)

@@ -109,10 +109,6 @@ func (ds *dataset) redirectChain(l loc) []string {
 	return chain
 }
 
-func (ds *dataset) nullable(i int, k uint64, p float64) bool { return ds.linkU(i, k) < p }
-
-func yes(u, p float64) bool { return u < p }
-
 // linkGetters generates every field of a backlink by its catalog name; the
 // refdomains where-only link fields reuse them under their own names.
 var linkGetters = map[string]getter{

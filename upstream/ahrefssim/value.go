@@ -3,8 +3,6 @@ package ahrefssim
 import (
 	"strings"
 	"time"
-
-	"github.com/linkgate/linkgate/upstream"
 )
 
 // vkind is the runtime type of a generated value.
@@ -36,7 +34,6 @@ type val struct {
 func vs(s string) val     { return val{k: vStr, s: s} }
 func vi(n int64) val      { return val{k: vInt, n: n} }
 func vf(f float64) val    { return val{k: vFloat, f: f} }
-func vt(t time.Time) val  { return val{k: vTime, n: t.Unix()} }
 func vtu(sec int64) val   { return val{k: vTime, n: sec} }
 func vb(b bool) val       { return val{k: vBool, n: b2i(b)} }
 func vss(ss []string) val { return val{k: vStrs, ss: ss} }
@@ -103,27 +100,4 @@ func (v val) toAny() any {
 		return append([]int64{}, v.ns...)
 	}
 	return nil
-}
-
-// kindOf is the runtime kind that a catalog kind generates.
-func kindOf(k upstream.Kind) vkind {
-	switch k {
-	case upstream.KindString:
-		return vStr
-	case upstream.KindInt:
-		return vInt
-	case upstream.KindFloat:
-		return vFloat
-	case upstream.KindBool:
-		return vBool
-	case upstream.KindTime:
-		return vTime
-	case upstream.KindDate:
-		return vDate
-	case upstream.KindStringList:
-		return vStrs
-	case upstream.KindIntList:
-		return vInts
-	}
-	return vNull
 }
