@@ -6,6 +6,9 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
+# The toolchain go.mod names: patched releases come from the module proxy;
+# a machine whose Go is older fetches this one on first use.
+export GOTOOLCHAIN := go1.26.11
 BUF := $(GO) tool -modfile=tools/go.mod buf
 
 .PHONY: generate

@@ -1,6 +1,6 @@
 module github.com/linkgate/linkgate
 
-go 1.26.8
+go 1.26.11
 
 require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.31.0
@@ -53,7 +53,7 @@ require (
 	go.opentelemetry.io/otel/sdk/log v1.47.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
+	golang.org/x/net v0.63.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
 )
