@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/upstream"
@@ -116,6 +115,9 @@ func paramsOf(req listRequest) params {
 	}
 	if r, ok := req.(interface{ GetSince() string }); ok {
 		p.Since = r.GetSince()
+	}
+	if r, ok := req.(interface{ GetUntil() string }); ok {
+		p.Until = r.GetUntil()
 	}
 	if r, ok := req.(interface{ GetChanges() v1.ChangeFilter }); ok {
 		p.Changes = changeFilters[r.GetChanges()]
@@ -339,29 +341,6 @@ func newBacklink() *v1.Backlink             { return &v1.Backlink{} }
 func newRefDomain() *v1.RefDomain           { return &v1.RefDomain{} }
 func newBrokenBacklink() *v1.BrokenBacklink { return &v1.BrokenBacklink{} }
 
-// newLostRows converts rows of the new/lost dataset: the backlink, and
-// whether it is new or lost in the window with the date of the change. A
-// link both found and lost in the window is reported as lost, its latest
-// change.
-func newLostRows(pl *plan, rows []upstream.Row) ([]*v1.NewLostBacklink, error) {
-	links, err := rowsOf(pl, rows, newBacklink)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*v1.NewLostBacklink, len(rows))
-	for i, r := range rows {
-		nl := &v1.NewLostBacklink{Backlink: links[i], Change: v1.Change_CHANGE_NEW}
-		lastSeen, _ := r["last_seen"].(time.Time)
-		if lost, _ := r["is_lost"].(bool); lost && !lastSeen.Before(pl.since) && pl.changes != ChangesNew {
-			nl.Change, nl.ChangeTime = v1.Change_CHANGE_LOST, timestamppb.New(lastSeen)
-		} else if t, ok := r["first_seen_link"].(time.Time); ok {
-			nl.ChangeTime = timestamppb.New(t)
-		}
-		out[i] = nl
-	}
-	return out, nil
-}
-
 // ListBacklinks returns one page of backlinks.
 func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
 	pr, out, err := s.list(ctx, backlinksData, req)
@@ -422,26 +401,5 @@ func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksReq
 			return err
 		}
 		return srv.Send(&v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
-	})
-}
-
-// ListNewLostBacklinks returns one page of backlinks new or lost since a date.
-func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.ListNewLostBacklinksRequest) (*v1.ListNewLostBacklinksResponse, error) {
-	pr, out, err := s.list(ctx, newLostData, req)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := newLostRows(pr.plan, out.rows)
-	return &v1.ListNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: out.token, Cost: out.cost}, err
-}
-
-// StreamNewLostBacklinks streams backlinks new or lost since a date.
-func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamNewLostBacklinksResponse]) error {
-	return s.stream(srv.Context(), newLostData, req, func(pl *plan, p streamPage) error {
-		rows, err := newLostRows(pl, p.rows)
-		if err != nil {
-			return err
-		}
-		return srv.Send(&v1.StreamNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
 	})
 }

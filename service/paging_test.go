@@ -336,7 +336,6 @@ func TestOtherDatasetsPageCompletely(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	for _, q := range []query{
 		{data: brokenBacklinksData, p: params{Target: "sized-3000.example", OrderBy: "domain_rating_source:desc"}, pageSize: 40},
-		{data: newLostData, p: params{Target: "sized-2000.example", Since: "2025-06-01"}, pageSize: 60},
 	} {
 		q = q.withIdentity()
 		t.Run(q.data.label, func(t *testing.T) {

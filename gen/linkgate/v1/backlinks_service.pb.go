@@ -1513,20 +1513,29 @@ type ListNewLostBacklinksRequest struct {
 	// selected field. Compiled to an Ahrefs `where` tree. A malformed filter is
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
-	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `first_seen_link:desc,url_from:asc`. linkgate appends tie-breaker
-	// fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// Sort order: comma-separated `field:asc` or `field:desc` (Ahrefs) or
+	// `field desc` (AIP-132). Besides the Backlink fields, `change` (new
+	// before lost) and `change_time` (when the change happened) order the
+	// events, e.g. `change_time:desc` for the most recent changes first.
+	// linkgate appends `url_from, url_to, change` so that the order is total,
+	// which paging needs. Empty means that order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
 	Aggregation Aggregation `protobuf:"varint,7,opt,name=aggregation,proto3,enum=linkgate.v1.Aggregation" json:"aggregation,omitempty"`
-	// The start of the window, a date `YYYY-MM-DD` (UTC). Required. Links first
-	// seen on or after this date are new; links lost on or after it are lost.
+	// The start of the window, a date `YYYY-MM-DD` (UTC), included. Required.
+	// Each change of a link in the window is one row: a link found on or
+	// after this date is a CHANGE_NEW row at its `first_seen_link`, a link
+	// lost on or after it a CHANGE_LOST row at its `last_seen`, so a link
+	// found and lost in the window is two rows.
 	Since string `protobuf:"bytes,8,opt,name=since,proto3" json:"since,omitempty"`
-	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH.
+	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH. The
+	// filter can say the same: `change = "new"`.
 	Changes ChangeFilter `protobuf:"varint,9,opt,name=changes,proto3,enum=linkgate.v1.ChangeFilter" json:"changes,omitempty"`
+	// The end of the window, a date `YYYY-MM-DD` (UTC), excluded: since
+	// 2025-06-01 until 2025-07-01 is the changes of June. Empty leaves the
+	// window open. Must be after `since`.
+	Until string `protobuf:"bytes,14,opt,name=until,proto3" json:"until,omitempty"`
 	// The maximum number of rows to return. 0 means 100; larger values than 1000
 	// are lowered to 1000. Each call costs at least 50 units, so small pages are
 	// expensive per row.
@@ -1630,6 +1639,13 @@ func (x *ListNewLostBacklinksRequest) GetChanges() ChangeFilter {
 		return x.Changes
 	}
 	return ChangeFilter_CHANGE_FILTER_UNSPECIFIED
+}
+
+func (x *ListNewLostBacklinksRequest) GetUntil() string {
+	if x != nil {
+		return x.Until
+	}
+	return ""
 }
 
 func (x *ListNewLostBacklinksRequest) GetPageSize() int32 {
@@ -1741,20 +1757,29 @@ type StreamNewLostBacklinksRequest struct {
 	// selected field. Compiled to an Ahrefs `where` tree. A malformed filter is
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
-	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `first_seen_link:desc,url_from:asc`. linkgate appends tie-breaker
-	// fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// Sort order: comma-separated `field:asc` or `field:desc` (Ahrefs) or
+	// `field desc` (AIP-132). Besides the Backlink fields, `change` (new
+	// before lost) and `change_time` (when the change happened) order the
+	// events, e.g. `change_time:desc` for the most recent changes first.
+	// linkgate appends `url_from, url_to, change` so that the order is total,
+	// which paging needs. Empty means that order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
 	Aggregation Aggregation `protobuf:"varint,7,opt,name=aggregation,proto3,enum=linkgate.v1.Aggregation" json:"aggregation,omitempty"`
-	// The start of the window, a date `YYYY-MM-DD` (UTC). Required. Links first
-	// seen on or after this date are new; links lost on or after it are lost.
+	// The start of the window, a date `YYYY-MM-DD` (UTC), included. Required.
+	// Each change of a link in the window is one row: a link found on or
+	// after this date is a CHANGE_NEW row at its `first_seen_link`, a link
+	// lost on or after it a CHANGE_LOST row at its `last_seen`, so a link
+	// found and lost in the window is two rows.
 	Since string `protobuf:"bytes,8,opt,name=since,proto3" json:"since,omitempty"`
-	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH.
+	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH. The
+	// filter can say the same: `change = "new"`.
 	Changes ChangeFilter `protobuf:"varint,9,opt,name=changes,proto3,enum=linkgate.v1.ChangeFilter" json:"changes,omitempty"`
+	// The end of the window, a date `YYYY-MM-DD` (UTC), excluded: since
+	// 2025-06-01 until 2025-07-01 is the changes of June. Empty leaves the
+	// window open. Must be after `since`.
+	Until string `protobuf:"bytes,14,opt,name=until,proto3" json:"until,omitempty"`
 	// Rows per streamed page; each page is one upstream request (or a few at a
 	// run of equal sort keys), and each upstream request costs at least 50
 	// units, so large pages are cheaper per row. 0 means 1000; larger values are
@@ -1867,6 +1892,13 @@ func (x *StreamNewLostBacklinksRequest) GetChanges() ChangeFilter {
 		return x.Changes
 	}
 	return ChangeFilter_CHANGE_FILTER_UNSPECIFIED
+}
+
+func (x *StreamNewLostBacklinksRequest) GetUntil() string {
+	if x != nil {
+		return x.Until
+	}
+	return ""
 }
 
 func (x *StreamNewLostBacklinksRequest) GetPageSize() int32 {
@@ -2525,7 +2557,7 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\x1dStreamBrokenBacklinksResponse\x12F\n" +
 	"\x10broken_backlinks\x18\x01 \x03(\v2\x1b.linkgate.v1.BrokenBacklinkR\x0fbrokenBacklinks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\x9d\x03\n" +
+	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xb3\x03\n" +
 	"\x1bListNewLostBacklinksRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12%\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.linkgate.v1.ModeR\x04mode\x121\n" +
@@ -2535,7 +2567,8 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\border_by\x18\x06 \x01(\tR\aorderBy\x12:\n" +
 	"\vaggregation\x18\a \x01(\x0e2\x18.linkgate.v1.AggregationR\vaggregation\x12\x14\n" +
 	"\x05since\x18\b \x01(\tR\x05since\x123\n" +
-	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x1b\n" +
+	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x14\n" +
+	"\x05until\x18\x0e \x01(\tR\x05until\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -2543,7 +2576,7 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\x1cListNewLostBacklinksResponse\x12J\n" +
 	"\x12new_lost_backlinks\x18\x01 \x03(\v2\x1c.linkgate.v1.NewLostBacklinkR\x10newLostBacklinks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xd7\x03\n" +
+	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xed\x03\n" +
 	"\x1dStreamNewLostBacklinksRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12%\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.linkgate.v1.ModeR\x04mode\x121\n" +
@@ -2553,7 +2586,8 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\border_by\x18\x06 \x01(\tR\aorderBy\x12:\n" +
 	"\vaggregation\x18\a \x01(\x0e2\x18.linkgate.v1.AggregationR\vaggregation\x12\x14\n" +
 	"\x05since\x18\b \x01(\tR\x05since\x123\n" +
-	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x1b\n" +
+	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x14\n" +
+	"\x05until\x18\x0e \x01(\tR\x05until\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
