@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/upstream"
 )
 
 // page is what a test sees of one List response or Stream message: the
@@ -55,6 +56,15 @@ func mode(m string) v1.Mode {
 	return v1.Mode_MODE_UNSPECIFIED
 }
 
+func aggregation(a upstream.Aggregation) v1.Aggregation {
+	for k, v := range aggregations {
+		if v == a {
+			return k
+		}
+	}
+	return v1.Aggregation_AGGREGATION_UNSPECIFIED
+}
+
 func (h *harness) list(ctx context.Context, q query) (seen, error) {
 	p := q.p
 	switch q.data {
@@ -93,7 +103,7 @@ func (h *harness) list(ctx context.Context, q query) (seen, error) {
 		return s, nil
 	}
 	r, err := h.backlinks.ListBacklinks(ctx, &v1.ListBacklinksRequest{Target: p.Target, Mode: mode(string(p.Mode)), Select: p.Select,
-		Filter: p.Filter, OrderBy: p.OrderBy, History: p.History, PageSize: q.pageSize, PageToken: q.token})
+		Filter: p.Filter, OrderBy: p.OrderBy, History: p.History, PageSize: q.pageSize, PageToken: q.token, Aggregation: aggregation(p.Aggregation)})
 	if err != nil {
 		return seen{}, err
 	}
@@ -126,7 +136,8 @@ func (h *harness) stream(ctx context.Context, q query) ([]seen, error) {
 		}
 	default:
 		st, err := h.backlinks.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{Target: p.Target, Select: p.Select, Filter: p.Filter,
-			OrderBy: p.OrderBy, History: p.History, PageSize: q.pageSize, PageToken: q.token, MaxRows: q.maxRows, MaxUnits: q.maxUnits})
+			OrderBy: p.OrderBy, History: p.History, PageSize: q.pageSize, PageToken: q.token, MaxRows: q.maxRows, MaxUnits: q.maxUnits,
+			Aggregation: aggregation(p.Aggregation)})
 		if err != nil {
 			return nil, err
 		}
