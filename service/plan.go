@@ -304,3 +304,15 @@ func checkAggregation(pl *plan, agg upstream.Aggregation) error {
 	}
 	return nil
 }
+
+// DefaultSelect is the selection a dataset uses when a request names no
+// field, by the dataset's label (backlinks, refdomains, broken_backlinks,
+// new_lost_backlinks): what a CSV header shows when select is empty.
+func DefaultSelect(label string) []string {
+	for _, d := range []*dataset{backlinksData, refDomainsData, brokenBacklinksData, newLostData} {
+		if d.label == label {
+			return slices.Clone(d.defaultSelect)
+		}
+	}
+	return nil
+}

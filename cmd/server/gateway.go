@@ -35,7 +35,12 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
 		}),
+		runtime.WithMarshalerOption(mimeCSV, newCSVMarshaler()),
 		runtime.WithErrorHandler(errorHandler),
+		// gRPC metadata (content-type: application/grpc among it) is the
+		// transport's business, not a REST response header.
+		runtime.WithOutgoingHeaderMatcher(dropMetadata),
+		runtime.WithOutgoingTrailerMatcher(dropMetadata),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		v1.RegisterBacklinksServiceHandler, v1.RegisterQuotaServiceHandler,
@@ -46,7 +51,7 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", gw)
+	mux.Handle("/", csvOutput(gw))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi.JSON)
@@ -89,3 +94,5 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
+
+func dropMetadata(string) (string, bool) { return "", false }
