@@ -21,12 +21,9 @@ const statsLabel = "backlinks_stats"
 const statsPerRow = 12
 
 // EstimateCost prices a request as the pager would run it, without calling
-// the upstream.
+// the upstream. It refuses what the RPC it prices would refuse, page token
+// included.
 func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCostRequest) (*v1.EstimateCostResponse, error) {
-	caller, ok := CallerFrom(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no caller")
-	}
 	var (
 		d  *dataset
 		lr listRequest
@@ -40,64 +37,114 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		d, lr = brokenBacklinksData, r.BrokenBacklinks
 	case *v1.EstimateCostRequest_NewLostBacklinks:
 		d, lr = newLostData, r.NewLostBacklinks
+	case *v1.EstimateCostRequest_Stats:
+		if _, err := s.statsQuery(ctx, r.Stats); err != nil {
+			return nil, err
+		}
+		units := upstream.Units(statsPerRow, 1)
+		return &v1.EstimateCostResponse{PerRowUnits: statsPerRow, FirstPageUnits: units, UnitsForRows: units, Pages: 1,
+			ListUnitsForRows: units, ListPages: 1, PageSize: 1, StreamPageRows: 1}, nil
 	default:
-		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks or new_lost_backlinks"), "")
+		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
 	}
 	if req.GetRows() < 0 {
 		return nil, toStatus(badField("rows", "must not be negative"), "")
 	}
-	pl, err := compile(d, paramsOf(lr), caller.Tenant)
-	if err != nil {
-		return nil, toStatus(err, "")
+	var (
+		pr    *prepared
+		feeds []*plan
+		err   error
+	)
+	if d == newLostData {
+		if pr, _, err = s.prepareEvents(ctx, lr, DefaultListPageSize); err != nil {
+			return nil, err
+		}
+		for _, f := range pr.plan.feeds {
+			feeds = append(feeds, f.plan)
+		}
+	} else {
+		if pr, err = s.prepare(ctx, d, lr, DefaultListPageSize); err != nil {
+			return nil, err
+		}
+		feeds = []*plan{pr.plan}
 	}
-	size, err := pageSize(lr.GetPageSize(), DefaultListPageSize)
-	if err != nil {
-		return nil, toStatus(err, "")
+	resp := &v1.EstimateCostResponse{PageSize: int32(pr.pageSize), StreamPageRows: int32(s.cfg.UpstreamPageRows)}
+	rows := req.GetRows()
+	if rows == 0 {
+		rows = int64(pr.pageSize)
 	}
-	perRow := pl.perRow()
-	resp := &v1.EstimateCostResponse{
-		PerRowUnits: int64(perRow),
+	seen := map[string]*v1.ChargedField{}
+	for _, fp := range feeds {
+		perRow := fp.perRow()
+		resp.PerRowUnits = max(resp.PerRowUnits, int64(perRow))
 		// A List page asks for page_size rows and one more, to tell whether
 		// another page follows.
-		FirstPageUnits: upstream.Units(perRow, size+1),
-		PageSize:       int32(size),
-	}
-	resp.UnitsForRows, resp.Pages = streamCost(perRow, req.GetRows(), s.cfg.UpstreamPageRows)
-	for _, c := range pl.query.Charges() {
-		cf := &v1.ChargedField{Field: c.Field, Units: int64(c.Cost)}
-		for _, in := range c.In {
-			switch {
-			case in == "select" && slices.Contains(pl.selected, c.Field):
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_SELECTED)
-			case in == "where":
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_FILTERED)
-			case in == "order_by" && slices.Contains(pl.tieBreakerFields, c.Field):
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_TIE_BREAKER)
-			case in == "order_by":
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_ORDERED)
+		resumed := lr.GetPageToken() != ""
+		resp.FirstPageUnits += upstream.Units(perRow, pr.pageSize+1+boolInt(resumed))
+		u, n := streamCost(perRow, rows, s.cfg.UpstreamPageRows, resumed)
+		resp.UnitsForRows, resp.Pages = resp.UnitsForRows+u, resp.Pages+n
+		u, n = listCost(perRow, rows, pr.pageSize, resumed)
+		resp.ListUnitsForRows, resp.ListPages = resp.ListUnitsForRows+u, max(resp.ListPages, n)
+		for _, c := range fp.query.Charges() {
+			cf := seen[c.Field]
+			if cf == nil {
+				cf = &v1.ChargedField{Field: c.Field, Units: int64(c.Cost)}
+				seen[c.Field] = cf
+				resp.ChargedFields = append(resp.ChargedFields, cf)
+			}
+			for _, in := range c.In {
+				reason := v1.ChargeReason_CHARGE_REASON_UNSPECIFIED
+				switch {
+				case in == "select" && slices.Contains(pr.plan.selected, c.Field):
+					reason = v1.ChargeReason_CHARGE_REASON_SELECTED
+				case in == "where":
+					reason = v1.ChargeReason_CHARGE_REASON_FILTERED
+				case in == "order_by" && slices.Contains(pr.plan.tieBreakerFields, c.Field):
+					reason = v1.ChargeReason_CHARGE_REASON_TIE_BREAKER
+				case in == "order_by":
+					reason = v1.ChargeReason_CHARGE_REASON_ORDERED
+				}
+				if reason != v1.ChargeReason_CHARGE_REASON_UNSPECIFIED && !slices.Contains(cf.Reasons, reason) {
+					cf.Reasons = append(cf.Reasons, reason)
+				}
 			}
 		}
-		resp.ChargedFields = append(resp.ChargedFields, cf)
 	}
 	return resp, nil
 }
 
-// streamCost is what a stream of rows rows costs and how many upstream
-// requests it makes: pages of pageRows rows, every page after the first
-// asking again for the last row of the one before (the keyset continuation
-// starts at the last key), the last page asking for one more row to tell
-// whether the data goes on.
-func streamCost(perRow int, rows int64, pageRows int) (units, pages int64) {
+// streamCost is what reading rows rows costs and how many upstream
+// requests it makes, in pages of pageRows rows. Every page asks for one row
+// more than it keeps, which tells whether the data goes on (so the end never
+// costs a request of its own); within a run the next page starts at that
+// row, so it is not paid twice. A page that starts from a page token asks
+// again for the token's last row (the keyset continuation starts at the
+// last key): resumed says the first page does.
+func streamCost(perRow int, rows int64, pageRows int, resumed bool) (units, pages int64) {
 	skip := int64(0)
+	if resumed {
+		skip = 1
+	}
 	for left := rows; left > 0; {
-		want, probe := min(int64(pageRows), left), int64(0)
-		if left <= int64(pageRows) {
-			probe = 1
-		}
-		units += upstream.Units(perRow, int(skip+want+probe))
+		want := min(int64(pageRows), left)
+		units += upstream.Units(perRow, int(skip+want+1))
 		pages++
 		left -= want
-		skip = 1
+		skip = 0
+	}
+	return units, pages
+}
+
+// listCost is what reading rows rows through List costs: every call starts
+// from the previous call's token, so each page after the first asks again
+// for the token's last row.
+func listCost(perRow int, rows int64, pageSize int, resumed bool) (units, pages int64) {
+	for left := rows; left > 0; resumed = true {
+		want := min(int64(pageSize), left)
+		u, _ := streamCost(perRow, want, pageSize, resumed)
+		units += u
+		pages++
+		left -= want
 	}
 	return units, pages
 }
@@ -108,24 +155,16 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no caller")
 	}
-	if req.GetTarget() == "" {
-		return nil, toStatus(badField("target", "is required: a domain or URL"), "")
-	}
-	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
-	if req.GetDate() != "" {
-		var err error
-		if day, err = time.Parse(time.DateOnly, req.GetDate()); err != nil {
-			return nil, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
-		}
+	sq, err := s.statsQuery(ctx, req)
+	if err != nil {
+		return nil, err
 	}
 	ledgerCtx := context.WithoutCancel(ctx)
 	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.Units(statsPerRow, 1))
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
-	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, upstream.StatsQuery{
-		Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
-	})
+	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, sq)
 	if cost.Known {
 		err = errors.Join(err, s.cfg.Ledger.Settle(ledgerCtx, res, cost.Actual))
 	} else {
@@ -142,4 +181,30 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 		Live: stats.Live, AllTime: stats.AllTime, LiveRefdomains: stats.LiveRefdomains,
 		AllTimeRefdomains: stats.AllTimeRefdomains, Cost: pc,
 	}, nil
+}
+
+// statsQuery checks a stats request, for GetBacklinksStats and its
+// estimate alike.
+func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksStatsRequest) (upstream.StatsQuery, error) {
+	if _, ok := CallerFrom(ctx); !ok {
+		return upstream.StatsQuery{}, status.Error(codes.Unauthenticated, "no caller")
+	}
+	if req.GetTarget() == "" {
+		return upstream.StatsQuery{}, toStatus(badField("target", "is required: a domain or URL"), "")
+	}
+	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
+	if req.GetDate() != "" {
+		var err error
+		if day, err = time.Parse(time.DateOnly, req.GetDate()); err != nil {
+			return upstream.StatsQuery{}, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
+		}
+	}
+	return upstream.StatsQuery{Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day}, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -81,11 +81,13 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	var got, spent int64
 	for n := 1; ; n++ {
 		want := int64(f.pageRows)
-		probe := 0
+		// One row more than wanted tells whether rows follow, so that the
+		// end of the data never costs a request of its own.
+		probe, last := 1, false
 		if f.maxRows > 0 {
 			left := f.maxRows - got
 			if left <= want {
-				want, probe = left, 1
+				want, last = left, true
 			}
 		}
 		if f.maxUnits > 0 {
@@ -110,7 +112,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
 			got += int64(len(pg.rows))
 		}
-		if pg.err == nil && !pg.end && probe == 1 {
+		if pg.err == nil && !pg.end && probe == 1 && last {
 			pg.more = true // the probe row came back: rows remain after max_rows
 		}
 		if !send(ctx, out, pg) || pg.err != nil || pg.end || pg.more {
@@ -204,18 +206,27 @@ func answered(err error) bool {
 
 // advance drops the rows at the start of a page that earlier pages already
 // returned (the first cur.Skip rows at key cur.Key), keeps at most want of
-// the rest, and returns the cursor after the last row kept.
+// the rest, and returns the cursor the next page starts from. When the page
+// holds a row beyond those kept (the probe row that told rows follow), the
+// cursor starts at that row rather than after the last row kept, so the
+// next page's first row is the probe and no row is paid for twice.
 func advance(keys []sortKey, cur cursor, rows []upstream.Row, want int) ([]upstream.Row, cursor) {
 	skip := 0
 	for skip < len(rows) && skip < cur.Skip && sameKey(keyOf(keys, rows[skip]), cur.Key) {
 		skip++
 	}
 	rows = rows[skip:]
+	var next upstream.Row
 	if len(rows) > want {
-		rows = rows[:want]
+		rows, next = rows[:want], rows[want]
 	}
 	for _, r := range rows {
 		cur = cur.after(keys, r)
+	}
+	if next != nil {
+		if k := keyOf(keys, next); !sameKey(k, cur.Key) {
+			cur = cursor{Key: k}
+		}
 	}
 	return rows, cur
 }

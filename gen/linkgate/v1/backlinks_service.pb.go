@@ -2165,9 +2165,10 @@ type EstimateCostRequest struct {
 	//	*EstimateCostRequest_RefDomains
 	//	*EstimateCostRequest_BrokenBacklinks
 	//	*EstimateCostRequest_NewLostBacklinks
+	//	*EstimateCostRequest_Stats
 	Request isEstimateCostRequest_Request `protobuf_oneof:"request"`
 	// The number of rows to price (N), e.g. what a stream with `max_rows = N`
-	// would fetch. 0 means one page.
+	// would fetch, or what paging through List would. 0 means one page.
 	Rows          int64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2246,6 +2247,15 @@ func (x *EstimateCostRequest) GetNewLostBacklinks() *ListNewLostBacklinksRequest
 	return nil
 }
 
+func (x *EstimateCostRequest) GetStats() *GetBacklinksStatsRequest {
+	if x != nil {
+		if x, ok := x.Request.(*EstimateCostRequest_Stats); ok {
+			return x.Stats
+		}
+	}
+	return nil
+}
+
 func (x *EstimateCostRequest) GetRows() int64 {
 	if x != nil {
 		return x.Rows
@@ -2277,6 +2287,11 @@ type EstimateCostRequest_NewLostBacklinks struct {
 	NewLostBacklinks *ListNewLostBacklinksRequest `protobuf:"bytes,4,opt,name=new_lost_backlinks,json=newLostBacklinks,proto3,oneof"`
 }
 
+type EstimateCostRequest_Stats struct {
+	// A GetBacklinksStats request: one upstream request of fixed price.
+	Stats *GetBacklinksStatsRequest `protobuf:"bytes,6,opt,name=stats,proto3,oneof"`
+}
+
 func (*EstimateCostRequest_Backlinks) isEstimateCostRequest_Request() {}
 
 func (*EstimateCostRequest_RefDomains) isEstimateCostRequest_Request() {}
@@ -2285,10 +2300,15 @@ func (*EstimateCostRequest_BrokenBacklinks) isEstimateCostRequest_Request() {}
 
 func (*EstimateCostRequest_NewLostBacklinks) isEstimateCostRequest_Request() {}
 
+func (*EstimateCostRequest_Stats) isEstimateCostRequest_Request() {}
+
 // EstimateCostResponse is what a request would cost in upstream units. It
 // is an upper bound: pages served from the upstream cache cost nothing, and
 // a page that returns fewer rows than asked costs less (but never less than
-// 50 units).
+// 50 units). A new/lost window is read as one upstream feed per kind of
+// change (new, lost), merged: `per_row_units` is the dearer feed's and every
+// figure adds up both feeds, each priced for `rows` rows, which is what a
+// window costs at most (when one kind of change holds all its rows).
 type EstimateCostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Units per row: the sum of the unit costs of every distinct field in
@@ -2296,18 +2316,29 @@ type EstimateCostResponse struct {
 	PerRowUnits int64 `protobuf:"varint,1,opt,name=per_row_units,json=perRowUnits,proto3" json:"per_row_units,omitempty"`
 	// Units of the first page: `max(50, per_row_units × page_size)`.
 	FirstPageUnits int64 `protobuf:"varint,2,opt,name=first_page_units,json=firstPageUnits,proto3" json:"first_page_units,omitempty"`
-	// Units for `rows` rows: `max(50, per_row_units × rows_in_page)` summed
-	// over the pages the pager would make to fetch them.
+	// Units for `rows` rows streamed: `max(50, per_row_units × rows_asked)`
+	// summed over the upstream pages of `stream_page_rows` rows a Stream call
+	// makes (each page after the first asks again for the previous page's
+	// last row, and each asks for one row more to know whether rows follow).
 	UnitsForRows int64 `protobuf:"varint,3,opt,name=units_for_rows,json=unitsForRows,proto3" json:"units_for_rows,omitempty"`
 	// Every field the upstream charges for, once each, with its unit cost and
 	// why it is counted.
 	ChargedFields []*ChargedField `protobuf:"bytes,4,rep,name=charged_fields,json=chargedFields,proto3" json:"charged_fields,omitempty"`
-	// Rows per upstream page the pager would use.
+	// Rows per List page: the request's `page_size` with its default and
+	// maximum applied. `first_page_units` and `list_units_for_rows` use it.
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// Number of upstream requests (pages) behind `units_for_rows`.
-	Pages         int64 `protobuf:"varint,6,opt,name=pages,proto3" json:"pages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Number of upstream requests behind `units_for_rows` (a Stream call).
+	Pages int64 `protobuf:"varint,6,opt,name=pages,proto3" json:"pages,omitempty"`
+	// Units for `rows` rows read through List, `page_size` rows per call,
+	// following `next_page_token` (the same overlap and extra row per page
+	// as a stream, but pages of `page_size`).
+	ListUnitsForRows int64 `protobuf:"varint,7,opt,name=list_units_for_rows,json=listUnitsForRows,proto3" json:"list_units_for_rows,omitempty"`
+	// Number of List calls behind `list_units_for_rows`.
+	ListPages int64 `protobuf:"varint,8,opt,name=list_pages,json=listPages,proto3" json:"list_pages,omitempty"`
+	// Rows per upstream page of a Stream call, behind `units_for_rows`.
+	StreamPageRows int32 `protobuf:"varint,9,opt,name=stream_page_rows,json=streamPageRows,proto3" json:"stream_page_rows,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EstimateCostResponse) Reset() {
@@ -2378,6 +2409,27 @@ func (x *EstimateCostResponse) GetPageSize() int32 {
 func (x *EstimateCostResponse) GetPages() int64 {
 	if x != nil {
 		return x.Pages
+	}
+	return 0
+}
+
+func (x *EstimateCostResponse) GetListUnitsForRows() int64 {
+	if x != nil {
+		return x.ListUnitsForRows
+	}
+	return 0
+}
+
+func (x *EstimateCostResponse) GetListPages() int64 {
+	if x != nil {
+		return x.ListPages
+	}
+	return 0
+}
+
+func (x *EstimateCostResponse) GetStreamPageRows() int32 {
+	if x != nil {
+		return x.StreamPageRows
 	}
 	return 0
 }
@@ -2608,22 +2660,27 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\ball_time\x18\x02 \x01(\x03R\aallTime\x12'\n" +
 	"\x0flive_refdomains\x18\x03 \x01(\x03R\x0eliveRefdomains\x12.\n" +
 	"\x13all_time_refdomains\x18\x04 \x01(\x03R\x11allTimeRefdomains\x12)\n" +
-	"\x04cost\x18\x05 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xee\x02\n" +
+	"\x04cost\x18\x05 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xad\x03\n" +
 	"\x13EstimateCostRequest\x12A\n" +
 	"\tbacklinks\x18\x01 \x01(\v2!.linkgate.v1.ListBacklinksRequestH\x00R\tbacklinks\x12E\n" +
 	"\vref_domains\x18\x02 \x01(\v2\".linkgate.v1.ListRefDomainsRequestH\x00R\n" +
 	"refDomains\x12T\n" +
 	"\x10broken_backlinks\x18\x03 \x01(\v2'.linkgate.v1.ListBrokenBacklinksRequestH\x00R\x0fbrokenBacklinks\x12X\n" +
-	"\x12new_lost_backlinks\x18\x04 \x01(\v2(.linkgate.v1.ListNewLostBacklinksRequestH\x00R\x10newLostBacklinks\x12\x12\n" +
+	"\x12new_lost_backlinks\x18\x04 \x01(\v2(.linkgate.v1.ListNewLostBacklinksRequestH\x00R\x10newLostBacklinks\x12=\n" +
+	"\x05stats\x18\x06 \x01(\v2%.linkgate.v1.GetBacklinksStatsRequestH\x00R\x05stats\x12\x12\n" +
 	"\x04rows\x18\x05 \x01(\x03R\x04rowsB\t\n" +
-	"\arequest\"\xff\x01\n" +
+	"\arequest\"\xf7\x02\n" +
 	"\x14EstimateCostResponse\x12\"\n" +
 	"\rper_row_units\x18\x01 \x01(\x03R\vperRowUnits\x12(\n" +
 	"\x10first_page_units\x18\x02 \x01(\x03R\x0efirstPageUnits\x12$\n" +
 	"\x0eunits_for_rows\x18\x03 \x01(\x03R\funitsForRows\x12@\n" +
 	"\x0echarged_fields\x18\x04 \x03(\v2\x19.linkgate.v1.ChargedFieldR\rchargedFields\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x14\n" +
-	"\x05pages\x18\x06 \x01(\x03R\x05pages\"o\n" +
+	"\x05pages\x18\x06 \x01(\x03R\x05pages\x12-\n" +
+	"\x13list_units_for_rows\x18\a \x01(\x03R\x10listUnitsForRows\x12\x1d\n" +
+	"\n" +
+	"list_pages\x18\b \x01(\x03R\tlistPages\x12(\n" +
+	"\x10stream_page_rows\x18\t \x01(\x05R\x0estreamPageRows\"o\n" +
 	"\fChargedField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05units\x18\x02 \x01(\x03R\x05units\x123\n" +
@@ -2747,33 +2804,34 @@ var file_linkgate_v1_backlinks_service_proto_depIdxs = []int32{
 	6,  // 44: linkgate.v1.EstimateCostRequest.ref_domains:type_name -> linkgate.v1.ListRefDomainsRequest
 	10, // 45: linkgate.v1.EstimateCostRequest.broken_backlinks:type_name -> linkgate.v1.ListBrokenBacklinksRequest
 	14, // 46: linkgate.v1.EstimateCostRequest.new_lost_backlinks:type_name -> linkgate.v1.ListNewLostBacklinksRequest
-	22, // 47: linkgate.v1.EstimateCostResponse.charged_fields:type_name -> linkgate.v1.ChargedField
-	1,  // 48: linkgate.v1.ChargedField.reasons:type_name -> linkgate.v1.ChargeReason
-	2,  // 49: linkgate.v1.BacklinksService.ListBacklinks:input_type -> linkgate.v1.ListBacklinksRequest
-	4,  // 50: linkgate.v1.BacklinksService.StreamBacklinks:input_type -> linkgate.v1.StreamBacklinksRequest
-	6,  // 51: linkgate.v1.BacklinksService.ListRefDomains:input_type -> linkgate.v1.ListRefDomainsRequest
-	8,  // 52: linkgate.v1.BacklinksService.StreamRefDomains:input_type -> linkgate.v1.StreamRefDomainsRequest
-	10, // 53: linkgate.v1.BacklinksService.ListBrokenBacklinks:input_type -> linkgate.v1.ListBrokenBacklinksRequest
-	12, // 54: linkgate.v1.BacklinksService.StreamBrokenBacklinks:input_type -> linkgate.v1.StreamBrokenBacklinksRequest
-	14, // 55: linkgate.v1.BacklinksService.ListNewLostBacklinks:input_type -> linkgate.v1.ListNewLostBacklinksRequest
-	16, // 56: linkgate.v1.BacklinksService.StreamNewLostBacklinks:input_type -> linkgate.v1.StreamNewLostBacklinksRequest
-	18, // 57: linkgate.v1.BacklinksService.GetBacklinksStats:input_type -> linkgate.v1.GetBacklinksStatsRequest
-	20, // 58: linkgate.v1.BacklinksService.EstimateCost:input_type -> linkgate.v1.EstimateCostRequest
-	3,  // 59: linkgate.v1.BacklinksService.ListBacklinks:output_type -> linkgate.v1.ListBacklinksResponse
-	5,  // 60: linkgate.v1.BacklinksService.StreamBacklinks:output_type -> linkgate.v1.StreamBacklinksResponse
-	7,  // 61: linkgate.v1.BacklinksService.ListRefDomains:output_type -> linkgate.v1.ListRefDomainsResponse
-	9,  // 62: linkgate.v1.BacklinksService.StreamRefDomains:output_type -> linkgate.v1.StreamRefDomainsResponse
-	11, // 63: linkgate.v1.BacklinksService.ListBrokenBacklinks:output_type -> linkgate.v1.ListBrokenBacklinksResponse
-	13, // 64: linkgate.v1.BacklinksService.StreamBrokenBacklinks:output_type -> linkgate.v1.StreamBrokenBacklinksResponse
-	15, // 65: linkgate.v1.BacklinksService.ListNewLostBacklinks:output_type -> linkgate.v1.ListNewLostBacklinksResponse
-	17, // 66: linkgate.v1.BacklinksService.StreamNewLostBacklinks:output_type -> linkgate.v1.StreamNewLostBacklinksResponse
-	19, // 67: linkgate.v1.BacklinksService.GetBacklinksStats:output_type -> linkgate.v1.GetBacklinksStatsResponse
-	21, // 68: linkgate.v1.BacklinksService.EstimateCost:output_type -> linkgate.v1.EstimateCostResponse
-	59, // [59:69] is the sub-list for method output_type
-	49, // [49:59] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	18, // 47: linkgate.v1.EstimateCostRequest.stats:type_name -> linkgate.v1.GetBacklinksStatsRequest
+	22, // 48: linkgate.v1.EstimateCostResponse.charged_fields:type_name -> linkgate.v1.ChargedField
+	1,  // 49: linkgate.v1.ChargedField.reasons:type_name -> linkgate.v1.ChargeReason
+	2,  // 50: linkgate.v1.BacklinksService.ListBacklinks:input_type -> linkgate.v1.ListBacklinksRequest
+	4,  // 51: linkgate.v1.BacklinksService.StreamBacklinks:input_type -> linkgate.v1.StreamBacklinksRequest
+	6,  // 52: linkgate.v1.BacklinksService.ListRefDomains:input_type -> linkgate.v1.ListRefDomainsRequest
+	8,  // 53: linkgate.v1.BacklinksService.StreamRefDomains:input_type -> linkgate.v1.StreamRefDomainsRequest
+	10, // 54: linkgate.v1.BacklinksService.ListBrokenBacklinks:input_type -> linkgate.v1.ListBrokenBacklinksRequest
+	12, // 55: linkgate.v1.BacklinksService.StreamBrokenBacklinks:input_type -> linkgate.v1.StreamBrokenBacklinksRequest
+	14, // 56: linkgate.v1.BacklinksService.ListNewLostBacklinks:input_type -> linkgate.v1.ListNewLostBacklinksRequest
+	16, // 57: linkgate.v1.BacklinksService.StreamNewLostBacklinks:input_type -> linkgate.v1.StreamNewLostBacklinksRequest
+	18, // 58: linkgate.v1.BacklinksService.GetBacklinksStats:input_type -> linkgate.v1.GetBacklinksStatsRequest
+	20, // 59: linkgate.v1.BacklinksService.EstimateCost:input_type -> linkgate.v1.EstimateCostRequest
+	3,  // 60: linkgate.v1.BacklinksService.ListBacklinks:output_type -> linkgate.v1.ListBacklinksResponse
+	5,  // 61: linkgate.v1.BacklinksService.StreamBacklinks:output_type -> linkgate.v1.StreamBacklinksResponse
+	7,  // 62: linkgate.v1.BacklinksService.ListRefDomains:output_type -> linkgate.v1.ListRefDomainsResponse
+	9,  // 63: linkgate.v1.BacklinksService.StreamRefDomains:output_type -> linkgate.v1.StreamRefDomainsResponse
+	11, // 64: linkgate.v1.BacklinksService.ListBrokenBacklinks:output_type -> linkgate.v1.ListBrokenBacklinksResponse
+	13, // 65: linkgate.v1.BacklinksService.StreamBrokenBacklinks:output_type -> linkgate.v1.StreamBrokenBacklinksResponse
+	15, // 66: linkgate.v1.BacklinksService.ListNewLostBacklinks:output_type -> linkgate.v1.ListNewLostBacklinksResponse
+	17, // 67: linkgate.v1.BacklinksService.StreamNewLostBacklinks:output_type -> linkgate.v1.StreamNewLostBacklinksResponse
+	19, // 68: linkgate.v1.BacklinksService.GetBacklinksStats:output_type -> linkgate.v1.GetBacklinksStatsResponse
+	21, // 69: linkgate.v1.BacklinksService.EstimateCost:output_type -> linkgate.v1.EstimateCostResponse
+	60, // [60:70] is the sub-list for method output_type
+	50, // [50:60] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_linkgate_v1_backlinks_service_proto_init() }
@@ -2788,6 +2846,7 @@ func file_linkgate_v1_backlinks_service_proto_init() {
 		(*EstimateCostRequest_RefDomains)(nil),
 		(*EstimateCostRequest_BrokenBacklinks)(nil),
 		(*EstimateCostRequest_NewLostBacklinks)(nil),
+		(*EstimateCostRequest_Stats)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
