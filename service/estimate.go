@@ -16,10 +16,6 @@ import (
 // statsLabel is the ledger label of backlinks-stats calls.
 const statsLabel = "backlinks_stats"
 
-// statsPerRow is the per-row cost of backlinks-stats: live and all_time
-// cost 1 unit each, the two refdomains counts 5 each.
-const statsPerRow = 12
-
 // EstimateCost prices a request as the pager would run it, without calling
 // the upstream. It refuses what the RPC it prices would refuse, page token
 // included.
@@ -38,12 +34,16 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	case *v1.EstimateCostRequest_NewLostBacklinks:
 		d, lr = newLostData, r.NewLostBacklinks
 	case *v1.EstimateCostRequest_Stats:
-		if _, err := s.statsQuery(ctx, r.Stats); err != nil {
+		sq, err := s.statsQuery(ctx, r.Stats)
+		if err != nil {
 			return nil, err
 		}
-		units := upstream.Units(statsPerRow, 1)
-		return &v1.EstimateCostResponse{PerRowUnits: statsPerRow, FirstPageUnits: units, UnitsForRows: units, Pages: 1,
-			ListUnitsForRows: units, ListPages: 1, PageSize: 1, StreamPageRows: 1}, nil
+		units, requests := upstream.StatsUnits(sq.IPs), int64(1)
+		if sq.IPs {
+			requests = 2
+		}
+		return &v1.EstimateCostResponse{PerRowUnits: int64(upstream.StatsPerRow(sq.IPs)), FirstPageUnits: units, UnitsForRows: units,
+			Pages: requests, ListUnitsForRows: units, ListPages: requests, PageSize: 1, StreamPageRows: 1}, nil
 	default:
 		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
 	}
@@ -160,7 +160,7 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 		return nil, err
 	}
 	ledgerCtx := context.WithoutCancel(ctx)
-	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.Units(statsPerRow, 1))
+	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.StatsUnits(sq.IPs))
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
@@ -177,10 +177,15 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	if u, err := s.cfg.Ledger.Usage(ledgerCtx, caller.Tenant); err == nil {
 		pc.RemainingUnits = remaining(u)
 	}
-	return &v1.GetBacklinksStatsResponse{
+	out := &v1.GetBacklinksStatsResponse{
 		Live: stats.Live, AllTime: stats.AllTime, LiveRefdomains: stats.LiveRefdomains,
 		AllTimeRefdomains: stats.AllTimeRefdomains, Cost: pc,
-	}, nil
+	}
+	if sq.IPs {
+		out.Refips, out.RefipsSubnets = &stats.RefIPs, &stats.RefIPsSubnets
+		pc.UpstreamRequests = 2
+	}
+	return out, nil
 }
 
 // statsQuery checks a stats request, for GetBacklinksStats and its
@@ -199,7 +204,8 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 			return upstream.StatsQuery{}, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
 		}
 	}
-	return upstream.StatsQuery{Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day}, nil
+	return upstream.StatsQuery{Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
+		IPs: req.GetIncludeIps()}, nil
 }
 
 func boolInt(b bool) int {

@@ -2006,7 +2006,13 @@ type GetBacklinksStatsRequest struct {
 	// The target's URL scheme. Unspecified means PROTOCOL_BOTH.
 	Protocol Protocol `protobuf:"varint,3,opt,name=protocol,proto3,enum=linkgate.v1.Protocol" json:"protocol,omitempty"`
 	// The date of the figures, `YYYY-MM-DD` (UTC). Empty means today.
-	Date          string `protobuf:"bytes,4,opt,name=date,proto3" json:"date,omitempty"`
+	Date string `protobuf:"bytes,4,opt,name=date,proto3" json:"date,omitempty"`
+	// Also count the referring IPs and class C subnets (the v2 refdomains
+	// stats block's `ips` and `class_c`): Ahrefs v3 reports them in
+	// `batch-analysis` (`refips`, `refips_subnets`), so this makes a second
+	// upstream request, 50 units at least (see EstimateCost). They are as of
+	// the latest crawl whatever `date` says: batch-analysis has no date.
+	IncludeIps    bool `protobuf:"varint,5,opt,name=include_ips,json=includeIps,proto3" json:"include_ips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2069,6 +2075,13 @@ func (x *GetBacklinksStatsRequest) GetDate() string {
 	return ""
 }
 
+func (x *GetBacklinksStatsRequest) GetIncludeIps() bool {
+	if x != nil {
+		return x.IncludeIps
+	}
+	return false
+}
+
 // GetBacklinksStatsResponse holds a target's backlink totals.
 type GetBacklinksStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2083,7 +2096,13 @@ type GetBacklinksStatsResponse struct {
 	// `all_time_refdomains`).
 	AllTimeRefdomains int64 `protobuf:"varint,4,opt,name=all_time_refdomains,json=allTimeRefdomains,proto3" json:"all_time_refdomains,omitempty"`
 	// What this call cost and what the caller has left.
-	Cost          *PageCost `protobuf:"bytes,5,opt,name=cost,proto3" json:"cost,omitempty"`
+	Cost *PageCost `protobuf:"bytes,5,opt,name=cost,proto3" json:"cost,omitempty"`
+	// The distinct IP addresses of the referring domains with a live link
+	// (Ahrefs `refips`, v2 `ips`). Present only with `include_ips`.
+	Refips *int64 `protobuf:"varint,6,opt,name=refips,proto3,oneof" json:"refips,omitempty"`
+	// The distinct class C (/24) subnets of those addresses (Ahrefs
+	// `refips_subnets`, v2 `class_c`). Present only with `include_ips`.
+	RefipsSubnets *int64 `protobuf:"varint,7,opt,name=refips_subnets,json=refipsSubnets,proto3,oneof" json:"refips_subnets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2151,6 +2170,20 @@ func (x *GetBacklinksStatsResponse) GetCost() *PageCost {
 		return x.Cost
 	}
 	return nil
+}
+
+func (x *GetBacklinksStatsResponse) GetRefips() int64 {
+	if x != nil && x.Refips != nil {
+		return *x.Refips
+	}
+	return 0
+}
+
+func (x *GetBacklinksStatsResponse) GetRefipsSubnets() int64 {
+	if x != nil && x.RefipsSubnets != nil {
+		return *x.RefipsSubnets
+	}
+	return 0
 }
 
 // EstimateCostRequest is a list request to price, and how many rows.
@@ -2649,18 +2682,24 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\x1eStreamNewLostBacklinksResponse\x12J\n" +
 	"\x12new_lost_backlinks\x18\x01 \x03(\v2\x1c.linkgate.v1.NewLostBacklinkR\x10newLostBacklinks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xa0\x01\n" +
+	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xc1\x01\n" +
 	"\x18GetBacklinksStatsRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12%\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.linkgate.v1.ModeR\x04mode\x121\n" +
 	"\bprotocol\x18\x03 \x01(\x0e2\x15.linkgate.v1.ProtocolR\bprotocol\x12\x12\n" +
-	"\x04date\x18\x04 \x01(\tR\x04date\"\xce\x01\n" +
+	"\x04date\x18\x04 \x01(\tR\x04date\x12\x1f\n" +
+	"\vinclude_ips\x18\x05 \x01(\bR\n" +
+	"includeIps\"\xb5\x02\n" +
 	"\x19GetBacklinksStatsResponse\x12\x12\n" +
 	"\x04live\x18\x01 \x01(\x03R\x04live\x12\x19\n" +
 	"\ball_time\x18\x02 \x01(\x03R\aallTime\x12'\n" +
 	"\x0flive_refdomains\x18\x03 \x01(\x03R\x0eliveRefdomains\x12.\n" +
 	"\x13all_time_refdomains\x18\x04 \x01(\x03R\x11allTimeRefdomains\x12)\n" +
-	"\x04cost\x18\x05 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xad\x03\n" +
+	"\x04cost\x18\x05 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\x12\x1b\n" +
+	"\x06refips\x18\x06 \x01(\x03H\x00R\x06refips\x88\x01\x01\x12*\n" +
+	"\x0erefips_subnets\x18\a \x01(\x03H\x01R\rrefipsSubnets\x88\x01\x01B\t\n" +
+	"\a_refipsB\x11\n" +
+	"\x0f_refips_subnets\"\xad\x03\n" +
 	"\x13EstimateCostRequest\x12A\n" +
 	"\tbacklinks\x18\x01 \x01(\v2!.linkgate.v1.ListBacklinksRequestH\x00R\tbacklinks\x12E\n" +
 	"\vref_domains\x18\x02 \x01(\v2\".linkgate.v1.ListRefDomainsRequestH\x00R\n" +
@@ -2841,6 +2880,7 @@ func file_linkgate_v1_backlinks_service_proto_init() {
 	}
 	file_linkgate_v1_common_proto_init()
 	file_linkgate_v1_rows_proto_init()
+	file_linkgate_v1_backlinks_service_proto_msgTypes[17].OneofWrappers = []any{}
 	file_linkgate_v1_backlinks_service_proto_msgTypes[18].OneofWrappers = []any{
 		(*EstimateCostRequest_Backlinks)(nil),
 		(*EstimateCostRequest_RefDomains)(nil),
