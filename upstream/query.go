@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Mode is the scope of a target.
@@ -205,6 +206,9 @@ func ParseOrder(s string) ([]Order, error) {
 		o := Order{Field: strings.TrimSpace(name)}
 		if o.Field == "" {
 			return nil, invalid("order_by", "", "empty key in %q", s)
+		}
+		if strings.ContainsFunc(o.Field, unicode.IsSpace) {
+			return nil, invalid("order_by", "", "%q is not a key: write field, field:desc or field desc", strings.TrimSpace(part))
 		}
 		switch strings.ToLower(strings.TrimSpace(dir)) {
 		case "asc":
