@@ -287,3 +287,96 @@ func TestNewLostRefusesBadWindows(t *testing.T) {
 		t.Errorf("refused requests spent %d units", used)
 	}
 }
+
+// TestNewLostStreamStopsAndResumes: a stream of events stopped by max_rows
+// or max_units ends with a token from which the rest follows exactly, and
+// max_units is never exceeded.
+func TestNewLostStreamStopsAndResumes(t *testing.T) {
+	h := newHarness(t, harnessOptions{pageRows: 200})
+	h.sim.SetCacheTTL(-1)
+	q := eventQuery{target: "sized-3000.example", since: "2025-01-01", order: "change_time:desc", pageSize: 70}
+	want := h.eventTruth(t, q.target, q.since, "", q.order, ChangesBoth, nil)
+	if len(want) < 500 {
+		t.Fatalf("%d events: too few", len(want))
+	}
+	for _, stop := range []struct {
+		rows, units int64
+	}{{rows: 333}, {units: 2000}} {
+		var got []string
+		token := ""
+		for round := 0; ; round++ {
+			if round > 100 {
+				t.Fatal("the stream never ended")
+			}
+			st, err := h.backlinks.StreamNewLostBacklinks(context.Background(), &v1.StreamNewLostBacklinksRequest{Target: q.target,
+				Since: q.since, OrderBy: q.order, PageSize: q.pageSize, PageToken: token, MaxRows: stop.rows, MaxUnits: stop.units,
+				Select: []string{"url_from", "url_to"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var units, n int64
+			last := ""
+			for {
+				m, err := st.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range m.GetNewLostBacklinks() {
+					got = append(got, eventID(e))
+					n++
+				}
+				units += m.GetCost().GetUnitsCharged()
+				last = m.GetNextPageToken()
+			}
+			if stop.rows > 0 && n > stop.rows || stop.units > 0 && units > stop.units {
+				t.Fatalf("round %d: %d rows and %d units, limits %+v", round, n, units, stop)
+			}
+			if token = last; token == "" {
+				break
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%+v: %d events over the resumed streams, want %d; first difference at %d", stop, len(got), len(want), firstDiff(got, want))
+		}
+	}
+}
+
+// TestNewLostOnePerDomain: under ONE_PER_DOMAIN each kind of change keeps
+// one link per referring domain, exactly once across pages.
+func TestNewLostOnePerDomain(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	var got []string
+	token := ""
+	for {
+		r, err := h.backlinks.ListNewLostBacklinks(context.Background(), &v1.ListNewLostBacklinksRequest{Target: "sized-3000.example",
+			Since: "2025-01-01", Aggregation: v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN, OrderBy: "name_source", PageSize: 7,
+			PageToken: token, Select: []string{"name_source"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range r.GetNewLostBacklinks() {
+			got = append(got, e.GetBacklink().GetNameSource()+" "+e.GetChange().String())
+		}
+		if token = r.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	seen := map[string]bool{}
+	for _, g := range got {
+		if seen[g] {
+			t.Fatalf("%s twice", g)
+		}
+		seen[g] = true
+	}
+	if len(got) < 50 {
+		t.Fatalf("%d events", len(got))
+	}
+	_, err := h.backlinks.ListNewLostBacklinks(context.Background(), &v1.ListNewLostBacklinksRequest{Target: "sized-3000.example",
+		Since: "2025-01-01", Aggregation: v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN, OrderBy: "change_time:desc"})
+	if code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "name_source") {
+		t.Fatalf("ONE_PER_DOMAIN by change_time: %v", err)
+	}
+}

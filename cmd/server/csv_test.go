@@ -157,3 +157,19 @@ func TestCSVQuoting(t *testing.T) {
 		t.Errorf("want CRLF line ends and the token header: %q %v", rec.Body.String(), rec.Header())
 	}
 }
+
+// TestCSVStreamFailureTrailers: a CSV stream stopped by the budget keeps a
+// valid body and reports the error and the token to resume in trailers.
+func TestCSVStreamFailureTrailers(t *testing.T) {
+	s, _ := startServer(t, map[string]string{"LINKGATE_BUDGET_UNITS": "7000"})
+	resp, rec := getCSV(t, "http://"+s.httpAddr+"/v1/backlinks:stream?target=sized-5000.example&page_size=500&output=csv", "")
+	if len(rec) != 1001 {
+		t.Fatalf("%d records before the budget ran out, want a header and 1000 rows", len(rec))
+	}
+	if e := resp.Trailer.Get("Linkgate-Error"); !strings.HasPrefix(e, "8 ") {
+		t.Errorf("Linkgate-Error trailer %q", e)
+	}
+	if resp.Trailer.Get("Linkgate-Next-Page-Token") == "" {
+		t.Error("no token trailer to resume the failed stream")
+	}
+}
