@@ -51,7 +51,16 @@ func compileNewLost(p params, tenant string) (*plan, error) {
 	if strings.TrimSpace(p.Target) == "" {
 		return nil, badField("target", "is required: a domain or URL")
 	}
-	sel, err := selection(links, p.Select, d.defaultSelect)
+	// change and change_time are in every row; naming them selects nothing.
+	var names []string
+	for _, item := range p.Select {
+		for _, name := range strings.Split(item, ",") {
+			if n := strings.TrimSpace(name); n != upstream.ChangeFieldName && n != upstream.ChangeTimeFieldName {
+				names = append(names, n)
+			}
+		}
+	}
+	sel, err := selection(links, names, d.defaultSelect)
 	if err != nil {
 		return nil, err
 	}

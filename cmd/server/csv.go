@@ -123,10 +123,15 @@ func acceptsCSV(values []string) bool {
 // columns are the CSV columns: the selected fields in order (the dataset's
 // default when none), after change and change_time for new/lost.
 func columns(sel []string, label string) []string {
+	events := label == "new_lost_backlinks"
 	var cols []string
 	for _, item := range sel {
 		for _, name := range strings.Split(item, ",") {
-			if name = strings.TrimSpace(name); name != "" && !slices.Contains(cols, name) {
+			name = strings.TrimSpace(name)
+			if events && (name == "change" || name == "change_time") {
+				continue // always the first two columns
+			}
+			if name != "" && !slices.Contains(cols, name) {
 				cols = append(cols, name)
 			}
 		}
@@ -134,7 +139,7 @@ func columns(sel []string, label string) []string {
 	if len(cols) == 0 {
 		cols = service.DefaultSelect(label)
 	}
-	if label == "new_lost_backlinks" {
+	if events {
 		cols = append([]string{"change", "change_time"}, cols...)
 	}
 	return cols
@@ -270,6 +275,12 @@ func (w *csvWriter) flushStatus() {
 // finish writes the header row of an empty answer and sets the stream's
 // trailers.
 func (w *csvWriter) finish() {
+	if !w.decided && w.status != 0 {
+		// A status without a body (nothing to turn into CSV).
+		w.decided = true
+		w.ResponseWriter.WriteHeader(w.status)
+		return
+	}
 	if w.passing || !w.decided {
 		return
 	}
