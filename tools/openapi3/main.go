@@ -129,6 +129,10 @@ func improve(doc *openapi3.T) {
 				}
 			} else if rows {
 				ok.Value.Content[csv] = csvBody
+				ok.Value.Headers = openapi3.Headers{"Linkgate-Next-Page-Token": &openapi3.HeaderRef{Value: &openapi3.Header{Parameter: openapi3.Parameter{
+					Description: "With text/csv: the next_page_token of the page (absent on the last page), since a CSV body has no place for it.",
+					Schema:      &openapi3.SchemaRef{Value: &openapi3.Schema{Type: &openapi3.Types{"string"}}},
+				}}}}
 			}
 			if rows {
 				op.Parameters = append(op.Parameters, &openapi3.ParameterRef{Value: &openapi3.Parameter{
