@@ -19,8 +19,9 @@ var (
 	// corsHeaders are the request headers a page may send.
 	corsHeaders = []string{"authorization", "content-type", "accept", "grpc-timeout", "x-request-id"}
 	// corsExposed are the response headers a page may read: Retry-After on
-	// 429/503, and the gateway's translation of gRPC metadata.
-	corsExposed = "Retry-After, Grpc-Metadata-Content-Type, Grpc-Trailer-Content-Type, Grpc-Status, Grpc-Message"
+	// 429/503, and the resume token and error of a CSV answer (csv.go).
+	// gRPC metadata is not forwarded to REST responses at all.
+	corsExposed = "Retry-After, Linkgate-Next-Page-Token, Linkgate-Error"
 )
 
 // corsMaxAge is how long a browser may cache a preflight, in seconds.
