@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -148,6 +149,34 @@ func TestDatasetsAsUsersKnowThemOverREST(t *testing.T) {
 		}
 		if code := get("/v1/backlinks", url.Values{"target": {"sized-100.example"}, "order_by": {"domain_rating_source desc, url_from"}}, &page); code != 200 || len(page.Rows) == 0 {
 			t.Errorf("AIP-132 order_by: %d", code)
+		}
+	})
+
+	t.Run("List paging costs what EstimateCost says", func(t *testing.T) {
+		resp, err := http.Post(base+"/v1/cost:estimate", "application/json",
+			strings.NewReader(`{"backlinks":{"target":"sized-700.example","page_size":10,"order_by":"anchor"},"rows":30}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var est map[string]any
+		decodeJSON(t, resp, &est)
+		var charged int64
+		q := url.Values{"target": {"sized-700.example"}, "page_size": {"10"}, "order_by": {"anchor"}}
+		for range 3 {
+			var page struct {
+				Token string         `json:"next_page_token"`
+				Cost  map[string]any `json:"cost"`
+			}
+			if code := get("/v1/backlinks", q, &page); code != 200 {
+				t.Fatal(code)
+			}
+			n, _ := strconv.ParseInt(page.Cost["units_charged"].(string), 10, 64)
+			charged += n
+			q.Set("page_token", page.Token)
+		}
+		if est["list_units_for_rows"] != strconv.FormatInt(charged, 10) || est["list_pages"] != "3" {
+			t.Errorf("estimated %v in %v calls, charged %d", est["list_units_for_rows"], est["list_pages"], charged)
 		}
 	})
 
