@@ -25,6 +25,26 @@ func TestAggregationExactlyOnce(t *testing.T) {
 		upstream.AggregationSimilarLinks: {"", "first_seen_link", "domain_rating_source desc"},
 		upstream.AggregationAll:          {"", "first_seen_link:desc", "anchor"},
 	}
+	for _, order := range []string{"", "domain_rating_source:desc"} {
+		q := query{data: brokenBacklinksData, p: params{Target: "sized-30000.example", OrderBy: order, Aggregation: upstream.AggregationOnePerDomain,
+			Select: []string{"name_source"}}, pageSize: 4}.withIdentity()
+		t.Run(fmt.Sprintf("broken/%q", order), func(t *testing.T) {
+			want := h.want(t, q)
+			if len(want) < 50 {
+				t.Fatalf("%d rows: too few to page", len(want))
+			}
+			if got := h.listAll(t, q); !slices.Equal(got, want) {
+				t.Fatalf("List: %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+			}
+			pages, err := h.stream(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := flatten(pages); !slices.Equal(got, want) {
+				t.Fatalf("Stream: %d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+			}
+		})
+	}
 	for agg, list := range orders {
 		for _, order := range list {
 			for _, size := range []int32{3, 50} {

@@ -81,7 +81,7 @@ func (h *harness) list(ctx context.Context, q query) (seen, error) {
 		return s, nil
 	case brokenBacklinksData:
 		r, err := h.backlinks.ListBrokenBacklinks(ctx, &v1.ListBrokenBacklinksRequest{Target: p.Target, Select: p.Select,
-			Filter: p.Filter, OrderBy: p.OrderBy, PageSize: q.pageSize, PageToken: q.token})
+			Filter: p.Filter, OrderBy: p.OrderBy, PageSize: q.pageSize, PageToken: q.token, Aggregation: aggregation(p.Aggregation)})
 		if err != nil {
 			return seen{}, err
 		}
@@ -131,6 +131,21 @@ func (h *harness) stream(ctx context.Context, q query) ([]seen, error) {
 			s := seen{token: r.GetNextPageToken(), units: r.GetCost().GetUnitsCharged()}
 			for _, d := range r.GetRefDomains() {
 				s.ids = append(s.ids, d.GetDomain())
+			}
+			return s, err
+		}
+	case brokenBacklinksData:
+		st, err := h.backlinks.StreamBrokenBacklinks(ctx, &v1.StreamBrokenBacklinksRequest{Target: p.Target, Select: p.Select, Filter: p.Filter,
+			OrderBy: p.OrderBy, PageSize: q.pageSize, PageToken: q.token, MaxRows: q.maxRows, MaxUnits: q.maxUnits,
+			Aggregation: aggregation(p.Aggregation)})
+		if err != nil {
+			return nil, err
+		}
+		recv = func() (seen, error) {
+			r, err := st.Recv()
+			s := seen{token: r.GetNextPageToken(), units: r.GetCost().GetUnitsCharged()}
+			for _, b := range r.GetBrokenBacklinks() {
+				s.ids = append(s.ids, b.GetUrlFrom()+" → "+b.GetUrlTo())
 			}
 			return s, err
 		}
