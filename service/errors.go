@@ -53,12 +53,15 @@ func toStatus(err error, resumeToken string) error {
 		filterErr *filter.Error
 		denied    *quota.DeniedError
 		apiErr    *upstream.APIError
+		upInvalid *upstream.InvalidError
 	)
 	switch {
 	case errors.As(err, &invalid):
 		return withDetails(codes.InvalidArgument, invalid.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Description}},
 		})
+	case errors.As(err, &upInvalid):
+		return toStatus(upstreamInvalid(upInvalid), resumeToken)
 	case errors.As(err, &filterErr):
 		return withDetails(codes.InvalidArgument, filterErr.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "filter", Description: filterErr.Error()}},
@@ -107,7 +110,13 @@ func toStatus(err error, resumeToken string) error {
 		}
 		return withDetails(codes.InvalidArgument, msg, &errdetails.ErrorInfo{Reason: "UPSTREAM_REJECTED", Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, upstream.ErrUpstreamUnavailable):
-		return withDetails(codes.Unavailable, "the upstream is unavailable; retry later",
+		msg := "the upstream is unavailable; retry later"
+		if errors.As(err, &apiErr) {
+			// Which failure it was (a 5xx, no answer, a body cut short or
+			// malformed), without the key or the query.
+			msg = "the upstream failed (" + apiErr.Error() + "); retry later"
+		}
+		return withDetails(codes.Unavailable, msg,
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)},
 			&errdetails.ErrorInfo{Reason: ReasonUpstreamUnavailable, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, context.Canceled):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -43,8 +44,8 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	default:
 		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks or new_lost_backlinks"), "")
 	}
-	if req.GetRows() < 0 {
-		return nil, toStatus(badField("rows", "must not be negative"), "")
+	if n := req.GetRows(); n < 0 || n > MaxRows {
+		return nil, toStatus(badField("rows", "must be between 0 and %d, got %d", int64(MaxRows), n), "")
 	}
 	pl, err := compile(d, paramsOf(lr), caller.Tenant)
 	if err != nil {
@@ -86,19 +87,22 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 // requests it makes: pages of pageRows rows, every page after the first
 // asking again for the last row of the one before (the keyset continuation
 // starts at the last key), the last page asking for one more row to tell
-// whether the data goes on.
+// whether the data goes on. It is closed-form, so any rows costs the same
+// few operations: a first page of pageRows rows, pages-2 middle pages of
+// pageRows+1, and a last page of its rows plus the overlap and the probe.
 func streamCost(perRow int, rows int64, pageRows int) (units, pages int64) {
-	skip := int64(0)
-	for left := rows; left > 0; {
-		want, probe := min(int64(pageRows), left), int64(0)
-		if left <= int64(pageRows) {
-			probe = 1
-		}
-		units += upstream.Units(perRow, int(skip+want+probe))
-		pages++
-		left -= want
-		skip = 1
+	if rows <= 0 || pageRows <= 0 {
+		return 0, 0
 	}
+	size := int64(pageRows)
+	pages = (rows + size - 1) / size
+	last := rows - (pages-1)*size
+	if pages == 1 {
+		return upstream.Units(perRow, int(rows+1)), 1
+	}
+	units = upstream.Units(perRow, int(size)) +
+		(pages-2)*upstream.Units(perRow, int(size+1)) +
+		upstream.Units(perRow, int(last+2))
 	return units, pages
 }
 
@@ -108,7 +112,8 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no caller")
 	}
-	if req.GetTarget() == "" {
+	target := strings.TrimSpace(req.GetTarget())
+	if target == "" {
 		return nil, toStatus(badField("target", "is required: a domain or URL"), "")
 	}
 	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
@@ -124,7 +129,7 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 		return nil, toStatus(err, "")
 	}
 	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, upstream.StatsQuery{
-		Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
+		Target: target, Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
 	})
 	if cost.Known {
 		err = errors.Join(err, s.cfg.Ledger.Settle(ledgerCtx, res, cost.Actual))

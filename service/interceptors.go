@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -52,8 +54,7 @@ func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = toStatus(recovered(log, info.FullMethod, p), "")
 			}
 		}()
 		return handler(ctx, req)
@@ -64,12 +65,26 @@ func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		defer func() {
 			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = toStatus(recovered(log, info.FullMethod, p), "")
 			}
 		}()
 		return handler(srv, ss)
 	}
+}
+
+// errPanic is linkgate's own fault: a recovered panic. Callers see
+// INTERNAL; the log has the panic and its stack.
+var errPanic = errors.New("internal error")
+
+// recovered logs a recovered panic with its stack, where it happened, and
+// returns the error that ends the request it served. Every goroutine that
+// serves a request defers it, so a panic costs one request, not the process.
+func recovered(log *slog.Logger, where string, p any) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("panic", "in", where, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	return errPanic
 }
 
 // requestLog collects what a handler did, for the request's log line.

@@ -10,7 +10,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/service/filter"
 )
 
@@ -77,55 +80,128 @@ func limitOptions(cfg LimitsConfig) []grpc.ServerOption {
 	}
 }
 
-// boundedRequest is what list and stream requests have; checkBounds reads
-// only what a message has.
-type boundedRequest interface {
-	GetTarget() string
-	GetSelect() []string
-	GetFilter() string
-	GetOrderBy() string
-	GetPageToken() string
+// More bounds, on the meaning of a value rather than its size.
+const (
+	// MaxTenantBytes bounds a tenant's name: a label in logs, metrics and
+	// ledger keys, never a document.
+	MaxTenantBytes = 128
+	// MaxParamBytes bounds every other string parameter (dates, history,
+	// select names, ...): none needs more than a few dozen bytes.
+	MaxParamBytes = 256
+	// MaxRows bounds rows (EstimateCost) and max_rows: a trillion rows is
+	// far beyond any target's backlinks and any budget.
+	MaxRows = 1_000_000_000_000
+	// MaxUnits bounds max_units and tenant limits: the ledger's largest
+	// figure.
+	MaxUnits = quota.MaxUnits
+)
+
+// stringBounds are the fields with a bound of their own; every other
+// string is bounded by MaxParamBytes.
+var stringBounds = map[protoreflect.Name]int{
+	"target": MaxTargetBytes, "filter": filter.MaxLength, "order_by": MaxOrderByBytes,
+	"page_token": MaxTokenBytes, "tenant": MaxTenantBytes,
 }
 
-// checkBounds rejects a request whose inputs exceed the bounds, naming the
-// field. Filter depth is checked by the filter parser, which alone knows
-// it; the filter's length is checked here too so the message is the same
-// over every path.
-func checkBounds(req any) error {
-	r, ok := req.(boundedRequest)
+// intBounds are the integer fields whose range the service knows; the
+// rest (page_size) are bounded where they are used.
+var intBounds = map[protoreflect.Name]int64{
+	"rows": MaxRows, "max_rows": MaxRows, "max_units": MaxUnits, "limit": MaxUnits,
+}
+
+// CheckBounds rejects a request whose inputs exceed their bounds, naming
+// the field (as a path for nested messages: backlinks.target). It reads
+// the message by reflection, so every request of every service, and every
+// field added later, is bounded: strings by length, repeated fields by
+// count, integers by range, enums by their defined values. Filter depth is
+// checked by the filter parser, which alone knows it.
+func CheckBounds(req any) error {
+	m, ok := req.(proto.Message)
 	if !ok {
 		return nil
 	}
-	if n := len(r.GetTarget()); n > MaxTargetBytes {
-		return toStatus(badField("target", "is %d bytes long; the limit is %d", n, MaxTargetBytes), "")
-	}
-	if n := selectCount(r.GetSelect()); n > MaxSelectFields {
-		return toStatus(badField("select", "names %d fields; the limit is %d", n, MaxSelectFields), "")
-	}
-	if n := len(r.GetFilter()); n > filter.MaxLength {
-		return toStatus(badField("filter", "is %d bytes long; the limit is %d", n, filter.MaxLength), "")
-	}
-	if n := len(r.GetOrderBy()); n > MaxOrderByBytes {
-		return toStatus(badField("order_by", "is %d bytes long; the limit is %d", n, MaxOrderByBytes), "")
-	}
-	if n := len(r.GetPageToken()); n > MaxTokenBytes {
-		return toStatus(badField("page_token", "is %d bytes long; the limit is %d", n, MaxTokenBytes), "")
+	if err := checkMessage(m.ProtoReflect(), ""); err != nil {
+		return toStatus(err, "")
 	}
 	return nil
 }
 
-// selectCount counts the names in select as the service will split them.
-func selectCount(sel []string) int {
-	n := 0
-	for _, item := range sel {
-		n += strings.Count(item, ",") + 1
+func checkMessage(m protoreflect.Message, prefix string) error {
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		err = checkField(fd, v, prefix+string(fd.Name()))
+		return err == nil
+	})
+	return err
+}
+
+func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) error {
+	if fd.IsMap() {
+		return nil // no request has maps
 	}
-	return n
+	if fd.IsList() {
+		l := v.List()
+		if fd.Name() == "select" {
+			names := 0
+			for i := range l.Len() {
+				names += strings.Count(l.Get(i).String(), ",") + 1
+			}
+			if names > MaxSelectFields {
+				return badField(path, "names %d fields; the limit is %d", names, MaxSelectFields)
+			}
+		} else if l.Len() > MaxSelectFields {
+			return badField(path, "has %d values; the limit is %d", l.Len(), MaxSelectFields)
+		}
+		for i := range l.Len() {
+			if err := checkValue(fd, l.Get(i), path); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return checkValue(fd, v, path)
+}
+
+func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) error {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		limit, ok := stringBounds[fd.Name()]
+		if !ok || fd.IsList() {
+			limit = MaxParamBytes
+		}
+		if n := len(v.String()); n > limit {
+			return badField(path, "is %d bytes long; the limit is %d", n, limit)
+		}
+	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
+		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
+		if limit, ok := intBounds[fd.Name()]; ok {
+			if n := v.Int(); n < 0 || n > limit {
+				return badField(path, "must be between 0 and %d, got %d", limit, n)
+			}
+		}
+	case protoreflect.EnumKind:
+		if fd.Enum().Values().ByNumber(v.Enum()) == nil {
+			return badField(path, "unknown value %d of %s: use one of %s", v.Enum(), fd.Enum().Name(), enumNames(fd.Enum()))
+		}
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return checkMessage(v.Message(), path+".")
+	}
+	return nil
+}
+
+// enumNames lists an enum's values for an error message.
+func enumNames(e protoreflect.EnumDescriptor) string {
+	vals := e.Values()
+	names := make([]string, 0, vals.Len())
+	for i := range vals.Len() {
+		names = append(names, string(vals.Get(i).Name()))
+	}
+	return strings.Join(names, ", ")
 }
 
 func boundsUnary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := checkBounds(req); err != nil {
+		if err := CheckBounds(req); err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)
@@ -192,5 +268,5 @@ func (s *boundedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	return checkBounds(m)
+	return CheckBounds(m)
 }

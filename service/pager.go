@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 
 	"github.com/linkgate/linkgate/quota"
@@ -55,6 +56,7 @@ type pager struct {
 	ledger Ledger
 	cache  *pageCache // nil: no cache
 	tel    *Telemetry
+	log    *slog.Logger
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -70,6 +72,13 @@ func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func(
 	go func() {
 		defer wg.Done()
 		defer close(ch)
+		// This goroutine is outside the handler's recovery: a panic here
+		// would end the process. It ends the request instead.
+		defer func() {
+			if v := recover(); v != nil {
+				send(ctx, ch, page{err: recovered(p.log, "pager", v)})
+			}
+		}()
 		p.loop(ctx, f, ch)
 	}()
 	return ch, wg.Wait
