@@ -31,6 +31,7 @@ const (
 	ReasonLedgerUnavailable   = "LEDGER_UNAVAILABLE"
 	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 	ReasonTooManyStreams      = "TOO_MANY_STREAMS"
+	ReasonServerBusy          = "SERVER_BUSY"
 )
 
 // toStatus maps an error to the canonical status callers see, with its

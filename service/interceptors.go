@@ -46,7 +46,8 @@ func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
 	}
 	return append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(recoverUnary(log), logUnary(log), authUnary(auth), boundsUnary()),
-		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), authStream(auth), limitStream(newStreamLimiter(cfg.Limits.MaxStreamsPerTenant))),
+		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), authStream(auth), limitStream(newStreamLimiter(cfg.Limits.MaxStreamsPerTenant, cfg.Limits.MaxStreams))),
+		grpc.ForceServerCodecV2(newNamingCodec()),
 	}, limitOptions(cfg.Limits)...)
 }
 

@@ -7,11 +7,13 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/service/filter"
@@ -35,12 +37,37 @@ const (
 	DefaultMaxStreamsPerTenant = 8
 )
 
+// StreamBytes is what one stream holds in memory at most: three upstream
+// pages of 1000 rows in flight (one being fetched, one in the channel, one
+// being sent) with their decoded rows, messages and buffers. 1,000
+// concurrent streams measured about 1.8 MB each of resident memory.
+const StreamBytes = 2 << 20
+
+// DefaultMemoryLimit is the memory a replica assumes it has when neither
+// GOMEMLIMIT nor LINKGATE_MEMORY_LIMIT says.
+const DefaultMemoryLimit = 1 << 30
+
+// MaxStreamsFor is the bound on concurrent streams across all tenants of a
+// replica with memoryLimit bytes: streams may hold half of it, the rest is
+// for the runtime, the caches, the unary calls and the garbage collector's
+// headroom.
+func MaxStreamsFor(memoryLimit int64) int {
+	if memoryLimit <= 0 {
+		memoryLimit = DefaultMemoryLimit
+	}
+	return int(max(1, memoryLimit/2/StreamBytes))
+}
+
 // LimitsConfig bounds what callers may hold open and send.
 type LimitsConfig struct {
 	// MaxStreamsPerTenant bounds the Stream RPCs a tenant runs at once:
 	// each holds up to ~3 upstream pages in memory and a share of the
 	// upstream's rate limit. 0 means DefaultMaxStreamsPerTenant.
 	MaxStreamsPerTenant int
+	// MaxStreams bounds the Stream RPCs of all tenants together, so that
+	// the replica stays inside its memory limit (MaxStreamsFor). 0 means
+	// MaxStreamsFor(DefaultMemoryLimit).
+	MaxStreams int
 	// MaxRecvMsgBytes bounds a request message; 0 means
 	// DefaultMaxRecvMsgBytes.
 	MaxRecvMsgBytes int
@@ -208,19 +235,27 @@ func boundsUnary() grpc.UnaryServerInterceptor {
 	}
 }
 
-// streamLimiter counts each tenant's open streams.
+// streamLimiter counts the open streams, each tenant's and all together.
 type streamLimiter struct {
-	max  int
-	mu   sync.Mutex
-	open map[string]int
+	max, maxTotal int
+	mu            sync.Mutex
+	open          map[string]int
+	total         int
 }
 
-func newStreamLimiter(max int) *streamLimiter {
+func newStreamLimiter(max, maxTotal int) *streamLimiter {
 	if max <= 0 {
 		max = DefaultMaxStreamsPerTenant
 	}
-	return &streamLimiter{max: max, open: map[string]int{}}
+	if maxTotal <= 0 {
+		maxTotal = MaxStreamsFor(DefaultMemoryLimit)
+	}
+	return &streamLimiter{max: max, maxTotal: maxTotal, open: map[string]int{}}
 }
+
+// streamRetry is the hint given with a refused stream: streams last
+// seconds to minutes, and another replica may have room at once.
+const streamRetry = 5 * time.Second
 
 // acquire takes one of the tenant's streams; release gives it back.
 func (l *streamLimiter) acquire(tenant string) (release func(), err error) {
@@ -229,14 +264,23 @@ func (l *streamLimiter) acquire(tenant string) (release func(), err error) {
 	if l.open[tenant] >= l.max {
 		return nil, withDetails(codes.ResourceExhausted,
 			fmt.Sprintf("too many streams: tenant %q already has %d streams open, the limit; wait for one to finish", tenant, l.max),
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(streamRetry)},
 			errorInfo(ReasonTooManyStreams, map[string]string{"limit": fmt.Sprint(l.max)}))
 	}
+	if l.total >= l.maxTotal {
+		return nil, withDetails(codes.ResourceExhausted,
+			fmt.Sprintf("the server is busy: it holds %d streams, its bound across all tenants (set by its memory limit); retry shortly", l.maxTotal),
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(streamRetry)},
+			errorInfo(ReasonServerBusy, map[string]string{"limit": fmt.Sprint(l.maxTotal)}))
+	}
 	l.open[tenant]++
+	l.total++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			defer l.mu.Unlock()
+			l.total--
 			if l.open[tenant]--; l.open[tenant] <= 0 {
 				delete(l.open, tenant)
 			}
