@@ -166,6 +166,15 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		return page{err: err}
 	}
 	pt.reserved(ctx, res.Units)
+	defer func() {
+		if v := recover(); v != nil {
+			// A panic after the reservation: the request may have left, so
+			// it is charged in full now, as its lease would, never under-
+			// counted; the pager goroutine's recovery ends the request.
+			p.ledger.Settle(ledgerCtx, res, res.Units)
+			panic(v)
+		}
+	}()
 	var rows []upstream.Row
 	result, err = p.up.List(ctx, q, func(r upstream.Row) error {
 		rows = append(rows, r)
