@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/service/filter"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -29,18 +30,19 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		return nil, status.Error(codes.Unauthenticated, "no caller")
 	}
 	var (
-		d  *dataset
-		lr listRequest
+		d      *dataset
+		lr     listRequest
+		prefix string // the oneof field, which names the inner request's fields in errors
 	)
 	switch r := req.GetRequest().(type) {
 	case *v1.EstimateCostRequest_Backlinks:
-		d, lr = backlinksData, r.Backlinks
+		d, lr, prefix = backlinksData, r.Backlinks, "backlinks."
 	case *v1.EstimateCostRequest_RefDomains:
-		d, lr = refDomainsData, r.RefDomains
+		d, lr, prefix = refDomainsData, r.RefDomains, "ref_domains."
 	case *v1.EstimateCostRequest_BrokenBacklinks:
-		d, lr = brokenBacklinksData, r.BrokenBacklinks
+		d, lr, prefix = brokenBacklinksData, r.BrokenBacklinks, "broken_backlinks."
 	case *v1.EstimateCostRequest_NewLostBacklinks:
-		d, lr = newLostData, r.NewLostBacklinks
+		d, lr, prefix = newLostData, r.NewLostBacklinks, "new_lost_backlinks."
 	default:
 		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks or new_lost_backlinks"), "")
 	}
@@ -49,11 +51,11 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	}
 	pl, err := compile(d, paramsOf(lr), caller.Tenant)
 	if err != nil {
-		return nil, toStatus(err, "")
+		return nil, toStatus(within(prefix, err), "")
 	}
 	size, err := pageSize(lr.GetPageSize(), DefaultListPageSize)
 	if err != nil {
-		return nil, toStatus(err, "")
+		return nil, toStatus(within(prefix, err), "")
 	}
 	perRow := pl.perRow()
 	resp := &v1.EstimateCostResponse{
@@ -81,6 +83,22 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		resp.ChargedFields = append(resp.ChargedFields, cf)
 	}
 	return resp, nil
+}
+
+// within names the field of a caller error as a path inside the request
+// (backlinks.filter), as the bounds name them.
+func within(prefix string, err error) error {
+	var (
+		invalid   *InvalidArgument
+		filterErr *filter.Error
+	)
+	switch {
+	case errors.As(err, &invalid):
+		return &InvalidArgument{Field: prefix + invalid.Field, Description: invalid.Description}
+	case errors.As(err, &filterErr):
+		return &InvalidArgument{Field: prefix + "filter", Description: strings.TrimPrefix(filterErr.Error(), "filter: ")}
+	}
+	return err
 }
 
 // streamCost is what a stream of rows rows costs and how many upstream
