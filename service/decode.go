@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -13,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -24,28 +24,84 @@ import (
 
 // A request that cannot be decoded (invalid UTF-8 in a string field, a
 // truncated message, one larger than the server accepts) is the caller's
-// mistake. grpc-go reports it as INTERNAL, or RESOURCE_EXHAUSTED for the
-// size, and for unary RPCs before any interceptor runs. linkgate answers
-// INVALID_ARGUMENT naming the field where it can, and logs it as a caller
-// error: namingCodec names the field, GuardDecoding turns the status.
+// mistake. grpc-go reports a codec failure as INTERNAL and writes that
+// status itself, before any handler or interceptor can say otherwise. So
+// for linkgate's services the codec does not fail: it leaves the message
+// empty with a marker (an unknown field) saying what was wrong, and
+// GuardDecoding answers INVALID_ARGUMENT naming the field and logs it as a
+// caller error.
 
-// namingCodec is grpc's proto codec, whose decoding errors name the
-// string field that holds invalid UTF-8 (protobuf's own error does not).
-type namingCodec struct{ encoding.CodecV2 }
+// decodeErrorField is the unknown field that marks a message the codec
+// could not decode; its value is the error. The largest field number, no
+// request has it.
+const decodeErrorField protowire.Number = protowire.MaxValidNumber
 
-func newNamingCodec() namingCodec { return namingCodec{encoding.GetCodecV2("proto")} }
+// guardedPackages are the proto packages whose services GuardDecoding
+// wraps: the codec marks their messages instead of failing. Others (the
+// reflection service) fail as grpc-go makes them.
+var guardedPackages sync.Map
+
+// namingCodec is grpc's proto codec with linkgate's bound on the message
+// size, whose failures name the string field that holds invalid UTF-8
+// (protobuf's own error does not) and, for guarded messages, become a
+// marker rather than an error.
+type namingCodec struct {
+	encoding.CodecV2
+	maxBytes int
+}
+
+func newNamingCodec(maxBytes int) namingCodec {
+	return namingCodec{CodecV2: encoding.GetCodecV2("proto"), maxBytes: maxBytes}
+}
 
 func (c namingCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.CodecV2.Unmarshal(data, v)
-	if err == nil {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	var err error
+	if n := data.Len(); c.maxBytes > 0 && n > c.maxBytes {
+		err = fmt.Errorf("field request: the message is %d bytes; this server accepts at most %d: shorten its fields (every bound is in docs/security.md)", n, c.maxBytes)
+	} else if err = c.CodecV2.Unmarshal(data, v); err == nil {
+		return nil
+	} else if field := invalidUTF8Field(data.Materialize(), m.ProtoReflect().Descriptor(), 0); field != "" {
+		err = fmt.Errorf("field %s: %w", field, err)
+	}
+	if _, guarded := guardedPackages.Load(m.ProtoReflect().Descriptor().ParentFile().Package()); !guarded {
+		return err
+	}
+	proto.Reset(m)
+	b := protowire.AppendTag(nil, decodeErrorField, protowire.BytesType)
+	m.ProtoReflect().SetUnknown(protowire.AppendString(b, err.Error()))
+	return nil
+}
+
+// decodeError takes the codec's marker off a received message and returns
+// the caller's error it describes; nil when the message was decoded.
+func decodeError(v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
 		return nil
 	}
-	if m, ok := v.(proto.Message); ok {
-		if field := invalidUTF8Field(data.Materialize(), m.ProtoReflect().Descriptor(), 0); field != "" {
-			return fmt.Errorf("field %s: %w", field, err)
+	unknown := m.ProtoReflect().GetUnknown()
+	num, typ, n := protowire.ConsumeTag(unknown)
+	if n < 0 || num != decodeErrorField || typ != protowire.BytesType {
+		return nil
+	}
+	text, _ := protowire.ConsumeString(unknown[n:])
+	m.ProtoReflect().SetUnknown(nil)
+	field, desc := "request", text
+	if rest, ok := strings.CutPrefix(text, "field "); ok {
+		if name, cause, ok := strings.Cut(rest, ": "); ok {
+			field, desc = name, cause
 		}
 	}
-	return err
+	if field != "request" || !strings.HasPrefix(desc, "the message is") {
+		desc = "cannot be decoded: " + strings.TrimPrefix(desc, "proto: ")
+	}
+	return withDetails(codes.InvalidArgument, field+": "+desc, &errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
+	})
 }
 
 // invalidUTF8Field finds the first string field of b, a message of type md,
@@ -96,6 +152,9 @@ func GuardDecoding(desc *grpc.ServiceDesc, log *slog.Logger) *grpc.ServiceDesc {
 	if log == nil {
 		log = slog.Default()
 	}
+	if i := strings.LastIndex(desc.ServiceName, "."); i > 0 {
+		guardedPackages.Store(protoreflect.FullName(desc.ServiceName[:i]), true)
+	}
 	out := *desc
 	out.Methods = make([]grpc.MethodDesc, len(desc.Methods))
 	for i, m := range desc.Methods {
@@ -105,10 +164,10 @@ func GuardDecoding(desc *grpc.ServiceDesc, log *slog.Logger) *grpc.ServiceDesc {
 			start := time.Now()
 			resp, err := handler(srv, ctx, func(v any) error {
 				if err := dec(v); err != nil {
-					decodeErr = malformed(err)
-					return decodeErr
+					return err
 				}
-				return nil
+				decodeErr = decodeError(v)
+				return decodeErr
 			}, interceptor)
 			if decodeErr != nil {
 				logRequest(ctx, log, method, start, &requestLog{}, decodeErr)
@@ -129,41 +188,13 @@ func GuardDecoding(desc *grpc.ServiceDesc, log *slog.Logger) *grpc.ServiceDesc {
 	return &out
 }
 
-// decodingStream turns the decoding errors of a stream's messages into
+// decodingStream turns the codec's marker on a stream's messages into
 // INVALID_ARGUMENT; the interceptors around it log them as such.
 type decodingStream struct{ grpc.ServerStream }
 
-func (s *decodingStream) RecvMsg(m any) error { return malformed(s.ServerStream.RecvMsg(m)) }
-
-// malformed maps grpc-go's decoding failures to INVALID_ARGUMENT; every
-// other error is returned as it is.
-func malformed(err error) error {
-	st, ok := status.FromError(err)
-	if !ok || err == nil {
+func (s *decodingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	const unmarshal = "grpc: failed to unmarshal the received message: "
-	var desc, field string
-	switch msg := st.Message(); {
-	case st.Code() == codes.Internal && strings.HasPrefix(msg, unmarshal):
-		desc, field = strings.TrimPrefix(msg, unmarshal), "request"
-		if rest, ok := strings.CutPrefix(desc, "field "); ok {
-			if name, cause, ok := strings.Cut(rest, ": "); ok {
-				field, desc = name, cause
-			}
-		}
-		desc = "cannot be decoded: " + strings.TrimPrefix(desc, "proto: ")
-	case st.Code() == codes.ResourceExhausted && strings.Contains(msg, "larger than max"):
-		// "grpc: received message larger than max (70123 vs. 65536)"
-		field, desc = "request", "the message is larger than this server accepts"
-		if i := strings.LastIndex(msg, "("); i >= 0 {
-			desc += " " + msg[i:] + " bytes"
-		}
-		desc += ": shorten its fields (every bound is in docs/security.md)"
-	default:
-		return err
-	}
-	return withDetails(codes.InvalidArgument, field+": "+desc, &errdetails.BadRequest{
-		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
-	})
+	return decodeError(m)
 }

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -299,12 +301,28 @@ func TestInvalidUTF8FieldIsNamed(t *testing.T) {
 	if got := invalidUTF8Field(raw, m.ProtoReflect().Descriptor(), 0); got != "backlinks.filter" {
 		t.Errorf("invalid field %q, want backlinks.filter", got)
 	}
-	st := status.Convert(malformed(status.Error(codes.Internal, "grpc: failed to unmarshal the received message: field backlinks.filter: proto: invalid UTF-8")))
-	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "backlinks.filter") {
-		t.Errorf("malformed: %v %q", st.Code(), st.Message())
+	GuardDecoding(&v1.BacklinksService_ServiceDesc, nil)
+	codec := newNamingCodec(1000)
+	var got v1.EstimateCostRequest
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, &got); err != nil {
+		t.Fatalf("the codec failed a guarded message: %v", err)
 	}
-	st = status.Convert(malformed(status.Error(codes.ResourceExhausted, "grpc: received message larger than max (70123 vs. 65536)")))
-	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "70123 vs. 65536") {
-		t.Errorf("too large: %v %q", st.Code(), st.Message())
+	wantField(t, decodeError(&got), codes.InvalidArgument, "backlinks.filter")
+	if len(got.ProtoReflect().GetUnknown()) != 0 || decodeError(&got) != nil {
+		t.Error("the marker stayed on the message")
+	}
+	big := make([]byte, 1001)
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(big)}, &got); err != nil {
+		t.Fatal(err)
+	}
+	err = decodeError(&got)
+	wantField(t, err, codes.InvalidArgument, "request")
+	if !strings.Contains(err.Error(), "1001 bytes") {
+		t.Errorf("too large: %v", err)
+	}
+	// A message of an unguarded package fails as grpc-go would have it.
+	var hc healthpb.HealthCheckRequest
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x0a, 0x02, 0xff, 0xfe})}, &hc); err == nil {
+		t.Error("the codec accepted invalid UTF-8 for an unguarded service")
 	}
 }

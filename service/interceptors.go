@@ -47,7 +47,7 @@ func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
 	return append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(recoverUnary(log), logUnary(log), authUnary(auth), boundsUnary()),
 		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), authStream(auth), limitStream(newStreamLimiter(cfg.Limits.MaxStreamsPerTenant, cfg.Limits.MaxStreams))),
-		grpc.ForceServerCodecV2(newNamingCodec()),
+		grpc.ForceServerCodecV2(newNamingCodec(recvLimit(cfg.Limits))),
 	}, limitOptions(cfg.Limits)...)
 }
 

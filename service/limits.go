@@ -91,11 +91,19 @@ var DefaultKeepalive = keepalive.ServerParameters{
 var keepaliveEnforcement = keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}
 
 // limitOptions are the server options that bound connections and messages.
-func limitOptions(cfg LimitsConfig) []grpc.ServerOption {
-	size := cfg.MaxRecvMsgBytes
-	if size <= 0 {
-		size = DefaultMaxRecvMsgBytes
+// recvLimit is the bound on a request message.
+func recvLimit(cfg LimitsConfig) int {
+	if cfg.MaxRecvMsgBytes <= 0 {
+		return DefaultMaxRecvMsgBytes
 	}
+	return cfg.MaxRecvMsgBytes
+}
+
+func limitOptions(cfg LimitsConfig) []grpc.ServerOption {
+	// The codec enforces recvLimit with an error naming the request
+	// (decode.go); grpc-go's own bound, which answers RESOURCE_EXHAUSTED
+	// before any linkgate code runs, stays as a backstop above it.
+	size := max(4*recvLimit(cfg), 1<<20)
 	ka := DefaultKeepalive
 	if cfg.Keepalive != nil {
 		ka = *cfg.Keepalive

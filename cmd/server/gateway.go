@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -135,7 +138,7 @@ func checkQuery(r *http.Request) error {
 		for k := range values {
 			return badParam(k, "%s %s takes its request as a JSON body, not in the query string", rt.method, rt.path).GRPCStatus().Err()
 		}
-		return nil
+		return checkBody(r, rt)
 	}
 	if err := parseQuery(dynamicpb.NewMessage(rt.input), values, nil); err != nil {
 		if st, ok := status.FromError(err); ok {
@@ -144,6 +147,47 @@ func checkQuery(r *http.Request) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return nil
+}
+
+// checkBody decodes a JSON request body as the gateway will, strictly, so
+// that a field the request does not have, or a value of the wrong type,
+// is named in BadRequest (the generated code would flatten the error to
+// its text). The body, already bounded by withBodyLimit, is put back for
+// the gateway.
+func checkBody(r *http.Request, rt *route) error {
+	if r.Body == nil {
+		return nil
+	}
+	b, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	if err != nil {
+		return status.Error(codes.InvalidArgument, "the request body cannot be read: "+err.Error())
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	m := dynamicpb.NewMessage(rt.input)
+	if err := protojson.Unmarshal(b, m); err != nil {
+		return bodyError(err).GRPCStatus().Err()
+	}
+	return nil
+}
+
+// jsonField finds the field a protojson error is about.
+var jsonField = regexp.MustCompile(`unknown field "([^"]+)"|invalid value for \w+ field (\w+)|field (\w+)`)
+
+// bodyError names the field of a protojson decoding error, or "body".
+func bodyError(err error) *queryError {
+	msg := err.Error()
+	// "proto: (line 1:39): unknown field "rowz"": the position helps,
+	// the package prefix does not.
+	desc := strings.TrimPrefix(msg, "proto: ")
+	field := "body"
+	if m := jsonField.FindStringSubmatch(msg); m != nil {
+		field = m[1] + m[2] + m[3]
+	}
+	return &queryError{Param: clip(field), Description: "is not accepted: " + desc}
 }
 
 // routingErrorHandler answers a wrong method with 405 and the Allow header
