@@ -64,7 +64,9 @@ func (e *queryError) GRPCStatus() *status.Status {
 }
 
 func badParam(param, format string, args ...any) *queryError {
-	return &queryError{Param: clip(param), Description: fmt.Sprintf(format, args...)}
+	// Details must be UTF-8 to be sent at all; the REST handler refuses
+	// other names before the parser, but the parser stands alone.
+	return &queryError{Param: strings.ToValidUTF8(clip(param), "\uFFFD"), Description: strings.ToValidUTF8(fmt.Sprintf(format, args...), "\uFFFD")}
 }
 
 // clip shortens what a caller sent before it is repeated in an error.
@@ -111,7 +113,7 @@ func parseQuery(m protoreflect.Message, values url.Values, filter *utilities.Dou
 // proto name or JSON name, or a dotted path into singular message fields.
 func resolve(m protoreflect.Message, key string, path []string) (protoreflect.Message, protoreflect.FieldDescriptor, error) {
 	if key == "" {
-		return nil, nil, badParam("", "a parameter without a name: remove the stray '=' or '&'")
+		return nil, nil, badParam("query", "has a parameter without a name: remove the stray '='")
 	}
 	for i, name := range path {
 		fields := m.Descriptor().Fields()
