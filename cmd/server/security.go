@@ -43,7 +43,7 @@ type securityConfig struct {
 
 // defaultMetricsAddr keeps /metrics on the machine unless an operator
 // opens it: it shows tenant names, budgets and spend.
-const defaultMetricsAddr = "127.0.0.1:9464"
+const defaultMetricsAddr = "127.0.0.1:9102"
 
 func defaultSecurityConfig() securityConfig {
 	return securityConfig{MaxStreamsPerTenant: 8, MaxRequestBytes: 64 << 10, MaxHeaderBytes: 64 << 10,
