@@ -326,3 +326,15 @@ func TestInvalidUTF8FieldIsNamed(t *testing.T) {
 		t.Error("the codec accepted invalid UTF-8 for an unguarded service")
 	}
 }
+
+// TestTruncatedUpstreamBodyIsSaid: an upstream body cut short is
+// UNAVAILABLE whose message says so, not a bare "unavailable".
+func TestTruncatedUpstreamBodyIsSaid(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.sim.SetTruncateRate(1)
+	_, err := h.backlinks.ListBacklinks(t.Context(), &v1.ListBacklinksRequest{Target: "example.com", PageSize: 5})
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "cut short") {
+		t.Errorf("%v %q, want UNAVAILABLE saying the body was cut short", st.Code(), st.Message())
+	}
+}
