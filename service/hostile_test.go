@@ -158,6 +158,12 @@ func TestCallerMistakesNameTheirField(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { wantField(t, tc.call(), codes.InvalidArgument, tc.field) })
 	}
+	// A long but valid selection, one comma-separated value, passes.
+	all := "url_from,url_to,anchor,domain_rating_source,first_seen_link,last_seen,title,url_rating_source,traffic,http_code," +
+		"is_dofollow,is_nofollow,is_ugc,is_sponsored,is_content,is_redirect,languages,link_type,refdomains_source,lost_reason"
+	if err := CheckBounds(&v1.ListBacklinksRequest{Target: "example.com", Select: []string{all}}); err != nil {
+		t.Errorf("a %d-byte selection of 20 fields: %v", len(all), err)
+	}
 	if used, reserved := h.used(t); used != 0 || reserved != 0 {
 		t.Errorf("refused requests left %d units used, %d reserved", used, reserved)
 	}

@@ -136,6 +136,9 @@ const (
 var stringBounds = map[protoreflect.Name]int{
 	"target": MaxTargetBytes, "filter": filter.MaxLength, "order_by": MaxOrderByBytes,
 	"page_token": MaxTokenBytes, "tenant": MaxTenantBytes,
+	// Each select value may list many names, separated by commas; their
+	// number is bounded by MaxSelectFields.
+	"select": MaxSelectFields * 64,
 }
 
 // intBounds are the integer fields whose range the service knows; the
@@ -201,7 +204,7 @@ func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path stri
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		limit, ok := stringBounds[fd.Name()]
-		if !ok || fd.IsList() {
+		if !ok {
 			limit = MaxParamBytes
 		}
 		if n := len(v.String()); n > limit {

@@ -36,6 +36,8 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway connection: %w", err)
 	}
+	// strictQuery answers through the mux, which exists only once
+	// NewServeMux returns: it holds the variable, not the value.
 	var gw *runtime.ServeMux
 	gw = runtime.NewServeMux(
 		// Ahrefs' snake_case names on the wire, as the protos spell them. A
