@@ -125,7 +125,28 @@ func toStatus(err error, resumeToken string) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return withDetails(codes.DeadlineExceeded, "the request's deadline passed", errorInfo("DEADLINE_EXCEEDED", meta))
 	}
-	return withDetails(codes.Internal, "internal error", errorInfo("INTERNAL", meta))
+	return &internalError{status: withDetails(codes.Internal, "internal error", errorInfo("INTERNAL", meta)), cause: err}
+}
+
+// internalError is INTERNAL as callers see it, without its text, and the
+// cause the request's log line reports: linkgate's own fault, which an
+// operator must be able to find.
+type internalError struct {
+	status error
+	cause  error
+}
+
+func (e *internalError) Error() string              { return e.status.Error() }
+func (e *internalError) GRPCStatus() *status.Status { return status.Convert(e.status) }
+func (e *internalError) Unwrap() error              { return e.cause }
+
+// internalCause is the cause of an INTERNAL status toStatus made, or "".
+func internalCause(err error) string {
+	var ie *internalError
+	if errors.As(err, &ie) {
+		return ie.cause.Error()
+	}
+	return ""
 }
 
 func errorInfo(reason string, meta map[string]string) *errdetails.ErrorInfo {

@@ -2,11 +2,13 @@ package service
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -342,5 +344,20 @@ func TestTruncatedUpstreamBodyIsSaid(t *testing.T) {
 	st := status.Convert(err)
 	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "cut short") {
 		t.Errorf("%v %q, want UNAVAILABLE saying the body was cut short", st.Code(), st.Message())
+	}
+}
+
+// TestInternalKeepsItsCause: linkgate's own fault is INTERNAL without its
+// text for the caller, and its cause on the request's log line.
+func TestInternalKeepsItsCause(t *testing.T) {
+	err := toStatus(errors.New("bolt: database not open"), "")
+	st := status.Convert(err)
+	if st.Code() != codes.Internal || st.Message() != "internal error" {
+		t.Fatalf("%v %q", st.Code(), st.Message())
+	}
+	logs := &lockedWriter{}
+	logRequest(t.Context(), slog.New(slog.NewJSONHandler(logs, nil)), "/m", time.Now(), &requestLog{}, err)
+	if !strings.Contains(logs.String(), `"cause":"bolt: database not open"`) || !strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Errorf("log: %s", logs)
 	}
 }

@@ -131,10 +131,15 @@ func logRequest(ctx context.Context, log *slog.Logger, method string, start time
 	if code == codes.Internal || code == codes.Unknown {
 		level = slog.LevelError
 	}
-	log.LogAttrs(ctx, level, "request",
+	attrs := []slog.Attr{
 		slog.String("method", method), slog.String("code", code.String()), slog.String("tenant", rl.tenant),
 		slog.Int64("rows", rl.rows), slog.Int64("units", rl.units),
-		slog.Float64("elapsed_ms", float64(time.Since(start).Microseconds())/1000), traceID(ctx))
+		slog.Float64("elapsed_ms", float64(time.Since(start).Microseconds())/1000), traceID(ctx),
+	}
+	if cause := internalCause(err); cause != "" {
+		attrs = append(attrs, slog.String("cause", cause))
+	}
+	log.LogAttrs(ctx, level, "request", attrs...)
 }
 
 // wrappedStream is a server stream with a context of its own.
