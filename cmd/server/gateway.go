@@ -236,13 +236,23 @@ func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshale
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
-// setRetryAfter sets Retry-After from a status's RetryInfo; every status
-// that tells callers to come back (429, 503) carries one.
+// setRetryAfter sets Retry-After from a status's RetryInfo. Every answer
+// that tells callers to come back (429, 503) carries one: linkgate's own
+// statuses have a RetryInfo; one without (the gateway's connection to the
+// gRPC listener failing, during a shutdown) gets defaultRetryAfter.
 func setRetryAfter(h http.Header, st *status.Status) {
 	for _, d := range st.Details() {
 		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
 			secs := math.Ceil(ri.GetRetryDelay().AsDuration().Seconds())
 			h.Set("Retry-After", strconv.Itoa(int(max(1, secs))))
+			return
 		}
 	}
+	switch runtime.HTTPStatusFromCode(st.Code()) {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		h.Set("Retry-After", defaultRetryAfter)
+	}
 }
+
+// defaultRetryAfter is the hint of a 429 or 503 that came without one.
+const defaultRetryAfter = "5"

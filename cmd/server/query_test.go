@@ -192,3 +192,20 @@ func namesAParam(field string, values url.Values) bool {
 	}
 	return field == "query" // a parameter without a name
 }
+
+func TestRetryAfterOnEvery429And503(t *testing.T) {
+	for _, tc := range []struct {
+		st   *status.Status
+		want string
+	}{
+		{status.New(codes.Unavailable, "connection refused"), defaultRetryAfter},
+		{status.New(codes.ResourceExhausted, "busy"), defaultRetryAfter},
+		{status.New(codes.InvalidArgument, "bad"), ""},
+	} {
+		h := http.Header{}
+		setRetryAfter(h, tc.st)
+		if got := h.Get("Retry-After"); got != tc.want {
+			t.Errorf("%v: Retry-After %q, want %q", tc.st.Code(), got, tc.want)
+		}
+	}
+}
