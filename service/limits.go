@@ -40,7 +40,8 @@ const (
 // StreamBytes is what one stream holds in memory at most: three upstream
 // pages of 1000 rows in flight (one being fetched, one in the channel, one
 // being sent) with their decoded rows, messages and buffers. 1,000
-// concurrent streams measured about 1.8 MB each of resident memory.
+// concurrent unread streams measured about 1.8 MB each of resident memory
+// without a memory limit, 0.85 MiB each under GOMEMLIMIT=460MiB.
 const StreamBytes = 2 << 20
 
 // DefaultMemoryLimit is the memory a replica assumes it has when neither
@@ -90,7 +91,6 @@ var DefaultKeepalive = keepalive.ServerParameters{
 // a ping flood costs the server without serving anyone.
 var keepaliveEnforcement = keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}
 
-// limitOptions are the server options that bound connections and messages.
 // recvLimit is the bound on a request message.
 func recvLimit(cfg LimitsConfig) int {
 	if cfg.MaxRecvMsgBytes <= 0 {
@@ -99,6 +99,7 @@ func recvLimit(cfg LimitsConfig) int {
 	return cfg.MaxRecvMsgBytes
 }
 
+// limitOptions are the server options that bound connections and messages.
 func limitOptions(cfg LimitsConfig) []grpc.ServerOption {
 	// The codec enforces recvLimit with an error naming the request
 	// (decode.go); grpc-go's own bound, which answers RESOURCE_EXHAUSTED
