@@ -75,6 +75,10 @@ bench: ## The benchmarks whose figures the README reports
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
+.PHONY: vulncheck
+vulncheck: ## govulncheck with an offline database built from golang.org/x/vulndb (outside the repo)
+	./scripts/vulncheck.sh
+
 .PHONY: deploy-check
 deploy-check: ## Validate deploy/ offline: kubeconform -strict (k8s v1.33), compose, collector, Dockerfile (not in CI: heavy)
 	./scripts/check-deploy.sh

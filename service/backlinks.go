@@ -81,7 +81,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		cfg.Telemetry = tel
 	}
 	cache := newPageCache(cfg.PageCacheRows, cfg.PageCacheTTL, cfg.Now)
-	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, cache: cache, tel: cfg.Telemetry}}, nil
+	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, cache: cache, tel: cfg.Telemetry, log: cfg.Logger}}, nil
 }
 
 // listRequest is what every List and Stream request message has.
@@ -258,8 +258,11 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 	if err != nil {
 		return err
 	}
-	if req.GetMaxRows() < 0 || req.GetMaxUnits() < 0 {
-		return toStatus(badField("max_rows", "max_rows and max_units must not be negative"), "")
+	if n := req.GetMaxRows(); n < 0 {
+		return toStatus(badField("max_rows", "must not be negative, got %d", n), "")
+	}
+	if n := req.GetMaxUnits(); n < 0 {
+		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
 	}
 	defer s.cfg.Telemetry.streamStarted(ctx, d.label)()
 	ctx, cancel := context.WithCancel(ctx)

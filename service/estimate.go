@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/upstream"
@@ -21,18 +24,19 @@ const statsLabel = "backlinks_stats"
 // included.
 func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCostRequest) (*v1.EstimateCostResponse, error) {
 	var (
-		d  *dataset
-		lr listRequest
+		d      *dataset
+		lr     listRequest
+		prefix string // the oneof field, which names the inner request's fields in errors
 	)
 	switch r := req.GetRequest().(type) {
 	case *v1.EstimateCostRequest_Backlinks:
-		d, lr = backlinksData, r.Backlinks
+		d, lr, prefix = backlinksData, r.Backlinks, "backlinks."
 	case *v1.EstimateCostRequest_RefDomains:
-		d, lr = refDomainsData, r.RefDomains
+		d, lr, prefix = refDomainsData, r.RefDomains, "ref_domains."
 	case *v1.EstimateCostRequest_BrokenBacklinks:
-		d, lr = brokenBacklinksData, r.BrokenBacklinks
+		d, lr, prefix = brokenBacklinksData, r.BrokenBacklinks, "broken_backlinks."
 	case *v1.EstimateCostRequest_NewLostBacklinks:
-		d, lr = newLostData, r.NewLostBacklinks
+		d, lr, prefix = newLostData, r.NewLostBacklinks, "new_lost_backlinks."
 	case *v1.EstimateCostRequest_Stats:
 		sq, err := s.statsQuery(ctx, r.Stats)
 		if err != nil {
@@ -47,8 +51,8 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	default:
 		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
 	}
-	if req.GetRows() < 0 {
-		return nil, toStatus(badField("rows", "must not be negative"), "")
+	if n := req.GetRows(); n < 0 || n > MaxRows {
+		return nil, toStatus(badField("rows", "must be between 0 and %d, got %d", int64(MaxRows), n), "")
 	}
 	var (
 		pr    *prepared
@@ -57,14 +61,14 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	)
 	if d == newLostData {
 		if pr, _, err = s.prepareEvents(ctx, lr, DefaultListPageSize); err != nil {
-			return nil, err
+			return nil, within(prefix, err)
 		}
 		for _, f := range pr.plan.feeds {
 			feeds = append(feeds, f.plan)
 		}
 	} else {
 		if pr, err = s.prepare(ctx, d, lr, DefaultListPageSize); err != nil {
-			return nil, err
+			return nil, within(prefix, err)
 		}
 		feeds = []*plan{pr.plan}
 	}
@@ -113,39 +117,65 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 	return resp, nil
 }
 
+// within names the fields of a caller error as paths inside the request
+// (backlinks.filter), as the bounds name them.
+func within(prefix string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return err
+	}
+	p := st.Proto()
+	for i, d := range p.GetDetails() {
+		var br errdetails.BadRequest
+		if d.UnmarshalTo(&br) != nil {
+			continue
+		}
+		for _, v := range br.GetFieldViolations() {
+			v.Field = prefix + v.GetField()
+		}
+		if named, err := anypb.New(&br); err == nil {
+			p.Details[i] = named
+		}
+	}
+	return status.FromProto(p).Err()
+}
+
 // streamCost is what reading rows rows costs and how many upstream
 // requests it makes, in pages of pageRows rows. Every page asks for one row
 // more than it keeps, which tells whether the data goes on (so the end never
 // costs a request of its own); within a run the next page starts at that
 // row, so it is not paid twice. A page that starts from a page token asks
 // again for the token's last row (the keyset continuation starts at the
-// last key): resumed says the first page does.
+// last key): resumed says the first page does. It is closed-form, so any
+// rows costs the same few operations: a first page, pages-2 full middle
+// pages and a last page.
 func streamCost(perRow int, rows int64, pageRows int, resumed bool) (units, pages int64) {
-	skip := int64(0)
-	if resumed {
-		skip = 1
-	}
-	for left := rows; left > 0; {
-		want := min(int64(pageRows), left)
-		units += upstream.Units(perRow, int(skip+want+1))
-		pages++
-		left -= want
-		skip = 0
-	}
-	return units, pages
+	return pagedCost(perRow, rows, pageRows, int64(boolInt(resumed)), 0)
 }
 
 // listCost is what reading rows rows through List costs: every call starts
 // from the previous call's token, so each page after the first asks again
 // for the token's last row.
 func listCost(perRow int, rows int64, pageSize int, resumed bool) (units, pages int64) {
-	for left := rows; left > 0; resumed = true {
-		want := min(int64(pageSize), left)
-		u, _ := streamCost(perRow, want, pageSize, resumed)
-		units += u
-		pages++
-		left -= want
+	return pagedCost(perRow, rows, pageSize, int64(boolInt(resumed)), 1)
+}
+
+// pagedCost prices rows read in pages of size rows, each asking for one
+// probe row more than it keeps; the first page asks first more rows again,
+// every later one next more.
+func pagedCost(perRow int, rows int64, size int, first, next int64) (units, pages int64) {
+	if rows <= 0 || size <= 0 {
+		return 0, 0
 	}
+	n := int64(size)
+	pages = (rows + n - 1) / n
+	if pages == 1 {
+		return upstream.Units(perRow, int(first+rows+1)), 1
+	}
+	last := rows - (pages-1)*n
+	units = upstream.Units(perRow, int(first+n+1)) +
+		(pages-2)*upstream.Units(perRow, int(next+n+1)) +
+		upstream.Units(perRow, int(next+last+1))
 	return units, pages
 }
 
@@ -194,7 +224,8 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 	if _, ok := CallerFrom(ctx); !ok {
 		return upstream.StatsQuery{}, status.Error(codes.Unauthenticated, "no caller")
 	}
-	if req.GetTarget() == "" {
+	target := strings.TrimSpace(req.GetTarget())
+	if target == "" {
 		return upstream.StatsQuery{}, toStatus(badField("target", "is required: a domain or URL"), "")
 	}
 	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
@@ -204,7 +235,7 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 			return upstream.StatsQuery{}, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
 		}
 	}
-	return upstream.StatsQuery{Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
+	return upstream.StatsQuery{Target: target, Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
 		IPs: req.GetIncludeIps()}, nil
 }
 

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 
 	"github.com/linkgate/linkgate/quota"
@@ -55,6 +56,7 @@ type pager struct {
 	ledger Ledger
 	cache  *pageCache // nil: no cache
 	tel    *Telemetry
+	log    *slog.Logger
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -70,6 +72,13 @@ func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func(
 	go func() {
 		defer wg.Done()
 		defer close(ch)
+		// This goroutine is outside the handler's recovery: a panic here
+		// would end the process. It ends the request instead.
+		defer func() {
+			if v := recover(); v != nil {
+				send(ctx, ch, page{err: recovered(p.log, "pager", v)})
+			}
+		}()
 		p.loop(ctx, f, ch)
 	}()
 	return ch, wg.Wait
@@ -159,6 +168,15 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		return page{err: err}
 	}
 	pt.reserved(ctx, res.Units)
+	defer func() {
+		if v := recover(); v != nil {
+			// A panic after the reservation: the request may have left, so
+			// it is charged in full now, as its lease would, never under-
+			// counted; the pager goroutine's recovery ends the request.
+			p.ledger.Settle(ledgerCtx, res, res.Units)
+			panic(v)
+		}
+	}()
 	var rows []upstream.Row
 	result, err = p.up.List(ctx, q, func(r upstream.Row) error {
 		rows = append(rows, r)

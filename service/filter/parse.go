@@ -226,6 +226,11 @@ func (p *parser) field(t token) (ref, error) {
 			return ref{}, p.errAt(t.pos, "", "expected a field name, got %s", describe(t))
 		}
 	}
+	if p.peek().kind == tLParen {
+		// contains(contains(anchor, "a"), "b"): a call where a field must be.
+		return ref{}, p.errAt(t.pos, "", "expected a field name, got the function call %s(…): functions take a field, not another function; "+
+			"combine conditions with AND or OR, e.g. contains(anchor, \"a\") AND contains(anchor, \"b\")", name)
+	}
 	if p.elem != nil {
 		return ref{}, p.errAt(t.pos, name, "inside any(%s, …) or all(%s, …) a condition tests the element: write _ instead of a field name", p.elem.Name, p.elem.Name)
 	}
