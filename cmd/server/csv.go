@@ -85,7 +85,7 @@ func csvOutput(next http.Handler) http.Handler {
 			case "json":
 				r.Header.Set("Accept", "application/json")
 			default:
-				writeJSONError(w, http.StatusBadRequest, fmt.Sprintf("output: must be csv or json, not %q", out))
+				writeStatus(w, badParam("output", "must be csv or json, not %q", clip(out)).GRPCStatus())
 				return
 			}
 			q.Del("output")
