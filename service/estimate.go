@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
 
@@ -118,25 +117,11 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 			return nil, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
 		}
 	}
-	ledgerCtx := context.WithoutCancel(ctx)
-	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.Units(statsPerRow, 1))
-	if err != nil {
-		return nil, toStatus(err, "")
-	}
-	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, upstream.StatsQuery{
+	stats, pc, err := s.backlinksStats(ctx, caller.Tenant, upstream.StatsQuery{
 		Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
 	})
-	if cost.Known {
-		err = errors.Join(err, s.cfg.Ledger.Settle(ledgerCtx, res, cost.Actual))
-	} else {
-		err = errors.Join(err, s.cfg.Ledger.Release(ledgerCtx, res))
-	}
 	if err != nil {
 		return nil, toStatus(err, "")
-	}
-	pc := &v1.PageCost{UnitsCharged: cost.Actual, Cached: cost.Cache == "hit", UpstreamRequests: 1}
-	if u, err := s.cfg.Ledger.Usage(ledgerCtx, caller.Tenant); err == nil {
-		pc.RemainingUnits = remaining(u)
 	}
 	return &v1.GetBacklinksStatsResponse{
 		Live: stats.Live, AllTime: stats.AllTime, LiveRefdomains: stats.LiveRefdomains,

@@ -46,7 +46,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, Logger: slog.New(slog.DiscardHandler)})
 	simServer := httptest.NewServer(h.sim)
 	t.Cleanup(simServer.Close)
-	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, RequestsPerMinute: 1e6, Burst: 1000})
+	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, KeepBody: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +68,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { h.server.Close() })
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer(ServerOptions(ServerConfig{Logger: slog.New(slog.DiscardHandler)})...)
 	v1.RegisterBacklinksServiceServer(srv, h.server)
