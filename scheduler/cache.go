@@ -132,7 +132,7 @@ func (c *RedisCache) Put(ctx context.Context, key string, body []byte) {
 	if len(body) > c.maxBytes {
 		return
 	}
-	_ = scriptCachePut.Run(ctx, c.c, []string{c.entryKey(key), c.prefix + ":idx", c.prefix + ":sizes"},
+	_ = scriptCachePut.Run(ctx, c.c, []string{c.entryKey(key), c.prefix + ":idx", c.prefix + ":sizes", c.prefix + ":seq"},
 		body, c.ttl.Milliseconds(), c.maxBytes).Err()
 }
 
