@@ -212,6 +212,12 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 	}
 }
 
+// Queued is the number of calls waiting for a rate slot now.
+func (s *Scheduler) Queued() int {
+	n, _ := s.q.ahead(Bulk)
+	return n
+}
+
 // admit waits for a rate slot for one call of tenant in class, or refuses
 // at once with a *QueueError when the expected wait ends after ctx's
 // deadline. It returns how long the call waited.

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -229,9 +230,12 @@ func (s *Scheduler) Do(ctx context.Context, c Call) (Result, error) {
 			return Result{Response: Response{Body: b}, Cached: true}, nil
 		}
 	}
-	led := false
+	// led says whether this caller's call runs the flight: its Send writes
+	// into the caller's own variables, so the leader always waits for it
+	// (it ends soon after ctx does: it runs under ctx).
+	var led atomic.Bool
 	ch := s.flights.DoChan(c.Key, func() (any, error) {
-		led = true
+		led.Store(true)
 		r, err := s.run(ctx, c)
 		return flight{r, err}, nil
 	})
@@ -239,11 +243,19 @@ func (s *Scheduler) Do(ctx context.Context, c Call) (Result, error) {
 	select {
 	case v = <-ch:
 	case <-ctx.Done():
-		return Result{}, ctx.Err()
+		if !led.Load() {
+			return Result{}, ctx.Err()
+		}
+		v = <-ch
 	}
 	f := v.Val.(flight)
-	if led {
+	if led.Load() {
 		return f.res, f.err
+	}
+	if f.err == nil && f.res.Body == nil {
+		// The leader's answer was too large to keep: this caller needs its
+		// own rows.
+		return s.run(ctx, c)
 	}
 	if f.err != nil && ctx.Err() == nil && !isUpstreamFailure(f.err) {
 		// The leader went away, or was refused for its own reasons (its

@@ -117,9 +117,10 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
-		if c := p.caps.cap(); c > 0 && limit > c && c > cur.Skip+probe {
-			// The key's plan serves at most c rows per request.
-			limit, want = c, int64(c-cur.Skip-probe)
+		if c := p.caps.cap(); c > 0 && limit > c && c > cur.Skip {
+			// The key's plan serves at most c rows per request: ask for
+			// that, and the run's end (and its probe row) comes later.
+			limit, want, probe = c, int64(c-cur.Skip), 0
 		}
 		pg := p.fetchPage(ctx, f, cur, limit, n)
 		spent += pg.charged
@@ -136,7 +137,9 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			switch {
 			case returned == limit:
 				p.caps.sawFull(returned)
-			case p.caps.ambiguous(returned):
+			case returned > 0 && returned == p.caps.cap():
+				// A full page at the plan's cap: more may follow.
+			case len(pg.rows) > 0 && p.caps.ambiguous(returned):
 				// A short page may be the end, or the plan's cap: ask on.
 				suspect = returned
 			default:
