@@ -17,8 +17,11 @@ import (
 // counting a sliding minute needs.
 type Limiter interface {
 	// Take takes a slot if one is free now (0), or says how long until the
-	// next one is expected; a wait takes nothing.
-	Take(ctx context.Context) (wait time.Duration, err error)
+	// next one is expected; a wait takes nothing. urgent says that the slot
+	// is for interactive work (or a retry): a limiter shared by replicas
+	// lets such a taker claim the next slot ahead of other replicas' bulk
+	// work.
+	Take(ctx context.Context, urgent bool) (wait time.Duration, err error)
 	// Pause stops every Take for d (an upstream 429 with Retry-After).
 	Pause(ctx context.Context, d time.Duration) error
 	// Interval is the time between slots.
@@ -33,7 +36,7 @@ func IntervalOf(rpm float64) time.Duration { return time.Duration(float64(time.M
 type Unlimited struct{}
 
 // Take implements Limiter.
-func (Unlimited) Take(context.Context) (time.Duration, error) { return 0, nil }
+func (Unlimited) Take(context.Context, bool) (time.Duration, error) { return 0, nil }
 
 // Pause implements Limiter; an unlimited key ignores the upstream's 429s.
 func (Unlimited) Pause(context.Context, time.Duration) error { return nil }
@@ -60,7 +63,7 @@ func NewLocalLimiter(rpm float64, now func() time.Time) *LocalLimiter {
 }
 
 // Take implements Limiter.
-func (l *LocalLimiter) Take(context.Context) (time.Duration, error) {
+func (l *LocalLimiter) Take(context.Context, bool) (time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -99,7 +102,10 @@ var (
 // RedisLimiter is the key's rate shared by every replica through Redis: one
 // GCRA state and one pause for the key, updated by a Lua script on the
 // server's clock, so that replicas with skewed clocks still space their
-// requests on one timeline.
+// requests on one timeline. A replica with interactive work waiting claims
+// the next slot; other replicas' bulk work leaves a claimed slot alone, so
+// interactive work waits about one slot whichever replica it reached. A
+// claim lapses half an interval after its slot, should its replica vanish.
 type RedisLimiter struct {
 	c        redis.UniversalClient
 	keys     []string
@@ -111,12 +117,16 @@ type RedisLimiter struct {
 // prefix in c.
 func NewRedisLimiter(c redis.UniversalClient, prefix, name string, rpm float64) *RedisLimiter {
 	base := prefix + ":{" + name + "}"
-	return &RedisLimiter{c: c, keys: []string{base + ":tat", base + ":pause"}, interval: IntervalOf(rpm)}
+	return &RedisLimiter{c: c, keys: []string{base + ":tat", base + ":pause", base + ":claim"}, interval: IntervalOf(rpm)}
 }
 
 // Take implements Limiter.
-func (l *RedisLimiter) Take(ctx context.Context) (time.Duration, error) {
-	us, err := scriptTake.Run(ctx, l.c, l.keys, strconv.FormatInt(l.interval.Microseconds(), 10)).Int64()
+func (l *RedisLimiter) Take(ctx context.Context, urgent bool) (time.Duration, error) {
+	u := "0"
+	if urgent {
+		u = "1"
+	}
+	us, err := scriptTake.Run(ctx, l.c, l.keys, strconv.FormatInt(l.interval.Microseconds(), 10), u).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrLimiterUnavailable, err)
 	}

@@ -121,6 +121,14 @@ func (q *queue) remove(w *waiter) bool {
 	return true
 }
 
+// urgent reports whether the next slot would go to interactive work or a
+// retry.
+func (q *queue) urgent() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.classes[retry].n > 0 || q.classes[Interactive].n > 0 && (q.classes[Bulk].n == 0 || q.run < q.interactiveRun)
+}
+
 func (q *queue) waiting() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -190,7 +198,7 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 				return
 			}
 		}
-		wait, err := s.cfg.Limiter.Take(ctx)
+		wait, err := s.cfg.Limiter.Take(ctx, s.q.urgent())
 		if ctx.Err() != nil {
 			return
 		}

@@ -36,7 +36,7 @@ func newHandLimiter() *handLimiter {
 	return &handLimiter{slots: make(chan struct{}, 100), interval: time.Second}
 }
 
-func (l *handLimiter) Take(context.Context) (time.Duration, error) {
+func (l *handLimiter) Take(context.Context, bool) (time.Duration, error) {
 	select {
 	case <-l.slots:
 		l.takes.Add(1)
@@ -387,19 +387,19 @@ func TestLocalLimiter(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
 	l := NewLocalLimiter(60, clk.Now)
 	ctx := context.Background()
-	if w, _ := l.Take(ctx); w != 0 {
+	if w, _ := l.Take(ctx, false); w != 0 {
 		t.Fatalf("first take waits %s", w)
 	}
-	if w, _ := l.Take(ctx); w != time.Second {
+	if w, _ := l.Take(ctx, false); w != time.Second {
 		t.Fatalf("second take waits %s, want 1s", w)
 	}
 	clk.Advance(time.Second)
-	if w, _ := l.Take(ctx); w != 0 {
+	if w, _ := l.Take(ctx, false); w != 0 {
 		t.Fatalf("after an interval: %s", w)
 	}
 	_ = l.Pause(ctx, 5*time.Second)
 	clk.Advance(time.Second)
-	if w, _ := l.Take(ctx); w != 4*time.Second {
+	if w, _ := l.Take(ctx, false); w != 4*time.Second {
 		t.Fatalf("paused: %s, want 4s", w)
 	}
 }
@@ -418,7 +418,7 @@ func TestRedisLimiterShared(t *testing.T) {
 		l := NewRedisLimiter(c, "test:rate", name, rpm)
 		wg.Go(func() {
 			for time.Since(start) < 500*time.Millisecond {
-				w, err := l.Take(ctx)
+				w, err := l.Take(ctx, false)
 				if err != nil {
 					t.Error(err)
 					return
@@ -440,8 +440,31 @@ func TestRedisLimiterShared(t *testing.T) {
 	if err := a.Pause(ctx, 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if w, err := b.Take(ctx); err != nil || w < 1500*time.Millisecond {
+	if w, err := b.Take(ctx, false); err != nil || w < 1500*time.Millisecond {
 		t.Fatalf("after another replica's 429: wait %s, %v; want about 2s", w, err)
+	}
+}
+
+// TestRedisLimiterClaim: interactive work that finds the slot taken claims
+// the next one; another replica's bulk work leaves it alone.
+func TestRedisLimiterClaim(t *testing.T) {
+	c := redistest.Client(t)
+	name := fmt.Sprintf("c%d", time.Now().UnixNano())
+	ctx := context.Background()
+	bulk, person := NewRedisLimiter(c, "test:rate", name, 600), NewRedisLimiter(c, "test:rate", name, 600) // 100ms
+	if w, _ := bulk.Take(ctx, false); w != 0 {
+		t.Fatalf("first take waits %s", w)
+	}
+	w, _ := person.Take(ctx, true) // claims the next slot
+	if w <= 0 {
+		t.Fatal("the slot was free twice")
+	}
+	time.Sleep(w + 5*time.Millisecond)
+	if w, _ := bulk.Take(ctx, false); w == 0 {
+		t.Fatal("bulk work took a slot claimed by interactive work")
+	}
+	if w, _ := person.Take(ctx, true); w != 0 {
+		t.Fatalf("the claimant waits %s for its slot", w)
 	}
 }
 

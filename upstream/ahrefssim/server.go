@@ -57,6 +57,10 @@ type Config struct {
 	// RequestsPerMinute limits requests per key over a sliding minute;
 	// 0 means unlimited.
 	RequestsPerMinute int
+	// RateWindow replaces the minute of RequestsPerMinute, so that tests
+	// check a rate in seconds (10 per second is 600 a minute); 0 means a
+	// minute.
+	RateWindow time.Duration
 	// RateLimitStyle is the shape of a 429.
 	RateLimitStyle RateLimitStyle
 	// Latency is added to every data response (list and stats).
@@ -287,15 +291,19 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, data bool) (strin
 	key = strings.TrimSpace(key)
 	now := s.cfg.Clock.Now()
 	if rpm := s.cfg.RequestsPerMinute; rpm > 0 {
+		window := s.cfg.RateWindow
+		if window <= 0 {
+			window = time.Minute
+		}
 		h := s.hits[key]
 		cut := 0
-		for cut < len(h) && !h[cut].After(now.Add(-time.Minute)) {
+		for cut < len(h) && !h[cut].After(now.Add(-window)) {
 			cut++
 		}
 		h = h[cut:]
 		if len(h) >= rpm {
 			s.hits[key] = h
-			retry := int(h[0].Add(time.Minute).Sub(now).Seconds()) + 1
+			retry := int(h[0].Add(window).Sub(now).Seconds()) + 1
 			html := s.cfg.RateLimitStyle == RateLimitHTML || (s.cfg.RateLimitStyle == RateLimitAlternate && s.rl%2 == 1)
 			s.rl++
 			if html {
