@@ -36,6 +36,7 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
 		}),
 		runtime.WithErrorHandler(errorHandler),
+		runtime.WithStreamErrorHandler(streamErrorHandler),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		v1.RegisterBacklinksServiceHandler, v1.RegisterQuotaServiceHandler,
@@ -74,6 +75,12 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 	})
 	return mux, conn.Close, nil
 }
+
+// streamErrorHandler ends a REST stream that fails after its first line:
+// the last NDJSON line is {"error": status} with every detail of the gRPC
+// status, so that ErrorInfo.metadata.page_token (the deadline, a shutdown,
+// the budget) reaches HTTP callers as it reaches gRPC ones.
+func streamErrorHandler(_ context.Context, err error) *status.Status { return status.Convert(err) }
 
 // errorHandler is the gateway's default error handler plus a Retry-After
 // header taken from the status's RetryInfo, so HTTP clients back off as
