@@ -210,7 +210,7 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 			}
 		case wait > 0:
 			s.q.setNextFree(s.cfg.Now().Add(wait))
-			if s.cfg.Sleep(ctx, wait) != nil {
+			if !s.pause(ctx, wait) {
 				return
 			}
 		default:
@@ -224,6 +224,22 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 func (s *Scheduler) Queued() int {
 	n, _ := s.q.ahead(Bulk)
 	return n
+}
+
+// pause waits d, or less when a call arrives: interactive work that
+// arrives while the dispatcher waits for bulk work's slot must claim the
+// next slot now (Limiter.Take with urgent), not when the wait ends. False
+// when ctx is done.
+func (s *Scheduler) pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.q.signal:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // admit waits for a rate slot for one call of tenant in class, or refuses

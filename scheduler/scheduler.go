@@ -162,9 +162,8 @@ type Config struct {
 	// Outcome, if set, is told the error (nil on success) of every call
 	// sent, for health from real outcomes.
 	Outcome func(err error)
-	// Now and Sleep are the clock; defaults time.Now and a timer.
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
+	// Now is the clock of waits and estimates; default time.Now.
+	Now func() time.Time
 }
 
 // Scheduler runs paid upstream calls. It is safe for concurrent use; Close
@@ -187,9 +186,6 @@ func New(cfg Config) (*Scheduler, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Sleep == nil {
-		cfg.Sleep = sleep
 	}
 	for t, w := range cfg.Weights {
 		if w <= 0 {
@@ -334,18 +330,4 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 		s.cfg.Cache.Put(ledgerCtx, c.Key, resp.Body)
 	}
 	return res, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -73,7 +73,12 @@ func (c *clock) Advance(d time.Duration) {
 
 func newLedger(t *testing.T, clk *clock) *quota.Ledger {
 	t.Helper()
-	l, err := quota.New(quota.NewMemoryStore(), quota.Config{Budget: "b", PoolLimit: 1_000_000, ResetDay: 1,
+	return newLedgerOn(t, quota.NewMemoryStore(), clk)
+}
+
+func newLedgerOn(t *testing.T, store quota.Store, clk *clock) *quota.Ledger {
+	t.Helper()
+	l, err := quota.New(store, quota.Config{Budget: fmt.Sprintf("b%d", time.Now().UnixNano()), PoolLimit: 1_000_000, ResetDay: 1,
 		Lease: time.Minute, Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -124,8 +129,20 @@ func ok(charged int64) func(context.Context) (Response, error) {
 // charge: only the request actually sent is charged (provisionally) when
 // its lease lapses.
 func TestNothingReservedWhileQueued(t *testing.T) {
+	for _, store := range []struct {
+		name string
+		open func(t *testing.T) quota.Store
+	}{
+		{"memory", func(*testing.T) quota.Store { return quota.NewMemoryStore() }},
+		{"redis", func(t *testing.T) quota.Store { return quota.NewRedisStore(redistest.Client(t)) }},
+	} {
+		t.Run(store.name, func(t *testing.T) { nothingReservedWhileQueued(t, store.open(t)) })
+	}
+}
+
+func nothingReservedWhileQueued(t *testing.T, store quota.Store) {
 	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
-	ledger := newLedger(t, clk)
+	ledger := newLedgerOn(t, store, clk)
 	lim := newHandLimiter()
 	s := newScheduler(t, Config{Limiter: lim, Ledger: ledger})
 	lim.give(1)
