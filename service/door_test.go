@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -288,5 +289,41 @@ func TestRowCapIsNotTheEnd(t *testing.T) {
 	}
 	if n := h.sim.Requests() - before; n != 2 {
 		t.Fatalf("List of 400 under a 250 cap took %d requests, want 2", n)
+	}
+}
+
+// TestQueuedStreamsHoldNoBudget: streams waiting for the key's rate hold
+// no units, so a budget that covers what they actually spend serves them
+// all. (Reserving before the wait would have held 8 × 6,000 units of a
+// 20,000 budget and refused most streams with BUDGET_EXHAUSTED while
+// nothing was spent.)
+func TestQueuedStreamsHoldNoBudget(t *testing.T) {
+	h := newHarness(t, harnessOptions{poolLimit: 20_000, pageRows: 1000, rpm: 1200})
+	var wg sync.WaitGroup
+	got := make(chan int, 8)
+	for i := range 8 { // the tenant's stream limit
+		wg.Go(func() {
+			st, err := h.backlinks.StreamBacklinks(context.Background(),
+				&v1.StreamBacklinksRequest{Target: fmt.Sprintf("sized-%d.example", 300+i)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			rows, _, err := streamToEnd(st)
+			if err != io.EOF {
+				t.Errorf("stream %d: %v after %d rows", i, err, rows)
+			}
+			got <- rows
+		})
+	}
+	wg.Wait()
+	close(got)
+	total := 0
+	for n := range got {
+		total += n
+	}
+	used, reserved := h.used(t)
+	if want := 8*300 + (7*8)/2; total != want || reserved != 0 || used != h.sim.Usage() {
+		t.Fatalf("rows %d (want %d), reserved %d, ledger %d, upstream %d", total, want, reserved, used, h.sim.Usage())
 	}
 }

@@ -259,10 +259,11 @@ func (c cursor) after(keys []sortKey, r upstream.Row) cursor {
 // below Enterprise silently serve at most 100, 250 or 500 rows per request,
 // so a page shorter than asked may be the end of the data or the cap. A
 // full page of n rows proves the cap is at least n; a short page that rows
-// follow proves it is exactly that page's size. Only a short page of at
-// least upstream.MinRowCap rows and above every full page seen is
-// ambiguous, and then the pager asks for the next page to find out; once
-// the cap is known, pages are asked at the cap and none is ambiguous.
+// follow proves it is exactly that page's size. Only a short page of
+// exactly a plan's cap (upstream.MaybeRowCap) and above every full page
+// seen is ambiguous, and then the pager asks for the next page to find
+// out; once the cap is known, pages are asked at the cap and none is
+// ambiguous. Any other short page is the end, at no extra request.
 type rowCap struct {
 	known atomic.Int64 // the cap, 0 while unknown
 	full  atomic.Int64 // the largest full page seen
@@ -282,5 +283,5 @@ func (c *rowCap) sawFull(n int) {
 }
 
 func (c *rowCap) ambiguous(n int) bool {
-	return c.cap() == 0 && n >= upstream.MinRowCap && int64(n) > c.full.Load()
+	return c.cap() == 0 && upstream.MaybeRowCap(n) && int64(n) > c.full.Load()
 }
