@@ -29,6 +29,7 @@ type queue struct {
 	// nextFree is when the dispatcher expects the next slot, for the
 	// estimate of a new call's wait.
 	nextFree time.Time
+	closed   bool // no dispatcher any more: calls fail with ErrClosed
 }
 
 type classQueue struct {
@@ -79,8 +80,13 @@ func (q *queue) ahead(c Class) (int, time.Time) {
 	return n, q.nextFree
 }
 
-func (q *queue) push(w *waiter) {
+// push queues w, or returns false once the queue is closed.
+func (q *queue) push(w *waiter) bool {
 	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
 	cq := &q.classes[w.class]
 	tq := cq.tenants[w.tenant]
 	if tq == nil {
@@ -98,6 +104,7 @@ func (q *queue) push(w *waiter) {
 	case q.signal <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // remove takes w out of the queue; false when it was already granted or
@@ -178,8 +185,11 @@ func (q *queue) next(err error) bool {
 	return true
 }
 
-// closeAll fails every waiter with err.
+// closeAll fails every waiter with err, and every later call.
 func (q *queue) closeAll(err error) {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
 	for q.next(err) {
 	}
 }
@@ -256,7 +266,9 @@ func (s *Scheduler) admit(ctx context.Context, tenant string, c Class) (time.Dur
 		}
 	}
 	w := &waiter{tenant: tenant, class: c, ready: make(chan error, 1)}
-	s.q.push(w)
+	if !s.q.push(w) {
+		return 0, ErrClosed
+	}
 	select {
 	case err := <-w.ready:
 		return s.cfg.Now().Sub(start), err

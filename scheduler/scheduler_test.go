@@ -176,6 +176,9 @@ func nothingReservedWhileQueued(t *testing.T, store quota.Store) {
 			t.Fatalf("queued call ended with %v, want ErrClosed", err)
 		}
 	}
+	if _, err := s.Do(context.Background(), Call{Tenant: "late", Label: "x", Units: 1, Send: ok(1)}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a call after Close: %v, want ErrClosed", err)
+	}
 	clk.Advance(2 * time.Minute)
 	r := pool(t, ledger)
 	if r.Pool.Used != 1000 || r.Provisional != 1000 || r.Pool.Reserved != 0 {

@@ -229,31 +229,38 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // TestClusterSharesTheKey: three replicas on one Redis and one key, a bulk
 // tenant streaming on all of them and an interactive tenant calling List:
 // the upstream never answers 429 and never sees more than its rate in any
-// window, each interactive call waits behind at most about one other
-// request, and after a reconcile the ledger equals what the upstream
-// charged, with nothing left reserved. The key's minute is scaled to a
-// second (10 requests a second is 600 a minute) to keep the run short;
-// linkgate is set 5% below it, the headroom that absorbs network jitter
-// between linkgate's spacing and the upstream's counting.
+// window, each interactive call waits about one slot (behind at most three
+// other requests, below), and after a reconcile the ledger equals what the upstream
+// charged, with nothing left reserved. The key's minute is scaled to two
+// seconds (20 requests per 2 s is 600 a minute) to keep the run short;
+// linkgate is set 10% below it: the headroom that absorbs the delay between
+// linkgate's spacing and the upstream's counting, which a scaled minute
+// magnifies (tens of milliseconds on a loaded machine under the race
+// detector are seconds of a real minute).
 func TestClusterSharesTheKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a few seconds of traffic")
 	}
-	fig := runCluster(t, clusterRun{replicas: 3, perWindow: 10, window: time.Second, rpm: 570,
+	fig := runCluster(t, clusterRun{replicas: 3, perWindow: 20, window: 2 * time.Second, rpm: 540,
 		latency: 30 * time.Millisecond, streams: 6, duration: 4 * time.Second, interactiveEvery: 400 * time.Millisecond})
-	t.Logf("%d upstream requests in %s, at most %d in a second, %d 429s; bulk rows %d; interactive p50 %s max %s ahead %v; ledger %d upstream %d (corrected %d)",
+	t.Logf("%d upstream requests in %s, at most %d in a window, %d 429s; bulk rows %d; interactive p50 %s max %s ahead %v; ledger %d upstream %d (corrected %d)",
 		fig.requests, fig.elapsed, fig.maxInWindow, fig.rateLimited, fig.bulkRows,
 		percentile(fig.interactive, .5), percentile(fig.interactive, 1), fig.ahead, fig.ledger, fig.upstream, fig.corrected)
-	if fig.rateLimited != 0 || fig.maxInWindow > 10 {
-		t.Errorf("the upstream answered %d 429s and saw %d requests in one window of 10", fig.rateLimited, fig.maxInWindow)
+	if fig.rateLimited != 0 || fig.maxInWindow > 20 {
+		t.Errorf("the upstream answered %d 429s and saw %d requests in one window of 20", fig.rateLimited, fig.maxInWindow)
 	}
 	if fig.requests < 20 || fig.bulkRows == 0 || len(fig.interactive) < 4 || fig.failedList > 0 {
 		t.Errorf("too little traffic to judge: %d requests, %d bulk rows, %d interactive calls (%d failed)",
 			fig.requests, fig.bulkRows, len(fig.interactive), fig.failedList)
 	}
+	// Ahead of an interactive call: the request already in its slot, one
+	// granted on another replica before the call's claim reached Redis,
+	// and, on a machine loaded enough that the call takes longer than a
+	// slot to reach the queue (the race detector, 3 replicas on 2 cores),
+	// one more. Bulk work never passes it once it has claimed its slot.
 	for i, a := range fig.ahead {
-		if a > 2 {
-			t.Errorf("interactive call %d waited behind %d other requests, want at most the one in its slot and one more", i, a)
+		if a > 3 {
+			t.Errorf("interactive call %d waited behind %d other requests, want at most 3", i, a)
 		}
 	}
 	if fig.reserved != 0 || fig.ledger != fig.upstream {
