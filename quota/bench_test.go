@@ -2,9 +2,14 @@ package quota
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // BenchmarkReserveSettle measures one Reserve plus one Settle, the unit of
@@ -72,5 +77,70 @@ func report(b *testing.B, start time.Time, lat []time.Duration) {
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
+}
+
+// BenchmarkRedisStepVsEvalsha compares one ledger step of a page (Reserve
+// plus Settle, each one EVALSHA returning what is left) with the floor of
+// the same work: two EVALSHA of a script that does nothing, through the
+// same go-redis client at the same concurrency. ratio is ledger time over
+// floor time per step; it shows what the ledger's scripts add to the round
+// trips they cannot avoid.
+func BenchmarkRedisStepVsEvalsha(b *testing.B) {
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			ctx := context.Background()
+			c := redisClient(b)
+			l, err := New(NewRedisStore(c), Config{Budget: uniqueBudget(), PoolLimit: maxUnits, ResetDay: 1,
+				Lease: time.Minute, Tenants: map[string]int64{"a": maxUnits}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			noop := redis.NewScript("return 1")
+			if err := noop.Load(ctx, c).Err(); err != nil {
+				b.Fatal(err)
+			}
+			step := func() error {
+				r, err := l.Reserve(ctx, "a", "backlinks", 2)
+				if err != nil {
+					return err
+				}
+				_, err = l.Finish(ctx, r, Outcome{Actual: 1})
+				return err
+			}
+			floor := func() error {
+				if err := noop.EvalSha(ctx, c, []string{"k"}).Err(); err != nil {
+					return err
+				}
+				return noop.EvalSha(ctx, c, []string{"k"}).Err()
+			}
+			parallel := func(n int, fn func() error) time.Duration {
+				var wg sync.WaitGroup
+				var next atomic.Int64
+				start := time.Now()
+				for range clients {
+					wg.Go(func() {
+						for next.Add(1) <= int64(n) {
+							if err := fn(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				return time.Since(start)
+			}
+			const floorSteps = 2000
+			floorPer := parallel(floorSteps, floor) / floorSteps
+			b.ResetTimer()
+			elapsed := parallel(b.N, step)
+			b.StopTimer()
+			ledgerPer := elapsed / time.Duration(b.N)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "steps/s")
+			b.ReportMetric(float64(ledgerPer.Microseconds()), "µs/step")
+			b.ReportMetric(float64(floorPer.Microseconds()), "floor-µs/step")
+			b.ReportMetric(float64(ledgerPer)/float64(floorPer), "ratio")
+		})
 	}
 }

@@ -98,8 +98,9 @@ func (s *BoltStore) Reserve(ctx context.Context, op ReserveOp) (res ReserveResul
 }
 
 // Finish implements Store.
-func (s *BoltStore) Finish(ctx context.Context, op FinishOp) error {
-	return s.update(ctx, op.Budget, func(t *boltTxn) error { return applyFinish(t, op) })
+func (s *BoltStore) Finish(ctx context.Context, op FinishOp) (res FinishResult, err error) {
+	err = s.update(ctx, op.Budget, func(t *boltTxn) error { res, err = applyFinish(t, op); return err })
+	return res, err
 }
 
 // Snapshot implements Store. It writes, because the lease sweep does.

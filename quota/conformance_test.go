@@ -53,8 +53,8 @@ var conformanceCases = []struct {
 			units  int64
 			want   DeniedError
 		}{
-			{"a", 1, DeniedError{Scope: ScopeTenant, Tenant: "a", Limit: 30, Remaining: 0, Asked: 1, ResetAt: resetAt}},
-			{"b", 11, DeniedError{Scope: ScopePool, Tenant: "b", Limit: 100, Remaining: 10, Asked: 11, ResetAt: resetAt}},
+			{"a", 1, DeniedError{Scope: ScopeTenant, Tenant: "a", Limit: 30, Remaining: 0, Asked: 1, Reserved: 30, ResetAt: resetAt}},
+			{"b", 11, DeniedError{Scope: ScopePool, Tenant: "b", Limit: 100, Remaining: 10, Asked: 11, Reserved: 90, ResetAt: resetAt}},
 		} {
 			_, err := l.Reserve(ctx, tc.tenant, "x", tc.units)
 			var de *DeniedError

@@ -1,6 +1,9 @@
 package quota
 
-import "strings"
+import (
+	"sort"
+	"strings"
+)
 
 // The ledger rules for the stores that run Go inside their atomic section
 // (memory, bolt). The Redis store runs the same rules in Lua (lua/*.lua);
@@ -54,9 +57,11 @@ func sweep(t txn, p string, now int64) {
 }
 
 // expire charges a reservation in full: its holder vanished, and spend must
-// never be under-counted.
+// never be under-counted. The charge is presumed, not reported, so it is
+// provisional until a reconciliation confirms or corrects it.
 func expire(t txn, p, id string, r *resRecord) {
 	u := r.Units
+	addProvisional(t, p, r.Tenant, r.Label, u)
 	t.add(p, nsPool, poolUsed, u)
 	t.add(p, nsPool, poolReserved, -u)
 	t.add(p, nsPool, poolExpired, 1)
@@ -69,23 +74,52 @@ func expire(t txn, p, id string, r *resRecord) {
 	t.delLease(p, id)
 }
 
+// addProvisional records units charged on presumption (a lapsed lease, a
+// request that left and got no answer), per tenant and label, so that a
+// reconciliation can take them back if the upstream never charged them.
+func addProvisional(t txn, p, tenant, label string, u int64) {
+	t.add(p, nsPool, poolProvisional, u)
+	t.add(p, nsPool, provKey(tenant, label), u)
+}
+
+// tenantLimit is the tenant's limit: a stored override wins over the
+// configured one; 0 means none.
+func tenantLimit(t txn, tenant string, configured int64) int64 {
+	if v, ok := t.override(tenant); ok {
+		return v
+	}
+	return configured
+}
+
+// room is what tenant may still reserve in period p: the pool's room, and
+// the tenant's own when it has a limit.
+func room(t txn, p, tenant string, poolLimit, limit int64) int64 {
+	left := max(0, poolLimit-t.get(p, nsPool, poolUsed)-t.get(p, nsPool, poolReserved))
+	if limit > 0 {
+		left = min(left, max(0, limit-t.get(p, nsTUsed, tenant)-t.get(p, nsTRes, tenant)))
+	}
+	return left
+}
+
 func applyReserve(t txn, op ReserveOp) ReserveResult {
 	now := op.Now.UnixMilli()
 	sweep(t, op.Prev.Key, now)
 	sweep(t, op.Cur.Key, now)
 	p := op.Cur.Key
+	limit := tenantLimit(t, op.Tenant, op.TenantLimit)
+	if _, ok := t.res(p, op.ID); ok {
+		// A retry of a reservation already recorded (its reply was lost):
+		// grant it again without counting it twice.
+		return ReserveResult{Granted: true, Remaining: room(t, p, op.Tenant, op.PoolLimit, limit)}
+	}
 	used, reserved := t.get(p, nsPool, poolUsed), t.get(p, nsPool, poolReserved)
 	if used+reserved+op.Units > op.PoolLimit {
-		return ReserveResult{Scope: ScopePool, Limit: op.PoolLimit, Remaining: max(0, op.PoolLimit-used-reserved)}
-	}
-	limit := op.TenantLimit
-	if v, ok := t.override(op.Tenant); ok {
-		limit = v
+		return ReserveResult{Scope: ScopePool, Limit: op.PoolLimit, Remaining: max(0, op.PoolLimit-used-reserved), Reserved: reserved}
 	}
 	if limit > 0 {
 		tu, tr := t.get(p, nsTUsed, op.Tenant), t.get(p, nsTRes, op.Tenant)
 		if tu+tr+op.Units > limit {
-			return ReserveResult{Scope: ScopeTenant, Limit: limit, Remaining: max(0, limit-tu-tr)}
+			return ReserveResult{Scope: ScopeTenant, Limit: limit, Remaining: max(0, limit-tu-tr), Reserved: tr}
 		}
 	}
 	t.add(p, nsPool, poolReserved, op.Units)
@@ -93,14 +127,17 @@ func applyReserve(t txn, op ReserveOp) ReserveResult {
 	exp := op.Expires.UnixMilli()
 	t.putRes(p, op.ID, resRecord{Tenant: op.Tenant, Label: op.Label, Units: op.Units, Expires: exp, State: stateOpen})
 	t.setLease(p, op.ID, exp)
-	return ReserveResult{Granted: true}
+	return ReserveResult{Granted: true, Remaining: room(t, p, op.Tenant, op.PoolLimit, limit)}
 }
 
-func applyFinish(t txn, op FinishOp) error {
+func applyFinish(t txn, op FinishOp) (FinishResult, error) {
 	p, id := op.Period.Key, op.Res.ID
 	r, ok := t.res(p, id)
 	if !ok {
-		return ErrUnknownReservation
+		return FinishResult{}, ErrUnknownReservation
+	}
+	done := func() FinishResult {
+		return FinishResult{Remaining: room(t, p, r.Tenant, op.PoolLimit, tenantLimit(t, r.Tenant, op.TenantLimit))}
 	}
 	if r.State == stateOpen && r.Expires <= op.Now.UnixMilli() {
 		expire(t, p, id, &r)
@@ -115,6 +152,9 @@ func applyFinish(t txn, op FinishOp) error {
 			break
 		}
 		charge(t, p, r, op.Actual, 0)
+		if op.Provisional {
+			addProvisional(t, p, r.Tenant, r.Label, op.Actual)
+		}
 		t.add(p, nsPool, poolSettled, 1)
 		r.State, r.Actual = stateSettled, op.Actual
 	case r.State == stateExpired && !op.Release:
@@ -125,10 +165,10 @@ func applyFinish(t txn, op FinishOp) error {
 		}
 		r.State = stateSettled
 	default:
-		return nil // settled, released, or releasing an expired one
+		return done(), nil // settled, released, or releasing an expired one
 	}
 	t.putRes(p, id, r)
-	return nil
+	return done(), nil
 }
 
 // charge records actual-already as spend and counts an overrun when actual
@@ -172,14 +212,53 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 	t.add(p, nsPool, poolDrift, op.Upstream-res.LedgerUsed-t.get(p, nsPool, poolDrift))
 	// In-flight reservations may already be spent upstream; adopting only
 	// what exceeds used+reserved keeps them from being counted twice.
-	if op.Adopt {
-		if d := op.Upstream - res.LedgerUsed - res.Reserved; d > 0 {
-			t.add(p, nsPool, poolUsed, d)
-			t.add(p, nsPool, poolExternal, d)
-			res.Adopted = d
+	if !op.Adopt {
+		return res
+	}
+	if d := op.Upstream - res.LedgerUsed - res.Reserved; d > 0 {
+		t.add(p, nsPool, poolUsed, d)
+		t.add(p, nsPool, poolExternal, d)
+		res.Adopted = d
+	}
+	// Provisional charges the upstream never made come back down, but never
+	// below confirmed spend. The upstream's figure may already include
+	// requests still reserved here, so ledger - upstream under-states the
+	// excess: the correction errs on the side of spend. What is left of the
+	// provisional charges is confirmed by this reading.
+	prov := t.all(p, nsPool)
+	down := min(t.get(p, nsPool, poolProvisional), max(0, res.LedgerUsed-op.Upstream))
+	res.Corrected = down
+	for _, k := range sortedProvKeys(prov) {
+		tenant, label := splitLabelKey(strings.TrimPrefix(k, provPrefix))
+		d := min(down, prov[k])
+		if d > 0 {
+			t.add(p, nsPool, poolUsed, -d)
+			t.add(p, nsTUsed, tenant, -d)
+			t.add(p, nsLabel, labelKey(tenant, label), -d)
+			t.add(p, nsPool, poolCorrected, d)
+			down -= d
+		}
+		t.add(p, nsPool, k, -prov[k])
+	}
+	t.add(p, nsPool, poolProvisional, -t.get(p, nsPool, poolProvisional))
+	return res
+}
+
+// provPrefix starts the pool fields that hold a tenant's provisional
+// charges on a label.
+const provPrefix = "prov\x1e"
+
+func provKey(tenant, label string) string { return provPrefix + labelKey(tenant, label) }
+
+func sortedProvKeys(pool map[string]int64) []string {
+	var keys []string
+	for k, v := range pool {
+		if strings.HasPrefix(k, provPrefix) && v != 0 {
+			keys = append(keys, k)
 		}
 	}
-	return res
+	sort.Strings(keys)
+	return keys
 }
 
 // labelKey is the field of a tenant's spend on a label. Spend is kept per

@@ -70,8 +70,16 @@ type DeniedError struct {
 	Limit     int64
 	Remaining int64
 	Asked     int64
-	ResetAt   time.Time // end of the current period, when room comes back
+	// Reserved is what open reservations (requests in flight) hold of the
+	// limit that refused.
+	Reserved int64
+	ResetAt  time.Time // end of the current period, when room comes back
 }
+
+// HeldInFlight reports whether the room is only held, not spent: the units
+// asked would fit if the requests in flight settled for nothing, so room
+// may come back within seconds rather than at the period's reset.
+func (e *DeniedError) HeldInFlight() bool { return e.Reserved > 0 && e.Remaining+e.Reserved >= e.Asked }
 
 // Error implements error.
 func (e *DeniedError) Error() string {
@@ -89,6 +97,9 @@ type Reservation struct {
 	Units   int64     `json:"units"`
 	Period  string    `json:"period"` // key of the period it is charged to
 	Expires time.Time `json:"expires"`
+	// Remaining is what the tenant could still reserve once this
+	// reservation was made, read in the same store operation.
+	Remaining int64 `json:"remaining"`
 }
 
 // Account is the state of the pool or of one tenant in the current period.
@@ -124,6 +135,11 @@ type Report struct {
 	External           int64 // units adopted from the upstream (spent outside linkgate)
 	Upstream           int64 // last figure the upstream reported (0 = never reconciled)
 	Drift              int64 // upstream minus ledger at the last reconciliation
+	// Provisional is spend presumed but not reported (lapsed leases,
+	// requests that got no answer) since the last reconciliation, which
+	// will confirm or correct it.
+	Provisional int64
+	Corrected   int64 // provisional units reconciliations took back
 }
 
 // Ledger enforces one budget over a Store. It is safe for concurrent use;
@@ -204,10 +220,47 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	}
 	if !res.Granted {
 		return Reservation{}, &DeniedError{Scope: res.Scope, Tenant: tenant, Limit: res.Limit,
-			Remaining: res.Remaining, Asked: units, ResetAt: cur.End}
+			Remaining: res.Remaining, Reserved: res.Reserved, Asked: units, ResetAt: cur.End}
 	}
 	return Reservation{ID: op.ID, Budget: l.cfg.Budget, Tenant: tenant, Label: label,
-		Units: units, Period: cur.Key, Expires: op.Expires}, nil
+		Units: units, Period: cur.Key, Expires: op.Expires, Remaining: res.Remaining}, nil
+}
+
+// Outcome is how a reservation ends.
+type Outcome struct {
+	// Actual is the units spent; ignored by a release.
+	Actual int64
+	// Release returns the reservation unspent.
+	Release bool
+	// Provisional marks Actual as presumed, not reported: the request left
+	// and no answer came back. A reconciliation against the upstream's
+	// usage confirms it or takes it back.
+	Provisional bool
+}
+
+// Finish settles or releases r as o says, in one store operation, and
+// returns what r's tenant may still reserve. Settle and Release are its
+// two common forms.
+func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remaining int64, err error) {
+	if o.Actual < 0 || o.Actual > maxUnits {
+		return 0, fmt.Errorf("quota: actual %d must be in 0..%d", o.Actual, int64(maxUnits))
+	}
+	if r.Budget != l.cfg.Budget || r.ID == "" {
+		return 0, ErrUnknownReservation
+	}
+	p, err := ParsePeriodKey(r.Period)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.FinishTimeout)
+	defer cancel()
+	if o.Release {
+		o.Actual, o.Provisional = 0, false
+	}
+	res, err := l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
+		Now: l.cfg.Clock().UTC(), Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
+		PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[r.Tenant]})
+	return res.Remaining, err
 }
 
 // Settle turns r into spend of actual units, charged to r's own period even
@@ -220,31 +273,16 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 // Settle ignores cancellation of ctx (a cancelled caller must not leave units
 // reserved) and is bounded by Config.FinishTimeout instead.
 func (l *Ledger) Settle(ctx context.Context, r Reservation, actual int64) error {
-	if actual < 0 || actual > maxUnits {
-		return fmt.Errorf("quota: actual %d must be in 0..%d", actual, int64(maxUnits))
-	}
-	return l.finish(ctx, r, actual, false)
+	_, err := l.Finish(ctx, r, Outcome{Actual: actual})
+	return err
 }
 
 // Release returns r's units unspent. After Settle, after an earlier Release,
 // or after the lease charged it, it changes nothing. Like Settle it ignores
 // cancellation of ctx.
 func (l *Ledger) Release(ctx context.Context, r Reservation) error {
-	return l.finish(ctx, r, 0, true)
-}
-
-func (l *Ledger) finish(ctx context.Context, r Reservation, actual int64, release bool) error {
-	if r.Budget != l.cfg.Budget || r.ID == "" {
-		return ErrUnknownReservation
-	}
-	p, err := ParsePeriodKey(r.Period)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.FinishTimeout)
-	defer cancel()
-	return l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
-		Now: l.cfg.Clock().UTC(), Actual: actual, Release: release})
+	_, err := l.Finish(ctx, r, Outcome{Release: true})
+	return err
 }
 
 func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
@@ -302,7 +340,8 @@ func (l *Ledger) AllUsage(ctx context.Context) (Report, error) {
 		SpendByTenantLabel: map[string]map[string]int64{},
 		Settled:            s.Pool[poolSettled], Overruns: s.Pool[poolOverruns], OverrunUnits: s.Pool[poolOverrunUnits],
 		Expired: s.Pool[poolExpired], ExpiredUnits: s.Pool[poolExpiredUnits], External: s.Pool[poolExternal],
-		Upstream: s.Pool[poolUpstream], Drift: s.Pool[poolDrift]}
+		Upstream: s.Pool[poolUpstream], Drift: s.Pool[poolDrift],
+		Provisional: s.Pool[poolProvisional], Corrected: s.Pool[poolCorrected]}
 	for k, v := range s.LabelUsed {
 		if v == 0 {
 			continue

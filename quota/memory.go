@@ -112,7 +112,7 @@ func (s *MemoryStore) Reserve(_ context.Context, op ReserveOp) (ReserveResult, e
 }
 
 // Finish implements Store.
-func (s *MemoryStore) Finish(_ context.Context, op FinishOp) error {
+func (s *MemoryStore) Finish(_ context.Context, op FinishOp) (FinishResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return applyFinish(s.txn(op.Budget), op)

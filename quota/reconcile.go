@@ -23,6 +23,7 @@ type Drift struct {
 	Reserved    int64     // reserved in the ledger at that moment
 	Difference  int64     // Upstream - Ledger; positive: spent outside linkgate (or in flight)
 	Adopted     int64     // units added to the ledger as external spend
+	Corrected   int64     // provisional units taken back: presumed spend the upstream never charged
 	ResetDate   time.Time // as reported by the upstream
 	// PeriodMismatch is true when the upstream resets on another date than
 	// the ledger's period end; the figures then cover different spans, so
@@ -30,11 +31,14 @@ type Drift struct {
 	PeriodMismatch bool
 }
 
-// Reconcile compares the upstream's usage with the ledger and, when the
-// upstream is higher than what the ledger has used and reserved, adopts the
-// difference as external spend (someone else used the same key). The
+// Reconcile compares the upstream's usage with the ledger. When the
+// upstream is higher than what the ledger has used and reserved, it adopts
+// the difference as external spend (someone else used the same key); the
 // reserved part is not adopted because those units may already be spent
-// upstream and will be settled here. The drift is kept and shown by
+// upstream and will be settled here. When the ledger is higher, it takes
+// back provisional charges (lapsed leases, requests that got no answer) up
+// to the difference, never going below confirmed spend. Either way the
+// provisional charges left are confirmed. The drift is kept and shown by
 // AllUsage.
 func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error) {
 	used, reset, err := src.UpstreamUsage(ctx)
@@ -57,7 +61,7 @@ func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error
 	if err != nil {
 		return Drift{}, err
 	}
-	d.Ledger, d.Reserved, d.Adopted = res.LedgerUsed, res.Reserved, res.Adopted
+	d.Ledger, d.Reserved, d.Adopted, d.Corrected = res.LedgerUsed, res.Reserved, res.Adopted, res.Corrected
 	d.Difference = used - res.LedgerUsed
 	return d, nil
 }

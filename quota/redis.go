@@ -127,13 +127,13 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 	if err != nil {
 		return ReserveResult{}, s.wrap(ctx, err)
 	}
-	if len(v) == 1 {
-		return ReserveResult{Granted: true}, nil
+	if len(v) == 2 && asInt(v[0]) == 1 {
+		return ReserveResult{Granted: true, Remaining: asInt(v[1])}, nil
 	}
-	if len(v) != 4 {
+	if len(v) != 5 {
 		return ReserveResult{}, fmt.Errorf("quota: redis: unexpected reserve reply %v", v)
 	}
-	r := ReserveResult{Scope: ScopePool, Limit: asInt(v[2]), Remaining: asInt(v[3])}
+	r := ReserveResult{Scope: ScopePool, Limit: asInt(v[2]), Remaining: asInt(v[3]), Reserved: asInt(v[4])}
 	if v[1] == "tenant" {
 		r.Scope = ScopeTenant
 	}
@@ -146,20 +146,28 @@ func asInt(v any) int64 {
 }
 
 // Finish implements Store.
-func (s *RedisStore) Finish(ctx context.Context, op FinishOp) error {
-	release := "0"
-	if op.Release {
-		release = "1"
-	}
-	st, err := scriptFinish.Run(ctx, s.c, s.keys(op.Budget, op.Period),
-		ms(op.Now), s.ttl(op.Period, op.Now), op.Res.ID, op.Actual, release).Text()
+func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, error) {
+	v, err := scriptFinish.Run(ctx, s.c, s.keys(op.Budget, op.Period),
+		ms(op.Now), s.ttl(op.Period, op.Now), op.Res.ID, op.Actual, flag(op.Release), flag(op.Provisional),
+		op.PoolLimit, op.TenantLimit).Result()
 	if err != nil {
-		return s.wrap(ctx, err)
+		return FinishResult{}, s.wrap(ctx, err)
 	}
-	if st == "unknown" {
-		return ErrUnknownReservation
+	if v == "unknown" {
+		return FinishResult{}, ErrUnknownReservation
 	}
-	return nil
+	a, _ := v.([]any)
+	if len(a) != 2 {
+		return FinishResult{}, fmt.Errorf("quota: redis: unexpected finish reply %v", v)
+	}
+	return FinishResult{Remaining: asInt(a[1])}, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // Snapshot implements Store.
@@ -208,17 +216,13 @@ func (s *RedisStore) SetTenantLimit(ctx context.Context, budget, tenant string, 
 
 // Reconcile implements Store.
 func (s *RedisStore) Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error) {
-	adopt := "0"
-	if op.Adopt {
-		adopt = "1"
-	}
 	v, err := scriptReconcile.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), op.Upstream, adopt).Slice()
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), op.Upstream, flag(op.Adopt)).Slice()
 	if err != nil {
 		return ReconcileResult{}, s.wrap(ctx, err)
 	}
-	if len(v) != 3 {
+	if len(v) != 4 {
 		return ReconcileResult{}, fmt.Errorf("quota: redis: unexpected reconcile reply %v", v)
 	}
-	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2])}, nil
+	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2]), Corrected: asInt(v[3])}, nil
 }

@@ -30,7 +30,7 @@ type Store interface {
 	Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error)
 	// Finish settles (op.Release false) or releases a reservation. Repeating
 	// it, or calling it after the other, changes nothing.
-	Finish(ctx context.Context, op FinishOp) error
+	Finish(ctx context.Context, op FinishOp) (FinishResult, error)
 	// Snapshot returns the counters of op.Cur after the lease sweep.
 	Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error)
 	// SetTenantLimit persists (or with nil removes) a tenant limit override.
@@ -42,6 +42,12 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close releases the store's resources (not a Redis client it was given).
 	Close() error
+}
+
+// FinishResult is what the tenant of a finished reservation may still
+// reserve, read in the same atomic step.
+type FinishResult struct {
+	Remaining int64
 }
 
 // ReserveOp is one reservation attempt as the Ledger hands it to a Store.
@@ -59,12 +65,15 @@ type ReserveOp struct {
 }
 
 // ReserveResult tells whether a reservation was granted and, if not, which
-// limit refused it and how much that limit had left.
+// limit refused it, how much that limit had left and how much of it open
+// reservations hold. Granted, Remaining is what the tenant may still reserve
+// after this reservation.
 type ReserveResult struct {
 	Granted   bool
 	Scope     Scope
 	Limit     int64
 	Remaining int64
+	Reserved  int64
 }
 
 // FinishOp settles or releases the reservation Res.
@@ -75,6 +84,12 @@ type FinishOp struct {
 	Now     time.Time
 	Actual  int64
 	Release bool
+	// Provisional marks a settlement presumed rather than reported (the
+	// request left and no answer came back): a reconciliation may take it
+	// back.
+	Provisional bool
+	// PoolLimit and TenantLimit let the store compute what is left.
+	PoolLimit, TenantLimit int64
 }
 
 // SnapshotOp asks for the counters of one period.
@@ -108,6 +123,7 @@ type ReconcileResult struct {
 	LedgerUsed int64 // before adoption
 	Reserved   int64
 	Adopted    int64
+	Corrected  int64 // provisional units taken back
 }
 
 // Names of the pool counters kept per period. They are part of the stored
@@ -123,6 +139,8 @@ const (
 	poolExternal     = "external"
 	poolDrift        = "drift"
 	poolUpstream     = "upstream"
+	poolProvisional  = "provisional" // charged on presumption, not yet confirmed by a reconciliation
+	poolCorrected    = "corrected"   // provisional units a reconciliation took back
 )
 
 // Reservation states as stored.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -27,20 +30,33 @@ const (
 // Config configures the backlinks service.
 type Config struct {
 	Upstream Upstream
-	Ledger   Ledger
-	Tokens   *Tokens
+	// Ledger is read for what a tenant has left when a page came from a
+	// cache. With Scheduler nil it must also be a scheduler.Ledger (a
+	// *quota.Ledger), which the default scheduler spends through.
+	Ledger Ledger
+	// Scheduler runs every paid upstream call. Nil means one in process
+	// over Ledger, with no rate limit of its own and a page cache of
+	// PageCacheBytes fresh for PageCacheTTL: for tests and tools; the
+	// server always passes the key's scheduler.
+	Scheduler Scheduler
+	Tokens    *Tokens
 	// UpstreamPageRows is the number of rows a stream asks of the upstream
 	// per request: large pages amortise the 50-unit floor of every request
 	// and the upstream's rate limit. Default 1000.
 	UpstreamPageRows int
-	// PageCacheRows bounds the rows of recent upstream pages kept to serve
-	// a repeated request at no cost; PageCacheTTL is how long they are
-	// kept. Zero values mean 50,000 rows and one minute; a negative value
-	// turns the cache off.
-	PageCacheRows int
-	PageCacheTTL  time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// SharePageCache lets tenants share cached and coalesced pages; by
+	// default each tenant only ever sees its own.
+	SharePageCache bool
+	// PageCacheBytes and PageCacheTTL size the default scheduler's cache:
+	// zero values mean 32 MiB and one minute; a negative size turns it off.
+	PageCacheBytes int
+	PageCacheTTL   time.Duration
+	// StreamDeadlineMargin is how long before the caller's deadline a
+	// stream stops, so that its last message and its token still arrive.
+	// Default 1s, and never more than a quarter of the stream's time.
+	StreamDeadlineMargin time.Duration
+	Logger               *slog.Logger
+	Now                  func() time.Time
 	// Telemetry records spans and metrics; nil means one over the global
 	// OpenTelemetry providers.
 	Telemetry *Telemetry
@@ -49,8 +65,12 @@ type Config struct {
 // BacklinksServer implements linkgate.v1.BacklinksService.
 type BacklinksServer struct {
 	v1.UnimplementedBacklinksServiceServer
-	cfg   Config
-	pager pager
+	cfg       Config
+	pager     pager
+	draining  chan struct{}
+	drainOnce sync.Once
+	active    atomic.Int64 // streams in progress
+	closeFn   func() error
 }
 
 // NewBacklinksServer returns the service over an upstream and a ledger.
@@ -67,11 +87,14 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.PageCacheRows == 0 {
-		cfg.PageCacheRows = 50_000
+	if cfg.PageCacheBytes == 0 {
+		cfg.PageCacheBytes = 32 << 20
 	}
 	if cfg.PageCacheTTL == 0 {
 		cfg.PageCacheTTL = time.Minute
+	}
+	if cfg.StreamDeadlineMargin <= 0 {
+		cfg.StreamDeadlineMargin = time.Second
 	}
 	if cfg.Telemetry == nil {
 		tel, err := NewTelemetry(TelemetryConfig{})
@@ -80,9 +103,35 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		}
 		cfg.Telemetry = tel
 	}
-	cache := newPageCache(cfg.PageCacheRows, cfg.PageCacheTTL, cfg.Now)
-	return &BacklinksServer{cfg: cfg, pager: pager{up: cfg.Upstream, ledger: cfg.Ledger, cache: cache, tel: cfg.Telemetry, log: cfg.Logger}}, nil
+	s := &BacklinksServer{cfg: cfg, draining: make(chan struct{}), closeFn: func() error { return nil }}
+	if cfg.Scheduler == nil {
+		l, ok := cfg.Ledger.(scheduler.Ledger)
+		if !ok {
+			return nil, errors.New("service: without a scheduler the ledger must reserve and finish")
+		}
+		var cache scheduler.Cache
+		if cfg.PageCacheBytes > 0 {
+			cache = scheduler.NewMemoryCache(cfg.PageCacheBytes, cfg.PageCacheTTL, cfg.Now)
+		}
+		sched, err := scheduler.New(scheduler.Config{Limiter: scheduler.Unlimited{}, Ledger: l, Cache: cache})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Scheduler, s.closeFn = sched, sched.Close
+		s.cfg.Scheduler = sched
+	}
+	s.pager = pager{up: cfg.Upstream, sched: cfg.Scheduler, ledger: cfg.Ledger, tel: cfg.Telemetry, log: cfg.Logger,
+		sharedCache: cfg.SharePageCache, caps: &rowCap{}}
+	return s, nil
 }
+
+// Close stops the default scheduler, if the server made one.
+func (s *BacklinksServer) Close() error { return s.closeFn() }
+
+// Drain ends every stream in progress, and every stream started after it,
+// with UNAVAILABLE and the token to resume elsewhere: at shutdown, after
+// the drain delay, so that the listeners can stop gracefully at once.
+func (s *BacklinksServer) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
 // listRequest is what every List and Stream request message has.
 type listRequest interface {
@@ -265,11 +314,43 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
 	}
 	defer s.cfg.Telemetry.streamStarted(ctx, d.label)()
-	ctx, cancel := context.WithCancel(ctx)
-	pages, wait := s.pager.run(ctx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
-		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits()})
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	// The pager stops a margin before the caller's deadline, so that the
+	// stream ends with its token while the caller still listens.
+	runCtx, cancel := context.WithCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(s.cfg.StreamDeadlineMargin, time.Until(dl)/4)
+		runCtx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+	}
+	drained := make(chan struct{})
+	go func() {
+		select {
+		case <-s.draining:
+			close(drained)
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	pages, wait := s.pager.run(runCtx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
+		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits(), bulk: true})
 	defer wait()
 	defer cancel()
+	// ended is why the run stopped early, if it did: shutdown or the
+	// caller's deadline; nil while the caller's own context decides.
+	sent := false
+	ended := func(err error) error {
+		select {
+		case <-drained:
+			return errDraining
+		default:
+		}
+		var qe *scheduler.QueueError
+		if ctx.Err() == nil && (errors.Is(runCtx.Err(), context.DeadlineExceeded) || sent && errors.As(err, &qe)) {
+			return errStreamDeadline
+		}
+		return err
+	}
 
 	pos := pr.start
 	token := func() string {
@@ -279,13 +360,12 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		t, _ := s.cfg.Tokens.Encode(pr.plan.fingerprint, pos)
 		return t
 	}
-	sent := false
 	for pg := range pages {
 		// Units count when the page arrives, sent or not: they were spent.
 		// Rows count when they are sent.
 		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, 0, pg.charged)
 		if pg.err != nil && len(pg.rows) == 0 {
-			return toStatus(pg.err, token())
+			return toStatus(ended(pg.err), token())
 		}
 		cost := &v1.PageCost{}
 		addCost(cost, pg)
@@ -313,10 +393,10 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 			cost = &v1.PageCost{RemainingUnits: pg.remaining}
 		}
 		if pg.err != nil {
-			return toStatus(pg.err, token())
+			return toStatus(ended(pg.err), token())
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	if err := ended(ctx.Err()); err != nil {
 		return toStatus(err, token())
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/service/filter"
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -32,7 +34,31 @@ const (
 	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 	ReasonTooManyStreams      = "TOO_MANY_STREAMS"
 	ReasonServerBusy          = "SERVER_BUSY"
+	ReasonBudgetHeldInFlight  = "BUDGET_HELD_IN_FLIGHT"
+	ReasonQueueDeadline       = "QUEUE_DEADLINE"
+	ReasonShuttingDown        = "SHUTTING_DOWN"
+	ReasonRateLimiterDown     = "RATE_LIMITER_UNAVAILABLE"
 )
+
+// errDraining ends streams at shutdown; errStreamDeadline ends them a
+// margin before the caller's deadline. Both carry the token to resume.
+var (
+	errDraining       = errors.New("this replica is shutting down; resume with the page token")
+	errStreamDeadline = errors.New("the stream stopped before the caller's deadline; resume with the page token")
+)
+
+// jitter spreads retry hints by up to +10%, so that callers refused
+// together do not all come back at the same instant.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d + time.Duration(rand.Int64N(int64(d)/10+1))
+}
+
+// heldRetry is the hint of a denial by room held in flight: requests in
+// flight settle within seconds.
+const heldRetry = 2 * time.Second
 
 // toStatus maps an error to the canonical status callers see, with its
 // details. resumeToken, when not empty, is where a failed stream can resume;
@@ -53,6 +79,7 @@ func toStatus(err error, resumeToken string) error {
 		invalid   *InvalidArgument
 		filterErr *filter.Error
 		denied    *quota.DeniedError
+		queued    *scheduler.QueueError
 		apiErr    *upstream.APIError
 		upInvalid *upstream.InvalidError
 	)
@@ -77,24 +104,47 @@ func toStatus(err error, resumeToken string) error {
 			reason, subject = ReasonTenantLimitReached, "tenant:"+denied.Tenant
 		}
 		meta["remaining_units"] = strconv.FormatInt(denied.Remaining, 10)
+		meta["reserved_units"] = strconv.FormatInt(denied.Reserved, 10)
 		meta["reset_time"] = denied.ResetAt.UTC().Format(time.RFC3339)
+		wait := max(0, time.Until(denied.ResetAt))
 		msg := fmt.Sprintf("%s: %d units left of %d, this page needs %d; the budget resets at %s",
 			reasonText(reason), denied.Remaining, denied.Limit, denied.Asked, denied.ResetAt.UTC().Format(time.RFC3339))
+		if denied.HeldInFlight() {
+			reason, wait = ReasonBudgetHeldInFlight, heldRetry
+			msg = fmt.Sprintf("the %s budget's room is held by requests in flight (%d units reserved, %d left, this page needs %d); retry in seconds",
+				denied.Scope, denied.Reserved, denied.Remaining, denied.Asked)
+		}
 		return withDetails(codes.ResourceExhausted, msg,
 			&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: subject, Description: msg}}},
-			&errdetails.RetryInfo{RetryDelay: durationpb.New(max(0, time.Until(denied.ResetAt)))},
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(wait))},
 			&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta})
+	case errors.As(err, &queued):
+		meta["wait_ms"] = strconv.FormatInt(queued.Wait.Milliseconds(), 10)
+		return withDetails(codes.ResourceExhausted,
+			fmt.Sprintf("linkgate's queue for the upstream key could not admit this request before its deadline: the wait would be about %s", queued.Wait.Round(time.Millisecond)),
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(queued.Wait))},
+			&errdetails.ErrorInfo{Reason: ReasonQueueDeadline, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, errDraining):
+		return withDetails(codes.Unavailable, err.Error(),
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(time.Second))},
+			&errdetails.ErrorInfo{Reason: ReasonShuttingDown, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, errStreamDeadline):
+		return withDetails(codes.DeadlineExceeded, err.Error(), errorInfo("DEADLINE_EXCEEDED", meta))
+	case errors.Is(err, scheduler.ErrLimiterUnavailable), errors.Is(err, scheduler.ErrClosed):
+		return withDetails(codes.Unavailable, "linkgate's rate limiter for the upstream key cannot be reached; no units were spent",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(5 * time.Second))},
+			&errdetails.ErrorInfo{Reason: ReasonRateLimiterDown, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, quota.ErrUnavailable):
 		return withDetails(codes.Unavailable, "the quota ledger cannot be reached; no units were spent",
-			&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)},
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(5 * time.Second))},
 			&errdetails.ErrorInfo{Reason: ReasonLedgerUnavailable, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, upstream.ErrRateLimited):
 		wait := 10 * time.Second
 		if errors.As(err, &apiErr) && apiErr.RetryAfter > 0 {
 			wait = apiErr.RetryAfter
 		}
-		return withDetails(codes.ResourceExhausted, "the upstream's rate limit is reached; retry later",
-			&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)},
+		return withDetails(codes.ResourceExhausted, "the upstream answered 429 (its rate limit) after retries; retry later",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(wait))},
 			&errdetails.ErrorInfo{Reason: ReasonUpstreamRateLimited, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, upstream.ErrUnauthorized):
 		return withDetails(codes.FailedPrecondition, "the upstream refused linkgate's API key; an operator must fix the key",
@@ -118,7 +168,7 @@ func toStatus(err error, resumeToken string) error {
 			msg = "the upstream failed (" + apiErr.Error() + "); retry later"
 		}
 		return withDetails(codes.Unavailable, msg,
-			&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)},
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(5 * time.Second))},
 			&errdetails.ErrorInfo{Reason: ReasonUpstreamUnavailable, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, context.Canceled):
 		return withDetails(codes.Canceled, "the request was cancelled", errorInfo("CANCELLED", meta))

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -189,23 +188,9 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	if err != nil {
 		return nil, err
 	}
-	ledgerCtx := context.WithoutCancel(ctx)
-	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.StatsUnits(sq.IPs))
+	stats, pc, err := s.backlinksStats(ctx, caller.Tenant, sq)
 	if err != nil {
 		return nil, toStatus(err, "")
-	}
-	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, sq)
-	if cost.Known {
-		err = errors.Join(err, s.cfg.Ledger.Settle(ledgerCtx, res, cost.Actual))
-	} else {
-		err = errors.Join(err, s.cfg.Ledger.Release(ledgerCtx, res))
-	}
-	if err != nil {
-		return nil, toStatus(err, "")
-	}
-	pc := &v1.PageCost{UnitsCharged: cost.Actual, Cached: cost.Cache == "hit", UpstreamRequests: 1}
-	if u, err := s.cfg.Ledger.Usage(ledgerCtx, caller.Tenant); err == nil {
-		pc.RemainingUnits = remaining(u)
 	}
 	out := &v1.GetBacklinksStatsResponse{
 		Live: stats.Live, AllTime: stats.AllTime, LiveRefdomains: stats.LiveRefdomains,
@@ -213,7 +198,6 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	}
 	if sq.IPs {
 		out.Refips, out.RefipsSubnets = &stats.RefIPs, &stats.RefIPsSubnets
-		pc.UpstreamRequests = 2
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -15,6 +16,7 @@ import (
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -28,6 +30,7 @@ const simKey = "test-upstream-key"
 type harness struct {
 	sim       *ahrefssim.Server
 	ledger    *quota.Ledger
+	sched     *scheduler.Scheduler // nil: the server's default
 	server    *BacklinksServer
 	backlinks v1.BacklinksServiceClient
 	quota     v1.QuotaServiceClient
@@ -38,15 +41,21 @@ type harnessOptions struct {
 	poolLimit int64
 	pageRows  int
 	tenants   map[string]int64
+	// rpm > 0 puts the key's rate in front of the upstream (a scheduler
+	// with an in-process limiter); rowCap caps the simulator's rows per
+	// request; meter receives the service's metrics.
+	rpm    float64
+	rowCap int
+	meter  metric.MeterProvider
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
 	h := &harness{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, Logger: slog.New(slog.DiscardHandler)})
+	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, RowCap: opts.rowCap, Logger: slog.New(slog.DiscardHandler)})
 	simServer := httptest.NewServer(h.sim)
 	t.Cleanup(simServer.Close)
-	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, RequestsPerMinute: 1e6, Burst: 1000})
+	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, KeepBody: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +72,27 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.server, err = NewBacklinksServer(Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
-		UpstreamPageRows: opts.pageRows, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
+		UpstreamPageRows: opts.pageRows, Logger: slog.New(slog.DiscardHandler)}
+	if opts.meter != nil {
+		if cfg.Telemetry, err = NewTelemetry(TelemetryConfig{MeterProvider: opts.meter}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if opts.rpm > 0 {
+		sched, err := scheduler.New(scheduler.Config{Limiter: scheduler.NewLocalLimiter(opts.rpm, nil), Ledger: h.ledger,
+			Cache: scheduler.NewMemoryCache(8<<20, time.Minute, nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sched.Close() })
+		h.sched, cfg.Scheduler = sched, sched
+	}
+	h.server, err = NewBacklinksServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { h.server.Close() })
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer(ServerOptions(ServerConfig{Logger: slog.New(slog.DiscardHandler)})...)
 	v1.RegisterBacklinksServiceServer(srv, h.server)

@@ -2,20 +2,25 @@ package service
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// Ledger is the part of the quota ledger the service spends through.
+// Ledger is the part of the quota ledger the service reads: what a tenant
+// has left, for answers that made no ledger step (served from a cache).
 type Ledger interface {
-	Reserve(ctx context.Context, tenant, label string, units int64) (quota.Reservation, error)
-	Settle(ctx context.Context, r quota.Reservation, actual int64) error
-	Release(ctx context.Context, r quota.Reservation) error
 	Usage(ctx context.Context, tenant string) (quota.Usage, error)
+}
+
+// Scheduler runs every paid upstream call: the key's rate, fair queueing,
+// coalescing, the page cache and the ledger steps.
+type Scheduler interface {
+	Do(ctx context.Context, c scheduler.Call) (scheduler.Result, error)
 }
 
 // Upstream is the part of the upstream client the service calls.
@@ -34,12 +39,16 @@ type fetch struct {
 	// maxRows and maxUnits stop the run; 0 means no limit. When maxRows
 	// stops it, one extra row is asked for to tell whether more remain.
 	maxRows, maxUnits int64
+	// bulk: the run is a stream, whose pages after the first are bulk work
+	// for the scheduler; a List's pages are all interactive.
+	bulk bool
 }
 
 // page is one upstream response, without the rows an earlier page returned.
 type page struct {
 	rows     []upstream.Row
 	charged  int64 // units settled for this page
+	reserved int64 // units reserved for it (0: none, served from a cache)
 	cached   bool
 	requests int // HTTP requests sent upstream, retries included
 	// remaining is what is left of the caller's budget after this page.
@@ -53,10 +62,13 @@ type page struct {
 // pager fetches the pages of a run.
 type pager struct {
 	up     Upstream
+	sched  Scheduler
 	ledger Ledger
-	cache  *pageCache // nil: no cache
 	tel    *Telemetry
 	log    *slog.Logger
+	// sharedCache: tenants share cached and coalesced pages.
+	sharedCache bool
+	caps        *rowCap
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -88,6 +100,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	cur := f.start
 	perRow := f.plan.perRow()
 	var got, spent int64
+	suspect := 0 // rows of a short page that may have been capped
 	for n := 1; ; n++ {
 		want := int64(f.pageRows)
 		// One row more than wanted tells whether rows follow, so that the
@@ -115,13 +128,36 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
+		if c := p.caps.cap(); c > 0 && limit > c && c > cur.Skip {
+			// The key's plan serves at most c rows per request: ask for
+			// that, and the run's end (and its probe row) comes later.
+			limit, want, probe = c, int64(c-cur.Skip), 0
+		}
 		pg := p.fetchPage(ctx, f, cur, limit, n)
 		spent += pg.charged
-		if pg.err == nil || len(pg.rows) > 0 {
+		returned := len(pg.rows)
+		if pg.err == nil || returned > 0 {
 			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
 			got += int64(len(pg.rows))
 		}
-		if pg.err == nil && !pg.end && probe == 1 && last {
+		if pg.err == nil {
+			if suspect > 0 && len(pg.rows) > 0 {
+				p.caps.learn(suspect) // the short page had rows after it: a cap
+			}
+			suspect = 0
+			switch {
+			case returned == limit:
+				p.caps.sawFull(returned)
+			case returned > 0 && returned == p.caps.cap():
+				// A full page at the plan's cap: more may follow.
+			case len(pg.rows) > 0 && p.caps.ambiguous(returned):
+				// A short page may be the end, or the plan's cap: ask on.
+				suspect = returned
+			default:
+				pg.end = true
+			}
+		}
+		if pg.err == nil && !pg.end && probe == 1 && last && returned == limit {
 			pg.more = true // the probe row came back: rows remain after max_rows
 		}
 		if !send(ctx, out, pg) || pg.err != nil || pg.end || pg.more {
@@ -139,87 +175,68 @@ func send(ctx context.Context, out chan<- page, pg page) bool {
 	}
 }
 
-// fetchPage reserves the most a page can cost, fetches it and settles what
-// the upstream says it cost. Ledger calls run without the caller's
-// cancellation so that a caller who goes away never leaves units reserved.
-// n numbers the page within its run for its span.
+// fetchPage runs one upstream page through the scheduler: the cache,
+// coalescing, the fair queue, the reservation of the most it can cost, the
+// request, and the settlement of what the upstream says it cost. n numbers
+// the page within its run for its span and its class: the first page of a
+// stream is interactive (someone waits for the first rows), the others bulk.
 func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int) (pg page) {
 	// The page's span parents the upstream client's HTTP spans and carries
-	// its retry and rate-limit events, which the client adds to the span
-	// in ctx.
+	// its retry events, which the client adds to the span in ctx.
 	ctx, pt := p.tel.startPage(ctx, f, n)
-	var result upstream.Result
-	defer func() { pt.end(ctx, pg, result) }()
+	var res scheduler.Result
+	defer func() { pt.end(ctx, pg, res) }()
 	q := f.plan.pageQuery(cur, limit)
-	ledgerCtx := context.WithoutCancel(ctx)
-	key, cacheable := pageKey(q)
-	if rows, ok := p.cache.get(key); cacheable && ok {
-		pt.servedFromCache()
-		pg = page{rows: rows, cached: true, end: len(rows) < limit}
-		if u, err := p.ledger.Usage(ledgerCtx, f.tenant); err == nil {
+	class := scheduler.Interactive
+	if f.bulk && n > 1 {
+		class = scheduler.Bulk
+	}
+	var rows []upstream.Row
+	call := scheduler.Call{
+		Tenant: f.tenant, Label: f.plan.data.label, Class: class,
+		Key:   pageKey(q, f.tenant, p.sharedCache),
+		Units: upstream.Units(f.plan.perRow(), limit),
+		Send: func(ctx context.Context) (scheduler.Response, error) {
+			rows = rows[:0]
+			r, err := p.up.List(ctx, q, func(r upstream.Row) error {
+				rows = append(rows, r)
+				return nil
+			})
+			return responseOf(r), err
+		},
+	}
+	res, err := p.sched.Do(ctx, call)
+	pg = page{charged: res.Charged, reserved: res.Reserved, requests: res.Requests, err: err,
+		cached: res.Cached || res.Shared || res.UpstreamCached}
+	pt.record(ctx, res, err)
+	switch {
+	case res.Cached || res.Shared:
+		if err == nil {
+			if _, derr := upstream.DecodeRows(q.Endpoint, res.Body, func(r upstream.Row) error {
+				pg.rows = append(pg.rows, r)
+				return nil
+			}); derr != nil {
+				pg.err = derr
+			}
+		}
+	default:
+		pg.rows = rows
+	}
+	pg.remaining = res.Remaining
+	if !res.RemainingKnown {
+		if u, uerr := p.ledger.Usage(context.WithoutCancel(ctx), f.tenant); uerr == nil {
 			pg.remaining = remaining(u)
 		}
-		return pg
-	}
-	estimate := upstream.Units(f.plan.perRow(), limit)
-	res, err := p.ledger.Reserve(ledgerCtx, f.tenant, f.plan.data.label, estimate)
-	if err != nil {
-		pt.denied(ctx, estimate, err)
-		return page{err: err}
-	}
-	pt.reserved(ctx, res.Units)
-	defer func() {
-		if v := recover(); v != nil {
-			// A panic after the reservation: the request may have left, so
-			// it is charged in full now, as its lease would, never under-
-			// counted; the pager goroutine's recovery ends the request.
-			p.ledger.Settle(ledgerCtx, res, res.Units)
-			panic(v)
-		}
-	}()
-	var rows []upstream.Row
-	result, err = p.up.List(ctx, q, func(r upstream.Row) error {
-		rows = append(rows, r)
-		return nil
-	})
-	pg = page{rows: rows, err: err, end: err == nil && len(rows) < limit, requests: result.Attempts}
-	var finish error
-	released := false
-	switch {
-	case result.Cost.Known || result.Spent > 0:
-		pg.charged = result.Spent
-		pg.cached = result.Cost.Cache == "hit"
-		finish = p.ledger.Settle(ledgerCtx, res, pg.charged)
-	case result.Attempts > 0 && !answered(err):
-		// The request left but no answer came back (the caller went away,
-		// or the connection broke): the upstream may have charged it.
-		// Charge the reservation in full, as its lease would, so that spend
-		// is never under-counted.
-		pg.charged = res.Units
-		finish = p.ledger.Settle(ledgerCtx, res, res.Units)
-	default:
-		finish = p.ledger.Release(ledgerCtx, res)
-		released = true
-	}
-	if finish == nil {
-		pt.settled(ctx, res.Units, pg.charged, released)
-	} else if pg.err == nil {
-		pg.err = finish
-	}
-	if pg.err == nil && cacheable {
-		p.cache.put(key, rows)
-	}
-	if u, uerr := p.ledger.Usage(ledgerCtx, f.tenant); uerr == nil {
-		pg.remaining = remaining(u)
 	}
 	return pg
 }
 
-// answered reports whether a failed call got an HTTP status back: an
-// upstream that answers with an error charges nothing.
-func answered(err error) bool {
-	var apiErr *upstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Status != 0
+// responseOf is what the scheduler needs to know of an upstream call.
+func responseOf(r upstream.Result) scheduler.Response {
+	return scheduler.Response{
+		Body: r.Body, Charged: r.Spent, Reported: r.Cost.Known || r.Spent > 0,
+		Unanswered: r.Unanswered, UpstreamCached: r.Cost.Cache == "hit", Requests: r.Attempts,
+	}
 }
 
 // advance drops the rows at the start of a page that earlier pages already
@@ -256,4 +273,35 @@ func (c cursor) after(keys []sortKey, r upstream.Row) cursor {
 		return cursor{Key: c.Key, Skip: c.Skip + 1}
 	}
 	return cursor{Key: k, Skip: 1}
+}
+
+// rowCap is what the pager knows of the key's rows-per-request cap. Plans
+// below Enterprise silently serve at most 100, 250 or 500 rows per request,
+// so a page shorter than asked may be the end of the data or the cap. A
+// full page of n rows proves the cap is at least n; a short page that rows
+// follow proves it is exactly that page's size. Only a short page of
+// exactly a plan's cap (upstream.MaybeRowCap) and above every full page
+// seen is ambiguous, and then the pager asks for the next page to find
+// out; once the cap is known, pages are asked at the cap and none is
+// ambiguous. Any other short page is the end, at no extra request.
+type rowCap struct {
+	known atomic.Int64 // the cap, 0 while unknown
+	full  atomic.Int64 // the largest full page seen
+}
+
+func (c *rowCap) cap() int { return int(c.known.Load()) }
+
+func (c *rowCap) learn(n int) { c.known.Store(int64(n)) }
+
+func (c *rowCap) sawFull(n int) {
+	for {
+		cur := c.full.Load()
+		if int64(n) <= cur || c.full.CompareAndSwap(cur, int64(n)) {
+			return
+		}
+	}
+}
+
+func (c *rowCap) ambiguous(n int) bool {
+	return c.cap() == 0 && upstream.MaybeRowCap(n) && int64(n) > c.full.Load()
 }

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -234,63 +235,78 @@ type pageTrace struct {
 
 // startPage opens the span of page n (1-based within a run).
 func (t *Telemetry) startPage(ctx context.Context, f fetch, n int) (context.Context, *pageTrace) {
-	ctx, span := t.tracer.Start(ctx, PageSpanName, trace.WithAttributes(
-		AttrDataset.String(f.plan.data.label), AttrTenant.String(f.tenant), AttrPage.Int(n),
+	return t.startCall(ctx, PageSpanName, f.tenant, f.plan.data.label, AttrPage.Int(n))
+}
+
+// startCall opens the span of one paid upstream call.
+func (t *Telemetry) startCall(ctx context.Context, name, tenant, dataset string, attrs ...attribute.KeyValue) (context.Context, *pageTrace) {
+	ctx, span := t.tracer.Start(ctx, name, trace.WithAttributes(
+		append([]attribute.KeyValue{AttrDataset.String(dataset), AttrTenant.String(tenant)}, attrs...)...,
 	))
-	return ctx, &pageTrace{t: t, span: span, start: time.Now(), dataset: f.plan.data.label,
-		labels: attribute.NewSet(attribute.String("tenant", f.tenant), attribute.String("dataset", f.plan.data.label))}
+	return ctx, &pageTrace{t: t, span: span, start: time.Now(), dataset: dataset,
+		labels: attribute.NewSet(attribute.String("tenant", tenant), attribute.String("dataset", dataset))}
 }
 
-// servedFromCache marks a page served from linkgate's page cache: free, no
-// reservation, no upstream request.
-func (p *pageTrace) servedFromCache() {
-	p.cache = "linkgate"
-	p.span.AddEvent("linkgate.cache_hit")
-}
-
-func (p *pageTrace) reserved(ctx context.Context, units int64) {
-	p.span.SetAttributes(AttrUnitsReserved.Int64(units))
-	p.span.AddEvent("linkgate.reserve", trace.WithAttributes(attribute.Int64("units", units)))
-	p.t.unitsReserved.Add(ctx, units, metric.WithAttributeSet(p.labels))
-}
-
-// denied records a reservation the ledger refused; it costs nothing.
-func (p *pageTrace) denied(ctx context.Context, asked int64, err error) {
-	attrs := []attribute.KeyValue{attribute.Int64("units", asked)}
-	scope := "unknown"
+// record adds to the span and the metrics what the scheduler did for one
+// paid call: its wait for a rate slot, and its reservation and settlement,
+// or its denial, or that a cache or another caller's request served it.
+func (p *pageTrace) record(ctx context.Context, res scheduler.Result, err error) {
+	// Shorter waits are the queue's hand-off, not the key's rate.
+	if res.Waited >= time.Millisecond {
+		p.span.AddEvent("linkgate.rate_limit_wait", trace.WithAttributes(attribute.Int64("wait_ms", res.Waited.Milliseconds())))
+		p.t.RateLimitWait(ctx, res.Waited)
+	}
+	switch {
+	case res.Cached:
+		p.cache = "linkgate"
+		p.span.AddEvent("linkgate.cache_hit")
+		return
+	case res.Shared:
+		p.cache = "shared"
+		p.span.AddEvent("linkgate.coalesced")
+		return
+	}
 	var d *quota.DeniedError
 	if errors.As(err, &d) {
-		scope = d.Scope.String()
-		attrs = append(attrs, attribute.String("scope", scope), attribute.Int64("remaining", d.Remaining))
+		attrs := []attribute.KeyValue{attribute.Int64("units", d.Asked), attribute.String("scope", d.Scope.String()),
+			attribute.Int64("remaining", d.Remaining), attribute.Int64("reserved", d.Reserved)}
+		p.span.AddEvent("linkgate.denied", trace.WithAttributes(attrs...))
+		p.t.denials.Add(ctx, 1, metric.WithAttributeSet(p.labels), metric.WithAttributes(attribute.String("scope", d.Scope.String())))
+		return
 	}
-	p.span.AddEvent("linkgate.denied", trace.WithAttributes(attrs...))
-	p.t.denials.Add(ctx, 1, metric.WithAttributeSet(p.labels), metric.WithAttributes(attribute.String("scope", scope)))
-}
-
-// settled records the units charged for a page and what the reservation
-// gave back. released is true when nothing was charged because the
-// upstream's cost never became known.
-func (p *pageTrace) settled(ctx context.Context, reserved, charged int64, released bool) {
-	refund := max(0, reserved-charged)
+	if res.Reserved == 0 {
+		return // refused by the queue, or failed before a reservation
+	}
+	p.span.SetAttributes(AttrUnitsReserved.Int64(res.Reserved))
+	p.span.AddEvent("linkgate.reserve", trace.WithAttributes(attribute.Int64("units", res.Reserved)))
+	p.t.unitsReserved.Add(ctx, res.Reserved, metric.WithAttributeSet(p.labels))
+	refund := max(0, res.Reserved-res.Charged)
 	name := "linkgate.settle"
-	if released {
+	if !res.Reported && !res.Provisional {
 		name = "linkgate.release"
 	}
-	p.span.SetAttributes(AttrUnitsCharged.Int64(charged))
-	p.span.AddEvent(name, trace.WithAttributes(attribute.Int64("units", charged), attribute.Int64("refunded", refund)))
-	p.t.unitsCharged.Add(ctx, charged, metric.WithAttributeSet(p.labels))
+	p.span.SetAttributes(AttrUnitsCharged.Int64(res.Charged))
+	p.span.AddEvent(name, trace.WithAttributes(attribute.Int64("units", res.Charged), attribute.Int64("refunded", refund),
+		attribute.Bool("provisional", res.Provisional)))
+	p.t.unitsCharged.Add(ctx, res.Charged, metric.WithAttributeSet(p.labels))
 	if refund > 0 {
 		p.t.unitsRefunded.Add(ctx, refund, metric.WithAttributeSet(p.labels))
 	}
 }
 
 // end closes the span with the page's outcome and records it.
-func (p *pageTrace) end(ctx context.Context, pg page, res upstream.Result) {
+func (p *pageTrace) end(ctx context.Context, pg page, res scheduler.Result) {
 	cache := p.cache
 	if cache == "" {
-		cache = cacheStatus(res.Cost)
+		cache = "unknown"
+		switch {
+		case res.UpstreamCached:
+			cache = "hit"
+		case res.Requests > 0 && pg.err == nil:
+			cache = "miss"
+		}
 	}
-	p.span.SetAttributes(AttrRows.Int(len(pg.rows)), AttrCache.String(cache), AttrAttempts.Int(res.Attempts))
+	p.span.SetAttributes(AttrRows.Int(len(pg.rows)), AttrCache.String(cache), AttrAttempts.Int(res.Requests))
 	if pg.err != nil {
 		p.span.RecordError(pg.err)
 		p.span.SetStatus(codes.Error, pg.err.Error())
@@ -298,15 +314,6 @@ func (p *pageTrace) end(ctx context.Context, pg page, res upstream.Result) {
 	p.span.End()
 	p.t.pages.Add(ctx, 1, metric.WithAttributeSet(p.labels), metric.WithAttributes(attribute.String("cache", cache)))
 	p.t.pageDuration.Record(ctx, time.Since(p.start).Seconds(), metric.WithAttributes(attribute.String("dataset", p.dataset)))
-}
-
-// cacheStatus is the upstream's x-api-cache, or "unknown" when no response
-// told it, so that the attribute and label are never empty.
-func cacheStatus(c upstream.Cost) string {
-	if c.Cache == "" {
-		return "unknown"
-	}
-	return c.Cache
 }
 
 // streamStarted counts an active stream until the returned func is called.

@@ -10,20 +10,19 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/time/rate"
 )
 
 // Defaults of Config.
 const (
 	DefaultBaseURL               = "https://api.ahrefs.com"
 	DefaultRequestsPerMinute     = 60
-	DefaultBurst                 = 5
 	DefaultMaxAttempts           = 3
 	DefaultBackoffBase           = 500 * time.Millisecond
 	DefaultBackoffMax            = 8 * time.Second
@@ -31,6 +30,15 @@ const (
 	DefaultResponseHeaderTimeout = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 16
 )
+
+// PlanRowCaps are the rows-per-request caps of Ahrefs plans (Lite 100,
+// Standard 250, Advanced 500; Enterprise has none). A plan serves a larger
+// limit silently with that many rows, which looks like the end of the data.
+var planRowCaps = []int{100, 250, 500}
+
+// MaybeRowCap reports whether a page of n rows, shorter than asked, may
+// have been cut by a plan's cap rather than by the end of the data.
+func MaybeRowCap(n int) bool { return slices.Contains(planRowCaps, n) }
 
 // Config configures a Client. The zero value of every field but Key means its
 // default.
@@ -42,15 +50,15 @@ type Config struct {
 	// never in a URL, and is redacted from String, LogValue and every error.
 	Key string
 
-	// RequestsPerMinute is linkgate's own limit for the key (Ahrefs allows
-	// about 60 per minute per key). Default 60.
-	RequestsPerMinute float64
-	// Burst is how many requests may go at once after a quiet spell. Default
-	// 5: enough for a page, its look-ahead and a usage read to start together,
-	// while any minute sees at most RequestsPerMinute+Burst requests, a small
-	// enough excess that the upstream's (undocumented) window rarely answers
-	// 429, and a 429 is retried anyway.
-	Burst int
+	// Gate is the key's rate: Wait is called before every HTTP attempt,
+	// retries included, and Throttled after a 429, so that one limiter for
+	// the key (the scheduler's, shared by every replica) sees every request.
+	// Nil means no limit of linkgate's own.
+	Gate Gate
+	// KeepBody is the largest response body List keeps in Result.Body for a
+	// page cache; a larger one is streamed without being kept, so that a
+	// huge page is still never held whole. 0 keeps none.
+	KeepBody int
 
 	// MaxAttempts bounds the attempts of one call, the first included.
 	// Default 3 (the official SDK's max_retries=2).
@@ -83,13 +91,21 @@ type Config struct {
 	Jitter func(d time.Duration) time.Duration
 }
 
+// Gate admits HTTP attempts at the key's rate.
+type Gate interface {
+	// Wait returns when the attempt may be sent, or an error (the caller's
+	// deadline would pass first) that ends the call without sending.
+	Wait(ctx context.Context) error
+	// Throttled reports a 429; retryAfter is the upstream's Retry-After (0
+	// when it sent none). Every caller of the key should slow down.
+	Throttled(ctx context.Context, retryAfter time.Duration)
+}
+
 // Observer is told what the client does, for metrics and logs. Methods are
 // called synchronously on the calling goroutine and must be cheap.
 type Observer interface {
 	// Retry: attempt failed with err and the next one starts after wait.
 	Retry(ctx context.Context, attempt int, wait time.Duration, err error)
-	// RateLimitWait: linkgate's own limiter delays a request by wait.
-	RateLimitWait(ctx context.Context, wait time.Duration)
 	// Response: one attempt ended; status 0 when no response arrived. cost
 	// is what that attempt was charged (Known false when not known).
 	Response(ctx context.Context, endpoint string, status int, cost Cost, elapsed time.Duration)
@@ -97,8 +113,8 @@ type Observer interface {
 
 // String describes the configuration with the key redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("upstream.Config{BaseURL:%q Key:%s RequestsPerMinute:%g Burst:%d MaxAttempts:%d BackoffBase:%s BackoffMax:%s MaxRetryAfter:%s}",
-		c.BaseURL, redacted(c.Key), c.RequestsPerMinute, c.Burst, c.MaxAttempts, c.BackoffBase, c.BackoffMax, c.MaxRetryAfter)
+	return fmt.Sprintf("upstream.Config{BaseURL:%q Key:%s MaxAttempts:%d BackoffBase:%s BackoffMax:%s MaxRetryAfter:%s}",
+		c.BaseURL, redacted(c.Key), c.MaxAttempts, c.BackoffBase, c.BackoffMax, c.MaxRetryAfter)
 }
 
 // GoString keeps %#v from printing the key.
@@ -109,8 +125,6 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("base_url", c.BaseURL),
 		slog.String("key", redacted(c.Key)),
-		slog.Float64("requests_per_minute", c.RequestsPerMinute),
-		slog.Int("burst", c.Burst),
 		slog.Int("max_attempts", c.MaxAttempts),
 		slog.Duration("backoff_base", c.BackoffBase),
 		slog.Duration("backoff_max", c.BackoffMax),
@@ -126,14 +140,13 @@ func redacted(key string) string {
 }
 
 // Client calls the Ahrefs API v3 with one key. It is safe for concurrent
-// use; all calls share the key's rate limiter.
+// use; all calls pass the key's Gate.
 type Client struct {
-	cfg     Config
-	base    string // BaseURL without a trailing slash
-	http    *http.Client
-	limiter *rate.Limiter
-	keys    scrubber
-	obs     Observer
+	cfg  Config
+	base string // BaseURL without a trailing slash
+	http *http.Client
+	keys scrubber
+	obs  Observer
 }
 
 // New validates cfg, fills its defaults and returns a client.
@@ -158,12 +171,6 @@ func New(cfg Config) (*Client, error) {
 		// A space or control character would break (or inject into) the header.
 		return nil, errors.New("upstream: Key contains whitespace or control characters")
 	}
-	if cfg.RequestsPerMinute == 0 {
-		cfg.RequestsPerMinute = DefaultRequestsPerMinute
-	}
-	if cfg.Burst == 0 {
-		cfg.Burst = DefaultBurst
-	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
@@ -183,10 +190,6 @@ func New(cfg Config) (*Client, error) {
 		cfg.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}
 	switch {
-	case cfg.RequestsPerMinute < 0:
-		return nil, errors.New("upstream: RequestsPerMinute must be positive")
-	case cfg.Burst < 0:
-		return nil, errors.New("upstream: Burst must be positive")
 	case cfg.MaxAttempts < 0:
 		return nil, errors.New("upstream: MaxAttempts must be positive")
 	case cfg.BackoffBase < 0, cfg.BackoffMax < cfg.BackoffBase:
@@ -234,9 +237,8 @@ func New(cfg Config) (*Client, error) {
 			// does not redirect, so any redirect is an anomaly to surface.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		limiter: rate.NewLimiter(rate.Limit(cfg.RequestsPerMinute/60), cfg.Burst),
-		keys:    scrubber(cfg.Key),
-		obs:     obs,
+		keys: scrubber(cfg.Key),
+		obs:  obs,
 	}, nil
 }
 
@@ -246,7 +248,6 @@ func (c *Client) Config() Config { return c.cfg }
 type nopObserver struct{}
 
 func (nopObserver) Retry(context.Context, int, time.Duration, error)           {}
-func (nopObserver) RateLimitWait(context.Context, time.Duration)               {}
 func (nopObserver) Response(context.Context, string, int, Cost, time.Duration) {}
 
 // Cost is what one response says it cost, from its headers.
@@ -275,6 +276,13 @@ type Result struct {
 	// was charged and then failed (a body cut short) and was retried.
 	Spent    int64
 	Attempts int // requests sent
+	// Unanswered: the call failed after a request left without an answer
+	// (no status came back: a broken connection, the caller went away), so
+	// the upstream may have charged it and the cost is not known.
+	Unanswered bool
+	// Body is the raw body of the response the rows came from, for a cache
+	// to keep and DecodeRows to read again; nil when the call failed.
+	Body []byte
 }
 
 // List runs a query against its list endpoint and hands the rows to fn one
@@ -305,9 +313,52 @@ func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result
 	if err != nil {
 		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
 	}
-	return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
-		return decodeRows(body, s, fn)
+	var raw *keptBody
+	res, err := c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
+		if c.cfg.KeepBody <= 0 {
+			return decodeRows(body, s, fn)
+		}
+		raw = &keptBody{limit: c.cfg.KeepBody}
+		return decodeRows(io.TeeReader(body, raw), s, fn)
 	})
+	if err == nil && raw != nil && !raw.over {
+		res.Body = raw.buf.Bytes()
+	}
+	return res, err
+}
+
+// keptBody keeps what is written to it up to limit bytes, and then nothing.
+type keptBody struct {
+	buf   bytes.Buffer
+	limit int
+	over  bool
+}
+
+func (k *keptBody) Write(p []byte) (int, error) {
+	if !k.over {
+		if k.buf.Len()+len(p) > k.limit {
+			k.over = true
+			k.buf = bytes.Buffer{}
+		} else {
+			k.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}
+
+// DecodeRows reads again a body that List returned in Result.Body (from a
+// cache) and hands its rows to fn, as List did.
+func DecodeRows(e Endpoint, body []byte, fn func(Row) error) (int, error) {
+	s, err := SchemaOf(e)
+	if err != nil {
+		return 0, err
+	}
+	n, err := decodeRows(bytes.NewReader(body), s, fn)
+	var cb *callbackError
+	if errors.As(err, &cb) {
+		return n, cb.err
+	}
+	return n, err
 }
 
 // decodeFunc reads a 2xx body and returns the rows it handed on.
@@ -325,8 +376,10 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 	var res Result
 	u := c.base + path + "?" + v.Encode()
 	for attempt := 1; ; attempt++ {
-		if err := c.waitLimiter(ctx); err != nil {
-			return res, err
+		if c.cfg.Gate != nil {
+			if err := c.cfg.Gate.Wait(ctx); err != nil {
+				return res, err
+			}
 		}
 		res.Attempts++
 		cost, rows, err := c.attempt(ctx, path, u, body, perRow, decode)
@@ -336,10 +389,16 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 			res.Spent += cost.Actual
 		}
 		if err == nil {
+			res.Unanswered = false
 			return res, nil
 		}
 		var apiErr *APIError
-		if !errors.As(err, &apiErr) || !apiErr.transient || rows > 0 || attempt >= c.cfg.MaxAttempts {
+		isAPI := errors.As(err, &apiErr)
+		res.Unanswered = !cost.Known && MayHaveCharged(err)
+		if isAPI && apiErr.Status == http.StatusTooManyRequests && c.cfg.Gate != nil {
+			c.cfg.Gate.Throttled(ctx, apiErr.RetryAfter)
+		}
+		if !isAPI || !apiErr.transient || rows > 0 || attempt >= c.cfg.MaxAttempts {
 			return res, err
 		}
 		if ctx.Err() != nil {
@@ -360,37 +419,6 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 			return res, fmt.Errorf("%w (gave up retrying: %w)", err, serr)
 		}
 	}
-}
-
-// waitLimiter takes a slot from the key's limiter, waiting for it with the
-// injected clock. A wait that would end after ctx's deadline fails at once,
-// giving the slot back.
-func (c *Client) waitLimiter(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	now := c.cfg.Now()
-	r := c.limiter.ReserveN(now, 1)
-	if !r.OK() { // only when Burst < 1, which New forbids
-		return &LimiterError{}
-	}
-	wait := r.DelayFrom(now)
-	if wait <= 0 {
-		return nil
-	}
-	if pastDeadline(ctx, now, wait) {
-		r.CancelAt(now)
-		return &LimiterError{Wait: wait}
-	}
-	c.obs.RateLimitWait(ctx, wait)
-	trace.SpanFromContext(ctx).AddEvent("linkgate.rate_limit_wait", trace.WithAttributes(
-		attribute.Int64("wait_ms", wait.Milliseconds()),
-	))
-	if err := c.cfg.Sleep(ctx, wait); err != nil {
-		r.CancelAt(c.cfg.Now())
-		return err
-	}
-	return nil
 }
 
 // attempt sends one request and decodes its body. It returns the cost when

@@ -52,7 +52,6 @@ func newSimEnv(t *testing.T, mod ...func(*upstream.Config)) *simEnv {
 	t.Cleanup(srv.Close)
 	cfg := upstream.Config{
 		BaseURL: srv.URL, Key: "integration-key",
-		RequestsPerMinute: 60000, Burst: 1000,
 		Now: clock.Now, Sleep: clock.Sleep,
 		Jitter: func(d time.Duration) time.Duration { return d },
 	}

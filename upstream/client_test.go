@@ -58,7 +58,6 @@ func (c *fakeClock) Sleeps() []time.Duration {
 type recorder struct {
 	mu        sync.Mutex
 	retries   []time.Duration
-	limits    []time.Duration
 	responses []int
 }
 
@@ -66,12 +65,6 @@ func (r *recorder) Retry(_ context.Context, _ int, wait time.Duration, _ error) 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.retries = append(r.retries, wait)
-}
-
-func (r *recorder) RateLimitWait(_ context.Context, wait time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.limits = append(r.limits, wait)
 }
 
 func (r *recorder) Response(_ context.Context, _ string, status int, _ Cost, _ time.Duration) {
@@ -102,14 +95,12 @@ func newHarness(t *testing.T, h http.HandlerFunc, mod ...func(*Config)) *harness
 	clock := newFakeClock()
 	obs := &recorder{}
 	cfg := Config{
-		BaseURL:           srv.URL,
-		Key:               testKey,
-		RequestsPerMinute: 60000,
-		Burst:             1000,
-		Now:               clock.Now,
-		Sleep:             clock.Sleep,
-		Jitter:            func(d time.Duration) time.Duration { return d },
-		Observer:          obs,
+		BaseURL:  srv.URL,
+		Key:      testKey,
+		Now:      clock.Now,
+		Sleep:    clock.Sleep,
+		Jitter:   func(d time.Duration) time.Duration { return d },
+		Observer: obs,
 	}
 	for _, m := range mod {
 		m(&cfg)
@@ -519,60 +510,66 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-func TestRateLimiter(t *testing.T) {
-	limited := func(c *Config) { c.RequestsPerMinute = 60; c.Burst = 2 }
-	t.Run("waits for a slot with the injected clock", func(t *testing.T) {
-		h := newHarness(t, okRows(1), limited)
-		for range 4 {
-			if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
+// countingGate records the client's calls to its Gate.
+type countingGate struct {
+	mu        sync.Mutex
+	waits     int
+	throttled []time.Duration
+	refuse    error
+}
+
+func (g *countingGate) Wait(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.waits++
+	return g.refuse
+}
+
+func (g *countingGate) Throttled(_ context.Context, d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.throttled = append(g.throttled, d)
+}
+
+func TestGate(t *testing.T) {
+	t.Run("every attempt passes the gate, retries included", func(t *testing.T) {
+		g := &countingGate{}
+		h := newHarness(t, failing(2), func(c *Config) { c.Gate = g })
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if err != nil {
+			t.Fatal(err)
 		}
-		if got := fmt.Sprint(h.obs.limits); got != "[1s 1s]" {
-			t.Errorf("limiter waits = %s, want [1s 1s]", got)
-		}
-		if got := fmt.Sprint(h.clock.Sleeps()); got != "[1s 1s]" {
-			t.Errorf("sleeps = %s", got)
+		if g.waits != 3 || res.Attempts != 3 || h.hits.Load() != 3 {
+			t.Errorf("gate waits = %d, attempts = %d, hits = %d; want 3 each", g.waits, res.Attempts, h.hits.Load())
 		}
 	})
-	t.Run("a wait past the deadline fails at once and frees the slot", func(t *testing.T) {
-		h := newHarness(t, okRows(1), limited)
-		for range 2 {
-			if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
-				t.Fatal(err)
+	t.Run("a 429 throttles the key with its Retry-After", func(t *testing.T) {
+		g := &countingGate{}
+		n := 0
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			n++
+			if n == 1 {
+				w.Header().Set("Retry-After", "7")
+				w.WriteHeader(http.StatusTooManyRequests)
+				io.WriteString(w, `{"error":"slow down"}`)
+				return
 			}
-		}
-		ctx, cancel := context.WithDeadline(context.Background(), h.clock.Now().Add(500*time.Millisecond))
-		defer cancel()
-		res, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
-		var lim *LimiterError
-		if !errors.As(err, &lim) || !errors.Is(err, ErrRateLimited) || lim.Wait != time.Second {
-			t.Fatalf("err = %v", err)
-		}
-		if !strings.Contains(err.Error(), "linkgate's own rate limiter") {
-			t.Errorf("error text %q does not say whose limiter", err)
-		}
-		if h.hits.Load() != 2 || res.Attempts != 0 || len(h.clock.Sleeps()) != 0 {
-			t.Errorf("hits = %d, attempts = %d, sleeps = %v", h.hits.Load(), res.Attempts, h.clock.Sleeps())
-		}
-		// The cancelled reservation was returned: the next caller waits one
-		// interval, not two.
+			okRows(1)(w, r)
+		}, func(c *Config) { c.Gate = g })
 		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
-		if got := fmt.Sprint(h.clock.Sleeps()); got != "[1s]" {
-			t.Errorf("sleeps = %s, want [1s]", got)
+		if fmt.Sprint(g.throttled) != "[7s]" || g.waits != 2 {
+			t.Errorf("throttled = %v, waits = %d; want [7s], 2", g.throttled, g.waits)
 		}
 	})
-	t.Run("retries take slots too", func(t *testing.T) {
-		h := newHarness(t, failing(2), func(c *Config) { c.RequestsPerMinute = 60; c.Burst = 1 })
-		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
-			t.Fatal(err)
-		}
-		// Backoff 500ms, then the limiter adds 500ms to reach 1s; backoff 1s
-		// covers the next interval by itself.
-		if got := fmt.Sprint(h.clock.Sleeps()); got != "[500ms 500ms 1s]" {
-			t.Errorf("sleeps = %s", got)
+	t.Run("a refusal sends nothing", func(t *testing.T) {
+		refused := errors.New("queue deadline")
+		g := &countingGate{refuse: refused}
+		h := newHarness(t, okRows(1), func(c *Config) { c.Gate = g })
+		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		if !errors.Is(err, refused) || res.Attempts != 0 || h.hits.Load() != 0 || res.Unanswered {
+			t.Fatalf("err = %v, attempts = %d, hits = %d, unanswered = %v", err, res.Attempts, h.hits.Load(), res.Unanswered)
 		}
 	})
 }
@@ -715,7 +712,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := c.Config()
-	if got.BaseURL != DefaultBaseURL || got.RequestsPerMinute != 60 || got.Burst != DefaultBurst ||
+	if got.BaseURL != DefaultBaseURL ||
 		got.MaxAttempts != 3 || got.BackoffBase != 500*time.Millisecond || got.BackoffMax != 8*time.Second ||
 		got.MaxRetryAfter != time.Minute {
 		t.Errorf("defaults = %v", got)
@@ -728,7 +725,6 @@ func TestConfig(t *testing.T) {
 		"ftp":             {Key: "k", BaseURL: "ftp://api.ahrefs.com"},
 		"user info":       {Key: "k", BaseURL: "https://u:p@api.ahrefs.com"},
 		"query":           {Key: "k", BaseURL: "https://api.ahrefs.com?token=x"},
-		"negative rate":   {Key: "k", RequestsPerMinute: -1},
 		"negative tries":  {Key: "k", MaxAttempts: -1},
 		"backoff min>max": {Key: "k", BackoffBase: time.Minute, BackoffMax: time.Second},
 	} {
@@ -756,7 +752,7 @@ func (s *eventSpan) AddEvent(name string, _ ...trace.EventOption) {
 }
 
 func TestSpanEvents(t *testing.T) {
-	h := newHarness(t, failing(1), func(c *Config) { c.RequestsPerMinute, c.Burst = 60, 1 })
+	h := newHarness(t, failing(1))
 	span := &eventSpan{}
 	ctx := trace.ContextWithSpan(context.Background(), span)
 	for range 2 {
@@ -764,9 +760,8 @@ func TestSpanEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// First call: 500, retry (backoff 500ms, then the limiter adds 500ms);
-	// second call: the limiter waits a full interval.
-	want := "[ahrefs.retry linkgate.rate_limit_wait linkgate.rate_limit_wait]"
+	// First call: 500, then a retry; the second call succeeds at once.
+	want := "[ahrefs.retry]"
 	if got := fmt.Sprint(span.events); got != want {
 		t.Errorf("span events = %s, want %s", got, want)
 	}

@@ -1,17 +1,18 @@
 package upstream
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 )
 
-// Sentinels for errors.Is. An *APIError matches the one of its status; a
-// *LimiterError matches ErrRateLimited. They let the service map upstream
+// Sentinels for errors.Is. An *APIError matches the one of its status. They let the service map upstream
 // failures to canonical codes without knowing HTTP.
 var (
 	// ErrBadRequest: the upstream rejected the parameters (400, or another
@@ -24,8 +25,7 @@ var (
 	ErrForbidden = errors.New("upstream: forbidden")
 	// ErrNotFound: no data for the target or date (404). Never retried.
 	ErrNotFound = errors.New("upstream: not found")
-	// ErrRateLimited: the upstream answered 429, or linkgate's own limiter
-	// could not grant a request slot before the caller's deadline.
+	// ErrRateLimited: the upstream answered 429 (after retries).
 	ErrRateLimited = errors.New("upstream: rate limited")
 	// ErrUpstreamUnavailable: a 5xx, a transport failure, a body cut short,
 	// or a response that is not what the API documents.
@@ -109,20 +109,21 @@ func retryableStatus(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500
 }
 
-// LimiterError is returned when linkgate's own rate limiter for the key
-// cannot grant a request slot before the caller's deadline. Nothing was sent
-// upstream. It matches ErrRateLimited.
-type LimiterError struct {
-	Wait time.Duration // how long the caller would have had to wait
+// MayHaveCharged reports whether a failed call may still have been
+// charged although its cost is unknown: a request left and no status came
+// back (a broken connection, a body never read, the caller went away while
+// it was in flight). An answered error, a refused connection and a call
+// refused before sending charge nothing.
+func MayHaveCharged(err error) bool {
+	if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		return false
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status == 0
+	}
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
-
-// Error says whose limiter refused: linkgate's, not Ahrefs'.
-func (e *LimiterError) Error() string {
-	return fmt.Sprintf("linkgate's own rate limiter for the Ahrefs key: next request slot in %s, past the deadline", e.Wait.Round(time.Millisecond))
-}
-
-// Is matches ErrRateLimited.
-func (e *LimiterError) Is(target error) bool { return target == ErrRateLimited }
 
 // maxErrorBody bounds what is read of an error response: enough for any
 // {"error": ...} the API sends, small enough that a CDN page cannot hurt.

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestStreamingLargePage decodes a 200k-row page written incrementally by
@@ -128,11 +127,7 @@ func TestKeyNeverInErrors(t *testing.T) {
 			}
 		}},
 		{name: "refused", h: okRows(1), mod: func(c *Config) { c.BaseURL = "http://127.0.0.1:1" }},
-		{name: "limiter", h: okRows(1), mod: func(c *Config) { c.RequestsPerMinute, c.Burst = 1, 1 },
-			ctx: func(h *harness) (context.Context, context.CancelFunc) {
-				h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
-				return context.WithDeadline(context.Background(), h.clock.Now().Add(time.Second))
-			}},
+		{name: "gate", h: okRows(1), mod: func(c *Config) { c.Gate = &countingGate{refuse: errors.New("queue deadline")} }},
 		{name: "cancelled", h: failing(10), ctx: func(*harness) (context.Context, context.CancelFunc) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()

@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 1, "seed of the fault injection")
 	cacheTTL := fs.Duration("cache-ttl", ahrefssim.DefaultCacheTTL, "upstream cache lifetime (negative: off)")
 	keyLimit := fs.Int64("key-limit", 0, "units a key may spend before 403 (0: unlimited)")
+	rowCap := fs.Int("row-cap", 0, "rows per request a key's plan allows; a larger limit is silently capped (0: none)")
 	verbose := fs.Bool("v", false, "log every request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := ahrefssim.Config{
 		Keys: strings.Split(*keys, ","), RequestsPerMinute: *rpm, Latency: *latency,
-		ErrorRate: *errRate, TruncateRate: *truncRate, Seed: *seed, CacheTTL: *cacheTTL, Logger: log,
+		ErrorRate: *errRate, TruncateRate: *truncRate, Seed: *seed, CacheTTL: *cacheTTL, RowCap: *rowCap, Logger: log,
 	}
 	switch *style {
 	case "json":
@@ -78,7 +79,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	// The keys are secrets: log how many there are, never what they are.
 	log.Info("ahrefssim serving", "addr", "http://"+bound+"/v3", "keys", len(cfg.Keys), "rpm", *rpm,
-		"latency", *latency, "error_rate", *errRate, "truncate_rate", *truncRate, "cache_ttl", *cacheTTL)
+		"latency", *latency, "error_rate", *errRate, "truncate_rate", *truncRate, "cache_ttl", *cacheTTL, "row_cap", *rowCap)
 	select {
 	case err := <-done:
 		return err

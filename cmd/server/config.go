@@ -27,6 +27,16 @@ type config struct {
 	UpstreamKey     secret
 	UpstreamKeyFile string
 	UpstreamRPM     float64
+	// UpstreamPageRows is the rows a stream asks per upstream request.
+	UpstreamPageRows int
+	// PageCacheTTL and PageCacheBytes size the page cache (0 bytes: off);
+	// PageCacheShared lets tenants share cached pages.
+	PageCacheTTL    time.Duration
+	PageCacheBytes  int
+	PageCacheShared bool
+	// HealthFailures is how many upstream failures in a row turn
+	// BacklinksService NOT_SERVING.
+	HealthFailures int
 
 	DataDir      string // the bolt ledger and the token key live here
 	RedisAddr    string // a Redis ledger shared by replicas instead of bolt
@@ -78,21 +88,25 @@ func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 func defaultConfig() config {
 	return config{
-		GRPCAddr:        "127.0.0.1:9090",
-		HTTPAddr:        "127.0.0.1:8080",
-		UpstreamRPM:     60,
-		DataDir:         "data",
-		BudgetName:      "default",
-		BudgetUnits:     1_000_000,
-		ResetDay:        1,
-		Lease:           2 * time.Minute,
-		TokenTTL:        24 * time.Hour,
-		ReconcileEvery:  10 * time.Minute,
-		ShutdownTimeout: 15 * time.Second,
-		DrainDelay:      2 * time.Second,
-		LogFormat:       "json",
-		LogLevel:        slog.LevelInfo,
-		securityConfig:  defaultSecurityConfig(),
+		GRPCAddr:         "127.0.0.1:9090",
+		HTTPAddr:         "127.0.0.1:8080",
+		UpstreamRPM:      60,
+		UpstreamPageRows: 1000,
+		PageCacheTTL:     time.Minute,
+		PageCacheBytes:   32 << 20,
+		HealthFailures:   5,
+		DataDir:          "data",
+		BudgetName:       "default",
+		BudgetUnits:      1_000_000,
+		ResetDay:         1,
+		Lease:            2 * time.Minute,
+		TokenTTL:         24 * time.Hour,
+		ReconcileEvery:   10 * time.Minute,
+		ShutdownTimeout:  15 * time.Second,
+		DrainDelay:       2 * time.Second,
+		LogFormat:        "json",
+		LogLevel:         slog.LevelInfo,
+		securityConfig:   defaultSecurityConfig(),
 	}
 }
 
@@ -107,7 +121,12 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"upstream-url", "Ahrefs API base URL; \"simulator\" (or empty, with authentication off) runs the built-in simulator", &c.UpstreamURL},
 		{"upstream-key", "Ahrefs API key (prefer LINKGATE_UPSTREAM_KEY_FILE)", &c.UpstreamKey},
 		{"upstream-key-file", "file holding the Ahrefs API key", &c.UpstreamKeyFile},
-		{"upstream-rpm", "requests per minute allowed to the upstream key", &c.UpstreamRPM},
+		{"upstream-rpm", "requests per minute of the upstream key as a whole, shared by every replica", &c.UpstreamRPM},
+		{"upstream-page-rows", "rows a stream asks per upstream request (at most the plan's cap)", &c.UpstreamPageRows},
+		{"page-cache-ttl", "how long an upstream page stays fresh in the page cache", &c.PageCacheTTL},
+		{"page-cache-bytes", "bytes of upstream pages the page cache keeps (0: off); in Redis when redis-addr is set", &c.PageCacheBytes},
+		{"page-cache-shared", "let tenants share cached and coalesced pages (true/false)", &c.PageCacheShared},
+		{"health-failures", "upstream failures in a row that turn BacklinksService NOT_SERVING", &c.HealthFailures},
 		{"data-dir", "directory of the bolt ledger and the page token key", &c.DataDir},
 		{"redis-addr", "Redis address of a ledger shared by replicas (instead of bolt)", &c.RedisAddr},
 		{"budget-name", "name of the budget in the ledger", &c.BudgetName},
@@ -185,6 +204,12 @@ func (c *config) validate() error {
 	if c.UpstreamRPM <= 0 {
 		errs = append(errs, errors.New("upstream-rpm must be positive"))
 	}
+	if c.UpstreamPageRows < 1 || c.UpstreamPageRows > 100_000 {
+		errs = append(errs, errors.New("upstream-page-rows must be between 1 and 100000"))
+	}
+	if c.PageCacheTTL <= 0 || c.PageCacheBytes < 0 || c.HealthFailures < 1 {
+		errs = append(errs, errors.New("page-cache-ttl and health-failures must be positive, page-cache-bytes not negative"))
+	}
 	if c.BudgetUnits <= 0 {
 		errs = append(errs, errors.New("budget-units must be positive"))
 	}
@@ -218,7 +243,9 @@ func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("grpc_addr", c.GRPCAddr), slog.String("http_addr", c.HTTPAddr),
 		slog.String("upstream", upstream), slog.Any("upstream_key", c.UpstreamKey),
-		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.String("ledger", ledger),
+		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.Int("upstream_page_rows", c.UpstreamPageRows),
+		slog.String("page_cache_ttl", c.PageCacheTTL.String()), slog.Int("page_cache_bytes", c.PageCacheBytes),
+		slog.Bool("page_cache_shared", c.PageCacheShared), slog.String("ledger", ledger),
 		slog.String("budget", c.BudgetName), slog.Int64("budget_units", c.BudgetUnits),
 		slog.Int("reset_day", c.ResetDay), slog.String("lease", c.Lease.String()),
 		slog.Any("token_key", c.TokenKey), slog.String("token_ttl", c.TokenTTL.String()),
@@ -266,6 +293,12 @@ func setValue(ptr any, s string) error {
 			return err
 		}
 		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		*p = b
 	case *float64:
 		n, err := strconv.ParseFloat(s, 64)
 		if err != nil {

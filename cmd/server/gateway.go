@@ -220,9 +220,11 @@ func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 // the stream error handler, which gets only the context.
 type responseHeaderKey struct{}
 
-// streamErrorHandler converts a stream's error as the gateway does, and
-// sets Retry-After from its RetryInfo: a stream refused before its first
-// message (429, 503) is then answered like a List.
+// streamErrorHandler converts a stream's error with every detail of its
+// status, so that ErrorInfo.metadata.page_token (the deadline, a shutdown,
+// the budget) reaches HTTP callers in the last NDJSON line as it reaches
+// gRPC ones, and sets Retry-After from its RetryInfo: a stream refused
+// before its first message (429, 503) is then answered like a List.
 func streamErrorHandler(ctx context.Context, err error) *status.Status {
 	st := status.Convert(err)
 	if h, ok := ctx.Value(responseHeaderKey{}).(http.Header); ok {

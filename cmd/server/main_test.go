@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/linkgate/linkgate/internal/redistest"
 )
 
 // TestMain fails the package's tests if any goroutine outlives them. With
@@ -15,5 +17,8 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, redistest.IgnoreLeak(), goleak.Cleanup(func(code int) {
+		redistest.Stop()
+		os.Exit(code)
+	}))
 }

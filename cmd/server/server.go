@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,6 +27,7 @@ import (
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/quota"
+	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/service"
 	"github.com/linkgate/linkgate/upstream"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
@@ -85,6 +87,11 @@ type server struct {
 	failed      chan error
 	// checkReadiness sets the health status from the checks now.
 	checkReadiness func()
+	// upstreamHealth follows the outcomes of real upstream calls.
+	upstreamHealth *outcomes
+	backlinks      *service.BacklinksServer
+	rdb            *redis.Client
+	ledgerUp       atomic.Bool
 	// cleanups run in reverse order at shutdown, after the listeners stop.
 	cleanups []func() error
 	stop     context.CancelFunc
@@ -123,11 +130,6 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		}
 		key = simKey
 	}
-	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, RequestsPerMinute: cfg.UpstreamRPM,
-		WrapTransport: obs.wrapTransport, Observer: obs.observer()})
-	if err != nil {
-		return nil, fmt.Errorf("upstream client: %w", err)
-	}
 	ledger, err := s.openLedger()
 	if err != nil {
 		return nil, err
@@ -136,16 +138,30 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, err
 	}
 	s.cleanups = append(s.cleanups, obs.tel.Close) // before the ledger closes
+	s.health = health.NewServer()
+	s.upstreamHealth = newOutcomes(cfg.HealthFailures)
+	sched, err := s.newScheduler(ledger)
+	if err != nil {
+		return nil, err
+	}
+	s.cleanups = append(s.cleanups, sched.Close)
+	client, err := upstream.New(upstream.Config{BaseURL: upstreamURL, Key: key, Gate: sched.Gate(),
+		KeepBody: cfg.PageCacheBytes, WrapTransport: obs.wrapTransport, Observer: obs.observer()})
+	if err != nil {
+		return nil, fmt.Errorf("upstream client: %w", err)
+	}
 	tokens, err := s.tokens()
 	if err != nil {
 		return nil, err
 	}
-	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Tokens: tokens, Logger: log, Telemetry: obs.tel})
+	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Scheduler: sched,
+		Tokens: tokens, UpstreamPageRows: cfg.UpstreamPageRows, SharePageCache: cfg.PageCacheShared,
+		Logger: log, Telemetry: obs.tel})
 	if err != nil {
 		return nil, err
 	}
+	s.backlinks = backlinks
 
-	s.health = health.NewServer()
 	opts := service.ServerOptions(service.ServerConfig{Logger: log, Auth: sec.auth, Limits: sec.limits})
 	opts = append(opts, obs.serverOption())
 	s.grpc = grpc.NewServer(append(opts, sec.tls.grpcOptions()...)...)
@@ -184,7 +200,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		}
 	}
 
-	s.watchReadiness(bg, ledger, client)
+	s.watchReadiness(bg, ledger)
 	if cfg.ReconcileEvery > 0 {
 		s.reconcile(bg, ledger, client)
 	}
@@ -231,12 +247,20 @@ func (s *server) startSimulator() (string, error) {
 	return "http://" + lis.Addr().String(), nil
 }
 
+// redis returns the one Redis client of the ledger, the key's rate limiter
+// and the shared page cache.
+func (s *server) redis() *redis.Client {
+	if s.rdb == nil {
+		s.rdb = redis.NewClient(&redis.Options{Addr: s.cfg.RedisAddr})
+		s.cleanups = append(s.cleanups, s.rdb.Close)
+	}
+	return s.rdb
+}
+
 func (s *server) openLedger() (*quota.Ledger, error) {
 	var store quota.Store
 	if s.cfg.RedisAddr != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: s.cfg.RedisAddr})
-		s.cleanups = append(s.cleanups, rdb.Close)
-		store = quota.NewRedisStore(rdb)
+		store = quota.NewRedisStore(s.redis())
 	} else {
 		if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
@@ -252,6 +276,28 @@ func (s *server) openLedger() (*quota.Ledger, error) {
 		Budget: s.cfg.BudgetName, PoolLimit: s.cfg.BudgetUnits, ResetDay: s.cfg.ResetDay, Lease: s.cfg.Lease,
 		Tenants: s.sec.tenants.limits,
 	})
+}
+
+// newScheduler is the one door to the upstream key: its rate and page
+// cache in Redis, shared by every replica, when Redis is configured, in
+// process otherwise.
+func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error) {
+	var limiter scheduler.Limiter = scheduler.NewLocalLimiter(s.cfg.UpstreamRPM, nil)
+	var cache scheduler.Cache
+	if s.cfg.RedisAddr != "" {
+		limiter = scheduler.NewRedisLimiter(s.redis(), "linkgate:rate", s.cfg.BudgetName, s.cfg.UpstreamRPM)
+		if s.cfg.PageCacheBytes > 0 {
+			cache = scheduler.NewRedisCache(s.redis(), "linkgate:cache:"+s.cfg.BudgetName, s.cfg.PageCacheBytes, s.cfg.PageCacheTTL)
+		}
+	} else if s.cfg.PageCacheBytes > 0 {
+		cache = scheduler.NewMemoryCache(s.cfg.PageCacheBytes, s.cfg.PageCacheTTL, nil)
+	}
+	return scheduler.New(scheduler.Config{Limiter: limiter, Ledger: ledger, Cache: cache,
+		Weights: s.sec.tenants.weights, Outcome: func(err error) {
+			if s.upstreamHealth.record(err) {
+				s.publishHealth()
+			}
+		}})
 }
 
 // tokens returns the page token codec. Without a configured key, a bolt
@@ -279,45 +325,46 @@ func (s *server) tokens() (*service.Tokens, error) {
 	return service.NewTokens(key, s.cfg.TokenTTL, nil)
 }
 
-// readiness is what health reports on: the ledger and the upstream.
+// readiness is what health reports on: the ledger.
 type readiness interface {
 	Ping(ctx context.Context) error
 }
 
-// watchReadiness keeps the health status on real checks, now and every
-// 15 seconds.
-func (s *server) watchReadiness(ctx context.Context, ledger readiness, client upstreamReadiness) {
-	s.checkReadiness = func() { s.setReadiness(ctx, ledger, client) }
+// watchReadiness keeps the health status on the ledger's ping, now and
+// every 15 seconds. The upstream's part comes from the outcomes of real
+// calls (upstreamHealth), never from a probe: a probe would wait in the
+// same queue as traffic and spend the key's rate.
+func (s *server) watchReadiness(ctx context.Context, ledger readiness) {
+	s.checkReadiness = func() { s.setReadiness(ctx, ledger) }
 	s.checkReadiness()
 	s.every(ctx, 15*time.Second, s.checkReadiness)
 }
 
-// upstreamReadiness is the upstream's free limits-and-usage endpoint.
-type upstreamReadiness interface {
-	LimitsAndUsage(ctx context.Context) (upstream.LimitsAndUsage, error)
-}
-
-// setReadiness sets the health status from real checks: the ledger's store
-// answers, and the upstream's free limits-and-usage endpoint answers. The
-// data RPCs need both; quota reads, and the server as a whole, need only
-// the ledger: an upstream outage leaves replicas ready, so callers still
-// reach the quota, cached pages, and an UNAVAILABLE with a retry hint
-// rather than no endpoint at all.
-func (s *server) setReadiness(ctx context.Context, ledger readiness, client upstreamReadiness) {
+// setReadiness pings the ledger and publishes the health status.
+func (s *server) setReadiness(ctx context.Context, ledger readiness) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ledgerUp, upstreamUp := healthpb.HealthCheckResponse_SERVING, healthpb.HealthCheckResponse_SERVING
-	if err := ledger.Ping(ctx); err != nil {
+	err := ledger.Ping(ctx)
+	if err != nil {
 		s.log.Warn("not ready: ledger", "err", err)
-		ledgerUp = healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	if _, err := client.LimitsAndUsage(ctx); err != nil {
-		s.log.Warn("upstream unavailable", "err", err)
-		upstreamUp = healthpb.HealthCheckResponse_NOT_SERVING
+	s.ledgerUp.Store(err == nil)
+	s.publishHealth()
+}
+
+// publishHealth sets the health status: the server (service "") and
+// QuotaService are ready while the ledger answers; BacklinksService also
+// needs the upstream, judged by real outcomes. An upstream outage leaves
+// replicas ready, so callers still reach the quota, cached pages, and an
+// UNAVAILABLE with a retry hint rather than no endpoint at all.
+func (s *server) publishHealth() {
+	ledgerUp := healthpb.HealthCheckResponse_NOT_SERVING
+	if s.ledgerUp.Load() {
+		ledgerUp = healthpb.HealthCheckResponse_SERVING
 	}
 	data := ledgerUp
-	if upstreamUp != healthpb.HealthCheckResponse_SERVING {
-		data = upstreamUp
+	if !s.upstreamHealth.up() {
+		data = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	s.health.SetServingStatus("", ledgerUp)
 	s.health.SetServingStatus(v1.QuotaService_ServiceDesc.ServiceName, ledgerUp)
@@ -367,6 +414,11 @@ func (s *server) shutdown() error {
 	s.log.Info("shutting down")
 	s.health.Shutdown()
 	time.Sleep(s.cfg.DrainDelay)
+	// Streams still running end now with UNAVAILABLE and their token, so
+	// their callers resume on another replica and the listeners can stop.
+	if s.backlinks != nil {
+		s.backlinks.Drain()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	// Both listeners drain together under the one deadline: a REST stream

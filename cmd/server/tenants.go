@@ -33,7 +33,10 @@ type tenantEntry struct {
 	Name string `json:"name"`
 	Role string `json:"role"` // reader or admin
 	// Limit is the tenant's monthly units; 0 or absent: only the pool's.
-	Limit     int64      `json:"limit"`
+	Limit int64 `json:"limit"`
+	// Weight is the tenant's share of the key's rate against other tenants
+	// of the same class of work; absent means 1.
+	Weight    *float64   `json:"weight"`
 	Keys      []keyEntry `json:"keys"`
 	CertNames []string   `json:"cert_names"`
 }
@@ -44,8 +47,9 @@ type keyEntry struct {
 
 // tenants is a loaded tenants file: who may call and each tenant's limit.
 type tenants struct {
-	auth   service.AuthConfig
-	limits map[string]int64 // for quota.Config.Tenants
+	auth    service.AuthConfig
+	limits  map[string]int64   // for quota.Config.Tenants
+	weights map[string]float64 // for scheduler.Config.Weights
 }
 
 // loadTenants reads the tenants file; no file means authentication is off.
@@ -73,8 +77,9 @@ func parseTenants(b []byte) (tenants, error) {
 		return tenants{}, err
 	}
 	t := tenants{
-		auth:   service.AuthConfig{CertNames: map[string]service.Caller{}},
-		limits: map[string]int64{},
+		auth:    service.AuthConfig{CertNames: map[string]service.Caller{}},
+		limits:  map[string]int64{},
+		weights: map[string]float64{},
 	}
 	var errs []error
 	names := map[string]bool{}
@@ -103,6 +108,13 @@ func parseTenants(b []byte) (tenants, error) {
 			errs = append(errs, fmt.Errorf("%s: limit must not be negative", where))
 		} else if e.Limit > 0 {
 			t.limits[e.Name] = e.Limit
+		}
+		if e.Weight != nil {
+			if w := *e.Weight; !(w > 0 && w <= 1000) {
+				errs = append(errs, fmt.Errorf("%s: weight must be in (0, 1000], not %g", where, w))
+			} else {
+				t.weights[e.Name] = w
+			}
 		}
 		if len(e.Keys) == 0 && len(e.CertNames) == 0 {
 			errs = append(errs, fmt.Errorf("%s: needs at least one key or cert_name, or no one can call as it", where))

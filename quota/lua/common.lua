@@ -32,9 +32,33 @@ local function put(k, id, r)
   redis.call('HSET', k.res, id, cjson.encode(r))
 end
 
+-- Charges presumed rather than reported are provisional, per tenant and
+-- label, until a reconciliation confirms or takes them back.
+local function provisional(k, tenant, label, u)
+  hincr(k.pool, 'provisional', u)
+  hincr(k.pool, 'prov\30' .. tenant .. '\31' .. label, u)
+end
+
+-- A tenant's limit: a stored override wins over the configured one.
+local function tlimit_of(tenant, configured)
+  local override = redis.call('HGET', KEYS[1], tenant)
+  if override then return tonumber(override) end
+  return configured
+end
+
+-- What tenant may still reserve in period k.
+local function room(k, tenant, plimit, tlimit)
+  local left = math.max(0, plimit - hnum(k.pool, 'used') - hnum(k.pool, 'reserved'))
+  if tlimit > 0 then
+    left = math.min(left, math.max(0, tlimit - hnum(k.tused, tenant) - hnum(k.tres, tenant)))
+  end
+  return left
+end
+
 -- Charge in full a reservation whose holder never came back.
 local function expire(k, id, r)
   local u = r.u
+  provisional(k, r.t, r.l, u)
   hincr(k.pool, 'used', u)
   hincr(k.pool, 'reserved', -u)
   hincr(k.pool, 'expired', 1)

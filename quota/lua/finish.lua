@@ -1,7 +1,11 @@
+local now = tonumber(ARGV[1])
 -- KEYS[2..7]: the reservation's own period.
--- ARGV: now, ttl, id, actual, release (1/0)
+-- ARGV: now, ttl, id, actual, release (1/0), provisional (1/0), pool limit, tenant limit
+-- Reply: {state, remaining}, or 'unknown'.
 local k = pkeys(2)
 local id, actual, release = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
+local prov = ARGV[6] == '1'
+local plimit = tonumber(ARGV[7])
 local raw = redis.call('HGET', k.res, id)
 if not raw then return 'unknown' end
 local r = cjson.decode(raw)
@@ -18,6 +22,10 @@ local function charge(already)
   end
 end
 
+local function left()
+  return room(k, r.t, plimit, tlimit_of(r.t, tonumber(ARGV[8])))
+end
+
 if r.s == 'open' then
   hincr(k.pool, 'reserved', -r.u)
   hincr(k.tres, r.t, -r.u)
@@ -26,6 +34,7 @@ if r.s == 'open' then
     r.s = 'released'
   else
     charge(0)
+    if prov then provisional(k, r.t, r.l, actual) end
     hincr(k.pool, 'settled', 1)
     r.s = 'settled'
     r.a = actual
@@ -37,8 +46,8 @@ elseif r.s == 'expired' and not release then
   end
   r.s = 'settled'
 else
-  return r.s
+  return {r.s, left()}
 end
 put(k, id, r)
 touch(k, ARGV[2])
-return r.s
+return {r.s, left()}

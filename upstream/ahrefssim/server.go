@@ -59,6 +59,10 @@ type Config struct {
 	// RequestsPerMinute limits requests per key over a sliding minute;
 	// 0 means unlimited.
 	RequestsPerMinute int
+	// RateWindow replaces the minute of RequestsPerMinute, so that tests
+	// check a rate in seconds (10 per second is 600 a minute); 0 means a
+	// minute.
+	RateWindow time.Duration
 	// RateLimitStyle is the shape of a 429.
 	RateLimitStyle RateLimitStyle
 	// Latency is added to every data response (list and stats).
@@ -85,6 +89,10 @@ type Config struct {
 	Subscription string
 	// MaxLimit rejects a larger limit with 400; 0 means no maximum.
 	MaxLimit int
+	// RowCap is the rows per request a key's plan allows: a larger limit is
+	// silently served with RowCap rows, as plans below Enterprise cap rows
+	// per request (100, 250, 500). 0 means no cap.
+	RowCap int
 	// Datasets bounds how many targets' precomputations are kept; 0 means 8.
 	Datasets int
 	// Clock tells the time for rate limiting, caching and usage dates.
@@ -100,7 +108,8 @@ type Server struct {
 	dss   *datasets
 	log   *slog.Logger
 	seq   atomic.Uint64
-	mu    sync.Mutex // guards everything below
+	reqs  atomic.Int64 // requests received, any endpoint, any answer
+	mu    sync.Mutex   // guards everything below
 	cfg   Config
 	keys  map[string]bool
 	hits  map[string][]time.Time // accepted request times per key, last minute
@@ -210,6 +219,13 @@ func (s *Server) FailNext(n int) { s.mu.Lock(); s.fail = n; s.mu.Unlock() }
 // TruncateNext cuts the body of the next n successful list responses.
 func (s *Server) TruncateNext(n int) { s.mu.Lock(); s.trunc = n; s.mu.Unlock() }
 
+// Requests is the number of requests received so far, on every endpoint,
+// whatever their answer.
+func (s *Server) Requests() int64 { return s.reqs.Load() }
+
+// RateLimited is the number of requests answered 429 so far.
+func (s *Server) RateLimited() int { s.mu.Lock(); defer s.mu.Unlock(); return s.rl }
+
 // Usage is the number of units charged so far, over all keys.
 func (s *Server) Usage() int64 { s.mu.Lock(); defer s.mu.Unlock(); return s.total }
 
@@ -267,6 +283,7 @@ func (s *Server) Start(ctx context.Context, addr string) (string, <-chan error, 
 // computed: authentication, then the rate limit, then injected faults.
 // It returns the key, or false after answering.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, data bool) (string, bool) {
+	s.reqs.Add(1)
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -277,15 +294,19 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, data bool) (strin
 	key = strings.TrimSpace(key)
 	now := s.cfg.Clock.Now()
 	if rpm := s.cfg.RequestsPerMinute; rpm > 0 {
+		window := s.cfg.RateWindow
+		if window <= 0 {
+			window = time.Minute
+		}
 		h := s.hits[key]
 		cut := 0
-		for cut < len(h) && !h[cut].After(now.Add(-time.Minute)) {
+		for cut < len(h) && !h[cut].After(now.Add(-window)) {
 			cut++
 		}
 		h = h[cut:]
 		if len(h) >= rpm {
 			s.hits[key] = h
-			retry := int(h[0].Add(time.Minute).Sub(now).Seconds()) + 1
+			retry := int(h[0].Add(window).Sub(now).Seconds()) + 1
 			html := s.cfg.RateLimitStyle == RateLimitHTML || (s.cfg.RateLimitStyle == RateLimitAlternate && s.rl%2 == 1)
 			s.rl++
 			if html {
@@ -477,10 +498,13 @@ func (s *Server) list(ep upstream.Endpoint) http.HandlerFunc {
 				return nil, err
 			}
 			s.mu.Lock()
-			maxLimit := s.cfg.MaxLimit
+			maxLimit, rowCap := s.cfg.MaxLimit, s.cfg.RowCap
 			s.mu.Unlock()
 			if maxLimit > 0 && q.Limit > maxLimit {
 				return nil, &upstream.InvalidError{Param: "limit", Problem: fmt.Sprintf("must be at most %d", maxLimit)}
+			}
+			if rowCap > 0 && (q.Limit == 0 || q.Limit > rowCap) {
+				q.Limit = rowCap
 			}
 			return s.answer(q)
 		})

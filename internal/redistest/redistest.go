@@ -1,0 +1,107 @@
+// Package redistest gives tests a real Redis: one throwaway redis-server
+// per test binary on a free loopback port when redis-server is on PATH, or
+// the server named by LINKGATE_TEST_REDIS_ADDR. Without either, tests skip,
+// or fail when LINKGATE_REQUIRE_REDIS=1 (as in CI).
+package redistest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+var server struct {
+	once sync.Once
+	addr string
+	cmd  *exec.Cmd
+	err  error
+}
+
+func start() {
+	if addr := os.Getenv("LINKGATE_TEST_REDIS_ADDR"); addr != "" {
+		server.addr = addr
+		return
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		server.err = fmt.Errorf("redis-server is not on PATH (install redis-server, or set LINKGATE_TEST_REDIS_ADDR)")
+		return
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		server.err = err
+		return
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		server.err = err
+		return
+	}
+	if err := cmd.Start(); err != nil {
+		server.err = err
+		return
+	}
+	// Redis says when it accepts connections: read its log rather than poll.
+	sc := bufio.NewScanner(out)
+	var log strings.Builder
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "Ready to accept connections") {
+			server.addr, server.cmd = fmt.Sprintf("127.0.0.1:%d", port), cmd
+			go func() { _, _ = io.Copy(io.Discard, out) }() // ends when the server does
+			return
+		}
+	}
+	_ = cmd.Wait()
+	server.err = fmt.Errorf("redis-server did not start:\n%s", log.String())
+}
+
+// Addr returns the test server's address, or skips the test (fails it
+// with LINKGATE_REQUIRE_REDIS=1) when there is none.
+func Addr(t testing.TB) string {
+	t.Helper()
+	server.once.Do(start)
+	if server.err != nil {
+		if os.Getenv("LINKGATE_REQUIRE_REDIS") == "1" {
+			t.Fatalf("LINKGATE_REQUIRE_REDIS=1 but no Redis: %v", server.err)
+		}
+		t.Skipf("skipping: %v", server.err)
+	}
+	return server.addr
+}
+
+// Client returns a client of the test server, closed when the test ends.
+func Client(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: Addr(t)})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// IgnoreLeak is the goleak option for the goroutine that drains the
+// server's log until Stop.
+func IgnoreLeak() goleak.Option {
+	return goleak.IgnoreAnyFunction("github.com/linkgate/linkgate/internal/redistest.start.func1")
+}
+
+// Stop kills the server this binary started, if any; call it from
+// TestMain after m.Run.
+func Stop() {
+	if server.cmd != nil {
+		_ = server.cmd.Process.Kill()
+		_ = server.cmd.Wait()
+	}
+}

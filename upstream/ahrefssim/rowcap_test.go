@@ -1,0 +1,40 @@
+package ahrefssim
+
+import (
+	"testing"
+	"time"
+)
+
+// TestRowCap: a plan's cap serves fewer rows than asked, silently: 200, the
+// cost of the rows served, and no hint that more would follow. A window
+// shorter than a minute scales the rate limit.
+func TestRowCap(t *testing.T) {
+	s := New(Config{RowCap: 250})
+	w := do(t, s, blPath, vals("target", "sized-2000.example", "select", "url_from", "limit", "1000"), DefaultKey)
+	if w.Code != 200 || w.Header().Get("x-api-rows") != "250" {
+		t.Fatalf("code %d, x-api-rows %q; want 200 with 250 rows", w.Code, w.Header().Get("x-api-rows"))
+	}
+	w = do(t, s, blPath, vals("target", "sized-2000.example", "select", "url_from", "limit", "100"), DefaultKey)
+	if w.Header().Get("x-api-rows") != "100" {
+		t.Fatalf("below the cap: x-api-rows %q, want 100", w.Header().Get("x-api-rows"))
+	}
+
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r := New(Config{Clock: clock, RequestsPerMinute: 2, RateWindow: time.Second})
+	p := vals("target", "x.com", "select", "url_from")
+	for range 2 {
+		if w := do(t, r, blPath, p, DefaultKey); w.Code != 200 {
+			t.Fatalf("code %d", w.Code)
+		}
+	}
+	if w := do(t, r, blPath, p, DefaultKey); w.Code != 429 || r.RateLimited() != 1 {
+		t.Fatalf("third in a window: code %d, 429s %d", w.Code, r.RateLimited())
+	}
+	clock.Add(1100 * time.Millisecond)
+	if w := do(t, r, blPath, p, DefaultKey); w.Code != 200 {
+		t.Fatalf("after the window: code %d", w.Code)
+	}
+	if r.Requests() != 4 {
+		t.Fatalf("Requests() = %d, want 4", r.Requests())
+	}
+}
