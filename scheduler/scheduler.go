@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -263,6 +264,28 @@ func (s *Scheduler) Do(ctx context.Context, c Call) (Result, error) {
 	return shared, f.err
 }
 
+// PanicError is a panic in a call's Send, recovered so that it ends that
+// call only: the scheduler runs Send in goroutines (coalesced flights)
+// whose panic nothing else could recover.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("scheduler: the call panicked: %v", e.Value) }
+
+// send runs c.Send, turning a panic into a *PanicError. The request may
+// have left, so the call is settled as one that got no answer: charged
+// provisionally, never under-counted.
+func send(ctx context.Context, c Call) (resp Response, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			resp, err = Response{Unanswered: true}, &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return c.Send(ctx)
+}
+
 type flight struct {
 	res Result
 	err error
@@ -300,7 +323,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 		return res, err
 	}
 	res.Reserved, res.Remaining, res.RemainingKnown = r.Units, r.Remaining, true
-	resp, sendErr := c.Send(sendCtx)
+	resp, sendErr := send(sendCtx, c)
 	if s.cfg.Outcome != nil && resp.Requests > 0 {
 		s.cfg.Outcome(sendErr)
 	}

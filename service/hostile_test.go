@@ -256,6 +256,7 @@ func TestPagerPanicEndsOnlyItsRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { srv.Close() })
 	ctx := WithCaller(t.Context(), Caller{Tenant: DefaultTenant, Role: RoleAdmin})
 	_, err = srv.ListBacklinks(ctx, &v1.ListBacklinksRequest{Target: "example.com"})
 	if status.Code(err) != codes.Internal {

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/linkgate/linkgate/scheduler"
 )
 
 // DefaultTenant is the tenant of every caller while authentication is off.
@@ -81,11 +83,27 @@ var errPanic = errors.New("internal error")
 // returns the error that ends the request it served. Every goroutine that
 // serves a request defers it, so a panic costs one request, not the process.
 func recovered(log *slog.Logger, where string, p any) error {
+	return logPanic(log, where, p, debug.Stack())
+}
+
+// logPanic logs a panic recovered elsewhere (the scheduler's
+// *scheduler.PanicError) with its own stack, and returns errPanic.
+func logPanic(log *slog.Logger, where string, p any, stack []byte) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	log.Error("panic", "in", where, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	log.Error("panic", "in", where, "panic", fmt.Sprint(p), "stack", string(stack))
 	return errPanic
+}
+
+// panicked logs err if it is a panic the scheduler recovered, and returns
+// errPanic for it; any other error is returned as it is.
+func panicked(log *slog.Logger, where string, err error) error {
+	var pe *scheduler.PanicError
+	if errors.As(err, &pe) {
+		return logPanic(log, where, pe.Value, pe.Stack)
+	}
+	return err
 }
 
 // requestLog collects what a handler did, for the request's log line.

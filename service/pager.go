@@ -206,6 +206,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		},
 	}
 	res, err := p.sched.Do(ctx, call)
+	err = panicked(p.log, "pager", err)
 	pg = page{charged: res.Charged, reserved: res.Reserved, requests: res.Requests, err: err,
 		cached: res.Cached || res.Shared || res.UpstreamCached}
 	pt.record(ctx, res, err)

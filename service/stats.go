@@ -29,6 +29,7 @@ func (s *BacklinksServer) backlinksStats(ctx context.Context, tenant string, q u
 		},
 	}
 	res, err := s.cfg.Scheduler.Do(ctx, call)
+	err = panicked(s.cfg.Logger, "stats", err)
 	pt.record(ctx, res, err)
 	pg := page{charged: res.Charged, requests: res.Requests, err: err}
 	pt.end(ctx, pg, res)
