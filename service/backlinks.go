@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
@@ -187,7 +186,7 @@ func pageSize(requested int32, def int) (int, error) {
 
 // listed is one page of a List RPC.
 type listed struct {
-	rows  []upstream.Row
+	rows  []upstream.Record
 	token string
 	cost  *v1.PageCost
 }
@@ -208,9 +207,7 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 		addCost(out.cost, pg)
 		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(pg.rows), pg.charged)
 		out.rows = append(out.rows, pg.rows...)
-		for _, r := range pg.rows {
-			pos = pos.after(pr.plan.keys, r)
-		}
+		pos = pos.afterAll(pr.plan.keys, pg.rows)
 		if pg.err != nil {
 			return nil, nil, toStatus(pg.err, "")
 		}
@@ -235,7 +232,7 @@ func addCost(c *v1.PageCost, pg page) {
 
 // streamPage is one message of a Stream RPC before conversion.
 type streamPage struct {
-	rows  []upstream.Row
+	rows  []upstream.Record
 	token string
 	cost  *v1.PageCost
 }
@@ -290,12 +287,10 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		// stopped with rows left (its token), or that the result is empty.
 		chunks := slices.Collect(slices.Chunk(pg.rows, pr.pageSize))
 		if len(chunks) == 0 && (cost.UnitsCharged > 0 || pg.more || !sent) {
-			chunks = [][]upstream.Row{nil}
+			chunks = [][]upstream.Record{nil}
 		}
 		for i, chunk := range chunks {
-			for _, r := range chunk {
-				pos = pos.after(pr.plan.keys, r)
-			}
+			pos = pos.afterAll(pr.plan.keys, chunk)
 			msg := streamPage{rows: chunk, cost: cost}
 			if !(pg.end && i == len(chunks)-1) {
 				msg.token = token()
@@ -317,45 +312,41 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 	return nil
 }
 
-// rowsOf converts upstream rows to row messages with the caller's fields.
-func rowsOf[M proto.Message](pl *plan, rows []upstream.Row, newRow func() M) ([]M, error) {
-	var zero M
-	fds, err := fieldsFor(zero.ProtoReflect().Descriptor(), pl.selected)
-	if err != nil {
-		return nil, status.Error(codes.Internal, "internal error")
-	}
-	out := make([]M, len(rows))
-	for i, r := range rows {
-		m := newRow()
-		if err := fill(m, fds, r); err != nil {
-			return nil, status.Errorf(codes.Internal, "the upstream returned an unreadable row: %v", err)
-		}
-		out[i] = m
-	}
-	return out, nil
-}
-
-func newBacklink() *v1.Backlink             { return &v1.Backlink{} }
-func newRefDomain() *v1.RefDomain           { return &v1.RefDomain{} }
-func newBrokenBacklink() *v1.BrokenBacklink { return &v1.BrokenBacklink{} }
-
 // newLostRows converts rows of the new/lost dataset: the backlink, and
 // whether it is new or lost in the window with the date of the change. A
 // link both found and lost in the window is reported as lost, its latest
 // change.
-func newLostRows(pl *plan, rows []upstream.Row) ([]*v1.NewLostBacklink, error) {
-	links, err := rowsOf(pl, rows, newBacklink)
+func newLostRows(pl *plan, rows []upstream.Record) ([]*v1.NewLostBacklink, error) {
+	links, err := rowsOf[v1.Backlink](pl, rows)
 	if err != nil {
 		return nil, err
 	}
+	col := func(name string) func(upstream.Record) upstream.Value {
+		i := slices.Index(pl.query.Select, name)
+		return func(r upstream.Record) upstream.Value {
+			if i < 0 {
+				return upstream.Value{}
+			}
+			return r[i]
+		}
+	}
+	lastSeen, isLost, firstSeen := col("last_seen"), col("is_lost"), col("first_seen_link")
+	msgs := make([]v1.NewLostBacklink, len(rows))
+	stamps := make([]timestamppb.Timestamp, len(rows))
 	out := make([]*v1.NewLostBacklink, len(rows))
 	for i, r := range rows {
-		nl := &v1.NewLostBacklink{Backlink: links[i], Change: v1.Change_CHANGE_NEW}
-		lastSeen, _ := r["last_seen"].(time.Time)
-		if lost, _ := r["is_lost"].(bool); lost && !lastSeen.Before(pl.since) && pl.changes != ChangesNew {
-			nl.Change, nl.ChangeTime = v1.Change_CHANGE_LOST, timestamppb.New(lastSeen)
-		} else if t, ok := r["first_seen_link"].(time.Time); ok {
-			nl.ChangeTime = timestamppb.New(t)
+		nl := &msgs[i]
+		nl.Backlink, nl.Change = links[i], v1.Change_CHANGE_NEW
+		var change upstream.Value
+		if ls := lastSeen(r); isLost(r).Bool() && ls.Valid() && !ls.Time().Before(pl.since) && pl.changes != ChangesNew {
+			nl.Change, change = v1.Change_CHANGE_LOST, ls
+		} else if fs := firstSeen(r); fs.Valid() {
+			change = fs
+		}
+		if change.Valid() {
+			ts := &stamps[i]
+			ts.Seconds, ts.Nanos = change.Unix()
+			nl.ChangeTime = ts
 		}
 		out[i] = nl
 	}
@@ -368,14 +359,14 @@ func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklin
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf(pr.plan, out.rows, newBacklink)
+	rows, err := rowsOf[v1.Backlink](pr.plan, out.rows)
 	return &v1.ListBacklinksResponse{Backlinks: rows, NextPageToken: out.token, Cost: out.cost}, err
 }
 
 // StreamBacklinks streams backlinks page by page.
 func (s *BacklinksServer) StreamBacklinks(req *v1.StreamBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBacklinksResponse]) error {
 	return s.stream(srv.Context(), backlinksData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf(pl, p.rows, newBacklink)
+		rows, err := rowsOf[v1.Backlink](pl, p.rows)
 		if err != nil {
 			return err
 		}
@@ -389,14 +380,14 @@ func (s *BacklinksServer) ListRefDomains(ctx context.Context, req *v1.ListRefDom
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf(pr.plan, out.rows, newRefDomain)
+	rows, err := rowsOf[v1.RefDomain](pr.plan, out.rows)
 	return &v1.ListRefDomainsResponse{RefDomains: rows, NextPageToken: out.token, Cost: out.cost}, err
 }
 
 // StreamRefDomains streams referring domains page by page.
 func (s *BacklinksServer) StreamRefDomains(req *v1.StreamRefDomainsRequest, srv grpc.ServerStreamingServer[v1.StreamRefDomainsResponse]) error {
 	return s.stream(srv.Context(), refDomainsData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf(pl, p.rows, newRefDomain)
+		rows, err := rowsOf[v1.RefDomain](pl, p.rows)
 		if err != nil {
 			return err
 		}
@@ -410,14 +401,14 @@ func (s *BacklinksServer) ListBrokenBacklinks(ctx context.Context, req *v1.ListB
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf(pr.plan, out.rows, newBrokenBacklink)
+	rows, err := rowsOf[v1.BrokenBacklink](pr.plan, out.rows)
 	return &v1.ListBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: out.token, Cost: out.cost}, err
 }
 
 // StreamBrokenBacklinks streams broken backlinks page by page.
 func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBrokenBacklinksResponse]) error {
 	return s.stream(srv.Context(), brokenBacklinksData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf(pl, p.rows, newBrokenBacklink)
+		rows, err := rowsOf[v1.BrokenBacklink](pl, p.rows)
 		if err != nil {
 			return err
 		}

@@ -25,7 +25,7 @@ type pageCache struct {
 
 type cachedPage struct {
 	key  string
-	rows []upstream.Row
+	rows []upstream.Record
 	at   time.Time
 }
 
@@ -47,7 +47,7 @@ func pageKey(q *upstream.Query) (string, bool) {
 }
 
 // get returns a cached page. Rows are shared: callers must not modify them.
-func (c *pageCache) get(key string) ([]upstream.Row, bool) {
+func (c *pageCache) get(key string) ([]upstream.Record, bool) {
 	if c == nil {
 		return nil, false
 	}
@@ -66,7 +66,7 @@ func (c *pageCache) get(key string) ([]upstream.Row, bool) {
 	return cp.rows, true
 }
 
-func (c *pageCache) put(key string, rows []upstream.Row) {
+func (c *pageCache) put(key string, rows []upstream.Record) {
 	if c == nil || len(rows) > c.maxRows {
 		return
 	}

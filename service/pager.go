@@ -19,7 +19,7 @@ type Ledger interface {
 
 // Upstream is the part of the upstream client the service calls.
 type Upstream interface {
-	List(ctx context.Context, q *upstream.Query, fn func(upstream.Row) error) (upstream.Result, error)
+	ListRecords(ctx context.Context, q *upstream.Query, fn func(upstream.Record) error) (upstream.Result, error)
 	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
 }
 
@@ -37,7 +37,7 @@ type fetch struct {
 
 // page is one upstream response, without the rows an earlier page returned.
 type page struct {
-	rows     []upstream.Row
+	rows     []upstream.Record
 	charged  int64 // units settled for this page
 	cached   bool
 	requests int // HTTP requests sent upstream, retries included
@@ -157,8 +157,8 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		return page{err: err}
 	}
 	pt.reserved(ctx, res.Units)
-	var rows []upstream.Row
-	result, err = p.up.List(ctx, q, func(r upstream.Row) error {
+	rows := make([]upstream.Record, 0, limit)
+	result, err = p.up.ListRecords(ctx, q, func(r upstream.Record) error {
 		rows = append(rows, r)
 		return nil
 	})
@@ -205,7 +205,7 @@ func answered(err error) bool {
 // advance drops the rows at the start of a page that earlier pages already
 // returned (the first cur.Skip rows at key cur.Key), keeps at most want of
 // the rest, and returns the cursor after the last row kept.
-func advance(keys []sortKey, cur cursor, rows []upstream.Row, want int) ([]upstream.Row, cursor) {
+func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor) {
 	skip := 0
 	for skip < len(rows) && skip < cur.Skip && sameKey(keyOf(keys, rows[skip]), cur.Key) {
 		skip++
@@ -214,14 +214,11 @@ func advance(keys []sortKey, cur cursor, rows []upstream.Row, want int) ([]upstr
 	if len(rows) > want {
 		rows = rows[:want]
 	}
-	for _, r := range rows {
-		cur = cur.after(keys, r)
-	}
-	return rows, cur
+	return rows, cur.afterAll(keys, rows)
 }
 
 // after is the cursor just after row r, which follows c.
-func (c cursor) after(keys []sortKey, r upstream.Row) cursor {
+func (c cursor) after(keys []sortKey, r upstream.Record) cursor {
 	k := keyOf(keys, r)
 	if c.Key != nil && sameKey(k, c.Key) {
 		return cursor{Key: c.Key, Skip: c.Skip + 1}

@@ -354,7 +354,7 @@ func (d *recordDecoder) list(k Kind) (Value, error) {
 			if err != nil {
 				return Value{}, malformed("element %d: %s", n, err.(*malformedError).msg)
 			}
-			packed = appendUvarint(packed, uint64(x<<1)^uint64(x>>63)) // zigzag
+			packed = appendZigzag(packed, x)
 			continue
 		}
 		b, err := d.unquote(raw)

@@ -212,6 +212,27 @@ func TimeValue(t time.Time) Value {
 	return Value{n: uint64(t.Unix()), nsec: int32(t.Nanosecond()), kind: uint8(KindTime), state: valueSet}
 }
 
+// StringsValue makes a list-of-strings Value.
+func StringsValue(list []string) Value {
+	var packed []byte
+	for _, e := range list {
+		packed = appendUvarint(packed, uint64(len(e)))
+		packed = append(packed, e...)
+	}
+	return Value{s: string(packed), n: uint64(len(list)), kind: uint8(KindStringList), state: valueSet}
+}
+
+// IntsValue makes a list-of-integers Value.
+func IntsValue(list []int64) Value {
+	var packed []byte
+	for _, x := range list {
+		packed = appendZigzag(packed, x)
+	}
+	return Value{s: string(packed), n: uint64(len(list)), kind: uint8(KindIntList), state: valueSet}
+}
+
+func appendZigzag(b []byte, x int64) []byte { return appendUvarint(b, uint64(x<<1)^uint64(x>>63)) }
+
 // NullValue is a field the row carried as JSON null.
 func NullValue() Value { return Value{state: valueNull} }
 

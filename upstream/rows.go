@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -97,4 +98,23 @@ func normaliseUnknown(v any) any {
 		}
 	}
 	return v
+}
+
+// ListRecords is List with each row decoded into a Record of q.Select (see
+// DecodePage): the compact form the service streams, with no map per row.
+func (c *Client) ListRecords(ctx context.Context, q *Query, fn func(Record) error) (Result, error) {
+	if err := q.Validate(); err != nil {
+		return Result{}, err
+	}
+	cols, err := columnsOf(q)
+	if err != nil {
+		return Result{}, err
+	}
+	v, err := q.Values()
+	if err != nil {
+		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
+	}
+	return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
+		return decodeRecords(body, cols, nil, fn)
+	})
 }
