@@ -2,66 +2,101 @@ package service
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// rowWriter fills row messages of one type from upstream records of one
+// rowWriter fills row messages of one Go type from upstream records of one
 // layout. Row messages name their fields exactly as the upstream does, so
-// one writer serves every dataset; what reflection costs is paid once, when
-// the writer is built: each field's descriptor, its position in the record
-// and the setter for its kind.
+// one writer serves every dataset. Everything reflection would cost per row
+// is paid once, when the writer is built: the struct field of each selected
+// field, its position in the record and its type. Rows are then written by
+// plain stores into the generated struct: a field with presence is a
+// pointer, which points into a block allocated once per page rather than
+// into a new allocation per field (which is what protoreflect's Set does).
 type rowWriter struct {
 	fields []fieldWriter
-	// stamps is the number of timestamp fields of a row, which a page's
-	// rows take from one block.
-	stamps int
+	// per is how many fields of a row take a slot of each block.
+	per [slotKinds]int
 }
 
+// fieldWriter writes one struct field.
 type fieldWriter struct {
-	fd  protoreflect.FieldDescriptor
-	col int // position in the record
-	set func(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, ts *timestamppb.Timestamp)
-	// stamp is the field's index among the row's timestamp fields, or -1.
-	stamp int
+	offset uintptr // of the field in the struct, checked against its type
+	col    int     // position in the record
+	kind   goKind
+	slot   int // index among the row's fields of the same block
 }
 
-var rowWriters sync.Map // key: message name, selection and record layout
+// goKind is the Go type of a generated field.
+type goKind int
 
-// writerFor returns the writer of md's messages with the selected fields,
+const (
+	ptrString goKind = iota
+	ptrInt64
+	ptrFloat64
+	ptrBool
+	ptrTimestamp
+	slotKinds // the kinds above take slots of a block
+	listString
+	listInt64
+)
+
+var goKinds = map[reflect.Type]goKind{
+	reflect.TypeFor[*string]():                ptrString,
+	reflect.TypeFor[*int64]():                 ptrInt64,
+	reflect.TypeFor[*float64]():               ptrFloat64,
+	reflect.TypeFor[*bool]():                  ptrBool,
+	reflect.TypeFor[*timestamppb.Timestamp](): ptrTimestamp,
+	reflect.TypeFor[[]string]():               listString,
+	reflect.TypeFor[[]int64]():                listInt64,
+}
+
+var rowWriters sync.Map // key: Go type, selection and record layout
+
+// writerFor returns the writer of T's messages with the selected fields,
 // from records laid out as fetched (the upstream query's select).
-func writerFor(md protoreflect.MessageDescriptor, selected, fetched []string) (*rowWriter, error) {
-	key := string(md.FullName()) + "\x00" + strings.Join(selected, ",") + "\x00" + strings.Join(fetched, ",")
+func writerFor[T any](selected, fetched []string) (*rowWriter, error) {
+	typ := reflect.TypeFor[T]()
+	key := typ.String() + "\x00" + strings.Join(selected, ",") + "\x00" + strings.Join(fetched, ",")
 	if w, ok := rowWriters.Load(key); ok {
 		return w.(*rowWriter), nil
 	}
+	byName := map[string]reflect.StructField{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if name := protoName(f.Tag.Get("protobuf")); name != "" {
+			byName[name] = f
+		}
+	}
 	w := &rowWriter{}
 	for _, name := range selected {
-		fd := md.Fields().ByName(protoreflect.Name(name))
-		if fd == nil {
-			return nil, fmt.Errorf("message %s has no field %q", md.FullName(), name)
+		sf, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("message %s has no field %q", typ, name)
+		}
+		kind, ok := goKinds[sf.Type]
+		if !ok {
+			return nil, fmt.Errorf("field %s of %s: no writer for %s", name, typ, sf.Type)
 		}
 		col := slices.Index(fetched, name)
 		if col < 0 {
 			return nil, fmt.Errorf("field %q is not fetched", name)
 		}
-		set, stamp, err := setterFor(fd)
-		if err != nil {
-			return nil, fmt.Errorf("field %s: %w", name, err)
-		}
-		fw := fieldWriter{fd: fd, col: col, set: set, stamp: -1}
-		if stamp {
-			fw.stamp = w.stamps
-			w.stamps++
+		fw := fieldWriter{offset: sf.Offset, col: col, kind: kind}
+		if kind < slotKinds {
+			fw.slot = w.per[kind]
+			w.per[kind]++
 		}
 		w.fields = append(w.fields, fw)
 	}
@@ -69,114 +104,85 @@ func writerFor(md protoreflect.MessageDescriptor, selected, fetched []string) (*
 	return w, nil
 }
 
-// setterFor picks the setter of a message field; stamp reports a timestamp,
-// which takes a *Timestamp from the page's block.
-func setterFor(fd protoreflect.FieldDescriptor) (set func(protoreflect.Message, protoreflect.FieldDescriptor, upstream.Value, *timestamppb.Timestamp), stamp bool, err error) {
-	if fd.IsList() {
-		switch fd.Kind() {
-		case protoreflect.StringKind:
-			return setStrings, false, nil
-		case protoreflect.Int64Kind:
-			return setInts, false, nil
-		}
-		return nil, false, fmt.Errorf("no setter for a list of %s", fd.Kind())
-	}
-	switch fd.Kind() {
-	case protoreflect.StringKind:
-		return setString, false, nil
-	case protoreflect.Int64Kind:
-		return setInt, false, nil
-	case protoreflect.DoubleKind:
-		return setDouble, false, nil
-	case protoreflect.BoolKind:
-		return setBool, false, nil
-	case protoreflect.MessageKind:
-		if fd.Message().FullName() == "google.protobuf.Timestamp" {
-			return setTimestamp, true, nil
+// protoName reads the field name from a generated struct tag,
+// `protobuf:"bytes,76,opt,name=url_from,json=urlFrom,proto3,oneof"`.
+func protoName(tag string) string {
+	for part := range strings.SplitSeq(tag, ",") {
+		if name, ok := strings.CutPrefix(part, "name="); ok {
+			return name
 		}
 	}
-	return nil, false, fmt.Errorf("no setter for %s", fd.Kind())
+	return ""
 }
 
-func setString(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, _ *timestamppb.Timestamp) {
-	m.Set(fd, protoreflect.ValueOfString(v.Str()))
+// block holds the values of a page's rows that the messages point to.
+type block struct {
+	strings []string
+	ints    []int64
+	floats  []float64
+	bools   []bool
+	stamps  []timestamppb.Timestamp
+	per     [slotKinds]int
 }
 
-func setInt(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, _ *timestamppb.Timestamp) {
-	n := v.Int()
-	if v.Kind() == upstream.KindFloat {
-		n = int64(v.Float())
-	}
-	m.Set(fd, protoreflect.ValueOfInt64(n))
-}
-
-func setDouble(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, _ *timestamppb.Timestamp) {
-	f := v.Float()
-	if v.Kind() == upstream.KindInt {
-		f = float64(v.Int())
-	}
-	m.Set(fd, protoreflect.ValueOfFloat64(f))
-}
-
-func setBool(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, _ *timestamppb.Timestamp) {
-	m.Set(fd, protoreflect.ValueOfBool(v.Bool()))
-}
-
-func setTimestamp(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, ts *timestamppb.Timestamp) {
-	sec, nsec := v.Unix()
-	ts.Seconds, ts.Nanos = sec, nsec
-	m.Set(fd, protoreflect.ValueOfMessage(ts.ProtoReflect()))
-}
-
-func setStrings(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, _ *timestamppb.Timestamp) {
-	l := m.Mutable(fd).List()
-	for _, s := range v.Strings() {
-		l.Append(protoreflect.ValueOfString(s))
+func (w *rowWriter) block(rows int) *block {
+	return &block{
+		strings: make([]string, rows*w.per[ptrString]),
+		ints:    make([]int64, rows*w.per[ptrInt64]),
+		floats:  make([]float64, rows*w.per[ptrFloat64]),
+		bools:   make([]bool, rows*w.per[ptrBool]),
+		stamps:  make([]timestamppb.Timestamp, rows*w.per[ptrTimestamp]),
+		per:     w.per,
 	}
 }
 
-func setInts(m protoreflect.Message, fd protoreflect.FieldDescriptor, v upstream.Value, _ *timestamppb.Timestamp) {
-	l := m.Mutable(fd).List()
-	for _, n := range v.Ints() {
-		l.Append(protoreflect.ValueOfInt64(n))
-	}
-}
-
-// fill sets the selected fields of m from a record; a field the upstream
-// returned as null or not at all is left absent. stamps holds the row's
-// timestamps.
-func (w *rowWriter) fill(m protoreflect.Message, rec upstream.Record, stamps []timestamppb.Timestamp) {
-	for i := range w.fields {
-		f := &w.fields[i]
+// fill sets the selected fields of the message at msg, a *T of the writer,
+// from the record of row i of the block; a field the upstream returned as
+// null or not at all is left absent.
+func (w *rowWriter) fill(msg unsafe.Pointer, rec upstream.Record, b *block, i int) {
+	for _, f := range w.fields {
 		v := rec[f.col]
-		if !v.Valid() || !kindFits(v.Kind(), f.fd) {
+		if !v.Valid() {
 			continue
 		}
-		var ts *timestamppb.Timestamp
-		if f.stamp >= 0 {
-			ts = &stamps[f.stamp]
+		at := unsafe.Add(msg, f.offset)
+		var slot int
+		if f.kind < slotKinds {
+			slot = i*b.per[f.kind] + f.slot
 		}
-		f.set(m, f.fd, v, ts)
+		switch f.kind {
+		case ptrString:
+			p := &b.strings[slot]
+			*p = v.Str()
+			*(**string)(at) = p
+		case ptrInt64:
+			p := &b.ints[slot]
+			*p = v.Int()
+			if v.Kind() == upstream.KindFloat {
+				*p = int64(v.Float())
+			}
+			*(**int64)(at) = p
+		case ptrFloat64:
+			p := &b.floats[slot]
+			*p = v.Float()
+			if v.Kind() == upstream.KindInt {
+				*p = float64(v.Int())
+			}
+			*(**float64)(at) = p
+		case ptrBool:
+			p := &b.bools[slot]
+			*p = v.Bool()
+			*(**bool)(at) = p
+		case ptrTimestamp:
+			p := &b.stamps[slot]
+			p.Seconds, p.Nanos = v.Unix()
+			*(**timestamppb.Timestamp)(at) = p
+		case listString:
+			*(*[]string)(at) = v.Strings()
+		case listInt64:
+			*(*[]int64)(at) = v.Ints()
+		}
 	}
-}
-
-// kindFits reports whether a decoded value can go into a message field; the
-// decoder types values by the catalog, which the messages follow, so a
-// mismatch would be a catalog out of step with the protos.
-func kindFits(k upstream.Kind, fd protoreflect.FieldDescriptor) bool {
-	switch fd.Kind() {
-	case protoreflect.StringKind:
-		return k == upstream.KindString || k == upstream.KindStringList
-	case protoreflect.Int64Kind:
-		return k == upstream.KindInt || k == upstream.KindFloat || k == upstream.KindIntList
-	case protoreflect.DoubleKind:
-		return k == upstream.KindFloat || k == upstream.KindInt
-	case protoreflect.BoolKind:
-		return k == upstream.KindBool
-	case protoreflect.MessageKind:
-		return k == upstream.KindTime || k == upstream.KindDate
-	}
-	return false
 }
 
 // message is a generated row message type T whose pointer is a proto.Message.
@@ -186,21 +192,21 @@ type message[T any] interface {
 }
 
 // rowsOf converts records to row messages with the caller's fields. The
-// messages of a page and their timestamps are allocated in one block each:
-// a page is a handful of allocations rather than several per row.
+// messages of a page and the values they point to are allocated in one
+// block per type: a page is a handful of allocations rather than several
+// per row.
 func rowsOf[T any, M message[T]](pl *plan, rows []upstream.Record) ([]M, error) {
-	w, err := writerFor(M(nil).ProtoReflect().Descriptor(), pl.selected, pl.query.Select)
+	w, err := writerFor[T](pl.selected, pl.query.Select)
 	if err != nil {
 		// The protos and the catalog disagree: a bug, not the caller's.
 		return nil, status.Error(codes.Internal, "internal error")
 	}
 	msgs := make([]T, len(rows))
-	stamps := make([]timestamppb.Timestamp, len(rows)*w.stamps)
+	b := w.block(len(rows))
 	out := make([]M, len(rows))
 	for i, r := range rows {
-		m := M(&msgs[i])
-		w.fill(m.ProtoReflect(), r, stamps[i*w.stamps:(i+1)*w.stamps])
-		out[i] = m
+		w.fill(unsafe.Pointer(&msgs[i]), r, b, i)
+		out[i] = &msgs[i]
 	}
 	return out, nil
 }
