@@ -27,6 +27,7 @@ const simKey = "test-upstream-key"
 // and a memory ledger, served over an in-memory gRPC connection.
 type harness struct {
 	sim       *ahrefssim.Server
+	simURL    string
 	ledger    *quota.Ledger
 	server    *BacklinksServer
 	backlinks v1.BacklinksServiceClient
@@ -38,6 +39,7 @@ type harnessOptions struct {
 	poolLimit int64
 	pageRows  int
 	tenants   map[string]int64
+	noCache   bool // turn the page cache off
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -46,6 +48,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, Logger: slog.New(slog.DiscardHandler)})
 	simServer := httptest.NewServer(h.sim)
 	t.Cleanup(simServer.Close)
+	h.simURL = simServer.URL
 	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, RequestsPerMinute: 1e6, Burst: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +66,12 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.server, err = NewBacklinksServer(Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
-		UpstreamPageRows: opts.pageRows, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
+		UpstreamPageRows: opts.pageRows, Logger: slog.New(slog.DiscardHandler)}
+	if opts.noCache {
+		cfg.PageCacheRows = -1
+	}
+	h.server, err = NewBacklinksServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
