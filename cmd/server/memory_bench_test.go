@@ -58,7 +58,8 @@ func BenchmarkServerPeakRSS(b *testing.B) {
 // BenchmarkServerRSSPerStream opens N concurrent StreamBacklinks that read
 // one message and then stall, as slow clients do, waits until the server's
 // memory settles (gRPC flow control stops every stream's sender), and
-// reports the resident memory they added, per stream. N is 100 and 1,000;
+// reports the resident memory they added, per stream. Each stream reads a
+// target of its own, so that none shares a cached page. N is 100 and 1,000;
 // LINKGATE_BENCH_STREAMS (comma-separated) chooses others.
 func BenchmarkServerRSSPerStream(b *testing.B) {
 	bins := buildBinaries(b)
@@ -114,10 +115,13 @@ func stalledStreams(b *testing.B, bins binaries, n int) (perStream, total float6
 			conns = append(conns, s.dial(b))
 		}
 		client := v1.NewBacklinksServiceClient(conns[len(conns)-1])
+		// A target of its own per stream: no page is shared through the
+		// page cache.
+		target := fmt.Sprintf("sized-%d.example", 1_000_000+i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := client.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{Target: "sized-1000000.example", PageSize: 1000})
+			st, err := client.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{Target: target, PageSize: 1000})
 			if err == nil {
 				_, err = st.Recv()
 			}
