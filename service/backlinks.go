@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
@@ -353,6 +354,19 @@ func newLostRows(pl *plan, rows []upstream.Record) ([]*v1.NewLostBacklink, error
 	return out, nil
 }
 
+// sendEncoded sends a stream message encoded first, so that neither the
+// row messages nor gRPC's pooled encoding buffer (1 MiB for a message of
+// 1,000 rows) stay alive while the send waits for the caller's flow-control
+// window: a slow reader holds only the encoded bytes of the messages in
+// flight.
+func sendEncoded(srv grpc.ServerStream, m proto.Message) error {
+	var enc grpc.PreparedMsg
+	if err := enc.Encode(srv, m); err != nil {
+		return err
+	}
+	return srv.SendMsg(&enc)
+}
+
 // ListBacklinks returns one page of backlinks.
 func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
 	pr, out, err := s.list(ctx, backlinksData, req)
@@ -370,7 +384,7 @@ func (s *BacklinksServer) StreamBacklinks(req *v1.StreamBacklinksRequest, srv gr
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost})
 	})
 }
 
@@ -391,7 +405,7 @@ func (s *BacklinksServer) StreamRefDomains(req *v1.StreamRefDomainsRequest, srv 
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost})
 	})
 }
 
@@ -412,7 +426,7 @@ func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksReq
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
 	})
 }
 
@@ -433,6 +447,6 @@ func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksR
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
 	})
 }
