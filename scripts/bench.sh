@@ -23,15 +23,21 @@ if [[ "${BENCH_KEEP:-}" != 1 ]]; then trap 'rm -rf "$out"' EXIT; else echo "raw 
 run() { # name, then the go test arguments
 	local name=$1
 	shift
-	echo "--- $name: $GO test $*" >&2
-	"$GO" test -run '^$' "$@" | tee "$out/$name.txt" >&2
+	echo "--- $name: $GO test -run '^\$' $*" >&2
+	# A benchmark that fails (say, streams that do not fit in memory) leaves
+	# its figures blank; the others still run.
+	if ! "$GO" test -run '^$' "$@" 2>&1 | tee "$out/$name.txt" >&2; then
+		echo "--- $name failed" >&2
+	fi
 }
 
 # metric FILE BENCH-PREFIX UNIT: the value reported with UNIT on the first
 # result line of a benchmark whose name starts with BENCH-PREFIX.
 metric() {
-	awk -v b="$2" -v u="$3" '
-		index($1, b) == 1 { for (i = 3; i < NF; i++) if ($(i + 1) == u) { print $i; exit } }' "$1"
+	local v
+	v=$(awk -v b="$2" -v u="$3" '
+		index($1, b) == 1 { for (i = 3; i < NF; i++) if ($(i + 1) == u) { print $i; exit } }' "$1")
+	echo "${v:-failed}"
 }
 
 run p1 -bench 'StreamVsRawClient$' -benchtime "${P1_ITERATIONS}x" ./service/

@@ -129,9 +129,10 @@ func stalledStreams(b *testing.B, bins binaries, n int) (perStream, total float6
 			<-ctx.Done() // stall: never read again
 		}()
 	}
-	for range n {
+	for started := 0; started < n; started++ {
 		if err := <-errs; err != nil {
-			b.Fatalf("stream: %v", err)
+			b.Fatalf("%d of %d streams started, then: %v (RSS %.1f MiB under GOMEMLIMIT=512MiB)",
+				started, n, err, float64(s.status(b, "VmRSS"))/(1<<20))
 		}
 	}
 	// Wait for the senders to stop: the resident memory stops growing.
@@ -211,7 +212,10 @@ func startProcesses(b *testing.B, bins binaries, maxStreams int) *processes {
 		"LINKGATE_UPSTREAM_RPM=10000000", "LINKGATE_BUDGET_UNITS=1000000000000",
 		"LINKGATE_DATA_DIR="+b.TempDir(), "LINKGATE_RECONCILE_EVERY=0",
 		"LINKGATE_MAX_STREAMS_PER_TENANT="+strconv.Itoa(maxStreams),
-		"LINKGATE_LOG_LEVEL=error", "LINKGATE_DRAIN_DELAY=0s")
+		"LINKGATE_LOG_LEVEL=error", "LINKGATE_DRAIN_DELAY=0s",
+		// As deploy/kubernetes ships it: the GC keeps the heap under the
+		// container's 512 Mi limit.
+		"GOMEMLIMIT=512MiB")
 	p.server.Stderr = os.Stderr // errors only, at this log level
 	for _, c := range []*exec.Cmd{p.sim, p.server} {
 		if err := c.Start(); err != nil {
