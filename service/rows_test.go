@@ -93,3 +93,33 @@ func TestRowsOfFillsSelectedFields(t *testing.T) {
 		}
 	}
 }
+
+// TestRowWritersCoverEveryField: every field a caller may select has a
+// writer in its dataset's row message, so no selection ends in an internal
+// error.
+func TestRowWritersCoverEveryField(t *testing.T) {
+	for _, tc := range []struct {
+		data  *dataset
+		write func(*plan) error
+	}{
+		{backlinksData, func(pl *plan) error { _, err := rowsOf[v1.Backlink](pl, nil); return err }},
+		{refDomainsData, func(pl *plan) error { _, err := rowsOf[v1.RefDomain](pl, nil); return err }},
+		{brokenBacklinksData, func(pl *plan) error { _, err := rowsOf[v1.BrokenBacklink](pl, nil); return err }},
+		{newLostData, func(pl *plan) error { _, err := newLostRows(pl, nil); return err }},
+	} {
+		t.Run(tc.data.label, func(t *testing.T) {
+			s := upstream.MustSchema(tc.data.endpoint)
+			p := params{Target: "example.com", Select: s.Selectable()}
+			if tc.data == newLostData {
+				p.Since = "2025-01-01"
+			}
+			pl, err := compile(tc.data, p, DefaultTenant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.write(pl); err != nil {
+				t.Fatalf("selecting every field: %v", err)
+			}
+		})
+	}
+}
