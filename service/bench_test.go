@@ -164,4 +164,3 @@ func (c *rawClient) readAll() (int, error) {
 		last = &page.Backlinks[len(page.Backlinks)-1]
 	}
 }
-
