@@ -64,11 +64,22 @@ var goKinds = map[reflect.Type]goKind{
 
 var rowWriters sync.Map // key: Go type, selection and record layout
 
-// writerFor returns the writer of T's messages with the selected fields,
-// from records laid out as fetched (the upstream query's select).
-func writerFor[T any](selected, fetched []string) (*rowWriter, error) {
+// fits lists the catalog kinds each Go type holds.
+var fits = map[goKind][]upstream.Kind{
+	ptrString:    {upstream.KindString},
+	ptrInt64:     {upstream.KindInt},
+	ptrFloat64:   {upstream.KindFloat, upstream.KindInt},
+	ptrBool:      {upstream.KindBool},
+	ptrTimestamp: {upstream.KindTime, upstream.KindDate},
+	listString:   {upstream.KindStringList},
+	listInt64:    {upstream.KindIntList},
+}
+
+// writerFor returns the writer of T's messages with the selected fields of
+// schema, from records laid out as fetched (the upstream query's select).
+func writerFor[T any](schema *upstream.Schema, selected, fetched []string) (*rowWriter, error) {
 	typ := reflect.TypeFor[T]()
-	key := typ.String() + "\x00" + strings.Join(selected, ",") + "\x00" + strings.Join(fetched, ",")
+	key := typ.String() + "\x00" + string(schema.Endpoint) + "\x00" + strings.Join(selected, ",") + "\x00" + strings.Join(fetched, ",")
 	if w, ok := rowWriters.Load(key); ok {
 		return w.(*rowWriter), nil
 	}
@@ -88,6 +99,9 @@ func writerFor[T any](selected, fetched []string) (*rowWriter, error) {
 		kind, ok := goKinds[sf.Type]
 		if !ok {
 			return nil, fmt.Errorf("field %s of %s: no writer for %s", name, typ, sf.Type)
+		}
+		if f, ok := schema.Field(name); !ok || !slices.Contains(fits[kind], f.Kind) {
+			return nil, fmt.Errorf("field %s of %s: %s cannot hold the catalog's kind", name, typ, sf.Type)
 		}
 		col := slices.Index(fetched, name)
 		if col < 0 {
@@ -158,9 +172,6 @@ func (w *rowWriter) fill(msg unsafe.Pointer, rec upstream.Record, b *block, i in
 		case ptrInt64:
 			p := &b.ints[slot]
 			*p = v.Int()
-			if v.Kind() == upstream.KindFloat {
-				*p = int64(v.Float())
-			}
 			*(**int64)(at) = p
 		case ptrFloat64:
 			p := &b.floats[slot]
@@ -196,7 +207,7 @@ type message[T any] interface {
 // block per type: a page is a handful of allocations rather than several
 // per row.
 func rowsOf[T any, M message[T]](pl *plan, rows []upstream.Record) ([]M, error) {
-	w, err := writerFor[T](pl.selected, pl.query.Select)
+	w, err := writerFor[T](upstream.MustSchema(pl.data.endpoint), pl.selected, pl.query.Select)
 	if err != nil {
 		// The protos and the catalog disagree: a bug, not the caller's.
 		return nil, status.Error(codes.Internal, "internal error")
