@@ -100,19 +100,27 @@ type recordDecoder struct {
 	// unknown receives the members of a row that are not columns; nil
 	// skips them unread.
 	unknown func(name string, raw jsontext.Value) error
+	// reuse hands out one record again and again, for a caller that copies
+	// what it needs before the next row (the Row view).
+	reuse bool
+	one   Record
 }
 
 // decodeRecords reads {"<responseKey>": [row, ...], ...} from r. Keys other
 // than the response key are skipped token by token, without buffering them.
 // A row's members that are not columns go to unknown, or are skipped.
 func decodeRecords(r io.Reader, cols *columns, unknown func(string, jsontext.Value) error, fn func(Record) error) (int, error) {
+	return newRecordDecoder(r, cols, unknown).page(fn)
+}
+
+func newRecordDecoder(r io.Reader, cols *columns, unknown func(string, jsontext.Value) error) *recordDecoder {
 	d := &recordDecoder{src: sourceReader{r: r}, cols: cols, unknown: unknown}
 	d.dec = jsontext.NewDecoder(&d.src,
 		// Duplicate names keep the last value and invalid UTF-8 becomes
 		// U+FFFD, as encoding/json does: a stray byte in one anchor text
 		// must not make a whole target unreadable.
 		jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	return d.page(fn)
+	return d
 }
 
 func (d *recordDecoder) page(fn func(Record) error) (int, error) {
@@ -247,6 +255,13 @@ func (d *recordDecoder) other(name string) error {
 // record hands out the next record of the current slab.
 func (d *recordDecoder) record() Record {
 	n := len(d.cols.fields)
+	if d.reuse {
+		if d.one == nil {
+			d.one = make(Record, n)
+		}
+		clear(d.one)
+		return d.one
+	}
 	if len(d.slab) < n {
 		d.slab = make([]Value, n*slabRows)
 	}

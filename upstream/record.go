@@ -174,10 +174,16 @@ func (v Value) String() string {
 	return "?"
 }
 
-// Map is the record as a Row, keyed by the field names of cols: absent
+// Map is the record as a Row, keyed by the names of fields: absent
 // fields are left out, null ones are nil.
 func (r Record) Map(fields []*Field) Row {
-	row := make(Row, len(r))
+	n := 0
+	for _, v := range r {
+		if v.state != valueAbsent {
+			n++
+		}
+	}
+	row := make(Row, n)
 	for i, v := range r {
 		if v.state != valueAbsent && i < len(fields) {
 			row[fields[i].Name] = v.Any()

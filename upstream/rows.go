@@ -68,7 +68,9 @@ func decodeRows(r io.Reader, s *Schema, fn func(Row) error) (int, error) {
 		extra[name] = normaliseUnknown(v)
 		return nil
 	}
-	return decodeRecords(r, cols, unknown, func(rec Record) error {
+	d := newRecordDecoder(r, cols, unknown)
+	d.reuse = true // the map copies every value out
+	return d.page(func(rec Record) error {
 		row := rec.Map(cols.fields)
 		for k, v := range extra {
 			row[k] = v
