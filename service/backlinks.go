@@ -318,7 +318,13 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 // link both found and lost in the window is reported as lost, its latest
 // change.
 func newLostRows(pl *plan, rows []upstream.Record) ([]*v1.NewLostBacklink, error) {
-	links, err := rowsOf[v1.Backlink](pl, rows)
+	return newLostRowsIn(pl, rows, make([]v1.Backlink, len(rows)), make([]v1.NewLostBacklink, len(rows)))
+}
+
+// newLostRowsIn is newLostRows writing into zeroed messages, one of each
+// per row.
+func newLostRowsIn(pl *plan, rows []upstream.Record, backlinks []v1.Backlink, msgs []v1.NewLostBacklink) ([]*v1.NewLostBacklink, error) {
+	links, err := rowsIn[v1.Backlink](pl, rows, backlinks)
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +338,6 @@ func newLostRows(pl *plan, rows []upstream.Record) ([]*v1.NewLostBacklink, error
 		}
 	}
 	lastSeen, isLost, firstSeen := col("last_seen"), col("is_lost"), col("first_seen_link")
-	msgs := make([]v1.NewLostBacklink, len(rows))
 	stamps := make([]timestamppb.Timestamp, len(rows))
 	out := make([]*v1.NewLostBacklink, len(rows))
 	for i, r := range rows {
@@ -359,13 +364,23 @@ func newLostRows(pl *plan, rows []upstream.Record) ([]*v1.NewLostBacklink, error
 // 1,000 rows) stay alive while the send waits for the caller's flow-control
 // window: a slow reader holds only the encoded bytes of the messages in
 // flight.
-func sendEncoded(srv grpc.ServerStream, m proto.Message) error {
+// encoded is called once the message is encoded, to give back its memory.
+func sendEncoded(srv grpc.ServerStream, m proto.Message, encoded func()) error {
 	var enc grpc.PreparedMsg
-	if err := enc.Encode(srv, m); err != nil {
+	err := enc.Encode(srv, m)
+	encoded()
+	if err != nil {
 		return err
 	}
 	return srv.SendMsg(&enc)
 }
+
+var (
+	backlinkSlabs       slabs[v1.Backlink]
+	refDomainSlabs      slabs[v1.RefDomain]
+	brokenBacklinkSlabs slabs[v1.BrokenBacklink]
+	newLostSlabs        slabs[v1.NewLostBacklink]
+)
 
 // ListBacklinks returns one page of backlinks.
 func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
@@ -380,11 +395,13 @@ func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklin
 // StreamBacklinks streams backlinks page by page.
 func (s *BacklinksServer) StreamBacklinks(req *v1.StreamBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBacklinksResponse]) error {
 	return s.stream(srv.Context(), backlinksData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf[v1.Backlink](pl, p.rows)
+		msgs := backlinkSlabs.get(len(p.rows))
+		rows, err := rowsIn[v1.Backlink](pl, p.rows, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { backlinkSlabs.put(msgs) })
 	})
 }
 
@@ -401,11 +418,13 @@ func (s *BacklinksServer) ListRefDomains(ctx context.Context, req *v1.ListRefDom
 // StreamRefDomains streams referring domains page by page.
 func (s *BacklinksServer) StreamRefDomains(req *v1.StreamRefDomainsRequest, srv grpc.ServerStreamingServer[v1.StreamRefDomainsResponse]) error {
 	return s.stream(srv.Context(), refDomainsData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf[v1.RefDomain](pl, p.rows)
+		msgs := refDomainSlabs.get(len(p.rows))
+		rows, err := rowsIn[v1.RefDomain](pl, p.rows, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { refDomainSlabs.put(msgs) })
 	})
 }
 
@@ -422,11 +441,13 @@ func (s *BacklinksServer) ListBrokenBacklinks(ctx context.Context, req *v1.ListB
 // StreamBrokenBacklinks streams broken backlinks page by page.
 func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBrokenBacklinksResponse]) error {
 	return s.stream(srv.Context(), brokenBacklinksData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf[v1.BrokenBacklink](pl, p.rows)
+		msgs := brokenBacklinkSlabs.get(len(p.rows))
+		rows, err := rowsIn[v1.BrokenBacklink](pl, p.rows, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { brokenBacklinkSlabs.put(msgs) })
 	})
 }
 
@@ -443,10 +464,12 @@ func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.List
 // StreamNewLostBacklinks streams backlinks new or lost since a date.
 func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamNewLostBacklinksResponse]) error {
 	return s.stream(srv.Context(), newLostData, req, func(pl *plan, p streamPage) error {
-		rows, err := newLostRows(pl, p.rows)
+		links, msgs := backlinkSlabs.get(len(p.rows)), newLostSlabs.get(len(p.rows))
+		rows, err := newLostRowsIn(pl, p.rows, links, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamNewLostBacklinksResponse{NewLostBacklinks: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { backlinkSlabs.put(links); newLostSlabs.put(msgs) })
 	})
 }

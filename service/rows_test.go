@@ -1,6 +1,8 @@
 package service
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -121,5 +123,43 @@ func TestRowWritersCoverEveryField(t *testing.T) {
 				t.Fatalf("selecting every field: %v", err)
 			}
 		})
+	}
+}
+
+// TestConcurrentStreamsRecycleMessages: streams running at once share the
+// recycled row messages, and each still sends exactly its own rows (the
+// race detector watches the recycling).
+func TestConcurrentStreamsRecycleMessages(t *testing.T) {
+	h := newHarness(t, harnessOptions{pageRows: 300})
+	qs := []query{
+		{data: backlinksData, p: params{Target: "sized-2000.example", Select: []string{"anchor", "first_seen", "domain_rating_source"}}, pageSize: 250},
+		{data: backlinksData, p: params{Target: "sized-1700.example", OrderBy: "domain_rating_source:desc"}, pageSize: 300},
+		{data: refDomainsData, p: params{Target: "sized-2500.example"}, pageSize: 200},
+		{data: backlinksData, p: params{Target: "sized-1900.example", Select: []string{"languages", "redirect_kind", "http_code"}}, pageSize: 1000},
+	}
+	errs := make(chan error, len(qs))
+	for _, q := range qs {
+		q = q.withIdentity()
+		want := h.want(t, q)
+		go func() {
+			msgs, err := h.stream(context.Background(), q)
+			var got []string
+			for _, m := range msgs {
+				got = append(got, m.ids...)
+			}
+			switch {
+			case err != nil:
+				errs <- err
+			case !slices.Equal(got, want):
+				errs <- fmt.Errorf("%s %s: %d rows, want %d; first difference at %d", q.data.label, q.p.Target, len(got), len(want), firstDiff(got, want))
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range qs {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
