@@ -376,10 +376,10 @@ func sendEncoded(srv grpc.ServerStream, m proto.Message, encoded func()) error {
 }
 
 var (
-	backlinkSlabs       slabs[v1.Backlink]
-	refDomainSlabs      slabs[v1.RefDomain]
-	brokenBacklinkSlabs slabs[v1.BrokenBacklink]
-	newLostSlabs        slabs[v1.NewLostBacklink]
+	backlinkSlabs       = newSlabs[v1.Backlink]()
+	refDomainSlabs      = newSlabs[v1.RefDomain]()
+	brokenBacklinkSlabs = newSlabs[v1.BrokenBacklink]()
+	newLostSlabs        = newSlabs[v1.NewLostBacklink]()
 )
 
 // ListBacklinks returns one page of backlinks.

@@ -230,13 +230,22 @@ func rowsIn[T any, M message[T]](pl *plan, rows []upstream.Record, msgs []T) ([]
 // message is encoded its row messages are garbage; the next message of any
 // stream takes them, cleared, rather than allocating (and the GC scanning)
 // some 800 bytes per row again. A stalled stream holds none: they are given
-// back before the send waits.
-type slabs[T any] struct{ pool sync.Pool }
+// back before the send waits. The free list is short and bounded, unlike a
+// sync.Pool, which keeps all it is given until the next GC: stalled streams
+// allocate nothing, so no GC would come to free what a hundred of them gave
+// back.
+type slabs[T any] struct{ free chan []T }
+
+func newSlabs[T any]() *slabs[T] { return &slabs[T]{free: make(chan []T, 4)} }
 
 // get returns n zeroed messages.
 func (s *slabs[T]) get(n int) []T {
-	if p, ok := s.pool.Get().(*[]T); ok && cap(*p) >= n {
-		return (*p)[:n]
+	select {
+	case msgs := <-s.free:
+		if cap(msgs) >= n {
+			return msgs[:n]
+		}
+	default:
 	}
 	return make([]T, n)
 }
@@ -244,7 +253,10 @@ func (s *slabs[T]) get(n int) []T {
 // put takes messages back; nothing may refer to them any more.
 func (s *slabs[T]) put(msgs []T) {
 	clear(msgs)
-	s.pool.Put(&msgs)
+	select {
+	case s.free <- msgs:
+	default: // the list is full: leave them to the GC
+	}
 }
 
 // afterAll is the cursor after rows, which follow c: what c.after gives row
