@@ -17,6 +17,9 @@ generate: ## Regenerate gen/ (Go, gRPC, gateway, OpenAPI) from proto/
 	@# buf.gen.yaml has clean: true, which wipes gen/openapi/ too, so the
 	@# embedding package is written after every generation.
 	cp tools/openapi.go.tmpl gen/openapi/openapi.go
+	@# The served document is OpenAPI 3, converted from the Swagger 2.0 the
+	@# plugin writes (tools/openapi3, kin-openapi's openapi2conv).
+	cd tools && $(GO) run ./openapi3 ../gen/openapi/linkgate.swagger.json ../gen/openapi/linkgate.openapi.json
 
 .PHONY: check-generate
 check-generate: generate ## Fail if gen/ differs from what proto/ generates (CI)
@@ -28,6 +31,10 @@ lint-proto: ## Lint proto/ (STANDARD + COMMENTS) and check its formatting
 	$(BUF) lint
 	@# Only proto/: third_party/ is vendored verbatim and left as upstream wrote it.
 	$(BUF) format proto -d --exit-code
+
+.PHONY: lint-openapi
+lint-openapi: ## Lint the OpenAPI 3 document with Redocly (npm tools of tools/openapi-check)
+	cd tools/openapi-check && { test -d node_modules || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent lint
 
 .PHONY: breaking
 breaking: ## Check proto/ for breaking changes against the main branch
@@ -71,6 +78,10 @@ bench-all: ## Every in-process benchmark of the ledger, the client, the simulato
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck with an offline database built from golang.org/x/vulndb (outside the repo)
+	./scripts/vulncheck.sh
 
 .PHONY: deploy-check
 deploy-check: ## Validate deploy/ offline: kubeconform -strict (k8s v1.33), compose, collector, Dockerfile (not in CI: heavy)

@@ -140,6 +140,10 @@ var budgetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 // (doubles printed with 14 significant digits).
 const maxUnits = 1e13
 
+// MaxUnits is the largest figure the ledger accepts: a limit, a
+// reservation or a cost.
+const MaxUnits = int64(maxUnits)
+
 // New validates cfg and returns a Ledger over store.
 func New(store Store, cfg Config) (*Ledger, error) {
 	switch {

@@ -137,8 +137,8 @@ func TestTokensAreBoundAndSigned(t *testing.T) {
 // its details, holding a token that resumes exactly where it stopped once
 // the budget has room again.
 func TestBudgetExhaustedMidStream(t *testing.T) {
-	// 6 units per row (the default selection), 500-row pages: 3000 units
-	// for the first, 3006 for the next. 7000 units pay for two pages.
+	// 6 units per row (the default selection), 500-row pages asking 501
+	// rows: 3006 units each. 7000 units pay for two pages.
 	h := newHarness(t, harnessOptions{poolLimit: 7000, pageRows: 500})
 	ctx := context.Background()
 	q := query{data: backlinksData, p: params{Target: "sized-2000.example"}, pageSize: 200} // the default selection has url_from, url_to
@@ -170,8 +170,8 @@ func TestBudgetExhaustedMidStream(t *testing.T) {
 	if info.GetReason() != ReasonBudgetExhausted || qf == nil || retry == nil || info.GetMetadata()["page_token"] == "" {
 		t.Fatalf("details: info %v, quota failure %v, retry %v", info, qf, retry)
 	}
-	if used, reserved := h.used(t); used != 6006 || reserved != 0 {
-		t.Fatalf("ledger used %d reserved %d, want 6006 and 0: a denial must cost nothing", used, reserved)
+	if used, reserved := h.used(t); used != 6012 || reserved != 0 { // two pages of 500 rows and a probe row, 6 units each
+		t.Fatalf("ledger used %d reserved %d, want 6012 and 0: a denial must cost nothing", used, reserved)
 	}
 	// With room in the budget again (a fresh ledger, the same token key and
 	// the same data), the error's token resumes exactly where it stopped.
@@ -251,8 +251,9 @@ func TestEstimateCost(t *testing.T) {
 	if resp.GetPerRowUnits() != 13 {
 		t.Fatalf("per row %d, want 13", resp.GetPerRowUnits())
 	}
-	// Pages of 1000, 1000 (+1 overlap) and 500 (+1 overlap, +1 probe).
-	if want := int64(13*1000 + 13*1001 + 13*502); resp.GetUnitsForRows() != want || resp.GetPages() != 3 {
+	// Pages of 1000, 1000 and 500 rows, each asking for one row more (which
+	// is the next page's first row).
+	if want := int64(13*1001 + 13*1001 + 13*501); resp.GetUnitsForRows() != want || resp.GetPages() != 3 {
 		t.Fatalf("units for 2500 rows %d in %d pages, want %d in 3", resp.GetUnitsForRows(), resp.GetPages(), want)
 	}
 	if resp.GetFirstPageUnits() != 13*101 {

@@ -31,6 +31,7 @@ const (
 	ReasonLedgerUnavailable   = "LEDGER_UNAVAILABLE"
 	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 	ReasonTooManyStreams      = "TOO_MANY_STREAMS"
+	ReasonServerBusy          = "SERVER_BUSY"
 )
 
 // toStatus maps an error to the canonical status callers see, with its
@@ -53,12 +54,15 @@ func toStatus(err error, resumeToken string) error {
 		filterErr *filter.Error
 		denied    *quota.DeniedError
 		apiErr    *upstream.APIError
+		upInvalid *upstream.InvalidError
 	)
 	switch {
 	case errors.As(err, &invalid):
 		return withDetails(codes.InvalidArgument, invalid.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Description}},
 		})
+	case errors.As(err, &upInvalid):
+		return toStatus(upstreamInvalid(upInvalid), resumeToken)
 	case errors.As(err, &filterErr):
 		return withDetails(codes.InvalidArgument, filterErr.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "filter", Description: filterErr.Error()}},
@@ -107,7 +111,13 @@ func toStatus(err error, resumeToken string) error {
 		}
 		return withDetails(codes.InvalidArgument, msg, &errdetails.ErrorInfo{Reason: "UPSTREAM_REJECTED", Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, upstream.ErrUpstreamUnavailable):
-		return withDetails(codes.Unavailable, "the upstream is unavailable; retry later",
+		msg := "the upstream is unavailable; retry later"
+		if errors.As(err, &apiErr) {
+			// Which failure it was (a 5xx, no answer, a body cut short or
+			// malformed), without the key or the query.
+			msg = "the upstream failed (" + apiErr.Error() + "); retry later"
+		}
+		return withDetails(codes.Unavailable, msg,
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Second)},
 			&errdetails.ErrorInfo{Reason: ReasonUpstreamUnavailable, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, context.Canceled):
@@ -115,7 +125,28 @@ func toStatus(err error, resumeToken string) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return withDetails(codes.DeadlineExceeded, "the request's deadline passed", errorInfo("DEADLINE_EXCEEDED", meta))
 	}
-	return withDetails(codes.Internal, "internal error", errorInfo("INTERNAL", meta))
+	return &internalError{status: withDetails(codes.Internal, "internal error", errorInfo("INTERNAL", meta)), cause: err}
+}
+
+// internalError is INTERNAL as callers see it, without its text, and the
+// cause the request's log line reports: linkgate's own fault, which an
+// operator must be able to find.
+type internalError struct {
+	status error
+	cause  error
+}
+
+func (e *internalError) Error() string              { return e.status.Error() }
+func (e *internalError) GRPCStatus() *status.Status { return status.Convert(e.status) }
+func (e *internalError) Unwrap() error              { return e.cause }
+
+// internalCause is the cause of an INTERNAL status toStatus made, or "".
+func internalCause(err error) string {
+	var ie *internalError
+	if errors.As(err, &ie) {
+		return ie.cause.Error()
+	}
+	return ""
 }
 
 func errorInfo(reason string, meta map[string]string) *errdetails.ErrorInfo {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/upstream"
@@ -16,89 +19,163 @@ import (
 // statsLabel is the ledger label of backlinks-stats calls.
 const statsLabel = "backlinks_stats"
 
-// statsPerRow is the per-row cost of backlinks-stats: live and all_time
-// cost 1 unit each, the two refdomains counts 5 each.
-const statsPerRow = 12
-
 // EstimateCost prices a request as the pager would run it, without calling
-// the upstream.
+// the upstream. It refuses what the RPC it prices would refuse, page token
+// included.
 func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCostRequest) (*v1.EstimateCostResponse, error) {
-	caller, ok := CallerFrom(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no caller")
-	}
 	var (
-		d  *dataset
-		lr listRequest
+		d      *dataset
+		lr     listRequest
+		prefix string // the oneof field, which names the inner request's fields in errors
 	)
 	switch r := req.GetRequest().(type) {
 	case *v1.EstimateCostRequest_Backlinks:
-		d, lr = backlinksData, r.Backlinks
+		d, lr, prefix = backlinksData, r.Backlinks, "backlinks."
 	case *v1.EstimateCostRequest_RefDomains:
-		d, lr = refDomainsData, r.RefDomains
+		d, lr, prefix = refDomainsData, r.RefDomains, "ref_domains."
 	case *v1.EstimateCostRequest_BrokenBacklinks:
-		d, lr = brokenBacklinksData, r.BrokenBacklinks
+		d, lr, prefix = brokenBacklinksData, r.BrokenBacklinks, "broken_backlinks."
 	case *v1.EstimateCostRequest_NewLostBacklinks:
-		d, lr = newLostData, r.NewLostBacklinks
+		d, lr, prefix = newLostData, r.NewLostBacklinks, "new_lost_backlinks."
+	case *v1.EstimateCostRequest_Stats:
+		sq, err := s.statsQuery(ctx, r.Stats)
+		if err != nil {
+			return nil, err
+		}
+		units, requests := upstream.StatsUnits(sq.IPs), int64(1)
+		if sq.IPs {
+			requests = 2
+		}
+		return &v1.EstimateCostResponse{PerRowUnits: int64(upstream.StatsPerRow(sq.IPs)), FirstPageUnits: units, UnitsForRows: units,
+			Pages: requests, ListUnitsForRows: units, ListPages: requests, PageSize: 1, StreamPageRows: 1}, nil
 	default:
-		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks or new_lost_backlinks"), "")
+		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
 	}
-	if req.GetRows() < 0 {
-		return nil, toStatus(badField("rows", "must not be negative"), "")
+	if n := req.GetRows(); n < 0 || n > MaxRows {
+		return nil, toStatus(badField("rows", "must be between 0 and %d, got %d", int64(MaxRows), n), "")
 	}
-	pl, err := compile(d, paramsOf(lr), caller.Tenant)
-	if err != nil {
-		return nil, toStatus(err, "")
+	var (
+		pr    *prepared
+		feeds []*plan
+		err   error
+	)
+	if d == newLostData {
+		if pr, _, err = s.prepareEvents(ctx, lr, DefaultListPageSize); err != nil {
+			return nil, within(prefix, err)
+		}
+		for _, f := range pr.plan.feeds {
+			feeds = append(feeds, f.plan)
+		}
+	} else {
+		if pr, err = s.prepare(ctx, d, lr, DefaultListPageSize); err != nil {
+			return nil, within(prefix, err)
+		}
+		feeds = []*plan{pr.plan}
 	}
-	size, err := pageSize(lr.GetPageSize(), DefaultListPageSize)
-	if err != nil {
-		return nil, toStatus(err, "")
+	resp := &v1.EstimateCostResponse{PageSize: int32(pr.pageSize), StreamPageRows: int32(s.cfg.UpstreamPageRows)}
+	rows := req.GetRows()
+	if rows == 0 {
+		rows = int64(pr.pageSize)
 	}
-	perRow := pl.perRow()
-	resp := &v1.EstimateCostResponse{
-		PerRowUnits: int64(perRow),
+	seen := map[string]*v1.ChargedField{}
+	for _, fp := range feeds {
+		perRow := fp.perRow()
+		resp.PerRowUnits = max(resp.PerRowUnits, int64(perRow))
 		// A List page asks for page_size rows and one more, to tell whether
 		// another page follows.
-		FirstPageUnits: upstream.Units(perRow, size+1),
-		PageSize:       int32(size),
-	}
-	resp.UnitsForRows, resp.Pages = streamCost(perRow, req.GetRows(), s.cfg.UpstreamPageRows)
-	for _, c := range pl.query.Charges() {
-		cf := &v1.ChargedField{Field: c.Field, Units: int64(c.Cost)}
-		for _, in := range c.In {
-			switch {
-			case in == "select" && slices.Contains(pl.selected, c.Field):
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_SELECTED)
-			case in == "where":
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_FILTERED)
-			case in == "order_by" && slices.Contains(pl.tieBreakerFields, c.Field):
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_TIE_BREAKER)
-			case in == "order_by":
-				cf.Reasons = append(cf.Reasons, v1.ChargeReason_CHARGE_REASON_ORDERED)
+		resumed := lr.GetPageToken() != ""
+		resp.FirstPageUnits += upstream.Units(perRow, pr.pageSize+1+boolInt(resumed))
+		u, n := streamCost(perRow, rows, s.cfg.UpstreamPageRows, resumed)
+		resp.UnitsForRows, resp.Pages = resp.UnitsForRows+u, resp.Pages+n
+		u, n = listCost(perRow, rows, pr.pageSize, resumed)
+		resp.ListUnitsForRows, resp.ListPages = resp.ListUnitsForRows+u, max(resp.ListPages, n)
+		for _, c := range fp.query.Charges() {
+			cf := seen[c.Field]
+			if cf == nil {
+				cf = &v1.ChargedField{Field: c.Field, Units: int64(c.Cost)}
+				seen[c.Field] = cf
+				resp.ChargedFields = append(resp.ChargedFields, cf)
+			}
+			for _, in := range c.In {
+				reason := v1.ChargeReason_CHARGE_REASON_UNSPECIFIED
+				switch {
+				case in == "select" && slices.Contains(pr.plan.selected, c.Field):
+					reason = v1.ChargeReason_CHARGE_REASON_SELECTED
+				case in == "where":
+					reason = v1.ChargeReason_CHARGE_REASON_FILTERED
+				case in == "order_by" && slices.Contains(pr.plan.tieBreakerFields, c.Field):
+					reason = v1.ChargeReason_CHARGE_REASON_TIE_BREAKER
+				case in == "order_by":
+					reason = v1.ChargeReason_CHARGE_REASON_ORDERED
+				}
+				if reason != v1.ChargeReason_CHARGE_REASON_UNSPECIFIED && !slices.Contains(cf.Reasons, reason) {
+					cf.Reasons = append(cf.Reasons, reason)
+				}
 			}
 		}
-		resp.ChargedFields = append(resp.ChargedFields, cf)
 	}
 	return resp, nil
 }
 
-// streamCost is what a stream of rows rows costs and how many upstream
-// requests it makes: pages of pageRows rows, every page after the first
-// asking again for the last row of the one before (the keyset continuation
-// starts at the last key), the last page asking for one more row to tell
-// whether the data goes on.
-func streamCost(perRow int, rows int64, pageRows int) (units, pages int64) {
-	skip := int64(0)
-	for left := rows; left > 0; {
-		want, probe := min(int64(pageRows), left), int64(0)
-		if left <= int64(pageRows) {
-			probe = 1
-		}
-		units += upstream.Units(perRow, int(skip+want+probe))
-		pages++
-		left -= want
-		skip = 1
+// within names the fields of a caller error as paths inside the request
+// (backlinks.filter), as the bounds name them.
+func within(prefix string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return err
 	}
+	p := st.Proto()
+	for i, d := range p.GetDetails() {
+		var br errdetails.BadRequest
+		if d.UnmarshalTo(&br) != nil {
+			continue
+		}
+		for _, v := range br.GetFieldViolations() {
+			v.Field = prefix + v.GetField()
+		}
+		if named, err := anypb.New(&br); err == nil {
+			p.Details[i] = named
+		}
+	}
+	return status.FromProto(p).Err()
+}
+
+// streamCost is what reading rows rows costs and how many upstream
+// requests it makes, in pages of pageRows rows. Every page asks for one row
+// more than it keeps, which tells whether the data goes on (so the end never
+// costs a request of its own); within a run the next page starts at that
+// row, so it is not paid twice. A page that starts from a page token asks
+// again for the token's last row (the keyset continuation starts at the
+// last key): resumed says the first page does. It is closed-form, so any
+// rows costs the same few operations: a first page, pages-2 full middle
+// pages and a last page.
+func streamCost(perRow int, rows int64, pageRows int, resumed bool) (units, pages int64) {
+	return pagedCost(perRow, rows, pageRows, int64(boolInt(resumed)), 0)
+}
+
+// listCost is what reading rows rows through List costs: every call starts
+// from the previous call's token, so each page after the first asks again
+// for the token's last row.
+func listCost(perRow int, rows int64, pageSize int, resumed bool) (units, pages int64) {
+	return pagedCost(perRow, rows, pageSize, int64(boolInt(resumed)), 1)
+}
+
+// pagedCost prices rows read in pages of size rows, each asking for one
+// probe row more than it keeps; the first page asks first more rows again,
+// every later one next more.
+func pagedCost(perRow int, rows int64, size int, first, next int64) (units, pages int64) {
+	if rows <= 0 || size <= 0 {
+		return 0, 0
+	}
+	n := int64(size)
+	pages = (rows + n - 1) / n
+	if pages == 1 {
+		return upstream.Units(perRow, int(first+rows+1)), 1
+	}
+	last := rows - (pages-1)*n
+	units = upstream.Units(perRow, int(first+n+1)) +
+		(pages-2)*upstream.Units(perRow, int(next+n+1)) +
+		upstream.Units(perRow, int(next+last+1))
 	return units, pages
 }
 
@@ -108,24 +185,16 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no caller")
 	}
-	if req.GetTarget() == "" {
-		return nil, toStatus(badField("target", "is required: a domain or URL"), "")
-	}
-	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
-	if req.GetDate() != "" {
-		var err error
-		if day, err = time.Parse(time.DateOnly, req.GetDate()); err != nil {
-			return nil, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
-		}
+	sq, err := s.statsQuery(ctx, req)
+	if err != nil {
+		return nil, err
 	}
 	ledgerCtx := context.WithoutCancel(ctx)
-	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.Units(statsPerRow, 1))
+	res, err := s.cfg.Ledger.Reserve(ledgerCtx, caller.Tenant, statsLabel, upstream.StatsUnits(sq.IPs))
 	if err != nil {
 		return nil, toStatus(err, "")
 	}
-	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, upstream.StatsQuery{
-		Target: req.GetTarget(), Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
-	})
+	stats, cost, err := s.cfg.Upstream.BacklinksStats(ctx, sq)
 	if cost.Known {
 		err = errors.Join(err, s.cfg.Ledger.Settle(ledgerCtx, res, cost.Actual))
 	} else {
@@ -138,8 +207,41 @@ func (s *BacklinksServer) GetBacklinksStats(ctx context.Context, req *v1.GetBack
 	if u, err := s.cfg.Ledger.Usage(ledgerCtx, caller.Tenant); err == nil {
 		pc.RemainingUnits = remaining(u)
 	}
-	return &v1.GetBacklinksStatsResponse{
+	out := &v1.GetBacklinksStatsResponse{
 		Live: stats.Live, AllTime: stats.AllTime, LiveRefdomains: stats.LiveRefdomains,
 		AllTimeRefdomains: stats.AllTimeRefdomains, Cost: pc,
-	}, nil
+	}
+	if sq.IPs {
+		out.Refips, out.RefipsSubnets = &stats.RefIPs, &stats.RefIPsSubnets
+		pc.UpstreamRequests = 2
+	}
+	return out, nil
+}
+
+// statsQuery checks a stats request, for GetBacklinksStats and its
+// estimate alike.
+func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksStatsRequest) (upstream.StatsQuery, error) {
+	if _, ok := CallerFrom(ctx); !ok {
+		return upstream.StatsQuery{}, status.Error(codes.Unauthenticated, "no caller")
+	}
+	target := strings.TrimSpace(req.GetTarget())
+	if target == "" {
+		return upstream.StatsQuery{}, toStatus(badField("target", "is required: a domain or URL"), "")
+	}
+	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
+	if req.GetDate() != "" {
+		var err error
+		if day, err = time.Parse(time.DateOnly, req.GetDate()); err != nil {
+			return upstream.StatsQuery{}, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
+		}
+	}
+	return upstream.StatsQuery{Target: target, Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
+		IPs: req.GetIncludeIps()}, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -44,7 +46,8 @@ func ServerOptions(cfg ServerConfig) []grpc.ServerOption {
 	}
 	return append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(recoverUnary(log), logUnary(log), authUnary(auth), boundsUnary()),
-		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), authStream(auth), limitStream(newStreamLimiter(cfg.Limits.MaxStreamsPerTenant))),
+		grpc.ChainStreamInterceptor(recoverStream(log), logStream(log), authStream(auth), limitStream(newStreamLimiter(cfg.Limits.MaxStreamsPerTenant, cfg.Limits.MaxStreams))),
+		grpc.ForceServerCodecV2(newNamingCodec(recvLimit(cfg.Limits))),
 	}, limitOptions(cfg.Limits)...)
 }
 
@@ -52,8 +55,7 @@ func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = toStatus(recovered(log, info.FullMethod, p), "")
 			}
 		}()
 		return handler(ctx, req)
@@ -64,12 +66,26 @@ func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		defer func() {
 			if p := recover(); p != nil {
-				log.Error("panic", "method", info.FullMethod, "panic", p, "stack", string(debug.Stack()))
-				err = status.Error(codes.Internal, "internal error")
+				err = toStatus(recovered(log, info.FullMethod, p), "")
 			}
 		}()
 		return handler(srv, ss)
 	}
+}
+
+// errPanic is linkgate's own fault: a recovered panic. Callers see
+// INTERNAL; the log has the panic and its stack.
+var errPanic = errors.New("internal error")
+
+// recovered logs a recovered panic with its stack, where it happened, and
+// returns the error that ends the request it served. Every goroutine that
+// serves a request defers it, so a panic costs one request, not the process.
+func recovered(log *slog.Logger, where string, p any) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("panic", "in", where, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	return errPanic
 }
 
 // requestLog collects what a handler did, for the request's log line.
@@ -115,10 +131,15 @@ func logRequest(ctx context.Context, log *slog.Logger, method string, start time
 	if code == codes.Internal || code == codes.Unknown {
 		level = slog.LevelError
 	}
-	log.LogAttrs(ctx, level, "request",
+	attrs := []slog.Attr{
 		slog.String("method", method), slog.String("code", code.String()), slog.String("tenant", rl.tenant),
 		slog.Int64("rows", rl.rows), slog.Int64("units", rl.units),
-		slog.Float64("elapsed_ms", float64(time.Since(start).Microseconds())/1000), traceID(ctx))
+		slog.Float64("elapsed_ms", float64(time.Since(start).Microseconds())/1000), traceID(ctx),
+	}
+	if cause := internalCause(err); cause != "" {
+		attrs = append(attrs, slog.String("cause", cause))
+	}
+	log.LogAttrs(ctx, level, "request", attrs...)
 }
 
 // wrappedStream is a server stream with a context of its own.

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 
 	"github.com/linkgate/linkgate/quota"
@@ -55,6 +56,7 @@ type pager struct {
 	ledger Ledger
 	cache  *pageCache // nil: no cache
 	tel    *Telemetry
+	log    *slog.Logger
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -70,6 +72,13 @@ func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func(
 	go func() {
 		defer wg.Done()
 		defer close(ch)
+		// This goroutine is outside the handler's recovery: a panic here
+		// would end the process. It ends the request instead.
+		defer func() {
+			if v := recover(); v != nil {
+				send(ctx, ch, page{err: recovered(p.log, "pager", v)})
+			}
+		}()
 		p.loop(ctx, f, ch)
 	}()
 	return ch, wg.Wait
@@ -81,11 +90,13 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	var got, spent int64
 	for n := 1; ; n++ {
 		want := int64(f.pageRows)
-		probe := 0
+		// One row more than wanted tells whether rows follow, so that the
+		// end of the data never costs a request of its own.
+		probe, last := 1, false
 		if f.maxRows > 0 {
 			left := f.maxRows - got
 			if left <= want {
-				want, probe = left, 1
+				want, last = left, true
 			}
 		}
 		if f.maxUnits > 0 {
@@ -110,7 +121,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
 			got += int64(len(pg.rows))
 		}
-		if pg.err == nil && !pg.end && probe == 1 {
+		if pg.err == nil && !pg.end && probe == 1 && last {
 			pg.more = true // the probe row came back: rows remain after max_rows
 		}
 		if !send(ctx, out, pg) || pg.err != nil || pg.end || pg.more {
@@ -157,6 +168,15 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 		return page{err: err}
 	}
 	pt.reserved(ctx, res.Units)
+	defer func() {
+		if v := recover(); v != nil {
+			// A panic after the reservation: the request may have left, so
+			// it is charged in full now, as its lease would, never under-
+			// counted; the pager goroutine's recovery ends the request.
+			p.ledger.Settle(ledgerCtx, res, res.Units)
+			panic(v)
+		}
+	}()
 	rows := make([]upstream.Record, 0, limit)
 	result, err = p.up.ListRecords(ctx, q, func(r upstream.Record) error {
 		rows = append(rows, r)
@@ -204,17 +224,27 @@ func answered(err error) bool {
 
 // advance drops the rows at the start of a page that earlier pages already
 // returned (the first cur.Skip rows at key cur.Key), keeps at most want of
-// the rest, and returns the cursor after the last row kept.
+// the rest, and returns the cursor the next page starts from. When the page
+// holds a row beyond those kept (the probe row that told rows follow), the
+// cursor starts at that row rather than after the last row kept, so the
+// next page's first row is the probe and no row is paid for twice.
 func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor) {
 	skip := 0
 	for skip < len(rows) && skip < cur.Skip && sameKey(keyOf(keys, rows[skip]), cur.Key) {
 		skip++
 	}
 	rows = rows[skip:]
+	var next upstream.Record
 	if len(rows) > want {
-		rows = rows[:want]
+		rows, next = rows[:want], rows[want]
 	}
-	return rows, cur.afterAll(keys, rows)
+	cur = cur.afterAll(keys, rows)
+	if next != nil {
+		if k := keyOf(keys, next); !sameKey(k, cur.Key) {
+			cur = cursor{Key: k}
+		}
+	}
+	return rows, cur
 }
 
 // after is the cursor just after row r, which follows c.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/linkgate/linkgate/service/filter"
 	"github.com/linkgate/linkgate/upstream"
@@ -67,9 +66,9 @@ type params struct {
 	OrderBy     string
 	Aggregation upstream.Aggregation
 	History     string
-	// Since and Changes are the new/lost dataset's window.
-	Since   string
-	Changes Changes
+	// Since, Until and Changes are the new/lost dataset's window.
+	Since, Until string
+	Changes      Changes
 }
 
 // plan is a request compiled for the upstream: the query without its
@@ -81,8 +80,10 @@ type plan struct {
 	keys     []sortKey
 	selected []string // the fields returned to the caller
 	filter   upstream.Expr
-	since    time.Time
-	changes  Changes
+	// feeds and events are the new/lost dataset's: one sub-plan per kind
+	// of change, merged in the event order.
+	feeds  []*feed
+	events []eventKey
 	// tieBreakerFields are the fields the order gained to become total.
 	tieBreakerFields []string
 	fingerprint      string
@@ -103,8 +104,11 @@ func badField(field, format string, args ...any) *InvalidArgument {
 // compile checks a request and turns it into a plan without calling the
 // upstream, so an invalid request costs nothing.
 func compile(d *dataset, p params, tenant string) (*plan, error) {
+	if d == newLostData {
+		return compileNewLost(p, tenant)
+	}
 	s := upstream.MustSchema(d.endpoint)
-	pl := &plan{data: d, changes: p.Changes}
+	pl := &plan{data: d}
 	if strings.TrimSpace(p.Target) == "" {
 		return nil, badField("target", "is required: a domain or URL")
 	}
@@ -123,7 +127,7 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 	for _, o := range order {
 		f, ok := s.Field(o.Field)
 		if !ok {
-			return nil, badField("order_by", "field %q: unknown field of %s", o.Field, d.label)
+			return nil, badField("order_by", "field %q: %s", o.Field, unknownFieldHint(s, o.Field, d.label))
 		}
 		if !f.Order {
 			return nil, badField("order_by", "field %q: cannot be used to order %s", o.Field, d.label)
@@ -133,7 +137,7 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 		}
 		pl.keys = append(pl.keys, sortKey{field: f, desc: o.Desc})
 	}
-	for _, name := range d.tieBreakers {
+	for _, name := range tieBreakers(d, p.Aggregation) {
 		f, _ := s.Field(name)
 		if !slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
 			pl.keys = append(pl.keys, sortKey{field: f})
@@ -141,28 +145,22 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 		}
 	}
 
-	where := pl.filter
-	history := p.History
-	if d == newLostData {
-		if pl.since, err = time.Parse(time.DateOnly, p.Since); err != nil {
-			return nil, badField("since", "needs a date YYYY-MM-DD, got %q", p.Since)
-		}
-		history = upstream.HistorySince(pl.since)
-		where = andWhere(where, changeFilter(pl.since, p.Changes))
-	}
 	pl.query = upstream.Query{
 		Endpoint:    d.endpoint,
 		Target:      strings.TrimSpace(p.Target),
 		Mode:        p.Mode,
 		Protocol:    p.Protocol,
 		Select:      fetched(pl),
-		Where:       where,
+		Where:       pl.filter,
 		Aggregation: p.Aggregation,
-		History:     history,
+		History:     p.History,
 	}
 	for i, k := range pl.keys {
 		pl.query.OrderBy = append(pl.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
 		pl.keys[i].col = slices.Index(pl.query.Select, k.field.Name)
+	}
+	if err := checkAggregation(pl, p.Aggregation); err != nil {
+		return nil, err
 	}
 	if err := pl.query.Validate(); err != nil {
 		return nil, upstreamInvalid(err)
@@ -184,7 +182,7 @@ func selection(s *upstream.Schema, raw []string, def []string) ([]string, error)
 			f, ok := s.Field(name)
 			switch {
 			case !ok:
-				return nil, badField("select", "field %q: unknown field of %s", name, s.Endpoint)
+				return nil, badField("select", "field %q: %s", name, unknownFieldHint(s, name, string(s.Endpoint)))
 			case !f.Select:
 				return nil, badField("select", "field %q: can be filtered but not selected", name)
 			}
@@ -200,11 +198,9 @@ func selection(s *upstream.Schema, raw []string, def []string) ([]string, error)
 }
 
 // fetched is what the pager selects upstream: the caller's fields plus the
-// sort keys (to read the last key of a page) and, for new/lost, the fields
-// that tell a new link from a lost one. Selecting them is free: a field is
-// charged once whether it is selected, filtered or ordered by, and these
-// are already ordered by or filtered on.
-func fetched(pl *plan) []string {
+// sort keys, to read the last key of a page. Selecting them is free: a
+// field is charged once whether it is selected, filtered or ordered by.
+func fetched(pl *plan, extra ...string) []string {
 	names := slices.Clone(pl.selected)
 	add := func(name string) {
 		if !slices.Contains(names, name) {
@@ -214,42 +210,10 @@ func fetched(pl *plan) []string {
 	for _, k := range pl.keys {
 		add(k.field.Name)
 	}
-	if pl.data == newLostData {
-		for _, name := range changeFields(pl.changes) {
-			add(name)
-		}
+	for _, name := range extra {
+		add(name)
 	}
 	return names
-}
-
-// changeFields are the fields the new/lost window filters on.
-func changeFields(c Changes) []string {
-	switch c {
-	case ChangesNew:
-		return []string{"first_seen_link"}
-	case ChangesLost:
-		return []string{"is_lost", "last_seen"}
-	}
-	return []string{"first_seen_link", "is_lost", "last_seen"}
-}
-
-// changeFilter selects the links new or lost since a date: new is
-// first_seen_link ≥ since, lost is is_lost with last_seen ≥ since (the
-// history parameter already limits lost links to the window).
-func changeFilter(since time.Time, c Changes) upstream.Expr {
-	day := since.Format(time.DateOnly)
-	isNew := upstream.Is{Field: "first_seen_link", Cond: upstream.Cond{Op: upstream.OpGte, Value: day}}
-	isLost := upstream.And{
-		upstream.Is{Field: "is_lost", Cond: upstream.Cond{Op: upstream.OpEq, Value: true}},
-		upstream.Is{Field: "last_seen", Cond: upstream.Cond{Op: upstream.OpGte, Value: day}},
-	}
-	switch c {
-	case ChangesNew:
-		return isNew
-	case ChangesLost:
-		return isLost
-	}
-	return upstream.Or{isNew, isLost}
 }
 
 func andWhere(a, b upstream.Expr) upstream.Expr {
@@ -280,7 +244,7 @@ func upstreamInvalid(err error) error {
 // token cannot be replayed with other parameters or by another tenant.
 func fingerprint(d *dataset, p params, sel []string, tenant string) string {
 	b, _ := json.Marshal([]any{d.label, tenant, strings.TrimSpace(p.Target), p.Mode, p.Protocol, sel,
-		p.Filter, p.OrderBy, p.Aggregation, p.History, p.Since, p.Changes})
+		p.Filter, p.OrderBy, p.Aggregation, p.History, p.Since, p.Changes, p.Until})
 	sum := sha256.Sum256(b)
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
@@ -299,4 +263,57 @@ func (pl *plan) pageQuery(c cursor, limit int) *upstream.Query {
 		q.Where = andWhere(atOrAfter(pl.keys, c.Key), q.Where)
 	}
 	return &q
+}
+
+// tieBreakers are the keys that make a dataset's order total. Under
+// aggregation 1_per_domain the referring domain comes first, which keeps
+// each domain's links together (see checkAggregation).
+func tieBreakers(d *dataset, agg upstream.Aggregation) []string {
+	if agg == upstream.AggregationOnePerDomain {
+		return append([]string{upstream.DomainKeyField}, d.tieBreakers...)
+	}
+	return d.tieBreakers
+}
+
+// unknownFieldHint says that a field is unknown, naming the v3 field when
+// the name is a v2 column.
+func unknownFieldHint(s *upstream.Schema, name, label string) string {
+	if col, ok := upstream.V3Name(s, name); ok {
+		return "unknown field of " + label + ": " + upstream.V2Hint(col)
+	}
+	return "unknown field of " + label
+}
+
+// checkAggregation refuses an order that aggregation 1_per_domain cannot
+// serve exactly once. The upstream keeps each domain's first link after
+// applying the keyset continuation, so a domain whose links straddle a page
+// boundary comes back on the next page unless every domain's links are
+// contiguous in the order: the order must start with fields that are the
+// same for all links of a domain, the domain itself among them.
+func checkAggregation(pl *plan, agg upstream.Aggregation) error {
+	if agg != upstream.AggregationOnePerDomain {
+		return nil
+	}
+	for _, k := range pl.keys {
+		if k.field.Name == upstream.DomainKeyField {
+			return nil
+		}
+		if !k.field.PerDomain {
+			return badField("order_by", "aggregation ONE_PER_DOMAIN returns each domain exactly once only when the order starts with fields of the referring domain, %s among them (e.g. %q or %q); %q comes before it and varies within a domain. Orders by: %s",
+				upstream.DomainKeyField, upstream.DomainKeyField, "domain_rating_source:desc,"+upstream.DomainKeyField, k.field.Name, strings.Join(upstream.PerDomainFields(pl.query.Endpoint), ", "))
+		}
+	}
+	return nil
+}
+
+// DefaultSelect is the selection a dataset uses when a request names no
+// field, by the dataset's label (backlinks, refdomains, broken_backlinks,
+// new_lost_backlinks): what a CSV header shows when select is empty.
+func DefaultSelect(label string) []string {
+	for _, d := range []*dataset{backlinksData, refDomainsData, brokenBacklinksData, newLostData} {
+		if d.label == label {
+			return slices.Clone(d.defaultSelect)
+		}
+	}
+	return nil
 }

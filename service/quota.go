@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"slices"
+	"strings"
+	"unicode"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -75,11 +77,11 @@ func (s *QuotaServer) UpdateTenantLimit(ctx context.Context, req *v1.UpdateTenan
 	if err := requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	if req.GetTenant() == "" {
-		return nil, toStatus(badField("tenant", "is required"), "")
+	if err := checkTenantName(req.GetTenant()); err != nil {
+		return nil, toStatus(err, "")
 	}
-	if req.Limit != nil && req.GetLimit() < 0 {
-		return nil, toStatus(badField("limit", "must not be negative"), "")
+	if req.Limit != nil && (req.GetLimit() < 0 || req.GetLimit() > MaxUnits) {
+		return nil, toStatus(badField("limit", "must be between 0 and %d units, got %d", MaxUnits, req.GetLimit()), "")
 	}
 	if err := s.ledger.SetTenantLimit(ctx, req.GetTenant(), req.Limit); err != nil {
 		return nil, toStatus(err, "")
@@ -120,4 +122,20 @@ func tenantQuota(a quota.Account, spend map[string]int64) *v1.TenantQuota {
 		t.Spend = append(t.Spend, &v1.Spend{Dataset: l, Units: spend[l]})
 	}
 	return t
+}
+
+// checkTenantName accepts what a tenants file may name: printable, without
+// surrounding spaces, at most MaxTenantBytes.
+func checkTenantName(name string) error {
+	switch {
+	case name == "":
+		return badField("tenant", "is required")
+	case len(name) > MaxTenantBytes:
+		return badField("tenant", "is %d bytes long; the limit is %d", len(name), MaxTenantBytes)
+	case strings.TrimSpace(name) != name:
+		return badField("tenant", "must not begin or end with spaces")
+	case strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }):
+		return badField("tenant", "must be printable text")
+	}
+	return nil
 }

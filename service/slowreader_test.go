@@ -22,8 +22,9 @@ func TestSlowReaderBoundsThePager(t *testing.T) {
 	if pg := <-pages; len(pg.rows) != 500 {
 		t.Fatalf("first page: %d rows, %v", len(pg.rows), pg.err)
 	}
-	// 6 units a row: 3000 for the first page, 3006 for each next one.
-	const threePages = 3000 + 2*3006
+	// 6 units a row, 501 rows a page: 500 kept and the one that tells that
+	// more follow, which is the first row of the next page.
+	const threePages = 3 * 3006
 	for h.sim.Usage() < threePages {
 		time.Sleep(5 * time.Millisecond)
 	}

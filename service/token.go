@@ -30,6 +30,22 @@ type tokenBody struct {
 	Key     []json.RawMessage `json:"k"`
 	Skip    int               `json:"s"`
 	Expires int64             `json:"e"` // unix seconds
+	// Feeds are the cursors of a merged run (new/lost), one per feed, in
+	// place of Key and Skip.
+	Feeds []feedToken `json:"f,omitempty"`
+}
+
+type feedToken struct {
+	Key  []json.RawMessage `json:"k"`
+	Skip int               `json:"s"`
+	Done bool              `json:"d,omitempty"`
+}
+
+// feedCursor is the position of one feed of a merged run; Done means no
+// row of the feed follows it.
+type feedCursor struct {
+	cursor
+	Done bool
 }
 
 // Tokens issues and checks page tokens with an HMAC key.
@@ -60,14 +76,40 @@ var errBadToken = errors.New("invalid page_token")
 
 // Encode issues a token for a cursor of the request with the fingerprint fp.
 func (t *Tokens) Encode(fp string, c cursor) (string, error) {
-	body := tokenBody{V: 1, Request: fp, Skip: c.Skip, Expires: t.now().Add(t.ttl).Unix()}
-	for _, v := range c.Key {
-		raw, err := json.Marshal(keyLiteral(v))
+	key, err := encodeKey(c.Key)
+	if err != nil {
+		return "", err
+	}
+	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip})
+}
+
+// EncodeFeeds issues a token for the cursors of a merged run.
+func (t *Tokens) EncodeFeeds(fp string, cs []feedCursor) (string, error) {
+	body := tokenBody{V: 1, Request: fp}
+	for _, c := range cs {
+		key, err := encodeKey(c.Key)
 		if err != nil {
 			return "", err
 		}
-		body.Key = append(body.Key, raw)
+		body.Feeds = append(body.Feeds, feedToken{Key: key, Skip: c.Skip, Done: c.Done})
 	}
+	return t.seal(body)
+}
+
+func encodeKey(vals []any) ([]json.RawMessage, error) {
+	var key []json.RawMessage
+	for _, v := range vals {
+		raw, err := json.Marshal(keyLiteral(v))
+		if err != nil {
+			return nil, err
+		}
+		key = append(key, raw)
+	}
+	return key, nil
+}
+
+func (t *Tokens) seal(body tokenBody) (string, error) {
+	body.Expires = t.now().Add(t.ttl).Unix()
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return "", err
@@ -78,36 +120,71 @@ func (t *Tokens) Encode(fp string, c cursor) (string, error) {
 // Decode checks a token's signature, expiry and request fingerprint and
 // returns its cursor; key values are decoded by the kinds of the sort keys.
 func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
+	body, err := t.open(token, fp)
+	if err != nil {
+		return cursor{}, err
+	}
+	if body.Feeds != nil {
+		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+	}
+	return decodeCursor(body.Key, body.Skip, keys)
+}
+
+// DecodeFeeds is Decode for the token of a merged run of len(keys) feeds.
+func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, error) {
+	body, err := t.open(token, fp)
+	if err != nil {
+		return nil, err
+	}
+	if len(body.Feeds) != len(keys) || body.Key != nil {
+		return nil, fmt.Errorf("%w: malformed", errBadToken)
+	}
+	out := make([]feedCursor, len(keys))
+	for i, f := range body.Feeds {
+		c, err := decodeCursor(f.Key, f.Skip, keys[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = feedCursor{cursor: c, Done: f.Done}
+	}
+	return out, nil
+}
+
+func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	if len(token) > MaxTokenBytes {
-		return cursor{}, fmt.Errorf("%w: longer than %d bytes", errBadToken, MaxTokenBytes)
+		return tokenBody{}, fmt.Errorf("%w: longer than %d bytes", errBadToken, MaxTokenBytes)
 	}
 	p64, s64, ok := bytes.Cut([]byte(token), []byte("."))
 	if !ok {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(string(p64))
 	sig, err2 := base64.RawURLEncoding.DecodeString(string(s64))
 	if err1 != nil || err2 != nil {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
 	if !hmac.Equal(sig, t.sign(payload)) {
-		return cursor{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", errBadToken)
 	}
 	var body tokenBody
 	if err := json.Unmarshal(payload, &body); err != nil || body.V != 1 {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
 	if t.now().Unix() > body.Expires {
-		return cursor{}, fmt.Errorf("%w: expired at %s; start again without a token", errBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
+		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", errBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	if body.Request != fp {
-		return cursor{}, fmt.Errorf("%w: it was issued for a request with other parameters", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: it was issued for a request with other parameters", errBadToken)
 	}
-	if body.Skip < 0 || (len(body.Key) != 0 && len(body.Key) != len(keys)) {
+	return body, nil
+}
+
+func decodeCursor(key []json.RawMessage, skip int, keys []sortKey) (cursor, error) {
+	if skip < 0 || (len(key) != 0 && len(key) != len(keys)) {
 		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
-	c := cursor{Skip: body.Skip}
-	for i, raw := range body.Key {
+	c := cursor{Skip: skip}
+	for i, raw := range key {
 		v, err := keys[i].decode(raw)
 		if err != nil {
 			return cursor{}, fmt.Errorf("%w: malformed key", errBadToken)

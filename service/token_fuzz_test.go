@@ -33,3 +33,43 @@ func FuzzDecodeToken(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeFeedsToken: the same for the tokens of the new/lost event
+// feed, which carry one cursor per feed.
+func FuzzDecodeFeedsToken(f *testing.F) {
+	tokens, err := NewTokens([]byte("0123456789abcdef0123"), time.Hour, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pl, err := compile(newLostData, params{Target: "example.com", Since: "2025-01-01", OrderBy: "change_time:desc"}, "a")
+	if err != nil {
+		f.Fatal(err)
+	}
+	keys := [][]sortKey{pl.feeds[0].plan.keys, pl.feeds[1].plan.keys}
+	when := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	good, _ := tokens.EncodeFeeds(pl.fingerprint, []feedCursor{
+		{cursor: cursor{Key: []any{when, "http://a.example/", "http://b.example/"}, Skip: 1}}, {Done: true}})
+	single, _ := tokens.Encode(pl.fingerprint, cursor{Key: []any{when, "http://a.example/", "http://b.example/"}, Skip: 1})
+	for _, s := range []string{good, single, "", ".", good[:len(good)/2], good + "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		cs, err := tokens.DecodeFeeds(tok, pl.fingerprint, keys)
+		if err == nil {
+			if len(cs) != len(keys) {
+				t.Fatalf("%q decoded to %d cursors for %d feeds", tok, len(cs), len(keys))
+			}
+			for i, c := range cs {
+				if c.Skip < 0 || (c.Key != nil && len(c.Key) != len(keys[i])) {
+					t.Fatalf("%q decoded to %v", tok, cs)
+				}
+			}
+		}
+		if tok == single && err == nil {
+			t.Fatal("a single-cursor token was taken for a feeds token")
+		}
+		if _, err := tokens.DecodeFeeds(tok, "another-request", keys); err == nil {
+			t.Fatalf("%q accepted for another request", tok)
+		}
+	})
+}

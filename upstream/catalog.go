@@ -73,6 +73,9 @@ type Field struct {
 	Order    bool // accepted by order_by
 	Enum     []string
 	Doc      string
+	// PerDomain: the value describes the link's referring domain, so it is
+	// the same for all links of a domain.
+	PerDomain bool
 }
 
 // Schema is the catalog of one endpoint.
@@ -95,6 +98,7 @@ var schemas = map[Endpoint]*Schema{
 func newSchema(ep Endpoint, key string, agg, hist bool, fields []Field) *Schema {
 	s := &Schema{Endpoint: ep, ResponseKey: key, HasAggregation: agg, HasHistory: hist, fields: fields, byName: map[string]*Field{}}
 	for i := range fields {
+		fields[i].PerDomain = ep != RefDomains && perDomain[fields[i].Name]
 		s.byName[fields[i].Name] = &fields[i]
 	}
 	return s

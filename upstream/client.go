@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -315,6 +316,12 @@ type decodeFunc func(body io.Reader) (rows int, err error)
 // call runs one API call with rate limiting and retries. perRow is the
 // catalog price for the cost fallback.
 func (c *Client) call(ctx context.Context, path string, v url.Values, perRow int, decode decodeFunc) (Result, error) {
+	return c.send(ctx, path, v, nil, perRow, decode)
+}
+
+// send is call with an optional JSON body, which makes the request a POST
+// (batch-analysis takes its targets in the body).
+func (c *Client) send(ctx context.Context, path string, v url.Values, body []byte, perRow int, decode decodeFunc) (Result, error) {
 	var res Result
 	u := c.base + path + "?" + v.Encode()
 	for attempt := 1; ; attempt++ {
@@ -322,7 +329,7 @@ func (c *Client) call(ctx context.Context, path string, v url.Values, perRow int
 			return res, err
 		}
 		res.Attempts++
-		cost, rows, err := c.attempt(ctx, path, u, perRow, decode)
+		cost, rows, err := c.attempt(ctx, path, u, body, perRow, decode)
 		res.Rows += rows
 		if cost.Known {
 			res.Cost = cost
@@ -388,15 +395,22 @@ func (c *Client) waitLimiter(ctx context.Context) error {
 
 // attempt sends one request and decodes its body. It returns the cost when
 // the headers said (or implied) one, and the rows handed on.
-func (c *Client) attempt(ctx context.Context, path, u string, perRow int, decode decodeFunc) (cost Cost, rows int, err error) {
+func (c *Client) attempt(ctx context.Context, path, u string, body []byte, perRow int, decode decodeFunc) (cost Cost, rows int, err error) {
 	start := c.cfg.Now()
 	status := 0
 	defer func() {
 		c.obs.Response(ctx, path, status, cost, c.cfg.Now().Sub(start))
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	method, reqBody := http.MethodGet, io.Reader(nil)
+	if body != nil {
+		method, reqBody = http.MethodPost, bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, reqBody)
 	if err != nil {
 		return cost, 0, &APIError{Endpoint: path, Message: c.keys.scrub(err.Error())}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.cfg.Key)
 	req.Header.Set("Accept", "application/json")

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Mode is the scope of a target.
@@ -183,7 +184,8 @@ func FormatOrder(order []Order) string {
 	return strings.Join(parts, ",")
 }
 
-// ParseOrder reads order_by in the API's syntax. A key without a direction
+// ParseOrder reads order_by in the API's syntax, `a,b:desc`, or in
+// AIP-132's, `a, b desc`; the two may be mixed. A key without a direction
 // is ascending.
 func ParseOrder(s string) ([]Order, error) {
 	if strings.TrimSpace(s) == "" {
@@ -192,11 +194,23 @@ func ParseOrder(s string) ([]Order, error) {
 	var order []Order
 	for _, part := range strings.Split(s, ",") {
 		name, dir, hasDir := strings.Cut(strings.TrimSpace(part), ":")
+		if !hasDir {
+			words := strings.Fields(part)
+			if len(words) > 2 {
+				return nil, invalid("order_by", "", "%q is not a key: write field, field:desc or field desc", strings.TrimSpace(part))
+			}
+			if len(words) == 2 {
+				name, dir, hasDir = words[0], words[1], true
+			}
+		}
 		o := Order{Field: strings.TrimSpace(name)}
 		if o.Field == "" {
 			return nil, invalid("order_by", "", "empty key in %q", s)
 		}
-		switch strings.TrimSpace(dir) {
+		if strings.ContainsFunc(o.Field, unicode.IsSpace) {
+			return nil, invalid("order_by", "", "%q is not a key: write field, field:desc or field desc", strings.TrimSpace(part))
+		}
+		switch strings.ToLower(strings.TrimSpace(dir)) {
 		case "asc":
 		case "desc":
 			o.Desc = true

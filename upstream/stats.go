@@ -89,6 +89,10 @@ type StatsQuery struct {
 	Mode     Mode     // "" means subdomains
 	Protocol Protocol // "" means both
 	Date     time.Time
+	// IPs asks also for the referring IPs and class C subnets, which v3
+	// reports in batch-analysis (refips, refips_subnets), not in
+	// backlinks-stats: a second request.
+	IPs bool
 }
 
 // Stats are the backlink and referring-domain totals of a target.
@@ -97,11 +101,44 @@ type Stats struct {
 	AllTime           int64
 	LiveRefdomains    int64
 	AllTimeRefdomains int64
+	// RefIPs and RefIPsSubnets are the distinct IP addresses and class C
+	// (/24) subnets of the live referring domains, as of the latest crawl
+	// (batch-analysis has no date); set when the query asked for IPs.
+	RefIPs, RefIPsSubnets int64
 }
 
 // statsPerRow is the catalog price of backlinks-stats: live and all_time at
 // 1 unit, the two refdomains counts at 5 (the spec's field descriptions).
 const statsPerRow = 1 + 1 + 5 + 5
+
+// BatchAnalysisPath is v3's batch-analysis, a POST of up to 200 targets
+// with the metrics to select.
+const BatchAnalysisPath = "/v3/batch-analysis/batch-analysis"
+
+// ipsPerRow is the price linkgate reserves for refips and refips_subnets of
+// one target. The reference gives no price for batch-analysis fields; they
+// are counted like the other aggregate counts (the refdomains counts, 5
+// units each). What is settled is what the response headers report.
+const ipsPerRow = 5 + 5
+
+// StatsUnits is the most a stats query costs: one backlinks-stats row, and
+// with IPs one batch-analysis row, each with its 50-unit floor.
+func StatsUnits(ips bool) int64 {
+	u := Units(statsPerRow, 1)
+	if ips {
+		u += Units(ipsPerRow, 1)
+	}
+	return u
+}
+
+// StatsPerRow is the per-row price of a stats query's fields, both
+// requests together.
+func StatsPerRow(ips bool) int {
+	if ips {
+		return statsPerRow + ipsPerRow
+	}
+	return statsPerRow
+}
 
 // BacklinksStats reads the totals of a target. A zero Date means today in
 // UTC by the client's clock (the API requires a date). The Cost is returned
@@ -159,10 +196,61 @@ func (c *Client) BacklinksStats(ctx context.Context, q StatsQuery) (Stats, Cost,
 		}
 		return 0, nil
 	})
-	if err != nil {
-		return Stats{}, res.Cost, err
+	if err != nil || !q.IPs {
+		return out, res.Cost, err
 	}
-	return out, res.Cost, nil
+	ips, cost, err := c.refIPs(ctx, q)
+	out.RefIPs, out.RefIPsSubnets = ips.RefIPs, ips.RefIPsSubnets
+	return out, addCosts(res.Cost, cost), err
+}
+
+// refIPs reads a target's refips and refips_subnets from batch-analysis.
+func (c *Client) refIPs(ctx context.Context, q StatsQuery) (Stats, Cost, error) {
+	target := map[string]string{"url": q.Target, "mode": string(q.Mode), "protocol": string(q.Protocol)}
+	if q.Mode == "" {
+		target["mode"] = string(ModeSubdomains)
+	}
+	if q.Protocol == "" {
+		target["protocol"] = string(ProtocolBoth)
+	}
+	body, err := json.Marshal(map[string]any{"select": []string{"refips", "refips_subnets"}, "targets": []any{target}})
+	if err != nil {
+		return Stats{}, Cost{}, err
+	}
+	var out Stats
+	res, err := c.send(ctx, BatchAnalysisPath, url.Values{"output": {"json"}}, body, ipsPerRow, func(body io.Reader) (int, error) {
+		var doc struct {
+			Targets []struct {
+				RefIPs        *int64 `json:"refips"`
+				RefIPsSubnets *int64 `json:"refips_subnets"`
+			} `json:"targets"`
+		}
+		if err := decodeObject(body, &doc); err != nil {
+			return 0, err
+		}
+		if len(doc.Targets) != 1 {
+			return 0, malformed("batch-analysis answered %d targets for one", len(doc.Targets))
+		}
+		out.RefIPs, out.RefIPsSubnets = deref(doc.Targets[0].RefIPs), deref(doc.Targets[0].RefIPsSubnets)
+		return 1, nil
+	})
+	return out, res.Cost, err
+}
+
+// addCosts is the cost of two requests made as one call.
+func addCosts(a, b Cost) Cost {
+	if !b.Known {
+		return a
+	}
+	if !a.Known {
+		return b
+	}
+	cache := a.Cache
+	if a.Cache != b.Cache {
+		cache = "miss"
+	}
+	return Cost{Rows: a.Rows + b.Rows, PerRow: a.PerRow + b.PerRow, Total: a.Total + b.Total, Actual: a.Actual + b.Actual,
+		Cache: cache, Known: true, Estimated: a.Estimated || b.Estimated}
 }
 
 func deref(p *int64) int64 {

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -218,4 +219,52 @@ func BenchmarkDecodeRows(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// TestBacklinksStatsWithIPs: IPs add a POST of batch-analysis with the
+// target in its JSON body, and the two costs add up.
+func TestBacklinksStatsWithIPs(t *testing.T) {
+	var calls []string
+	var body map[string]any
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		w.Header().Set("x-api-rows", "1")
+		w.Header().Set("x-api-cache", "miss")
+		switch r.URL.Path {
+		case BacklinksStatsPath:
+			w.Header().Set("x-api-units-cost-row", "12")
+			w.Header().Set("x-api-units-cost-total", "50")
+			w.Header().Set("x-api-units-cost-total-actual", "50")
+			io.WriteString(w, `{"metrics":{"live":10,"all_time":20,"live_refdomains":3,"all_time_refdomains":4}}`)
+		case BatchAnalysisPath:
+			if r.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("batch-analysis Content-Type %q", r.Header.Get("Content-Type"))
+			}
+			json.NewDecoder(r.Body).Decode(&body)
+			w.Header().Set("x-api-units-cost-row", "10")
+			w.Header().Set("x-api-units-cost-total", "50")
+			w.Header().Set("x-api-units-cost-total-actual", "50")
+			io.WriteString(w, `{"targets":[{"index":0,"url":"example.com","refips":7,"refips_subnets":5}]}`)
+		}
+	})
+	st, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com", Mode: ModeDomain, IPs: true,
+		Date: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"GET " + BacklinksStatsPath, "POST " + BatchAnalysisPath}; strings.Join(calls, ",") != strings.Join(want, ",") {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
+	targets, _ := body["targets"].([]any)
+	target, _ := targets[0].(map[string]any)
+	if len(targets) != 1 || target["url"] != "example.com" || target["mode"] != "domain" || target["protocol"] != "both" ||
+		fmt.Sprint(body["select"]) != "[refips refips_subnets]" {
+		t.Errorf("batch-analysis body %v", body)
+	}
+	if st.RefIPs != 7 || st.RefIPsSubnets != 5 || st.Live != 10 || cost.Actual != 100 || cost.Total != 100 || !cost.Known {
+		t.Errorf("stats %+v, cost %+v", st, cost)
+	}
+	if StatsUnits(true) != 100 || StatsUnits(false) != 50 {
+		t.Errorf("StatsUnits: %d with IPs, %d without", StatsUnits(true), StatsUnits(false))
+	}
 }

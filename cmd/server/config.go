@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"reflect"
@@ -19,8 +20,9 @@ type config struct {
 	GRPCAddr string // LINKGATE_GRPC_ADDR
 	HTTPAddr string // LINKGATE_HTTP_ADDR
 
-	// UpstreamURL is the Ahrefs API; empty runs the simulator on a loopback
-	// port (the embedded default).
+	// UpstreamURL is the Ahrefs API. "simulator" runs the built-in
+	// simulator on a loopback port; so does empty, on the embedded default
+	// only (authentication off).
 	UpstreamURL     string
 	UpstreamKey     secret
 	UpstreamKeyFile string
@@ -47,6 +49,13 @@ type config struct {
 	// otel replaces the providers configured by OTEL_* variables (tests).
 	otel *otelOverride
 }
+
+// simulatorURL, as LINKGATE_UPSTREAM_URL, asks for the built-in simulator
+// by name.
+const simulatorURL = "simulator"
+
+// simulated reports whether the upstream is the built-in simulator.
+func (c config) simulated() bool { return c.UpstreamURL == "" || c.UpstreamURL == simulatorURL }
 
 // setting is one configuration variable and its flag.
 type setting struct {
@@ -95,7 +104,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 	vars := []setting{
 		{"grpc-addr", "gRPC listen address", &c.GRPCAddr},
 		{"http-addr", "REST listen address", &c.HTTPAddr},
-		{"upstream-url", "Ahrefs API base URL; empty runs the built-in simulator", &c.UpstreamURL},
+		{"upstream-url", "Ahrefs API base URL; \"simulator\" (or empty, with authentication off) runs the built-in simulator", &c.UpstreamURL},
 		{"upstream-key", "Ahrefs API key (prefer LINKGATE_UPSTREAM_KEY_FILE)", &c.UpstreamKey},
 		{"upstream-key-file", "file holding the Ahrefs API key", &c.UpstreamKeyFile},
 		{"upstream-rpm", "requests per minute allowed to the upstream key", &c.UpstreamRPM},
@@ -164,7 +173,13 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	if c.UpstreamURL != "" && c.UpstreamKey == "" {
+	switch {
+	case c.UpstreamURL == "" && c.TenantsFile != "":
+		// Real callers (authentication is on) must never get the
+		// simulator's synthetic data because a variable was forgotten.
+		errs = append(errs, fmt.Errorf("LINKGATE_UPSTREAM_URL is not set: set it to the upstream (https://api.ahrefs.com), "+
+			"or to %q to serve the built-in simulator's synthetic data on purpose", simulatorURL))
+	case c.UpstreamURL != "" && !c.simulated() && c.UpstreamKey == "":
 		errs = append(errs, errors.New("upstream-url is set but no key: set LINKGATE_UPSTREAM_KEY or LINKGATE_UPSTREAM_KEY_FILE"))
 	}
 	if c.UpstreamRPM <= 0 {
@@ -193,7 +208,7 @@ func (c *config) validate() error {
 // LogValue is the configuration as logged at start, secrets redacted.
 func (c config) LogValue() slog.Value {
 	upstream := c.UpstreamURL
-	if upstream == "" {
+	if c.simulated() {
 		upstream = "built-in simulator"
 	}
 	ledger := "bolt:" + c.DataDir
@@ -245,6 +260,12 @@ func setValue(ptr any, s string) error {
 			return err
 		}
 		*p = n
+	case *byteSize:
+		n, err := parseByteSize(s)
+		if err != nil {
+			return err
+		}
+		*p = n
 	case *float64:
 		n, err := strconv.ParseFloat(s, 64)
 		if err != nil {
@@ -261,4 +282,27 @@ func setValue(ptr any, s string) error {
 		return fmt.Errorf("unsupported setting type %T", ptr)
 	}
 	return nil
+}
+
+// byteSize is a number of bytes, written as 536870912, 512MiB, 1GiB, 64KiB
+// (or the Kubernetes spelling 512Mi).
+type byteSize int64
+
+func parseByteSize(s string) (byteSize, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = rest, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size in bytes (e.g. 512MiB)", s)
+	}
+	return byteSize(n * mult), nil
 }

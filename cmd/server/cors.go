@@ -8,6 +8,10 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/linkgate/linkgate/service"
 )
 
@@ -19,8 +23,9 @@ var (
 	// corsHeaders are the request headers a page may send.
 	corsHeaders = []string{"authorization", "content-type", "accept", "grpc-timeout", "x-request-id"}
 	// corsExposed are the response headers a page may read: Retry-After on
-	// 429/503, and the gateway's translation of gRPC metadata.
-	corsExposed = "Retry-After, Grpc-Metadata-Content-Type, Grpc-Trailer-Content-Type, Grpc-Status, Grpc-Message"
+	// 429/503, and the resume token and error of a CSV answer (csv.go).
+	// gRPC metadata is not forwarded to REST responses at all.
+	corsExposed = "Retry-After, Linkgate-Next-Page-Token, Linkgate-Error"
 )
 
 // corsMaxAge is how long a browser may cache a preflight, in seconds.
@@ -102,22 +107,40 @@ func withValidText(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			http.Error(w, "malformed query string", http.StatusBadRequest)
+			writeStatus(w, badParam("query", "is malformed: %v", err).GRPCStatus())
 			return
 		}
-		ok := utf8.ValidString(r.URL.Path)
+		if !utf8.ValidString(r.URL.Path) {
+			writeStatus(w, badParam("path", "is not valid UTF-8").GRPCStatus())
+			return
+		}
 		for k, vs := range q {
-			ok = ok && utf8.ValidString(k)
-			for _, v := range vs {
-				ok = ok && utf8.ValidString(v)
+			if !utf8.ValidString(k) {
+				writeStatus(w, badParam(strings.ToValidUTF8(k, "\uFFFD"), "the parameter's name is not valid UTF-8").GRPCStatus())
+				return
 			}
-		}
-		if !ok {
-			http.Error(w, "the path and query parameters must be UTF-8", http.StatusBadRequest)
-			return
+			for _, v := range vs {
+				if !utf8.ValidString(v) {
+					writeStatus(w, badParam(k, "is not valid UTF-8").GRPCStatus())
+					return
+				}
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// writeStatus answers with a status as the gateway would: its HTTP code
+// and the JSON of google.rpc.Status.
+func writeStatus(w http.ResponseWriter, st *status.Status) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(st.Proto())
+	if err != nil {
+		http.Error(w, st.Message(), runtime.HTTPStatusFromCode(st.Code()))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(runtime.HTTPStatusFromCode(st.Code()))
+	w.Write(b)
 }
 
 // restHandler is the REST listener's handler: the gateway behind CORS and

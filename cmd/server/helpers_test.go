@@ -88,6 +88,7 @@ func testConfig(t testing.TB, upstreamURL string) config {
 	cfg.UpstreamRPM = 1e6
 	cfg.ReconcileEvery, cfg.DrainDelay, cfg.ShutdownTimeout = 0, 0, 5*time.Second
 	cfg.LogLevel = slog.LevelDebug
+	cfg.MetricsAddr = "127.0.0.1:0"
 	cfg.TenantsFile = filepath.Join(dir, "tenants.json")
 	if err := os.WriteFile(cfg.TenantsFile, []byte(tenantsJSON()), 0o600); err != nil {
 		t.Fatal(err)

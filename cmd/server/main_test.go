@@ -1,10 +1,19 @@
 package main
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-// TestMain fails the package's tests if any goroutine outlives them.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package's tests if any goroutine outlives them. With
+// LINKGATE_TEST_MAIN=1 the test binary is linkgate itself, so that tests
+// can run the real process and signal it (TestSIGTERMExitsZero).
+func TestMain(m *testing.M) {
+	if os.Getenv("LINKGATE_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}

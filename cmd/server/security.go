@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
+	"runtime/debug"
 	"strings"
 
 	"github.com/linkgate/linkgate/service"
@@ -23,12 +25,49 @@ type securityConfig struct {
 	CORSOrigins     string // LINKGATE_CORS_ORIGINS: comma-separated allowed origins
 
 	MaxStreamsPerTenant int // LINKGATE_MAX_STREAMS_PER_TENANT
-	MaxRequestBytes     int // LINKGATE_MAX_REQUEST_BYTES: gRPC message and REST body
-	MaxHeaderBytes      int // LINKGATE_MAX_HEADER_BYTES: REST request headers
+	// MaxStreams bounds the streams of all tenants together
+	// (LINKGATE_MAX_STREAMS); 0 derives it from the memory limit.
+	MaxStreams int
+	// MemoryLimit is the replica's memory (LINKGATE_MEMORY_LIMIT, e.g. the
+	// container's limit); 0 means GOMEMLIMIT, or 1 GiB without either.
+	MemoryLimit     byteSize
+	MaxRequestBytes int // LINKGATE_MAX_REQUEST_BYTES: gRPC message and REST body
+	MaxHeaderBytes  int // LINKGATE_MAX_HEADER_BYTES: REST request headers
+
+	// MetricsAddr is the listener of /metrics (LINKGATE_METRICS_ADDR):
+	// with authentication on it is the only place /metrics is served,
+	// by default on loopback; "off" serves no /metrics. With
+	// authentication off /metrics is on the REST listener too.
+	MetricsAddr string
 }
 
+// defaultMetricsAddr keeps /metrics on the machine unless an operator
+// opens it: it shows tenant names, budgets and spend.
+const defaultMetricsAddr = "127.0.0.1:9102"
+
 func defaultSecurityConfig() securityConfig {
-	return securityConfig{MaxStreamsPerTenant: 8, MaxRequestBytes: 64 << 10, MaxHeaderBytes: 64 << 10}
+	return securityConfig{MaxStreamsPerTenant: 8, MaxRequestBytes: 64 << 10, MaxHeaderBytes: 64 << 10,
+		MetricsAddr: defaultMetricsAddr}
+}
+
+// memoryLimit is the memory the stream bound is derived from: the
+// configured limit, else GOMEMLIMIT, else 0 (service.DefaultMemoryLimit).
+func (c securityConfig) memoryLimit() int64 {
+	if c.MemoryLimit > 0 {
+		return int64(c.MemoryLimit)
+	}
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		return l
+	}
+	return 0
+}
+
+// maxStreams is the bound on all tenants' streams together.
+func (c securityConfig) maxStreams() int {
+	if c.MaxStreams > 0 {
+		return c.MaxStreams
+	}
+	return service.MaxStreamsFor(c.memoryLimit())
 }
 
 // securitySettings are the variables and flags of securityConfig.
@@ -42,6 +81,9 @@ func (c *securityConfig) settings() []setting {
 		{"tls-server-name", "name the gateway expects in the gRPC certificate (default: its first DNS or IP name)", &c.TLSServerName},
 		{"cors-origins", "comma-separated origins (scheme://host[:port]) whose pages may call the REST API", &c.CORSOrigins},
 		{"max-streams-per-tenant", "concurrent Stream RPCs per tenant", &c.MaxStreamsPerTenant},
+		{"max-streams", "concurrent Stream RPCs of all tenants together; 0: half the memory limit over 2 MiB a stream", &c.MaxStreams},
+		{"memory-limit", "memory of the replica (e.g. 512MiB, the container's limit); sets GOMEMLIMIT to 90% of it unless GOMEMLIMIT is set", &c.MemoryLimit},
+		{"metrics-addr", "listener of /metrics (loopback by default); off: none", &c.MetricsAddr},
 		{"max-request-bytes", "largest gRPC request message and REST request body", &c.MaxRequestBytes},
 		{"max-header-bytes", "largest REST request header block", &c.MaxHeaderBytes},
 	}
@@ -76,6 +118,14 @@ func (c securityConfig) validate() []error {
 	}
 	if c.MaxStreamsPerTenant <= 0 || c.MaxRequestBytes <= 0 || c.MaxHeaderBytes <= 0 {
 		errs = append(errs, errors.New("max-streams-per-tenant, max-request-bytes and max-header-bytes must be positive"))
+	}
+	if c.MaxStreams < 0 || c.MemoryLimit < 0 {
+		errs = append(errs, errors.New("max-streams and memory-limit must not be negative (0: derived)"))
+	}
+	if c.MetricsAddr != "off" && c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("LINKGATE_METRICS_ADDR: %w (or off)", err))
+		}
 	}
 	return errs
 }
@@ -139,7 +189,8 @@ func (c securityConfig) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("auth", auth), slog.String("tls", tls), slog.Any("cors_origins", c.corsOrigins()),
-		slog.Int("max_streams_per_tenant", c.MaxStreamsPerTenant),
+		slog.Int("max_streams_per_tenant", c.MaxStreamsPerTenant), slog.Int("max_streams", c.maxStreams()),
+		slog.Int64("memory_limit", c.memoryLimit()), slog.String("metrics_addr", c.MetricsAddr),
 		slog.Int("max_request_bytes", c.MaxRequestBytes), slog.Int("max_header_bytes", c.MaxHeaderBytes),
 	)
 }
@@ -172,7 +223,8 @@ func loadSecurity(c config) (*security, error) {
 	}
 	return &security{
 		tenants: t, auth: auth, tls: tlsSetup,
-		limits: service.LimitsConfig{MaxStreamsPerTenant: c.MaxStreamsPerTenant, MaxRecvMsgBytes: c.MaxRequestBytes},
+		limits: service.LimitsConfig{MaxStreamsPerTenant: c.MaxStreamsPerTenant, MaxStreams: c.maxStreams(),
+			MaxRecvMsgBytes: c.MaxRequestBytes},
 	}, nil
 }
 

@@ -278,9 +278,17 @@ func TestInputLimits(t *testing.T) {
 		})
 	}
 	t.Run("gRPC message too large", func(t *testing.T) {
+		// A caller's mistake, said as such: retrying (RESOURCE_EXHAUSTED,
+		// HTTP 429) would never help.
 		_, err := c.backlinks.ListBacklinks(ctx, &v1.ListBacklinksRequest{Target: "example.com", Select: make([]string, 70_000)})
-		if status.Code(err) != codes.ResourceExhausted {
-			t.Errorf("%v, want RESOURCE_EXHAUSTED", err)
+		if status.Code(err) != codes.InvalidArgument || violation(err) != "request" || !strings.Contains(err.Error(), "at most 65536") {
+			t.Errorf("%v, want INVALID_ARGUMENT on request saying the bound", err)
+		}
+	})
+	t.Run("REST target of 10 KB", func(t *testing.T) {
+		code, body, _ := rest(t, nil, "GET", "http://"+s.httpAddr+"/v1/backlinks?target="+strings.Repeat("a", 10_000), keyA, "")
+		if code != http.StatusBadRequest || !strings.Contains(body, "target: is 10000 bytes long; the limit is 2048") {
+			t.Errorf("%d %s, want 400 naming target", code, clip(body))
 		}
 	})
 	t.Run("REST body too large", func(t *testing.T) {

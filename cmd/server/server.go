@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -39,11 +41,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := newLogger(cfg, stdout)
+	if cfg.MemoryLimit > 0 && debug.SetMemoryLimit(-1) == math.MaxInt64 {
+		// The garbage collector keeps the heap under 90% of the replica's
+		// memory, leaving room for what the Go heap does not count.
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit) / 10 * 9)
+	}
 	s, err := start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	if cfg.UpstreamURL == "" {
+	if cfg.simulated() {
 		fmt.Fprint(stdout, s.welcome())
 	}
 	select {
@@ -72,7 +79,10 @@ type server struct {
 	health   *health.Server
 	grpcAddr string
 	httpAddr string
-	failed   chan error
+	// metricsAddr is the /metrics listener's address; empty when /metrics
+	// is on the REST listener or off.
+	metricsAddr string
+	failed      chan error
 	// checkReadiness sets the health status from the checks now.
 	checkReadiness func()
 	// cleanups run in reverse order at shutdown, after the listeners stop.
@@ -90,7 +100,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, err
 	}
 	log.Info("starting linkgate", "config", cfg)
-	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 2)}
+	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 3)}
 	defer func() {
 		if err != nil {
 			s.runCleanups()
@@ -107,7 +117,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	s.cleanups = append(s.cleanups, func() error { stop(); s.wg.Wait(); return nil })
 
 	upstreamURL, key := cfg.UpstreamURL, string(cfg.UpstreamKey)
-	if upstreamURL == "" {
+	if cfg.simulated() {
 		if upstreamURL, err = s.startSimulator(); err != nil {
 			return nil, err
 		}
@@ -139,9 +149,11 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	opts := service.ServerOptions(service.ServerConfig{Logger: log, Auth: sec.auth, Limits: sec.limits})
 	opts = append(opts, obs.serverOption())
 	s.grpc = grpc.NewServer(append(opts, sec.tls.grpcOptions()...)...)
-	v1.RegisterBacklinksServiceServer(s.grpc, backlinks)
-	v1.RegisterQuotaServiceServer(s.grpc, service.NewQuotaServer(ledger))
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	// GuardDecoding: a request that cannot be decoded is the caller's
+	// INVALID_ARGUMENT, not an INTERNAL (service/decode.go).
+	s.grpc.RegisterService(service.GuardDecoding(&v1.BacklinksService_ServiceDesc, log), backlinks)
+	s.grpc.RegisterService(service.GuardDecoding(&v1.QuotaService_ServiceDesc, log), service.NewQuotaServer(ledger))
+	s.grpc.RegisterService(service.GuardDecoding(&healthpb.Health_ServiceDesc, log), s.health)
 	reflection.Register(s.grpc)
 
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -162,9 +174,15 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 	s.httpAddr = httpLis.Addr().String()
 	httpLis = sec.tls.listenHTTP(httpLis)
-	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, gw)), ReadHeaderTimeout: 10 * time.Second,
+	authOff := cfg.TenantsFile == ""
+	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, gw), authOff), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: cfg.MaxHeaderBytes}
 	s.serve("http", func() error { return s.http.Serve(httpLis) })
+	if !authOff && cfg.MetricsAddr != "off" && cfg.MetricsAddr != "" {
+		if err := s.serveMetrics(obs.metricsHandler()); err != nil {
+			return nil, err
+		}
+	}
 
 	s.watchReadiness(bg, ledger, client)
 	if cfg.ReconcileEvery > 0 {
@@ -181,6 +199,22 @@ func (s *server) serve(name string, loop func() error) {
 			s.failed <- fmt.Errorf("%s: %w", name, err)
 		}
 	}()
+}
+
+// serveMetrics serves /metrics on its own listener, so that it can stay on
+// loopback (or a network only the scraper reaches) while the API listens
+// on every interface.
+func (s *server) serveMetrics(h http.Handler) error {
+	lis, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics listener (LINKGATE_METRICS_ADDR): %w", err)
+	}
+	s.metricsAddr = lis.Addr().String()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 8 << 10}
+	s.serve("metrics", func() error { return srv.Serve(lis) })
+	s.cleanups = append(s.cleanups, srv.Close)
+	s.log.Info("serving /metrics", "addr", s.metricsAddr)
+	return nil
 }
 
 // startSimulator serves the upstream simulator on a loopback port, so the
@@ -307,6 +341,12 @@ func (s *server) every(ctx context.Context, d time.Duration, fn func()) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer func() {
+			// Background work must not take the process down either.
+			if p := recover(); p != nil {
+				s.log.Error("panic in background work", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+		}()
 		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
@@ -329,17 +369,32 @@ func (s *server) shutdown() error {
 	time.Sleep(s.cfg.DrainDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.http.Shutdown(ctx)
+	// Both listeners drain together under the one deadline: a REST stream
+	// is also a gRPC stream through the gateway.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	cut := false
 	select {
 	case <-stopped:
 	case <-ctx.Done():
-		s.log.Warn("forcing the gRPC server to stop after the shutdown timeout")
+		cut = true
 		s.grpc.Stop()
 		<-stopped
 	}
-	err = errors.Join(err, s.runCleanups())
+	if err := <-httpDone; errors.Is(err, context.DeadlineExceeded) {
+		cut = true
+		s.http.Close()
+	} else if err != nil {
+		s.log.Warn("REST listener shutdown", "err", err)
+	}
+	if cut {
+		// Streams that outlived the timeout were cut; their callers resume
+		// with their last token. That is the shutdown working, not failing.
+		s.log.Warn("requests still running after the shutdown timeout were cut", "timeout", s.cfg.ShutdownTimeout.String())
+	}
+	err := s.runCleanups()
 	s.log.Info("stopped")
 	return err
 }

@@ -173,11 +173,24 @@ func (o *observability) dialOption() grpc.DialOption {
 		otelgrpc.WithPropagators(o.propagator), otelgrpc.WithFilter(grpcFilter)))
 }
 
-// httpHandler serves /metrics and traces every other REST request: the
-// server span honours an incoming traceparent (and baggage) header.
-func (o *observability) httpHandler(next http.Handler) http.Handler {
+// metricsHandler is /metrics: tenant names, budgets and spend, which only
+// operators may read, so it is served on the REST listener only while
+// authentication is off (everything on loopback) and otherwise on the
+// metrics listener of its own (LINKGATE_METRICS_ADDR).
+func (o *observability) metricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// httpHandler traces every REST request (the server span honours an
+// incoming traceparent and baggage header) and, with withMetrics, serves
+// /metrics beside them.
+func (o *observability) httpHandler(next http.Handler, withMetrics bool) http.Handler {
+	mux := http.NewServeMux()
+	if withMetrics {
+		mux.Handle("/metrics", o.metricsHandler())
+	}
 	mux.Handle("/", otelhttp.NewHandler(next, "linkgate.http",
 		otelhttp.WithTracerProvider(o.tracer), otelhttp.WithMeterProvider(o.meter),
 		otelhttp.WithPropagators(o.propagator),

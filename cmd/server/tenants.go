@@ -84,6 +84,8 @@ func parseTenants(b []byte) (tenants, error) {
 		switch {
 		case strings.TrimSpace(e.Name) == "" || e.Name != strings.TrimSpace(e.Name):
 			errs = append(errs, fmt.Errorf("%s: name is required, without surrounding spaces", where))
+		case len(e.Name) > service.MaxTenantBytes:
+			errs = append(errs, fmt.Errorf("%s: name is %d bytes long; the limit is %d", where, len(e.Name), service.MaxTenantBytes))
 		case names[e.Name]:
 			errs = append(errs, fmt.Errorf("%s: the name appears twice", where))
 		}

@@ -222,6 +222,9 @@ func (p *parser) lowerPred(n *node, depth int) (upstream.Pred, error) {
 // unknownField explains a name the dataset does not have: the datasets
 // that do have it, or the nearest name it does have.
 func unknownField(s *upstream.Schema, name string) string {
+	if col, ok := upstream.V3Name(s, name); ok {
+		return upstream.V2Hint(col)
+	}
 	var others []string
 	for _, ep := range upstream.Endpoints() {
 		if o, err := upstream.SchemaOf(ep); err == nil && ep != s.Endpoint {

@@ -48,7 +48,14 @@ func TestCompile(t *testing.T) {
 		// comparisons
 		{"eq int", `http_code = 200`, nil, code200},
 		{"eq double equals", `http_code == 200`, nil, code200},
-		{"neq", `http_code != 404`, nil, `{"field":"http_code","is":["neq",404]}`},
+		{"neq", `http_code != 404`, nil, `{"not":{"field":"http_code","is":["eq",404]}}`},
+		{"neq keeps nulls", `alt != "zzz"`, nil, `{"not":{"field":"alt","is":["eq","zzz"]}}`},
+		{"date on date-time is the day", `first_seen_link = 2025-08-10`, nil, `{"and":[{"field":"first_seen_link","is":["gte","2025-08-10"]},{"field":"first_seen_link","is":["lt","2025-08-11"]}]}`},
+		{"quoted date on date-time", `first_seen_link != "2025-08-10"`, nil, `{"not":{"and":[{"field":"first_seen_link","is":["gte","2025-08-10"]},{"field":"first_seen_link","is":["lt","2025-08-11"]}]}}`},
+		{"date <= is through the day", `last_seen <= 2025-08-10`, nil, `{"field":"last_seen","is":["lt","2025-08-11"]}`},
+		{"date > is after the day", `last_seen > 2025-08-10`, nil, `{"field":"last_seen","is":["gte","2025-08-11"]}`},
+		{"date < is before the day", `last_seen < 2025-08-10`, nil, `{"field":"last_seen","is":["lt","2025-08-10"]}`},
+		{"date-time stays an instant", `last_seen = 2025-08-10T10:00:00Z`, nil, `{"field":"last_seen","is":["eq","2025-08-10T10:00:00Z"]}`},
 		{"lt", `traffic < 10`, nil, `{"field":"traffic","is":["lt",10]}`},
 		{"lte", `traffic <= 10`, nil, `{"field":"traffic","is":["lte",10]}`},
 		{"gt", `traffic > 10`, nil, `{"field":"traffic","is":["gt",10]}`},
@@ -62,7 +69,7 @@ func TestCompile(t *testing.T) {
 		{"string order", `name_source >= "m"`, nil, `{"field":"name_source","is":["gte","m"]}`},
 		{"bool true", `is_dofollow = true`, nil, dofollow},
 		{"bool false", `is_spam = FALSE`, nil, `{"field":"is_spam","is":["eq",false]}`},
-		{"bool neq", `is_spam != true`, nil, `{"field":"is_spam","is":["neq",true]}`},
+		{"bool neq", `is_spam != true`, nil, `{"not":{"field":"is_spam","is":["eq",true]}}`},
 		{"bare bool", `is_dofollow`, nil, dofollow},
 		{"date quoted", `first_seen >= "2025-01-01"`, nil, `{"field":"first_seen","is":["gte","2025-01-01"]}`},
 		{"date bare", `first_seen_link >= 2025-01-01`, nil, `{"field":"first_seen_link","is":["gte","2025-01-01"]}`},
@@ -183,6 +190,8 @@ func TestCompileErrors(t *testing.T) {
 		substr string
 	}{
 		{"unknown field", `is_dofollow AND ancor = "x"`, nil, 17, "ancor", `unknown field of all-backlinks; did you mean "anchor"?`},
+		{"v2 column", `is_dofollow AND ahrefs_rank > 10`, nil, 17, "ahrefs_rank", `"ahrefs_rank" is the Ahrefs v2 name of v3 "url_rating_source"`},
+		{"v2 value", `link_type = "href"`, nil, 13, "link_type", `"href" is the Ahrefs v2 value; v3 calls it "text"`},
 		{"field of another dataset", `http_code_target = 404`, nil, 1, "http_code_target", "not a field of all-backlinks (only of broken-backlinks)"},
 		{"field of another dataset refdomains", `traffic > 10`, refdoms, 1, "traffic", "not a field of refdomains"},
 		{"wrong type string for int", `is_dofollow AND http_code = "abc"`, nil, 29, "http_code", `needs an integer, got the string "abc"`},

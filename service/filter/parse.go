@@ -3,6 +3,7 @@ package filter
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -225,6 +226,11 @@ func (p *parser) field(t token) (ref, error) {
 			return ref{}, p.errAt(t.pos, "", "expected a field name, got %s", describe(t))
 		}
 	}
+	if p.peek().kind == tLParen {
+		// contains(contains(anchor, "a"), "b"): a call where a field must be.
+		return ref{}, p.errAt(t.pos, "", "expected a field name, got the function call %s(…): functions take a field, not another function; "+
+			"combine conditions with AND or OR, e.g. contains(anchor, \"a\") AND contains(anchor, \"b\")", name)
+	}
 	if p.elem != nil {
 		return ref{}, p.errAt(t.pos, name, "inside any(%s, …) or all(%s, …) a condition tests the element: write _ instead of a field name", p.elem.Name, p.elem.Name)
 	}
@@ -367,15 +373,17 @@ func (p *parser) compare(r ref, op token, v value) (*node, error) {
 		}
 		return nil, p.errAt(op.pos, r.name, "null can only be compared with = or !=")
 	}
+	if day, ok := wholeDay(r, v); ok {
+		return p.onDay(r, op, day)
+	}
 	switch op.text {
 	case "=", "!=":
+		// != is NOT =, whatever the value: a null is not equal to "x", so
+		// f != "x" keeps the rows where f is null, as NOT f = "x",
+		// f != "*x*" and f !~ "x" do. (The upstream's neq would drop them.)
 		n, err := p.equal(r, v)
 		if err != nil || op.text == "=" {
 			return n, err
-		}
-		if n.kind == nCond && n.cond.Op == upstream.OpEq {
-			n.cond.Op = upstream.OpNeq
-			return n, nil
 		}
 		return not(n), nil
 	case "<", "<=", ">", ">=":
@@ -409,6 +417,41 @@ func (p *parser) compare(r ref, op token, v value) (*node, error) {
 		return not(n), nil
 	}
 	return nil, p.errAt(op.pos, r.name, "unknown operator %q", op.text)
+}
+
+// wholeDay reports whether v is a date without a time compared with a
+// date-time field: such a comparison is about the whole day, in UTC.
+func wholeDay(r ref, v value) (time.Time, bool) {
+	if r.kind != upstream.KindTime || (v.kind != vDate && v.kind != vString) || len(v.s) != len(time.DateOnly) {
+		return time.Time{}, false
+	}
+	d, err := time.Parse(time.DateOnly, v.s)
+	return d, err == nil
+}
+
+// onDay compares a date-time field with a whole day [day, day+1): = and :
+// are within the day, != outside it, < and >= compare with its first
+// instant, <= and > with its last.
+func (p *parser) onDay(r ref, op token, day time.Time) (*node, error) {
+	start, next := day.Format(time.DateOnly), day.AddDate(0, 0, 1).Format(time.DateOnly)
+	within := func() *node {
+		return &node{kind: nAnd, pos: r.pos, kids: []*node{p.cond(r, upstream.OpGte, start), p.cond(r, upstream.OpLt, next)}}
+	}
+	switch op.text {
+	case "=", ":":
+		return within(), nil
+	case "!=":
+		return not(within()), nil
+	case "<":
+		return p.cond(r, upstream.OpLt, start), nil
+	case "<=":
+		return p.cond(r, upstream.OpLt, next), nil
+	case ">":
+		return p.cond(r, upstream.OpGte, next), nil
+	case ">=":
+		return p.cond(r, upstream.OpGte, start), nil
+	}
+	return nil, p.errAt(op.pos, r.name, "a date-time is compared with =, !=, <, <=, > or >=, not %q", op.text)
 }
 
 // compareList handles a list field outside any/all: only null checks and
@@ -454,6 +497,9 @@ func (p *parser) equal(r ref, v value) (*node, error) {
 			op = upstream.OpSuffix
 		}
 		return p.cond(r, op, core), nil
+	}
+	if v3, ok := upstream.V3Value(r.name, v.s); ok && v.kind == vString {
+		return nil, p.errAt(v.pos, r.name, "%q is the Ahrefs v2 value; v3 calls it %q", v.s, v3)
 	}
 	val, err := p.literal(r, v)
 	if err != nil {

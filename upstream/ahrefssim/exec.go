@@ -426,3 +426,31 @@ func (x *plan) stats(date time.Time) (live, allTime, liveDoms, allDoms int) {
 	}
 	return live, allTime, liveDoms, allDoms
 }
+
+// refIPs counts the distinct IP addresses (ip_source) and class C subnets
+// (their first three octets) of the referring domains with a live link in
+// the target's scope, as batch-analysis reports refips and refips_subnets.
+// They are the values the refdomains and all-backlinks rows carry.
+func (x *plan) refIPs() (ips, subnets int) {
+	ds := x.ds
+	seen, nets := map[string]bool{}, map[string]bool{}
+	ip := linkGetters["ip_source"]
+	for d := range ds.m() {
+		live := false
+		for i := int(ds.domStart[d]); i < int(ds.domStart[d+1]) && !live; i++ {
+			l := ds.locateIn(i, d)
+			live = x.allowed[l.tp] && !ds.lost(i)
+		}
+		if !live {
+			continue
+		}
+		v := ip(&row{ds: ds, x: x, d: d})
+		addr, ok := v.toAny().(string)
+		if !ok {
+			continue
+		}
+		seen[addr] = true
+		nets[addr[:strings.LastIndexByte(addr, '.')]] = true
+	}
+	return len(seen), len(nets)
+}

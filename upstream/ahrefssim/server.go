@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -136,6 +138,7 @@ func New(cfg Config) *Server {
 	}
 	s.mux.HandleFunc("GET "+upstream.BacklinksStatsPath, s.backlinksStats)
 	s.mux.HandleFunc("GET "+upstream.LimitsAndUsagePath, s.limitsAndUsage)
+	s.mux.HandleFunc("POST "+upstream.BatchAnalysisPath, s.batchAnalysis)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found: "+r.URL.Path)
 	})
@@ -581,6 +584,67 @@ func (s *Server) backlinksStats(w http.ResponseWriter, r *http.Request) {
 		body, _ := json.Marshal(map[string]any{"metrics": map[string]int{
 			"live": live, "all_time": all, "live_refdomains": liveD, "all_time_refdomains": allD}})
 		return &response{body: append(body, '\n'), rows: 1, perRow: statsCost, units: upstream.Units(statsCost, 1)}, nil
+	})
+}
+
+// batchFields are the batch-analysis metrics the simulator knows, with the
+// unit cost it charges for each per target.
+var batchFields = map[string]int{"refips": 5, "refips_subnets": 5}
+
+// batchAnalysis answers POST batch-analysis for the refips and
+// refips_subnets metrics: a JSON body of select and targets, one row per
+// target.
+func (s *Server) batchAnalysis(w http.ResponseWriter, r *http.Request) {
+	key, ok := s.admit(w, r, true)
+	if !ok {
+		return
+	}
+	var req struct {
+		Select  []string `json:"select"`
+		Targets []struct {
+			URL      string `json:"url"`
+			Mode     string `json:"mode"`
+			Protocol string `json:"protocol"`
+		} `json:"targets"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "the body must be a JSON object with select and targets: "+err.Error())
+		return
+	}
+	perRow := 0
+	for _, f := range req.Select {
+		c, ok := batchFields[f]
+		if !ok {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("select: unknown field %q", f))
+			return
+		}
+		perRow += c
+	}
+	if perRow == 0 || len(req.Targets) == 0 || len(req.Targets) > 200 {
+		writeError(w, http.StatusBadRequest, "select and 1 to 200 targets are required")
+		return
+	}
+	// The cache is keyed by the query string: give it the body's content.
+	b, _ := json.Marshal(req)
+	r.URL.RawQuery = url.Values{"body": {string(b)}}.Encode()
+	s.serve(w, r, key, false, func() (*response, error) {
+		var out []map[string]any
+		for k, t := range req.Targets {
+			x, err := newPlan(s.dss, &upstream.Query{Endpoint: upstream.AllBacklinks, Target: t.URL, Mode: upstream.Mode(t.Mode),
+				Protocol: upstream.Protocol(t.Protocol), Select: []string{"url_from"}})
+			if err != nil {
+				return nil, err
+			}
+			ips, nets := x.refIPs()
+			row := map[string]any{"index": k, "url": t.URL}
+			for _, f := range req.Select {
+				row[f] = map[string]int{"refips": ips, "refips_subnets": nets}[f]
+			}
+			out = append(out, row)
+		}
+		body, _ := json.Marshal(map[string]any{"targets": out})
+		n := len(req.Targets)
+		return &response{body: append(body, '\n'), rows: n, perRow: perRow, units: upstream.Units(perRow, n)}, nil
 	})
 }
 

@@ -1513,20 +1513,29 @@ type ListNewLostBacklinksRequest struct {
 	// selected field. Compiled to an Ahrefs `where` tree. A malformed filter is
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
-	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `first_seen_link:desc,url_from:asc`. linkgate appends tie-breaker
-	// fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// Sort order: comma-separated `field:asc` or `field:desc` (Ahrefs) or
+	// `field desc` (AIP-132). Besides the Backlink fields, `change` (new
+	// before lost) and `change_time` (when the change happened) order the
+	// events, e.g. `change_time:desc` for the most recent changes first.
+	// linkgate appends `url_from, url_to, change` so that the order is total,
+	// which paging needs. Empty means that order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
 	Aggregation Aggregation `protobuf:"varint,7,opt,name=aggregation,proto3,enum=linkgate.v1.Aggregation" json:"aggregation,omitempty"`
-	// The start of the window, a date `YYYY-MM-DD` (UTC). Required. Links first
-	// seen on or after this date are new; links lost on or after it are lost.
+	// The start of the window, a date `YYYY-MM-DD` (UTC), included. Required.
+	// Each change of a link in the window is one row: a link found on or
+	// after this date is a CHANGE_NEW row at its `first_seen_link`, a link
+	// lost on or after it a CHANGE_LOST row at its `last_seen`, so a link
+	// found and lost in the window is two rows.
 	Since string `protobuf:"bytes,8,opt,name=since,proto3" json:"since,omitempty"`
-	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH.
+	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH. The
+	// filter can say the same: `change = "new"`.
 	Changes ChangeFilter `protobuf:"varint,9,opt,name=changes,proto3,enum=linkgate.v1.ChangeFilter" json:"changes,omitempty"`
+	// The end of the window, a date `YYYY-MM-DD` (UTC), excluded: since
+	// 2025-06-01 until 2025-07-01 is the changes of June. Empty leaves the
+	// window open. Must be after `since`.
+	Until string `protobuf:"bytes,14,opt,name=until,proto3" json:"until,omitempty"`
 	// The maximum number of rows to return. 0 means 100; larger values than 1000
 	// are lowered to 1000. Each call costs at least 50 units, so small pages are
 	// expensive per row.
@@ -1630,6 +1639,13 @@ func (x *ListNewLostBacklinksRequest) GetChanges() ChangeFilter {
 		return x.Changes
 	}
 	return ChangeFilter_CHANGE_FILTER_UNSPECIFIED
+}
+
+func (x *ListNewLostBacklinksRequest) GetUntil() string {
+	if x != nil {
+		return x.Until
+	}
+	return ""
 }
 
 func (x *ListNewLostBacklinksRequest) GetPageSize() int32 {
@@ -1741,20 +1757,29 @@ type StreamNewLostBacklinksRequest struct {
 	// selected field. Compiled to an Ahrefs `where` tree. A malformed filter is
 	// INVALID_ARGUMENT with the position of the error. Empty returns every row.
 	Filter string `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
-	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
-	// e.g. `first_seen_link:desc,url_from:asc`. linkgate appends tie-breaker
-	// fields so that the order is total, which paging needs; ordered and
-	// tie-breaker fields are charged per row (see EstimateCost). Empty uses the
-	// dataset's default order.
+	// Sort order: comma-separated `field:asc` or `field:desc` (Ahrefs) or
+	// `field desc` (AIP-132). Besides the Backlink fields, `change` (new
+	// before lost) and `change_time` (when the change happened) order the
+	// events, e.g. `change_time:desc` for the most recent changes first.
+	// linkgate appends `url_from, url_to, change` so that the order is total,
+	// which paging needs. Empty means that order.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
 	Aggregation Aggregation `protobuf:"varint,7,opt,name=aggregation,proto3,enum=linkgate.v1.Aggregation" json:"aggregation,omitempty"`
-	// The start of the window, a date `YYYY-MM-DD` (UTC). Required. Links first
-	// seen on or after this date are new; links lost on or after it are lost.
+	// The start of the window, a date `YYYY-MM-DD` (UTC), included. Required.
+	// Each change of a link in the window is one row: a link found on or
+	// after this date is a CHANGE_NEW row at its `first_seen_link`, a link
+	// lost on or after it a CHANGE_LOST row at its `last_seen`, so a link
+	// found and lost in the window is two rows.
 	Since string `protobuf:"bytes,8,opt,name=since,proto3" json:"since,omitempty"`
-	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH.
+	// Which changes to return. Unspecified means CHANGE_FILTER_BOTH. The
+	// filter can say the same: `change = "new"`.
 	Changes ChangeFilter `protobuf:"varint,9,opt,name=changes,proto3,enum=linkgate.v1.ChangeFilter" json:"changes,omitempty"`
+	// The end of the window, a date `YYYY-MM-DD` (UTC), excluded: since
+	// 2025-06-01 until 2025-07-01 is the changes of June. Empty leaves the
+	// window open. Must be after `since`.
+	Until string `protobuf:"bytes,14,opt,name=until,proto3" json:"until,omitempty"`
 	// Rows per streamed page; each page is one upstream request (or a few at a
 	// run of equal sort keys), and each upstream request costs at least 50
 	// units, so large pages are cheaper per row. 0 means 1000; larger values are
@@ -1869,6 +1894,13 @@ func (x *StreamNewLostBacklinksRequest) GetChanges() ChangeFilter {
 	return ChangeFilter_CHANGE_FILTER_UNSPECIFIED
 }
 
+func (x *StreamNewLostBacklinksRequest) GetUntil() string {
+	if x != nil {
+		return x.Until
+	}
+	return ""
+}
+
 func (x *StreamNewLostBacklinksRequest) GetPageSize() int32 {
 	if x != nil {
 		return x.PageSize
@@ -1974,7 +2006,13 @@ type GetBacklinksStatsRequest struct {
 	// The target's URL scheme. Unspecified means PROTOCOL_BOTH.
 	Protocol Protocol `protobuf:"varint,3,opt,name=protocol,proto3,enum=linkgate.v1.Protocol" json:"protocol,omitempty"`
 	// The date of the figures, `YYYY-MM-DD` (UTC). Empty means today.
-	Date          string `protobuf:"bytes,4,opt,name=date,proto3" json:"date,omitempty"`
+	Date string `protobuf:"bytes,4,opt,name=date,proto3" json:"date,omitempty"`
+	// Also count the referring IPs and class C subnets (the v2 refdomains
+	// stats block's `ips` and `class_c`): Ahrefs v3 reports them in
+	// `batch-analysis` (`refips`, `refips_subnets`), so this makes a second
+	// upstream request, 50 units at least (see EstimateCost). They are as of
+	// the latest crawl whatever `date` says: batch-analysis has no date.
+	IncludeIps    bool `protobuf:"varint,5,opt,name=include_ips,json=includeIps,proto3" json:"include_ips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2037,6 +2075,13 @@ func (x *GetBacklinksStatsRequest) GetDate() string {
 	return ""
 }
 
+func (x *GetBacklinksStatsRequest) GetIncludeIps() bool {
+	if x != nil {
+		return x.IncludeIps
+	}
+	return false
+}
+
 // GetBacklinksStatsResponse holds a target's backlink totals.
 type GetBacklinksStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2051,7 +2096,13 @@ type GetBacklinksStatsResponse struct {
 	// `all_time_refdomains`).
 	AllTimeRefdomains int64 `protobuf:"varint,4,opt,name=all_time_refdomains,json=allTimeRefdomains,proto3" json:"all_time_refdomains,omitempty"`
 	// What this call cost and what the caller has left.
-	Cost          *PageCost `protobuf:"bytes,5,opt,name=cost,proto3" json:"cost,omitempty"`
+	Cost *PageCost `protobuf:"bytes,5,opt,name=cost,proto3" json:"cost,omitempty"`
+	// The distinct IP addresses of the referring domains with a live link
+	// (Ahrefs `refips`, v2 `ips`). Present only with `include_ips`.
+	Refips *int64 `protobuf:"varint,6,opt,name=refips,proto3,oneof" json:"refips,omitempty"`
+	// The distinct class C (/24) subnets of those addresses (Ahrefs
+	// `refips_subnets`, v2 `class_c`). Present only with `include_ips`.
+	RefipsSubnets *int64 `protobuf:"varint,7,opt,name=refips_subnets,json=refipsSubnets,proto3,oneof" json:"refips_subnets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2121,6 +2172,20 @@ func (x *GetBacklinksStatsResponse) GetCost() *PageCost {
 	return nil
 }
 
+func (x *GetBacklinksStatsResponse) GetRefips() int64 {
+	if x != nil && x.Refips != nil {
+		return *x.Refips
+	}
+	return 0
+}
+
+func (x *GetBacklinksStatsResponse) GetRefipsSubnets() int64 {
+	if x != nil && x.RefipsSubnets != nil {
+		return *x.RefipsSubnets
+	}
+	return 0
+}
+
 // EstimateCostRequest is a list request to price, and how many rows.
 type EstimateCostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2133,9 +2198,10 @@ type EstimateCostRequest struct {
 	//	*EstimateCostRequest_RefDomains
 	//	*EstimateCostRequest_BrokenBacklinks
 	//	*EstimateCostRequest_NewLostBacklinks
+	//	*EstimateCostRequest_Stats
 	Request isEstimateCostRequest_Request `protobuf_oneof:"request"`
 	// The number of rows to price (N), e.g. what a stream with `max_rows = N`
-	// would fetch. 0 means one page.
+	// would fetch, or what paging through List would. 0 means one page.
 	Rows          int64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2214,6 +2280,15 @@ func (x *EstimateCostRequest) GetNewLostBacklinks() *ListNewLostBacklinksRequest
 	return nil
 }
 
+func (x *EstimateCostRequest) GetStats() *GetBacklinksStatsRequest {
+	if x != nil {
+		if x, ok := x.Request.(*EstimateCostRequest_Stats); ok {
+			return x.Stats
+		}
+	}
+	return nil
+}
+
 func (x *EstimateCostRequest) GetRows() int64 {
 	if x != nil {
 		return x.Rows
@@ -2245,6 +2320,11 @@ type EstimateCostRequest_NewLostBacklinks struct {
 	NewLostBacklinks *ListNewLostBacklinksRequest `protobuf:"bytes,4,opt,name=new_lost_backlinks,json=newLostBacklinks,proto3,oneof"`
 }
 
+type EstimateCostRequest_Stats struct {
+	// A GetBacklinksStats request: one upstream request of fixed price.
+	Stats *GetBacklinksStatsRequest `protobuf:"bytes,6,opt,name=stats,proto3,oneof"`
+}
+
 func (*EstimateCostRequest_Backlinks) isEstimateCostRequest_Request() {}
 
 func (*EstimateCostRequest_RefDomains) isEstimateCostRequest_Request() {}
@@ -2253,10 +2333,15 @@ func (*EstimateCostRequest_BrokenBacklinks) isEstimateCostRequest_Request() {}
 
 func (*EstimateCostRequest_NewLostBacklinks) isEstimateCostRequest_Request() {}
 
+func (*EstimateCostRequest_Stats) isEstimateCostRequest_Request() {}
+
 // EstimateCostResponse is what a request would cost in upstream units. It
 // is an upper bound: pages served from the upstream cache cost nothing, and
 // a page that returns fewer rows than asked costs less (but never less than
-// 50 units).
+// 50 units). A new/lost window is read as one upstream feed per kind of
+// change (new, lost), merged: `per_row_units` is the dearer feed's and every
+// figure adds up both feeds, each priced for `rows` rows, which is what a
+// window costs at most (when one kind of change holds all its rows).
 type EstimateCostResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Units per row: the sum of the unit costs of every distinct field in
@@ -2264,18 +2349,29 @@ type EstimateCostResponse struct {
 	PerRowUnits int64 `protobuf:"varint,1,opt,name=per_row_units,json=perRowUnits,proto3" json:"per_row_units,omitempty"`
 	// Units of the first page: `max(50, per_row_units × page_size)`.
 	FirstPageUnits int64 `protobuf:"varint,2,opt,name=first_page_units,json=firstPageUnits,proto3" json:"first_page_units,omitempty"`
-	// Units for `rows` rows: `max(50, per_row_units × rows_in_page)` summed
-	// over the pages the pager would make to fetch them.
+	// Units for `rows` rows streamed: `max(50, per_row_units × rows_asked)`
+	// summed over the upstream pages of `stream_page_rows` rows a Stream call
+	// makes (each page after the first asks again for the previous page's
+	// last row, and each asks for one row more to know whether rows follow).
 	UnitsForRows int64 `protobuf:"varint,3,opt,name=units_for_rows,json=unitsForRows,proto3" json:"units_for_rows,omitempty"`
 	// Every field the upstream charges for, once each, with its unit cost and
 	// why it is counted.
 	ChargedFields []*ChargedField `protobuf:"bytes,4,rep,name=charged_fields,json=chargedFields,proto3" json:"charged_fields,omitempty"`
-	// Rows per upstream page the pager would use.
+	// Rows per List page: the request's `page_size` with its default and
+	// maximum applied. `first_page_units` and `list_units_for_rows` use it.
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// Number of upstream requests (pages) behind `units_for_rows`.
-	Pages         int64 `protobuf:"varint,6,opt,name=pages,proto3" json:"pages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Number of upstream requests behind `units_for_rows` (a Stream call).
+	Pages int64 `protobuf:"varint,6,opt,name=pages,proto3" json:"pages,omitempty"`
+	// Units for `rows` rows read through List, `page_size` rows per call,
+	// following `next_page_token` (the same overlap and extra row per page
+	// as a stream, but pages of `page_size`).
+	ListUnitsForRows int64 `protobuf:"varint,7,opt,name=list_units_for_rows,json=listUnitsForRows,proto3" json:"list_units_for_rows,omitempty"`
+	// Number of List calls behind `list_units_for_rows`.
+	ListPages int64 `protobuf:"varint,8,opt,name=list_pages,json=listPages,proto3" json:"list_pages,omitempty"`
+	// Rows per upstream page of a Stream call, behind `units_for_rows`.
+	StreamPageRows int32 `protobuf:"varint,9,opt,name=stream_page_rows,json=streamPageRows,proto3" json:"stream_page_rows,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EstimateCostResponse) Reset() {
@@ -2346,6 +2442,27 @@ func (x *EstimateCostResponse) GetPageSize() int32 {
 func (x *EstimateCostResponse) GetPages() int64 {
 	if x != nil {
 		return x.Pages
+	}
+	return 0
+}
+
+func (x *EstimateCostResponse) GetListUnitsForRows() int64 {
+	if x != nil {
+		return x.ListUnitsForRows
+	}
+	return 0
+}
+
+func (x *EstimateCostResponse) GetListPages() int64 {
+	if x != nil {
+		return x.ListPages
+	}
+	return 0
+}
+
+func (x *EstimateCostResponse) GetStreamPageRows() int32 {
+	if x != nil {
+		return x.StreamPageRows
 	}
 	return 0
 }
@@ -2525,7 +2642,7 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\x1dStreamBrokenBacklinksResponse\x12F\n" +
 	"\x10broken_backlinks\x18\x01 \x03(\v2\x1b.linkgate.v1.BrokenBacklinkR\x0fbrokenBacklinks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\x9d\x03\n" +
+	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xb3\x03\n" +
 	"\x1bListNewLostBacklinksRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12%\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.linkgate.v1.ModeR\x04mode\x121\n" +
@@ -2535,7 +2652,8 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\border_by\x18\x06 \x01(\tR\aorderBy\x12:\n" +
 	"\vaggregation\x18\a \x01(\x0e2\x18.linkgate.v1.AggregationR\vaggregation\x12\x14\n" +
 	"\x05since\x18\b \x01(\tR\x05since\x123\n" +
-	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x1b\n" +
+	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x14\n" +
+	"\x05until\x18\x0e \x01(\tR\x05until\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -2543,7 +2661,7 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\x1cListNewLostBacklinksResponse\x12J\n" +
 	"\x12new_lost_backlinks\x18\x01 \x03(\v2\x1c.linkgate.v1.NewLostBacklinkR\x10newLostBacklinks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xd7\x03\n" +
+	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xed\x03\n" +
 	"\x1dStreamNewLostBacklinksRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12%\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.linkgate.v1.ModeR\x04mode\x121\n" +
@@ -2553,7 +2671,8 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\border_by\x18\x06 \x01(\tR\aorderBy\x12:\n" +
 	"\vaggregation\x18\a \x01(\x0e2\x18.linkgate.v1.AggregationR\vaggregation\x12\x14\n" +
 	"\x05since\x18\b \x01(\tR\x05since\x123\n" +
-	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x1b\n" +
+	"\achanges\x18\t \x01(\x0e2\x19.linkgate.v1.ChangeFilterR\achanges\x12\x14\n" +
+	"\x05until\x18\x0e \x01(\tR\x05until\x12\x1b\n" +
 	"\tpage_size\x18\n" +
 	" \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -2563,33 +2682,44 @@ const file_linkgate_v1_backlinks_service_proto_rawDesc = "" +
 	"\x1eStreamNewLostBacklinksResponse\x12J\n" +
 	"\x12new_lost_backlinks\x18\x01 \x03(\v2\x1c.linkgate.v1.NewLostBacklinkR\x10newLostBacklinks\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xa0\x01\n" +
+	"\x04cost\x18\x03 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xc1\x01\n" +
 	"\x18GetBacklinksStatsRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12%\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x11.linkgate.v1.ModeR\x04mode\x121\n" +
 	"\bprotocol\x18\x03 \x01(\x0e2\x15.linkgate.v1.ProtocolR\bprotocol\x12\x12\n" +
-	"\x04date\x18\x04 \x01(\tR\x04date\"\xce\x01\n" +
+	"\x04date\x18\x04 \x01(\tR\x04date\x12\x1f\n" +
+	"\vinclude_ips\x18\x05 \x01(\bR\n" +
+	"includeIps\"\xb5\x02\n" +
 	"\x19GetBacklinksStatsResponse\x12\x12\n" +
 	"\x04live\x18\x01 \x01(\x03R\x04live\x12\x19\n" +
 	"\ball_time\x18\x02 \x01(\x03R\aallTime\x12'\n" +
 	"\x0flive_refdomains\x18\x03 \x01(\x03R\x0eliveRefdomains\x12.\n" +
 	"\x13all_time_refdomains\x18\x04 \x01(\x03R\x11allTimeRefdomains\x12)\n" +
-	"\x04cost\x18\x05 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\"\xee\x02\n" +
+	"\x04cost\x18\x05 \x01(\v2\x15.linkgate.v1.PageCostR\x04cost\x12\x1b\n" +
+	"\x06refips\x18\x06 \x01(\x03H\x00R\x06refips\x88\x01\x01\x12*\n" +
+	"\x0erefips_subnets\x18\a \x01(\x03H\x01R\rrefipsSubnets\x88\x01\x01B\t\n" +
+	"\a_refipsB\x11\n" +
+	"\x0f_refips_subnets\"\xad\x03\n" +
 	"\x13EstimateCostRequest\x12A\n" +
 	"\tbacklinks\x18\x01 \x01(\v2!.linkgate.v1.ListBacklinksRequestH\x00R\tbacklinks\x12E\n" +
 	"\vref_domains\x18\x02 \x01(\v2\".linkgate.v1.ListRefDomainsRequestH\x00R\n" +
 	"refDomains\x12T\n" +
 	"\x10broken_backlinks\x18\x03 \x01(\v2'.linkgate.v1.ListBrokenBacklinksRequestH\x00R\x0fbrokenBacklinks\x12X\n" +
-	"\x12new_lost_backlinks\x18\x04 \x01(\v2(.linkgate.v1.ListNewLostBacklinksRequestH\x00R\x10newLostBacklinks\x12\x12\n" +
+	"\x12new_lost_backlinks\x18\x04 \x01(\v2(.linkgate.v1.ListNewLostBacklinksRequestH\x00R\x10newLostBacklinks\x12=\n" +
+	"\x05stats\x18\x06 \x01(\v2%.linkgate.v1.GetBacklinksStatsRequestH\x00R\x05stats\x12\x12\n" +
 	"\x04rows\x18\x05 \x01(\x03R\x04rowsB\t\n" +
-	"\arequest\"\xff\x01\n" +
+	"\arequest\"\xf7\x02\n" +
 	"\x14EstimateCostResponse\x12\"\n" +
 	"\rper_row_units\x18\x01 \x01(\x03R\vperRowUnits\x12(\n" +
 	"\x10first_page_units\x18\x02 \x01(\x03R\x0efirstPageUnits\x12$\n" +
 	"\x0eunits_for_rows\x18\x03 \x01(\x03R\funitsForRows\x12@\n" +
 	"\x0echarged_fields\x18\x04 \x03(\v2\x19.linkgate.v1.ChargedFieldR\rchargedFields\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x14\n" +
-	"\x05pages\x18\x06 \x01(\x03R\x05pages\"o\n" +
+	"\x05pages\x18\x06 \x01(\x03R\x05pages\x12-\n" +
+	"\x13list_units_for_rows\x18\a \x01(\x03R\x10listUnitsForRows\x12\x1d\n" +
+	"\n" +
+	"list_pages\x18\b \x01(\x03R\tlistPages\x12(\n" +
+	"\x10stream_page_rows\x18\t \x01(\x05R\x0estreamPageRows\"o\n" +
 	"\fChargedField\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05units\x18\x02 \x01(\x03R\x05units\x123\n" +
@@ -2713,33 +2843,34 @@ var file_linkgate_v1_backlinks_service_proto_depIdxs = []int32{
 	6,  // 44: linkgate.v1.EstimateCostRequest.ref_domains:type_name -> linkgate.v1.ListRefDomainsRequest
 	10, // 45: linkgate.v1.EstimateCostRequest.broken_backlinks:type_name -> linkgate.v1.ListBrokenBacklinksRequest
 	14, // 46: linkgate.v1.EstimateCostRequest.new_lost_backlinks:type_name -> linkgate.v1.ListNewLostBacklinksRequest
-	22, // 47: linkgate.v1.EstimateCostResponse.charged_fields:type_name -> linkgate.v1.ChargedField
-	1,  // 48: linkgate.v1.ChargedField.reasons:type_name -> linkgate.v1.ChargeReason
-	2,  // 49: linkgate.v1.BacklinksService.ListBacklinks:input_type -> linkgate.v1.ListBacklinksRequest
-	4,  // 50: linkgate.v1.BacklinksService.StreamBacklinks:input_type -> linkgate.v1.StreamBacklinksRequest
-	6,  // 51: linkgate.v1.BacklinksService.ListRefDomains:input_type -> linkgate.v1.ListRefDomainsRequest
-	8,  // 52: linkgate.v1.BacklinksService.StreamRefDomains:input_type -> linkgate.v1.StreamRefDomainsRequest
-	10, // 53: linkgate.v1.BacklinksService.ListBrokenBacklinks:input_type -> linkgate.v1.ListBrokenBacklinksRequest
-	12, // 54: linkgate.v1.BacklinksService.StreamBrokenBacklinks:input_type -> linkgate.v1.StreamBrokenBacklinksRequest
-	14, // 55: linkgate.v1.BacklinksService.ListNewLostBacklinks:input_type -> linkgate.v1.ListNewLostBacklinksRequest
-	16, // 56: linkgate.v1.BacklinksService.StreamNewLostBacklinks:input_type -> linkgate.v1.StreamNewLostBacklinksRequest
-	18, // 57: linkgate.v1.BacklinksService.GetBacklinksStats:input_type -> linkgate.v1.GetBacklinksStatsRequest
-	20, // 58: linkgate.v1.BacklinksService.EstimateCost:input_type -> linkgate.v1.EstimateCostRequest
-	3,  // 59: linkgate.v1.BacklinksService.ListBacklinks:output_type -> linkgate.v1.ListBacklinksResponse
-	5,  // 60: linkgate.v1.BacklinksService.StreamBacklinks:output_type -> linkgate.v1.StreamBacklinksResponse
-	7,  // 61: linkgate.v1.BacklinksService.ListRefDomains:output_type -> linkgate.v1.ListRefDomainsResponse
-	9,  // 62: linkgate.v1.BacklinksService.StreamRefDomains:output_type -> linkgate.v1.StreamRefDomainsResponse
-	11, // 63: linkgate.v1.BacklinksService.ListBrokenBacklinks:output_type -> linkgate.v1.ListBrokenBacklinksResponse
-	13, // 64: linkgate.v1.BacklinksService.StreamBrokenBacklinks:output_type -> linkgate.v1.StreamBrokenBacklinksResponse
-	15, // 65: linkgate.v1.BacklinksService.ListNewLostBacklinks:output_type -> linkgate.v1.ListNewLostBacklinksResponse
-	17, // 66: linkgate.v1.BacklinksService.StreamNewLostBacklinks:output_type -> linkgate.v1.StreamNewLostBacklinksResponse
-	19, // 67: linkgate.v1.BacklinksService.GetBacklinksStats:output_type -> linkgate.v1.GetBacklinksStatsResponse
-	21, // 68: linkgate.v1.BacklinksService.EstimateCost:output_type -> linkgate.v1.EstimateCostResponse
-	59, // [59:69] is the sub-list for method output_type
-	49, // [49:59] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	18, // 47: linkgate.v1.EstimateCostRequest.stats:type_name -> linkgate.v1.GetBacklinksStatsRequest
+	22, // 48: linkgate.v1.EstimateCostResponse.charged_fields:type_name -> linkgate.v1.ChargedField
+	1,  // 49: linkgate.v1.ChargedField.reasons:type_name -> linkgate.v1.ChargeReason
+	2,  // 50: linkgate.v1.BacklinksService.ListBacklinks:input_type -> linkgate.v1.ListBacklinksRequest
+	4,  // 51: linkgate.v1.BacklinksService.StreamBacklinks:input_type -> linkgate.v1.StreamBacklinksRequest
+	6,  // 52: linkgate.v1.BacklinksService.ListRefDomains:input_type -> linkgate.v1.ListRefDomainsRequest
+	8,  // 53: linkgate.v1.BacklinksService.StreamRefDomains:input_type -> linkgate.v1.StreamRefDomainsRequest
+	10, // 54: linkgate.v1.BacklinksService.ListBrokenBacklinks:input_type -> linkgate.v1.ListBrokenBacklinksRequest
+	12, // 55: linkgate.v1.BacklinksService.StreamBrokenBacklinks:input_type -> linkgate.v1.StreamBrokenBacklinksRequest
+	14, // 56: linkgate.v1.BacklinksService.ListNewLostBacklinks:input_type -> linkgate.v1.ListNewLostBacklinksRequest
+	16, // 57: linkgate.v1.BacklinksService.StreamNewLostBacklinks:input_type -> linkgate.v1.StreamNewLostBacklinksRequest
+	18, // 58: linkgate.v1.BacklinksService.GetBacklinksStats:input_type -> linkgate.v1.GetBacklinksStatsRequest
+	20, // 59: linkgate.v1.BacklinksService.EstimateCost:input_type -> linkgate.v1.EstimateCostRequest
+	3,  // 60: linkgate.v1.BacklinksService.ListBacklinks:output_type -> linkgate.v1.ListBacklinksResponse
+	5,  // 61: linkgate.v1.BacklinksService.StreamBacklinks:output_type -> linkgate.v1.StreamBacklinksResponse
+	7,  // 62: linkgate.v1.BacklinksService.ListRefDomains:output_type -> linkgate.v1.ListRefDomainsResponse
+	9,  // 63: linkgate.v1.BacklinksService.StreamRefDomains:output_type -> linkgate.v1.StreamRefDomainsResponse
+	11, // 64: linkgate.v1.BacklinksService.ListBrokenBacklinks:output_type -> linkgate.v1.ListBrokenBacklinksResponse
+	13, // 65: linkgate.v1.BacklinksService.StreamBrokenBacklinks:output_type -> linkgate.v1.StreamBrokenBacklinksResponse
+	15, // 66: linkgate.v1.BacklinksService.ListNewLostBacklinks:output_type -> linkgate.v1.ListNewLostBacklinksResponse
+	17, // 67: linkgate.v1.BacklinksService.StreamNewLostBacklinks:output_type -> linkgate.v1.StreamNewLostBacklinksResponse
+	19, // 68: linkgate.v1.BacklinksService.GetBacklinksStats:output_type -> linkgate.v1.GetBacklinksStatsResponse
+	21, // 69: linkgate.v1.BacklinksService.EstimateCost:output_type -> linkgate.v1.EstimateCostResponse
+	60, // [60:70] is the sub-list for method output_type
+	50, // [50:60] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_linkgate_v1_backlinks_service_proto_init() }
@@ -2749,11 +2880,13 @@ func file_linkgate_v1_backlinks_service_proto_init() {
 	}
 	file_linkgate_v1_common_proto_init()
 	file_linkgate_v1_rows_proto_init()
+	file_linkgate_v1_backlinks_service_proto_msgTypes[17].OneofWrappers = []any{}
 	file_linkgate_v1_backlinks_service_proto_msgTypes[18].OneofWrappers = []any{
 		(*EstimateCostRequest_Backlinks)(nil),
 		(*EstimateCostRequest_RefDomains)(nil),
 		(*EstimateCostRequest_BrokenBacklinks)(nil),
 		(*EstimateCostRequest_NewLostBacklinks)(nil),
+		(*EstimateCostRequest_Stats)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -89,7 +89,9 @@ type BacklinksServiceClient interface {
 	// pages are newline-delimited JSON objects `{"result": page}`.
 	StreamNewLostBacklinks(ctx context.Context, in *StreamNewLostBacklinksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamNewLostBacklinksResponse], error)
 	// Returns the number of live and all-time backlinks and referring domains of
-	// a target on a date (Ahrefs `site-explorer/backlinks-stats`).
+	// a target on a date (Ahrefs `site-explorer/backlinks-stats`) and, with
+	// `include_ips`, its referring IPs and class C subnets (Ahrefs
+	// `batch-analysis`): the v2 refdomains stats block.
 	GetBacklinksStats(ctx context.Context, in *GetBacklinksStatsRequest, opts ...grpc.CallOption) (*GetBacklinksStatsResponse, error)
 	// Says what a list request would cost, without calling the upstream and
 	// without spending or reserving any unit. The request is validated exactly
@@ -299,7 +301,9 @@ type BacklinksServiceServer interface {
 	// pages are newline-delimited JSON objects `{"result": page}`.
 	StreamNewLostBacklinks(*StreamNewLostBacklinksRequest, grpc.ServerStreamingServer[StreamNewLostBacklinksResponse]) error
 	// Returns the number of live and all-time backlinks and referring domains of
-	// a target on a date (Ahrefs `site-explorer/backlinks-stats`).
+	// a target on a date (Ahrefs `site-explorer/backlinks-stats`) and, with
+	// `include_ips`, its referring IPs and class C subnets (Ahrefs
+	// `batch-analysis`): the v2 refdomains stats block.
 	GetBacklinksStats(context.Context, *GetBacklinksStatsRequest) (*GetBacklinksStatsResponse, error)
 	// Says what a list request would cost, without calling the upstream and
 	// without spending or reserving any unit. The request is validated exactly

@@ -28,9 +28,9 @@ type Change int32
 const (
 	// Never sent; the zero value required by proto3.
 	Change_CHANGE_UNSPECIFIED Change = 0
-	// The link was first found on or after the request's `since` date.
+	// The link was first found in the window (at `first_seen_link`).
 	Change_CHANGE_NEW Change = 1
-	// The link was lost on or after the request's `since` date.
+	// The link was lost in the window (at `last_seen`).
 	Change_CHANGE_LOST Change = 2
 )
 
@@ -1968,14 +1968,13 @@ func (x *BrokenBacklink) GetUrlToPlain() string {
 	return ""
 }
 
-// NewLostBacklink is one row of the new/lost backlinks dataset, as the
-// Ahrefs v2 `backlinks_new_lost` table had it. Ahrefs v3 has no such
-// endpoint: linkgate derives it from `all-backlinks` with
-// `history=since:<since>`. A link is new when `first_seen_link >= since`
-// and lost when it is lost (`is_lost`) with `last_seen >= since`. Each
-// upstream link appears once: a link both gained and lost since `since`
-// is reported as CHANGE_LOST (its latest change) unless the request asked
-// for new links only.
+// NewLostBacklink is one change of a backlink, as the Ahrefs v2
+// `backlinks_new_lost` table listed them: a link found in the window is a
+// CHANGE_NEW row at its `first_seen_link`, a link lost in the window a
+// CHANGE_LOST row at its `last_seen`; a link found and lost in the window is
+// two rows. Ahrefs v3 has no such endpoint: linkgate reads `all-backlinks`
+// with `history=since:<since>` twice, once per kind of change, and merges
+// the two in the requested order.
 type NewLostBacklink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The backlink itself, with the selected fields (see Backlink).

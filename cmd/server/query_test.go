@@ -1,0 +1,211 @@
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/upstream/ahrefssim"
+)
+
+func TestQueryParserAccepts(t *testing.T) {
+	var req v1.StreamBacklinksRequest
+	q, _ := url.ParseQuery("target=example.com&mode=exact&protocol=https&aggregation=1_per_domain&select=url_from,anchor&select=traffic" +
+		"&filter=is_dofollow&order_by=url_from:desc&history=live&page_size=50&page_token=t&max_rows=10&maxUnits=20")
+	if err := (queryParser{}).Parse(&req, q, &utilities.DoubleArray{}); err != nil {
+		t.Fatal(err)
+	}
+	if req.GetMode() != v1.Mode_MODE_EXACT || req.GetProtocol() != v1.Protocol_PROTOCOL_HTTPS ||
+		req.GetAggregation() != v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN || len(req.GetSelect()) != 2 ||
+		req.GetPageSize() != 50 || req.GetMaxRows() != 10 || req.GetMaxUnits() != 20 || req.GetOrderBy() != "url_from:desc" {
+		t.Errorf("parsed %v", &req)
+	}
+	// Proto names, in any case, and defined numbers are accepted too.
+	for _, v := range []string{"MODE_DOMAIN", "mode_domain", "3", "domain"} {
+		var r v1.ListBacklinksRequest
+		if err := (queryParser{}).Parse(&r, url.Values{"mode": {v}}, nil); err != nil || r.GetMode() != v1.Mode_MODE_DOMAIN {
+			t.Errorf("mode=%s: %v %v", v, r.GetMode(), err)
+		}
+	}
+}
+
+func TestQueryParserRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		msg         string // the request message, by its REST path
+		query       string
+		field, want string
+	}{
+		{"/v1/backlinks", "filtre=is_dofollow", "filtre", "did you mean filter?"},
+		{"/v1/backlinks", "limit=10", "limit", "use page_size"},
+		{"/v1/backlinks", "where=%7B%7D", "where", "use filter"},
+		{"/v1/backlinks", "offset=100", "offset", "page_token"},
+		{"/v1/backlinks", "output=csv", "output", "csv or json"},
+		{"/v1/broken-backlinks", "history=live", "history", "/v1/broken-backlinks takes no history"},
+		{"/v1/refdomains", "aggregation=all", "aggregation", "one row per domain"},
+		{"/v1/backlinks", "max_rows=5", "max_rows", "bounds a stream"},
+		{"/v1/backlinks", "since=2025-01-01", "since", "history=since:YYYY-MM-DD"},
+		{"/v1/backlinks", "page_size=", "page_size", "is empty"},
+		{"/v1/backlinks", "page_size=ten", "page_size", `needs a whole number, got "ten"`},
+		{"/v1/backlinks", "page_size=99999999999", "page_size", "out of range"},
+		{"/v1/backlinks", "mode=7", "mode", `unknown value "7": use exact, prefix, domain, subdomains`},
+		{"/v1/backlinks", "protocol=ftp", "protocol", "use both, http, https"},
+		{"/v1/new-lost-backlinks", "changes=SOME", "changes", "CHANGE_FILTER_NEW"},
+		{"/v1/backlinks", "target=a&target=b", "target", "given 2 times"},
+		{"/v1/backlinks", "target=" + strings.Repeat("a", 3000), "target", "the limit is 2048"},
+		{"/v1/backlinks-stats", "target=" + strings.Repeat("a", 3000), "target", "the limit is 2048"},
+		{"/v1/backlinks", "=x", "query", "without a name"},
+		{"/v1/backlinks", "mode.x=1", "mode.x", "unknown parameter"},
+		{"/v1/backlinks", strings.Repeat("k", 500) + "=1", strings.Repeat("k", 64) + "…", "unknown parameter"},
+	} {
+		t.Run(tc.query[:min(len(tc.query), 40)], func(t *testing.T) {
+			rt, _ := routeFor(http.MethodGet, tc.msg)
+			if rt == nil {
+				t.Fatalf("no route %s", tc.msg)
+			}
+			q, err := url.ParseQuery(tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = checkQuery(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: tc.msg, RawQuery: q.Encode()}})
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || violationField(st) != tc.field || !strings.Contains(st.Message(), tc.want) {
+				t.Errorf("%v, field %q: %q; want field %q saying %q", st.Code(), violationField(st), st.Message(), tc.field, tc.want)
+			}
+			if strings.Contains(st.Message(), "strconv") {
+				t.Errorf("strconv's words reached the caller: %s", st.Message())
+			}
+		})
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	if r, _ := routeFor(http.MethodPatch, "/v1/quota/tenants/ops"); r == nil || r.body != "*" {
+		t.Errorf("PATCH /v1/quota/tenants/ops: %+v", r)
+	}
+	if _, allowed := routeFor(http.MethodPost, "/v1/backlinks:stream"); len(allowed) != 1 || allowed[0] != "GET" {
+		t.Errorf("POST /v1/backlinks:stream allows %v, want [GET]", allowed)
+	}
+	if r, allowed := routeFor(http.MethodGet, "/v1/nothing"); r != nil || allowed != nil {
+		t.Errorf("/v1/nothing: %v %v", r, allowed)
+	}
+}
+
+// TestRESTMethodsAndRetryAfter: a wrong method is 405 with Allow, also on
+// the listener's own paths; a stream refused at once (the server's stream
+// bound reached) is 429 with Retry-After, as a List is.
+func TestRESTMethodsAndRetryAfter(t *testing.T) {
+	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
+	cfg.MaxStreams = 1
+	s, _ := startTest(t, cfg)
+	base := "http://" + s.httpAddr
+	for _, tc := range []struct{ method, path, allow string }{
+		{http.MethodPost, "/v1/backlinks", "GET"},
+		{http.MethodDelete, "/v1/backlinks:stream", "GET"},
+		{http.MethodGet, "/v1/cost:estimate", "POST"},
+		{http.MethodPut, "/v1/quota/tenants/b", "PATCH"},
+		{http.MethodPost, "/healthz", "GET, HEAD"},
+		{http.MethodPost, "/openapi.json", "GET, HEAD"},
+	} {
+		code, body, h := rest(t, nil, tc.method, base+tc.path, keyB, "")
+		if code != http.StatusMethodNotAllowed || h.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d Allow %q, want 405 Allow %q: %s", tc.method, tc.path, code, h.Get("Allow"), tc.allow, body)
+		}
+	}
+
+	// One stream holds the server's only slot while its reader stalls.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/v1/backlinks:stream?target=sized-1000000.example", nil)
+	req.Header.Set("Authorization", "Bearer "+keyB)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	code, body, h := rest(t, nil, http.MethodGet, base+"/v1/refdomains:stream?target=example.com", keyA, "")
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" || !strings.Contains(body, "SERVER_BUSY") {
+		t.Errorf("a second stream: %d Retry-After %q: %s", code, h.Get("Retry-After"), clip(body))
+	}
+}
+
+// FuzzQueryParser feeds arbitrary query strings to the query parser of
+// every GET endpoint: it never panics, and every refusal is
+// INVALID_ARGUMENT naming a parameter the query has (or the query).
+func FuzzQueryParser(f *testing.F) {
+	for _, q := range []string{
+		"target=example.com&page_size=3", "mode=exact&protocol=https&aggregation=1_per_domain", "filtre=x&limit=5",
+		"page_size=&max_rows=-1", "mode=7", "a.b.c=1", "select=a&select=b", "=", "%zz", "target=a&target=b",
+		"max_units=99999999999999999999", "page_token=%00%ff", "changes=CHANGE_FILTER_NEW&since=2025-01-01",
+	} {
+		f.Add(q)
+	}
+	var gets []*route
+	for i := range routes {
+		if routes[i].method == http.MethodGet {
+			gets = append(gets, &routes[i])
+		}
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		values, err := url.ParseQuery(query)
+		if err != nil {
+			return // the REST handler refuses it before the parser (withValidText)
+		}
+		for _, rt := range gets {
+			err := checkQuery(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: rt.path, RawQuery: query}})
+			if err == nil {
+				continue
+			}
+			st, ok := status.FromError(err)
+			if !ok || st.Code() != codes.InvalidArgument {
+				t.Fatalf("%s?%s: %v", rt.path, query, err)
+			}
+			field := violationField(st)
+			if field == "" {
+				t.Fatalf("%s?%s: no field named: %v", rt.path, query, err)
+			}
+			if !namesAParam(field, values) {
+				t.Fatalf("%s?%s: names %q, which the query does not have: %s", rt.path, query, field, st.Message())
+			}
+		}
+	})
+}
+
+// namesAParam reports whether an error's field is one of the query's
+// parameters (clipped as the parser clips it) or a field they set.
+func namesAParam(field string, values url.Values) bool {
+	for k := range values {
+		k = strings.ToValidUTF8(k, "\uFFFD")
+		if field == clip(k) || strings.HasPrefix(clip(k), strings.TrimSuffix(field, "…")) {
+			return true
+		}
+	}
+	// A bound checked after parsing names the field the parameter set,
+	// by its proto name even when the query used the JSON name.
+	for k := range values {
+		if strings.EqualFold(strings.ReplaceAll(k, "_", ""), strings.ReplaceAll(field, "_", "")) {
+			return true
+		}
+	}
+	return field == "query" // a parameter without a name
+}
+
+func TestRetryAfterOnEvery429And503(t *testing.T) {
+	for _, tc := range []struct {
+		st   *status.Status
+		want string
+	}{
+		{status.New(codes.Unavailable, "connection refused"), defaultRetryAfter},
+		{status.New(codes.ResourceExhausted, "busy"), defaultRetryAfter},
+		{status.New(codes.InvalidArgument, "bad"), ""},
+	} {
+		h := http.Header{}
+		setRetryAfter(h, tc.st)
+		if got := h.Get("Retry-After"); got != tc.want {
+			t.Errorf("%v: Retry-After %q, want %q", tc.st.Code(), got, tc.want)
+		}
+	}
+}
