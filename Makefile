@@ -68,7 +68,11 @@ lint: ## go vet and gofmt (generated code excepted)
 		test -z "$$out" || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
 
 .PHONY: bench
-bench: ## The benchmarks whose figures the README reports
+bench: ## Cost per row and memory (P1, P4, P5, P6), each against its baseline in the same run, with the ratios
+	GO=$(GO) ./scripts/bench.sh
+
+.PHONY: bench-all
+bench-all: ## Every in-process benchmark of the ledger, the client, the simulator and the service
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./quota/ ./upstream/... ./service/
 
 .PHONY: help

@@ -3,6 +3,7 @@ module github.com/linkgate/linkgate
 go 1.26.11
 
 require (
+	github.com/go-json-experiment/json v1.27.2
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.31.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0

@@ -238,7 +238,7 @@ func pageSize(requested int32, def int) (int, error) {
 
 // listed is one page of a List RPC.
 type listed struct {
-	rows  []upstream.Row
+	rows  []upstream.Record
 	token string
 	cost  *v1.PageCost
 }
@@ -259,9 +259,7 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 		addCost(out.cost, pg)
 		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(pg.rows), pg.charged)
 		out.rows = append(out.rows, pg.rows...)
-		for _, r := range pg.rows {
-			pos = pos.after(pr.plan.keys, r)
-		}
+		pos = pos.afterAll(pr.plan.keys, pg.rows)
 		if pg.err != nil {
 			return nil, nil, toStatus(pg.err, "")
 		}
@@ -286,7 +284,7 @@ func addCost(c *v1.PageCost, pg page) {
 
 // streamPage is one message of a Stream RPC before conversion.
 type streamPage struct {
-	rows  []upstream.Row
+	rows  []upstream.Record
 	token string
 	cost  *v1.PageCost
 }
@@ -375,12 +373,10 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		// stopped with rows left (its token), or that the result is empty.
 		chunks := slices.Collect(slices.Chunk(pg.rows, pr.pageSize))
 		if len(chunks) == 0 && (cost.UnitsCharged > 0 || pg.more || !sent) {
-			chunks = [][]upstream.Row{nil}
+			chunks = [][]upstream.Record{nil}
 		}
 		for i, chunk := range chunks {
-			for _, r := range chunk {
-				pos = pos.after(pr.plan.keys, r)
-			}
+			pos = pos.afterAll(pr.plan.keys, chunk)
 			msg := streamPage{rows: chunk, cost: cost}
 			if !(pg.end && i == len(chunks)-1) {
 				msg.token = token()
@@ -402,27 +398,30 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 	return nil
 }
 
-// rowsOf converts upstream rows to row messages with the caller's fields.
-func rowsOf[M proto.Message](pl *plan, rows []upstream.Row, newRow func() M) ([]M, error) {
-	var zero M
-	fds, err := fieldsFor(zero.ProtoReflect().Descriptor(), pl.selected)
-	if err != nil {
-		return nil, status.Error(codes.Internal, "internal error")
+// sendEncoded sends a stream message encoded first, so that neither the
+// row messages nor gRPC's pooled encoding buffer (1 MiB for a message of
+// 1,000 rows) stay alive while the send waits for the caller's flow-control
+// window: a slow reader holds only the encoded bytes of the messages in
+// flight.
+// encoded is called once the message is encoded, to give back its memory.
+func sendEncoded(srv grpc.ServerStream, m proto.Message, encoded func()) error {
+	var enc grpc.PreparedMsg
+	if err := enc.Encode(srv, m); err != nil {
+		// Only a stream grpc did not make (a test's) has no codec to encode
+		// with ahead; sending the message itself ends the same way.
+		err = srv.SendMsg(m)
+		encoded()
+		return err
 	}
-	out := make([]M, len(rows))
-	for i, r := range rows {
-		m := newRow()
-		if err := fill(m, fds, r); err != nil {
-			return nil, status.Errorf(codes.Internal, "the upstream returned an unreadable row: %v", err)
-		}
-		out[i] = m
-	}
-	return out, nil
+	encoded()
+	return srv.SendMsg(&enc)
 }
 
-func newBacklink() *v1.Backlink             { return &v1.Backlink{} }
-func newRefDomain() *v1.RefDomain           { return &v1.RefDomain{} }
-func newBrokenBacklink() *v1.BrokenBacklink { return &v1.BrokenBacklink{} }
+var (
+	backlinkSlabs       = newSlabs[v1.Backlink]()
+	refDomainSlabs      = newSlabs[v1.RefDomain]()
+	brokenBacklinkSlabs = newSlabs[v1.BrokenBacklink]()
+)
 
 // ListBacklinks returns one page of backlinks.
 func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
@@ -430,18 +429,20 @@ func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklin
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf(pr.plan, out.rows, newBacklink)
+	rows, err := rowsOf[v1.Backlink](pr.plan, out.rows)
 	return &v1.ListBacklinksResponse{Backlinks: rows, NextPageToken: out.token, Cost: out.cost}, err
 }
 
 // StreamBacklinks streams backlinks page by page.
 func (s *BacklinksServer) StreamBacklinks(req *v1.StreamBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBacklinksResponse]) error {
 	return s.stream(srv.Context(), backlinksData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf(pl, p.rows, newBacklink)
+		msgs := backlinkSlabs.get(len(p.rows))
+		rows, err := rowsIn[v1.Backlink](pl, p.rows, msgs)
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { backlinkSlabs.put(msgs) })
 	})
 }
 
@@ -451,18 +452,20 @@ func (s *BacklinksServer) ListRefDomains(ctx context.Context, req *v1.ListRefDom
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf(pr.plan, out.rows, newRefDomain)
+	rows, err := rowsOf[v1.RefDomain](pr.plan, out.rows)
 	return &v1.ListRefDomainsResponse{RefDomains: rows, NextPageToken: out.token, Cost: out.cost}, err
 }
 
 // StreamRefDomains streams referring domains page by page.
 func (s *BacklinksServer) StreamRefDomains(req *v1.StreamRefDomainsRequest, srv grpc.ServerStreamingServer[v1.StreamRefDomainsResponse]) error {
 	return s.stream(srv.Context(), refDomainsData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf(pl, p.rows, newRefDomain)
+		msgs := refDomainSlabs.get(len(p.rows))
+		rows, err := rowsIn[v1.RefDomain](pl, p.rows, msgs)
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { refDomainSlabs.put(msgs) })
 	})
 }
 
@@ -472,17 +475,19 @@ func (s *BacklinksServer) ListBrokenBacklinks(ctx context.Context, req *v1.ListB
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf(pr.plan, out.rows, newBrokenBacklink)
+	rows, err := rowsOf[v1.BrokenBacklink](pr.plan, out.rows)
 	return &v1.ListBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: out.token, Cost: out.cost}, err
 }
 
 // StreamBrokenBacklinks streams broken backlinks page by page.
 func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBrokenBacklinksResponse]) error {
 	return s.stream(srv.Context(), brokenBacklinksData, req, func(pl *plan, p streamPage) error {
-		rows, err := rowsOf(pl, p.rows, newBrokenBacklink)
+		msgs := brokenBacklinkSlabs.get(len(p.rows))
+		rows, err := rowsIn[v1.BrokenBacklink](pl, p.rows, msgs)
 		if err != nil {
 			return err
 		}
-		return srv.Send(&v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost})
+		return sendEncoded(srv, &v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost},
+			func() { brokenBacklinkSlabs.put(msgs) })
 	})
 }

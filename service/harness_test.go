@@ -29,6 +29,7 @@ const simKey = "test-upstream-key"
 // and a memory ledger, served over an in-memory gRPC connection.
 type harness struct {
 	sim       *ahrefssim.Server
+	simURL    string
 	ledger    *quota.Ledger
 	sched     *scheduler.Scheduler // nil: the server's default
 	server    *BacklinksServer
@@ -44,9 +45,10 @@ type harnessOptions struct {
 	// rpm > 0 puts the key's rate in front of the upstream (a scheduler
 	// with an in-process limiter); rowCap caps the simulator's rows per
 	// request; meter receives the service's metrics.
-	rpm    float64
-	rowCap int
-	meter  metric.MeterProvider
+	rpm     float64
+	rowCap  int
+	meter   metric.MeterProvider
+	noCache bool // turn the page cache off
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -55,6 +57,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, RowCap: opts.rowCap, Logger: slog.New(slog.DiscardHandler)})
 	simServer := httptest.NewServer(h.sim)
 	t.Cleanup(simServer.Close)
+	h.simURL = simServer.URL
 	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, KeepBody: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +90,9 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		}
 		t.Cleanup(func() { sched.Close() })
 		h.sched, cfg.Scheduler = sched, sched
+	}
+	if opts.noCache {
+		cfg.PageCacheBytes = -1
 	}
 	h.server, err = NewBacklinksServer(cfg)
 	if err != nil {

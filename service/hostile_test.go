@@ -236,11 +236,11 @@ func TestMaxStreamsFor(t *testing.T) {
 	}
 }
 
-// panickingUpstream panics in List, which the pager calls from its own
+// panickingUpstream panics in ListRecords, which the pager calls from its own
 // goroutine, outside the handler's recovery.
 type panickingUpstream struct{ Upstream }
 
-func (panickingUpstream) List(context.Context, *upstream.Query, func(upstream.Row) error) (upstream.Result, error) {
+func (panickingUpstream) ListRecords(context.Context, *upstream.Query, func(upstream.Record) error) (upstream.Result, error) {
 	panic("upstream decoder bug")
 }
 

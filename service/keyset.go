@@ -13,26 +13,12 @@ import (
 type sortKey struct {
 	field *upstream.Field
 	desc  bool
+	col   int // position of the field in the plan's upstream records
 }
 
-// value reads the key's value from a row, normalised to the types the where
-// tree and the token use: string, int64, float64, bool, time.Time or nil.
-func (k sortKey) value(row upstream.Row) any {
-	v := row[k.field.Name]
-	switch k.field.Kind {
-	case upstream.KindFloat:
-		if i, ok := v.(int64); ok {
-			return float64(i)
-		}
-	case upstream.KindTime, upstream.KindDate:
-		if s, ok := v.(string); ok {
-			if t, err := upstream.ParseTime(s); err == nil {
-				return t
-			}
-		}
-	}
-	return v
-}
+// value reads the key's value from a row, in the types the where tree and
+// the token use: string, int64, float64, bool, time.Time or nil.
+func (k sortKey) value(row upstream.Record) any { return row[k.col].Any() }
 
 // decode reads a key value from a page token.
 func (k sortKey) decode(raw json.RawMessage) (any, error) {
@@ -76,7 +62,7 @@ func keyLiteral(v any) any {
 }
 
 // keyOf reads the sort key of a row.
-func keyOf(keys []sortKey, row upstream.Row) []any {
+func keyOf(keys []sortKey, row upstream.Record) []any {
 	vals := make([]any, len(keys))
 	for i, k := range keys {
 		vals[i] = k.value(row)

@@ -142,8 +142,9 @@ func compileNewLost(p params, tenant string) (*plan, error) {
 			Aggregation: p.Aggregation,
 			History:     cf.History(since),
 		}
-		for _, k := range fp.keys {
+		for i, k := range fp.keys {
 			fp.query.OrderBy = append(fp.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
+			fp.keys[i].col = slices.Index(fp.query.Select, k.field.Name)
 		}
 		if err := checkAggregation(fp, p.Aggregation); err != nil {
 			return nil, err
@@ -163,7 +164,7 @@ func compileNewLost(p params, tenant string) (*plan, error) {
 // event is one row of the merged feed.
 type event struct {
 	feed *feed
-	row  upstream.Row
+	row  upstream.Record // laid out as the feed's plan fetches it
 }
 
 // value is the event's value for an event key, normalised as sort keys are.
@@ -172,8 +173,11 @@ func (e event) value(name string) any {
 		return int64(e.feed.cf.Change)
 	}
 	field, _ := e.feed.cf.Field(name)
-	f, _ := upstream.MustSchema(upstream.AllBacklinks).Field(field)
-	return sortKey{field: f}.value(e.row)
+	col := slices.Index(e.feed.plan.query.Select, field)
+	if col < 0 {
+		return nil
+	}
+	return e.row[col].Any()
 }
 
 // before reports whether a comes before b in the order keys.
@@ -239,7 +243,7 @@ func compareValues(a, b any) int {
 type feedState struct {
 	feed *feed
 	cur  cursor
-	buf  []upstream.Row
+	buf  []upstream.Record
 	done bool
 }
 
@@ -400,7 +404,8 @@ func (s *BacklinksServer) prepareEvents(ctx context.Context, req listRequest, de
 func eventRows(pl *plan, evs []event) ([]*v1.NewLostBacklink, error) {
 	out := make([]*v1.NewLostBacklink, len(evs))
 	for i, ev := range evs {
-		links, err := rowsOf(pl, []upstream.Row{ev.row}, newBacklink)
+		// The feed's plan: its records are laid out as it fetched them.
+		links, err := rowsOf[v1.Backlink](ev.feed.plan, []upstream.Record{ev.row})
 		if err != nil {
 			return nil, err
 		}

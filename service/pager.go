@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -25,7 +26,7 @@ type Scheduler interface {
 
 // Upstream is the part of the upstream client the service calls.
 type Upstream interface {
-	List(ctx context.Context, q *upstream.Query, fn func(upstream.Row) error) (upstream.Result, error)
+	ListRecords(ctx context.Context, q *upstream.Query, fn func(upstream.Record) error) (upstream.Result, error)
 	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
 }
 
@@ -46,7 +47,7 @@ type fetch struct {
 
 // page is one upstream response, without the rows an earlier page returned.
 type page struct {
-	rows     []upstream.Row
+	rows     []upstream.Record
 	charged  int64 // units settled for this page
 	reserved int64 // units reserved for it (0: none, served from a cache)
 	cached   bool
@@ -191,14 +192,14 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	if f.bulk && n > 1 {
 		class = scheduler.Bulk
 	}
-	var rows []upstream.Row
+	var rows []upstream.Record
 	call := scheduler.Call{
 		Tenant: f.tenant, Label: f.plan.data.label, Class: class,
 		Key:   pageKey(q, f.tenant, p.sharedCache),
 		Units: upstream.Units(f.plan.perRow(), limit),
 		Send: func(ctx context.Context) (scheduler.Response, error) {
-			rows = rows[:0]
-			r, err := p.up.List(ctx, q, func(r upstream.Row) error {
+			rows = make([]upstream.Record, 0, limit)
+			r, err := p.up.ListRecords(ctx, q, func(r upstream.Record) error {
 				rows = append(rows, r)
 				return nil
 			})
@@ -213,7 +214,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	switch {
 	case res.Cached || res.Shared:
 		if err == nil {
-			if _, derr := upstream.DecodeRows(q.Endpoint, res.Body, func(r upstream.Row) error {
+			if _, derr := upstream.DecodePage(bytes.NewReader(res.Body), q, func(r upstream.Record) error {
 				pg.rows = append(pg.rows, r)
 				return nil
 			}); derr != nil {
@@ -246,19 +247,17 @@ func responseOf(r upstream.Result) scheduler.Response {
 // holds a row beyond those kept (the probe row that told rows follow), the
 // cursor starts at that row rather than after the last row kept, so the
 // next page's first row is the probe and no row is paid for twice.
-func advance(keys []sortKey, cur cursor, rows []upstream.Row, want int) ([]upstream.Row, cursor) {
+func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor) {
 	skip := 0
 	for skip < len(rows) && skip < cur.Skip && sameKey(keyOf(keys, rows[skip]), cur.Key) {
 		skip++
 	}
 	rows = rows[skip:]
-	var next upstream.Row
+	var next upstream.Record
 	if len(rows) > want {
 		rows, next = rows[:want], rows[want]
 	}
-	for _, r := range rows {
-		cur = cur.after(keys, r)
-	}
+	cur = cur.afterAll(keys, rows)
 	if next != nil {
 		if k := keyOf(keys, next); !sameKey(k, cur.Key) {
 			cur = cursor{Key: k}
@@ -268,7 +267,7 @@ func advance(keys []sortKey, cur cursor, rows []upstream.Row, want int) ([]upstr
 }
 
 // after is the cursor just after row r, which follows c.
-func (c cursor) after(keys []sortKey, r upstream.Row) cursor {
+func (c cursor) after(keys []sortKey, r upstream.Record) cursor {
 	k := keyOf(keys, r)
 	if c.Key != nil && sameKey(k, c.Key) {
 		return cursor{Key: c.Key, Skip: c.Skip + 1}

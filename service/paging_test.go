@@ -325,7 +325,7 @@ func TestPagingInsideRunsOfEqualKeys(t *testing.T) {
 							t.Fatal(pg.err)
 						}
 						for _, r := range pg.rows {
-							got = append(got, fmt.Sprint(r["url_from"])+" → "+fmt.Sprint(r["url_to"]))
+							got = append(got, fmt.Sprint(field(pl, r, "url_from"))+" → "+fmt.Sprint(field(pl, r, "url_to")))
 							cur = cur.after(pl.keys, r)
 							maxSkip = max(maxSkip, cur.Skip)
 						}

@@ -155,8 +155,9 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 		Aggregation: p.Aggregation,
 		History:     p.History,
 	}
-	for _, k := range pl.keys {
+	for i, k := range pl.keys {
 		pl.query.OrderBy = append(pl.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
+		pl.keys[i].col = slices.Index(pl.query.Select, k.field.Name)
 	}
 	if err := checkAggregation(pl, p.Aggregation); err != nil {
 		return nil, err

@@ -1,33 +1,51 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"syscall"
 	"testing"
 )
 
-// TestKeptBody: List keeps the raw body up to KeepBody bytes, and
-// DecodeRows reads it again into the same rows; a larger body is not kept.
+// TestKeptBody: List and ListRecords keep the raw body up to KeepBody
+// bytes, and DecodePage reads it again into the same rows; a larger body
+// is not kept.
 func TestKeptBody(t *testing.T) {
 	h := newHarness(t, okRows(3), func(c *Config) { c.KeepBody = 1 << 20 })
+	q := backlinksQuery()
 	var first []Row
-	res, err := h.c.List(context.Background(), backlinksQuery(), collect(&first))
+	res, err := h.c.List(context.Background(), q, collect(&first))
 	if err != nil || len(res.Body) == 0 {
 		t.Fatalf("List: %v, body %d bytes", err, len(res.Body))
 	}
-	var again []Row
-	n, err := DecodeRows(AllBacklinks, res.Body, collect(&again))
-	if err != nil || n != 3 || len(again) != 3 || again[2]["url_from"] != first[2]["url_from"] {
-		t.Fatalf("DecodeRows: %d rows, %v", n, err)
+	var records []Record
+	res, err = h.c.ListRecords(context.Background(), q, func(r Record) error { records = append(records, r); return nil })
+	if err != nil || len(res.Body) == 0 || len(records) != 3 {
+		t.Fatalf("ListRecords: %v, body %d bytes, %d records", err, len(res.Body), len(records))
+	}
+	var again []Record
+	n, err := DecodePage(bytes.NewReader(res.Body), q, func(r Record) error { again = append(again, r); return nil })
+	if err != nil || n != 3 || len(again) != 3 {
+		t.Fatalf("DecodePage: %d rows, %v", n, err)
+	}
+	cols, err := columnsOf(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range again {
+		if got, want := again[i].Map(cols.fields), records[i].Map(cols.fields); fmt.Sprint(got) != fmt.Sprint(want) || want["url_from"] != first[i]["url_from"] {
+			t.Errorf("row %d decoded again as %v, want %v (List: %v)", i, got, want, first[i])
+		}
 	}
 	stop := errors.New("stop")
-	if _, err := DecodeRows(AllBacklinks, res.Body, func(Row) error { return stop }); !errors.Is(err, stop) {
+	if _, err := DecodePage(bytes.NewReader(res.Body), q, func(Record) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("the callback's error came back as %v", err)
 	}
 	small := newHarness(t, okRows(3), func(c *Config) { c.KeepBody = 10 })
-	res, err = small.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+	res, err = small.c.List(context.Background(), q, func(Row) error { return nil })
 	if err != nil || res.Body != nil || res.Rows != 3 {
 		t.Fatalf("a body above KeepBody: %v, kept %d bytes, %d rows", err, len(res.Body), res.Rows)
 	}

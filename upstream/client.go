@@ -281,7 +281,7 @@ type Result struct {
 	// the upstream may have charged it and the cost is not known.
 	Unanswered bool
 	// Body is the raw body of the response the rows came from, for a cache
-	// to keep and DecodeRows to read again; nil when the call failed.
+	// to keep and DecodePage to read again; nil when the call failed.
 	Body []byte
 }
 
@@ -313,13 +313,19 @@ func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result
 	if err != nil {
 		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
 	}
+	return c.keeping(ctx, q, v, func(body io.Reader) (int, error) { return decodeRows(body, s, fn) })
+}
+
+// keeping runs a list call whose decoder reads the body while, up to
+// KeepBody bytes, it is kept in Result.Body for the page cache.
+func (c *Client) keeping(ctx context.Context, q *Query, v url.Values, decode decodeFunc) (Result, error) {
+	if c.cfg.KeepBody <= 0 {
+		return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), decode)
+	}
 	var raw *keptBody
 	res, err := c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
-		if c.cfg.KeepBody <= 0 {
-			return decodeRows(body, s, fn)
-		}
 		raw = &keptBody{limit: c.cfg.KeepBody}
-		return decodeRows(io.TeeReader(body, raw), s, fn)
+		return decode(io.TeeReader(body, raw))
 	})
 	if err == nil && raw != nil && !raw.over {
 		res.Body = raw.buf.Bytes()
@@ -344,21 +350,6 @@ func (k *keptBody) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// DecodeRows reads again a body that List returned in Result.Body (from a
-// cache) and hands its rows to fn, as List did.
-func DecodeRows(e Endpoint, body []byte, fn func(Row) error) (int, error) {
-	s, err := SchemaOf(e)
-	if err != nil {
-		return 0, err
-	}
-	n, err := decodeRows(bytes.NewReader(body), s, fn)
-	var cb *callbackError
-	if errors.As(err, &cb) {
-		return n, cb.err
-	}
-	return n, err
 }
 
 // decodeFunc reads a 2xx body and returns the rows it handed on.
