@@ -188,16 +188,23 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	var res scheduler.Result
 	defer func() { pt.end(ctx, pg, res) }()
 	q := f.plan.pageQuery(cur, limit)
-	class := scheduler.Interactive
+	// Follow-on pages of a stream are bulk. They are neither cached nor
+	// coalesced: callers ask again for first pages (a UI reloading, two
+	// services reading one target), and an export that cached every page
+	// would evict those and hold memory growing with its length.
+	class, key := scheduler.Interactive, pageKey(q, f.tenant, p.sharedCache)
 	if f.bulk && n > 1 {
-		class = scheduler.Bulk
+		class, key = scheduler.Bulk, ""
 	}
 	var rows []upstream.Record
 	call := scheduler.Call{
 		Tenant: f.tenant, Label: f.plan.data.label, Class: class,
-		Key:   pageKey(q, f.tenant, p.sharedCache),
+		Key:   key,
 		Units: upstream.Units(f.plan.perRow(), limit),
 		Send: func(ctx context.Context) (scheduler.Response, error) {
+			if key == "" {
+				ctx = upstream.WithoutBody(ctx)
+			}
 			rows = make([]upstream.Record, 0, limit)
 			r, err := p.up.ListRecords(ctx, q, func(r upstream.Record) error {
 				rows = append(rows, r)

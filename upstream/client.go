@@ -317,9 +317,10 @@ func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result
 }
 
 // keeping runs a list call whose decoder reads the body while, up to
-// KeepBody bytes, it is kept in Result.Body for the page cache.
+// KeepBody bytes, it is kept in Result.Body for the page cache, unless ctx
+// says no cache will take it (WithoutBody).
 func (c *Client) keeping(ctx context.Context, q *Query, v url.Values, decode decodeFunc) (Result, error) {
-	if c.cfg.KeepBody <= 0 {
+	if c.cfg.KeepBody <= 0 || ctx.Value(noBodyKey{}) != nil {
 		return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), decode)
 	}
 	var raw *keptBody
@@ -331,6 +332,15 @@ func (c *Client) keeping(ctx context.Context, q *Query, v url.Values, decode dec
 		res.Body = raw.buf.Bytes()
 	}
 	return res, err
+}
+
+type noBodyKey struct{}
+
+// WithoutBody marks a list call whose response no cache will keep, such as
+// a follow-on page of a long stream: its body is decoded as it arrives and
+// not copied, so the page holds its rows only.
+func WithoutBody(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noBodyKey{}, true)
 }
 
 // keptBody keeps what is written to it up to limit bytes, and then nothing.

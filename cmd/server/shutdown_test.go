@@ -116,7 +116,11 @@ func TestSIGTERMExitsZero(t *testing.T) {
 	if strings.Contains(stderr.String(), "deadline exceeded") {
 		t.Errorf("stderr: %s", stderr.String())
 	}
-	if !strings.Contains(out.String(), "were cut") {
-		t.Errorf("the log does not say streams were cut:\n%s", out.String())
+	// The drain ends a stream with UNAVAILABLE and its token; one whose
+	// writes are blocked by the unread connection cannot end so and is cut
+	// after the shutdown timeout. Which happens depends on how far the
+	// unread streams got; either way each ended and the status is 0.
+	if !strings.Contains(out.String(), "were cut") && strings.Count(out.String(), `"code":"Unavailable"`) < 2 {
+		t.Errorf("the log says neither that streams were cut nor that both were drained:\n%s", out.String())
 	}
 }
