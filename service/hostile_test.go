@@ -229,7 +229,7 @@ func TestMaxStreamsFor(t *testing.T) {
 	for _, tc := range []struct {
 		limit int64
 		want  int
-	}{{512 << 20, 128}, {0, 256}, {1, 1}, {8 << 30, 2048}} {
+	}{{512 << 20, 512}, {0, 1024}, {1, 1}, {8 << 30, 8192}} {
 		if got := MaxStreamsFor(tc.limit); got != tc.want {
 			t.Errorf("MaxStreamsFor(%d) = %d, want %d", tc.limit, got, tc.want)
 		}

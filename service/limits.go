@@ -39,10 +39,11 @@ const (
 
 // StreamBytes is what one stream holds in memory at most: three upstream
 // pages of 1000 rows in flight (one being fetched, one in the channel, one
-// being sent) with their decoded rows, messages and buffers. 1,000
-// concurrent unread streams measured about 1.8 MB each of resident memory
-// without a memory limit, 0.85 MiB each under GOMEMLIMIT=460MiB.
-const StreamBytes = 2 << 20
+// being sent) as compact records and encoded messages, no copy of their
+// bodies. 1,000 concurrent unread streams peaked at 458 MiB of resident
+// memory under GOMEMLIMIT=460MiB (BenchmarkManyStreamsPeakRSS with the
+// bound lifted); twice that per stream leaves the runtime its headroom.
+const StreamBytes = 512 << 10
 
 // DefaultMemoryLimit is the memory a replica assumes it has when neither
 // GOMEMLIMIT nor LINKGATE_MEMORY_LIMIT says.

@@ -81,7 +81,7 @@ func (c *securityConfig) settings() []setting {
 		{"tls-server-name", "name the gateway expects in the gRPC certificate (default: its first DNS or IP name)", &c.TLSServerName},
 		{"cors-origins", "comma-separated origins (scheme://host[:port]) whose pages may call the REST API", &c.CORSOrigins},
 		{"max-streams-per-tenant", "concurrent Stream RPCs per tenant", &c.MaxStreamsPerTenant},
-		{"max-streams", "concurrent Stream RPCs of all tenants together; 0: half the memory limit over 2 MiB a stream", &c.MaxStreams},
+		{"max-streams", "concurrent Stream RPCs of all tenants together; 0: half the memory limit over 512 KiB a stream", &c.MaxStreams},
 		{"memory-limit", "memory of the replica (e.g. 512MiB, the container's limit); sets GOMEMLIMIT to 90% of it unless GOMEMLIMIT is set", &c.MemoryLimit},
 		{"metrics-addr", "listener of /metrics (loopback by default); off: none", &c.MetricsAddr},
 		{"max-request-bytes", "largest gRPC request message and REST request body", &c.MaxRequestBytes},
