@@ -42,8 +42,8 @@ func TestStreamBoundFromMemoryLimit(t *testing.T) {
 		env  map[string]string
 		want int
 	}{
-		{map[string]string{"LINKGATE_MEMORY_LIMIT": "512Mi"}, 128},
-		{map[string]string{"LINKGATE_MEMORY_LIMIT": "2GiB"}, 512},
+		{map[string]string{"LINKGATE_MEMORY_LIMIT": "512Mi"}, 512},
+		{map[string]string{"LINKGATE_MEMORY_LIMIT": "2GiB"}, 2048},
 		{map[string]string{"LINKGATE_MEMORY_LIMIT": "512Mi", "LINKGATE_MAX_STREAMS": "3"}, 3},
 	} {
 		cfg, err := loadConfig(nil, func(k string) string { return tc.env[k] })
