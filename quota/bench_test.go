@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/redistest"
 )
 
 // BenchmarkReserveSettle measures one Reserve plus one Settle, the unit of
@@ -90,7 +92,7 @@ func BenchmarkRedisStepVsEvalsha(b *testing.B) {
 	for _, clients := range []int{1, 8} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			ctx := context.Background()
-			c := redisClient(b)
+			c := redistest.Client(b)
 			l, err := New(NewRedisStore(c), Config{Budget: uniqueBudget(), PoolLimit: maxUnits, ResetDay: 1,
 				Lease: time.Minute, Tenants: map[string]int64{"a": maxUnits}})
 			if err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/linkgate/linkgate/internal/redistest"
 )
 
 // hammer runs workers that reserve, settle (actual ≤ estimate) and release
@@ -122,7 +124,7 @@ func TestConcurrentReserveSettle(t *testing.T) {
 	t.Run("redis/replicas", func(t *testing.T) {
 		var stores []Store
 		for range 4 {
-			stores = append(stores, NewRedisStore(redisClient(t)))
+			stores = append(stores, NewRedisStore(redistest.Client(t)))
 		}
 		hammer(t, stores, 8, 200)
 	})

@@ -1,28 +1,24 @@
 package quota
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/linkgate/linkgate/internal/redistest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testRedis.stop()
+	redistest.Stop()
 	// Checked after the Redis server is gone, so its log drain has ended.
 	if err := goleak.Find(); code == 0 && err != nil {
 		fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -65,89 +61,6 @@ func uniqueBudget() string {
 	return "t" + hex.EncodeToString(b[:])
 }
 
-// redisServer is one throwaway redis-server for the whole test binary, or
-// the server named by LINKGATE_TEST_REDIS_ADDR.
-type redisServer struct {
-	once sync.Once
-	addr string
-	cmd  *exec.Cmd
-	err  error
-}
-
-var testRedis redisServer
-
-func (s *redisServer) start() {
-	if addr := os.Getenv("LINKGATE_TEST_REDIS_ADDR"); addr != "" {
-		s.addr = addr
-		return
-	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		s.err = fmt.Errorf("redis-server is not on PATH (install redis-server, or set LINKGATE_TEST_REDIS_ADDR)")
-		return
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		s.err = err
-		return
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	s.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "")
-	out, err := s.cmd.StdoutPipe()
-	if err != nil {
-		s.err = err
-		return
-	}
-	if err := s.cmd.Start(); err != nil {
-		s.err = err
-		return
-	}
-	// Redis says when it accepts connections: read its log rather than poll.
-	sc := bufio.NewScanner(out)
-	var log strings.Builder
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "Ready to accept connections") {
-			s.addr = fmt.Sprintf("127.0.0.1:%d", port)
-			go func() { _, _ = io.Copy(io.Discard, out) }() // ends when the server does
-			return
-		}
-	}
-	_ = s.cmd.Wait()
-	s.cmd = nil
-	s.err = fmt.Errorf("redis-server did not start:\n%s", log.String())
-}
-
-func (s *redisServer) stop() {
-	if s.cmd != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-	}
-}
-
-// redisAddr returns the test server's address, or skips (fails when
-// LINKGATE_REQUIRE_REDIS=1, as in CI) if there is none.
-func redisAddr(t testing.TB) string {
-	t.Helper()
-	testRedis.once.Do(testRedis.start)
-	if testRedis.err != nil {
-		if os.Getenv("LINKGATE_REQUIRE_REDIS") == "1" {
-			t.Fatalf("LINKGATE_REQUIRE_REDIS=1 but no Redis: %v", testRedis.err)
-		}
-		t.Skipf("skipping redis store: %v", testRedis.err)
-	}
-	return testRedis.addr
-}
-
-func redisClient(t testing.TB) *redis.Client {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisAddr(t)})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 // storeKind opens fresh stores of one kind; shared opens a second handle on
 // the same state where the kind allows it (a replica, or a restart).
 type storeKind struct {
@@ -166,7 +79,7 @@ func storeKinds() []storeKind {
 			t.Cleanup(func() { _ = s.Close() })
 			return s
 		}},
-		{"redis", func(t testing.TB) Store { return NewRedisStore(redisClient(t)) }},
+		{"redis", func(t testing.TB) Store { return NewRedisStore(redistest.Client(t)) }},
 	}
 }
 

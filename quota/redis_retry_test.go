@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/redistest"
 )
 
 // dropProxy forwards TCP to a Redis server. Armed, it swallows the next
@@ -77,7 +79,7 @@ func (p *dropProxy) serve() {
 // it. The reservation must count once, and settling it must leave nothing
 // reserved for the rest of the period.
 func TestRedisReserveRetriedAfterLostReply(t *testing.T) {
-	proxy := newDropProxy(t, redisAddr(t))
+	proxy := newDropProxy(t, redistest.Addr(t))
 	c := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), MaxRetries: 3,
 		MinRetryBackoff: time.Millisecond, MaxRetryBackoff: 5 * time.Millisecond, PoolSize: 1})
 	t.Cleanup(func() { _ = c.Close() })

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/redistest"
 )
 
 func TestRedisUnreachableFailsClosed(t *testing.T) {
@@ -35,7 +37,7 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 // in the key, and a TTL that ends a retention time after the period.
 func TestRedisKeys(t *testing.T) {
 	ctx := context.Background()
-	c := redisClient(t)
+	c := redistest.Client(t)
 	clk := newClock(t0)
 	l := newLedger(t, NewRedisStore(c, WithRedisRetention(24*time.Hour)), clk, nil)
 	mustSettle(t, l, mustReserve(t, l, "a", "x", 10), 10)
