@@ -312,43 +312,12 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
 	}
 	defer s.cfg.Telemetry.streamStarted(ctx, d.label)()
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	// The pager stops a margin before the caller's deadline, so that the
-	// stream ends with its token while the caller still listens.
-	runCtx, cancel := context.WithCancel(ctx)
-	if dl, ok := ctx.Deadline(); ok {
-		margin := min(s.cfg.StreamDeadlineMargin, time.Until(dl)/4)
-		runCtx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
-	}
-	drained := make(chan struct{})
-	go func() {
-		select {
-		case <-s.draining:
-			close(drained)
-			cancel()
-		case <-runCtx.Done():
-		}
-	}()
+	runCtx, ended, stop := s.streamRun(ctx)
 	pages, wait := s.pager.run(runCtx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
-		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits(), bulk: true})
+		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits(), bulkFrom: 2})
 	defer wait()
-	defer cancel()
-	// ended is why the run stopped early, if it did: shutdown or the
-	// caller's deadline; nil while the caller's own context decides.
+	defer stop() // before wait: the pager stops when its context does
 	sent := false
-	ended := func(err error) error {
-		select {
-		case <-drained:
-			return errDraining
-		default:
-		}
-		var qe *scheduler.QueueError
-		if ctx.Err() == nil && (errors.Is(runCtx.Err(), context.DeadlineExceeded) || sent && errors.As(err, &qe)) {
-			return errStreamDeadline
-		}
-		return err
-	}
 
 	pos := pr.start
 	token := func() string {
@@ -363,7 +332,7 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 		// Rows count when they are sent.
 		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, 0, pg.charged)
 		if pg.err != nil && len(pg.rows) == 0 {
-			return toStatus(ended(pg.err), token())
+			return toStatus(ended(pg.err, sent), token())
 		}
 		cost := &v1.PageCost{}
 		addCost(cost, pg)
@@ -389,13 +358,53 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 			cost = &v1.PageCost{RemainingUnits: pg.remaining}
 		}
 		if pg.err != nil {
-			return toStatus(ended(pg.err), token())
+			return toStatus(ended(pg.err, sent), token())
 		}
 	}
-	if err := ended(ctx.Err()); err != nil {
+	if err := ended(ctx.Err(), sent); err != nil {
 		return toStatus(err, token())
 	}
 	return nil
+}
+
+// streamRun is the context a stream's pages are fetched under: it ends a
+// margin before the caller's deadline, so that the stream ends with its
+// token while the caller still listens, and at shutdown (Drain). ended
+// says why the run stopped early, if it did (errDraining,
+// errStreamDeadline), or returns err while the caller's own context
+// decides; sent says whether a message went out. stop releases the run.
+func (s *BacklinksServer) streamRun(ctx context.Context) (runCtx context.Context, ended func(err error, sent bool) error, stop func()) {
+	s.active.Add(1)
+	runCtx, cancel := context.WithCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		margin := min(s.cfg.StreamDeadlineMargin, time.Until(dl)/4)
+		runCtx, cancel = context.WithDeadline(ctx, dl.Add(-margin))
+	}
+	drained := make(chan struct{})
+	go func() {
+		select {
+		case <-s.draining:
+			close(drained)
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	ended = func(err error, sent bool) error {
+		select {
+		case <-drained:
+			return errDraining
+		default:
+		}
+		var qe *scheduler.QueueError
+		if ctx.Err() == nil && (errors.Is(runCtx.Err(), context.DeadlineExceeded) || sent && errors.As(err, &qe)) {
+			return errStreamDeadline
+		}
+		return err
+	}
+	return runCtx, ended, func() {
+		cancel()
+		s.active.Add(-1)
+	}
 }
 
 // sendEncoded sends a stream message encoded first, so that neither the

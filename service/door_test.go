@@ -327,3 +327,56 @@ func TestQueuedStreamsHoldNoBudget(t *testing.T) {
 		t.Fatalf("rows %d (want %d), reserved %d, ledger %d, upstream %d", total, want, reserved, used, h.sim.Usage())
 	}
 }
+
+// TestNewLostStreamEndsWithAToken: the new/lost event feed ends as every
+// stream does, a margin before the caller's deadline and at shutdown, with
+// the token of the last event sent.
+func TestNewLostStreamEndsWithAToken(t *testing.T) {
+	req := &v1.StreamNewLostBacklinksRequest{Target: "sized-50000.example", Since: "2025-01-01", PageSize: 100}
+	toEnd := func(st v1.BacklinksService_StreamNewLostBacklinksClient) (rows int, last string, err error) {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				return rows, last, err
+			}
+			rows += len(m.GetNewLostBacklinks())
+			last = m.GetNextPageToken()
+		}
+	}
+	t.Run("deadline", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{pageRows: 200})
+		h.sim.SetLatency(150 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := h.backlinks.StreamNewLostBacklinks(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, last, err := toEnd(st)
+		s, info, _ := details(t, err)
+		if s.Code() != codes.DeadlineExceeded || rows == 0 || info.GetMetadata()["page_token"] != last || last == "" {
+			t.Fatalf("after %d rows: %v %v, want DEADLINE_EXCEEDED with the last message's token", rows, s.Code(), info.GetMetadata())
+		}
+	})
+	t.Run("drain", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{pageRows: 200})
+		h.sim.SetLatency(100 * time.Millisecond)
+		st, err := h.backlinks.StreamNewLostBacklinks(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.server.Drain()
+		rows, last, err := toEnd(st)
+		if last == "" {
+			last = first.GetNextPageToken()
+		}
+		s, info, _ := details(t, err)
+		if s.Code() != codes.Unavailable || info.GetReason() != ReasonShuttingDown || info.GetMetadata()["page_token"] != last || last == "" {
+			t.Fatalf("after %d more rows: %v %s %v, want UNAVAILABLE SHUTTING_DOWN with the last token", rows, s.Code(), info.GetReason(), info.GetMetadata())
+		}
+	})
+}

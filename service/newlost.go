@@ -245,6 +245,9 @@ type feedState struct {
 	cur  cursor
 	buf  []upstream.Record
 	done bool
+	// fetched: a page of this feed was asked for already, so in a stream
+	// its next pages are bulk work.
+	fetched bool
 }
 
 // eventRun merges the feeds of a plan. It fetches a feed only when its
@@ -260,6 +263,9 @@ type eventRun struct {
 	cost     *v1.PageCost // since the last message
 	// stopped: a feed could not be read within max_units.
 	stopped bool
+	// stream: the run serves a stream, whose pages after each feed's first
+	// are bulk work for the scheduler.
+	stream bool
 }
 
 func (s *BacklinksServer) newEventRun(pl *plan, tenant string, start []feedCursor, maxUnits int64) *eventRun {
@@ -290,8 +296,16 @@ func (r *eventRun) fill(ctx context.Context, want int) error {
 				return nil
 			}
 		}
+		bulkFrom := 0
+		if r.stream {
+			bulkFrom = 2
+			if fs.fetched {
+				bulkFrom = 1
+			}
+		}
+		fs.fetched = true
 		pages, wait := r.s.pager.run(ctx, fetch{plan: fs.feed.plan, tenant: r.tenant, start: fs.cur,
-			pageRows: want, maxRows: int64(want), maxUnits: left})
+			pageRows: want, maxRows: int64(want), maxUnits: left, bulkFrom: bulkFrom})
 		var err error
 		for pg := range pages {
 			addCost(r.cost, pg)
@@ -459,11 +473,17 @@ func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksR
 	if err != nil {
 		return err
 	}
-	if req.GetMaxRows() < 0 || req.GetMaxUnits() < 0 {
-		return toStatus(badField("max_rows", "max_rows and max_units must not be negative"), "")
+	if n := req.GetMaxRows(); n < 0 {
+		return toStatus(badField("max_rows", "must not be negative, got %d", n), "")
+	}
+	if n := req.GetMaxUnits(); n < 0 {
+		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
 	}
 	defer s.cfg.Telemetry.streamStarted(ctx, pr.plan.data.label)()
+	runCtx, ended, stop := s.streamRun(ctx)
+	defer stop()
 	run := s.newEventRun(pr.plan, pr.tenant, start, req.GetMaxUnits())
+	run.stream = true
 	maxRows := req.GetMaxRows()
 	var taken int64
 	sent := false
@@ -476,9 +496,9 @@ func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksR
 				want = int(min(int64(want), maxRows-taken))
 			}
 			var ev event
-			ev, ok, err = run.next(ctx, want)
+			ev, ok, err = run.next(runCtx, want)
 			if err != nil {
-				return s.sendEvents(srv, pr.plan, evs, run, &sent, err)
+				return s.sendEvents(srv, pr.plan, evs, run, &sent, ended(err, sent || len(evs) > 0))
 			}
 			if !ok {
 				break

@@ -40,9 +40,10 @@ type fetch struct {
 	// maxRows and maxUnits stop the run; 0 means no limit. When maxRows
 	// stops it, one extra row is asked for to tell whether more remain.
 	maxRows, maxUnits int64
-	// bulk: the run is a stream, whose pages after the first are bulk work
-	// for the scheduler; a List's pages are all interactive.
-	bulk bool
+	// bulkFrom numbers the first page that is bulk work for the scheduler
+	// (2 for a stream: someone waits for its first rows); 0: none is, as
+	// in a List.
+	bulkFrom int
 }
 
 // page is one upstream response, without the rows an earlier page returned.
@@ -193,7 +194,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	// services reading one target), and an export that cached every page
 	// would evict those and hold memory growing with its length.
 	class, key := scheduler.Interactive, pageKey(q, f.tenant, p.sharedCache)
-	if f.bulk && n > 1 {
+	if f.bulkFrom > 0 && n >= f.bulkFrom {
 		class, key = scheduler.Bulk, ""
 	}
 	var rows []upstream.Record
