@@ -4,7 +4,7 @@
 # Nothing is written to the repository: raw outputs go to a temporary
 # directory, kept only with BENCH_KEEP=1.
 #
-#   ./scripts/bench.sh                      # P1, P4, P5 (when present), P6
+#   ./scripts/bench.sh                      # P1, P4, P5 (needs redis-server), P6
 #   BENCH_STREAMS=100 ./scripts/bench.sh    # P6 with 100 streams only
 #   BENCH_P1_ITERATIONS=10 ./scripts/bench.sh
 set -euo pipefail
