@@ -21,11 +21,17 @@ local function hnum(key, field)
   return tonumber(redis.call('HGET', key, field) or '0')
 end
 
--- Keys outlive their period by the store's retention, then vanish.
-local function touch(k, ttl)
-  for _, key in ipairs({k.pool, k.tused, k.tres, k.label, k.res, k.lease}) do
+-- Keys outlive their period by the store's retention, then vanish. A
+-- script sets the TTL of the keys it may have created; writes to a key keep
+-- its TTL.
+local function expire_in(keys, ttl)
+  for _, key in ipairs(keys) do
     redis.call('PEXPIRE', key, ttl)
   end
+end
+
+local function touch(k, ttl)
+  expire_in({k.pool, k.tused, k.tres, k.label, k.res, k.lease}, ttl)
 end
 
 local function put(k, id, r)
@@ -48,7 +54,8 @@ end
 
 -- What tenant may still reserve in period k.
 local function room(k, tenant, plimit, tlimit)
-  local left = math.max(0, plimit - hnum(k.pool, 'used') - hnum(k.pool, 'reserved'))
+  local p = redis.call('HMGET', k.pool, 'used', 'reserved')
+  local left = math.max(0, plimit - tonumber(p[1] or '0') - tonumber(p[2] or '0'))
   if tlimit > 0 then
     left = math.min(left, math.max(0, tlimit - hnum(k.tused, tenant) - hnum(k.tres, tenant)))
   end

@@ -49,5 +49,6 @@ else
   return {r.s, left()}
 end
 put(k, id, r)
-touch(k, ARGV[2])
+-- Reserve set the TTL of the keys it wrote; a charge may create these.
+expire_in({k.tused, k.label}, ARGV[2])
 return {r.s, left()}
