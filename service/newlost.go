@@ -1,7 +1,6 @@
 package service
 
 import (
-	"cmp"
 	"context"
 	"slices"
 	"strings"
@@ -167,23 +166,23 @@ type event struct {
 	row  upstream.Record // laid out as the feed's plan fetches it
 }
 
-// value is the event's value for an event key, normalised as sort keys are.
-func (e event) value(name string) any {
+// value is the event's value for an event key, as sort keys read it.
+func (e event) value(name string) upstream.Value {
 	if name == upstream.ChangeFieldName {
-		return int64(e.feed.cf.Change)
+		return upstream.IntValue(int64(e.feed.cf.Change))
 	}
 	field, _ := e.feed.cf.Field(name)
 	col := slices.Index(e.feed.plan.query.Select, field)
 	if col < 0 {
-		return nil
+		return upstream.NullValue()
 	}
-	return e.row[col].Any()
+	return e.row[col]
 }
 
 // before reports whether a comes before b in the order keys.
 func before(keys []eventKey, a, b event) bool {
 	for _, k := range keys {
-		c := compareValues(a.value(k.name), b.value(k.name))
+		c := a.value(k.name).Compare(b.value(k.name))
 		if k.desc {
 			c = -c
 		}
@@ -192,49 +191,6 @@ func before(keys []eventKey, a, b event) bool {
 		}
 	}
 	return false
-}
-
-// compareValues orders key values as the upstream does: null first, then
-// false before true, numbers, text by bytes, times.
-func compareValues(a, b any) int {
-	switch {
-	case a == nil && b == nil:
-		return 0
-	case a == nil:
-		return -1
-	case b == nil:
-		return 1
-	}
-	switch a := a.(type) {
-	case bool:
-		bb, _ := b.(bool)
-		switch {
-		case a == bb:
-			return 0
-		case !a:
-			return -1
-		}
-		return 1
-	case int64:
-		if bi, ok := b.(int64); ok {
-			return cmp.Compare(a, bi)
-		}
-		bf, _ := b.(float64)
-		return cmp.Compare(float64(a), bf)
-	case float64:
-		if bi, ok := b.(int64); ok {
-			return cmp.Compare(a, float64(bi))
-		}
-		bf, _ := b.(float64)
-		return cmp.Compare(a, bf)
-	case string:
-		bs, _ := b.(string)
-		return strings.Compare(a, bs)
-	case time.Time:
-		bt, _ := b.(time.Time)
-		return a.Compare(bt)
-	}
-	return 0
 }
 
 // feedState is where one feed of a run stands: the cursor after the last
@@ -427,8 +383,8 @@ func eventRows(pl *plan, evs []event) ([]*v1.NewLostBacklink, error) {
 		if ev.feed.cf.Change == upstream.ChangeLost {
 			nl.Change = v1.Change_CHANGE_LOST
 		}
-		if t, ok := ev.value(upstream.ChangeTimeFieldName).(time.Time); ok {
-			nl.ChangeTime = timestamppb.New(t)
+		if t := ev.value(upstream.ChangeTimeFieldName); t.Valid() {
+			nl.ChangeTime = timestamppb.New(t.Time())
 		}
 		out[i] = nl
 	}

@@ -339,3 +339,28 @@ func sameAsStd(got Value, want any) bool {
 	}
 	return false
 }
+
+// TestValueCompare: values order as the upstream sorts them ascending,
+// null first.
+func TestValueCompare(t *testing.T) {
+	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		a, b Value
+		want int
+	}{
+		{NullValue(), NullValue(), 0},
+		{NullValue(), StringValue(""), -1},
+		{IntValue(-5), NullValue(), 1},
+		{StringValue("a"), StringValue("b"), -1},
+		{IntValue(10), IntValue(9), 1},
+		{IntValue(2), FloatValue(2.5), -1},
+		{FloatValue(3), IntValue(3), 0},
+		{BoolValue(false), BoolValue(true), -1},
+		{TimeValue(t0), TimeValue(t0.Add(time.Nanosecond)), -1},
+		{TimeValue(t0.Add(time.Hour)), TimeValue(t0), 1},
+	} {
+		if got := tc.a.Compare(tc.b); got != tc.want {
+			t.Errorf("%v.Compare(%v) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

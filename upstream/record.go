@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"cmp"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -138,6 +140,42 @@ func (v Value) Equal(o Value) bool {
 		return v.n == o.n && v.nsec == o.nsec
 	}
 	return v.n == o.n && v.s == o.s
+}
+
+// Compare orders two values of one field as the upstream sorts them
+// ascending: null (or absent) first, false before true, numbers by value,
+// text by bytes, instants in time.
+func (v Value) Compare(o Value) int {
+	switch {
+	case v.state != valueSet && o.state != valueSet:
+		return 0
+	case v.state != valueSet:
+		return -1
+	case o.state != valueSet:
+		return 1
+	}
+	switch Kind(v.kind) {
+	case KindString:
+		return strings.Compare(v.s, o.s)
+	case KindInt:
+		if Kind(o.kind) == KindFloat {
+			return cmp.Compare(float64(v.Int()), o.Float())
+		}
+		return cmp.Compare(v.Int(), o.Int())
+	case KindFloat:
+		if Kind(o.kind) == KindInt {
+			return cmp.Compare(v.Float(), float64(o.Int()))
+		}
+		return cmp.Compare(v.Float(), o.Float())
+	case KindBool:
+		return cmp.Compare(v.n, o.n)
+	case KindTime, KindDate:
+		if c := cmp.Compare(int64(v.n), int64(o.n)); c != 0 {
+			return c
+		}
+		return cmp.Compare(v.nsec, o.nsec)
+	}
+	return 0
 }
 
 // String renders the value for messages and tests.
