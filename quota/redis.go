@@ -102,12 +102,26 @@ func (s *RedisStore) periodKeys(budget string, p Period) []string {
 // keys returns limits, then the keys of each period, in the layout the
 // scripts expect (lua/common.lua).
 func (s *RedisStore) keys(budget string, periods ...Period) []string {
-	k := []string{s.base(budget) + ":limits"}
+	k := make([]string, 1, 14)
+	k[0] = s.base(budget) + ":limits"
 	for _, p := range periods {
 		k = append(k, s.periodKeys(budget, p)...)
 	}
 	return k
 }
+
+// withRecord appends the key of reservation id's record, <res>:<id>, to
+// keys whose first period is the reservation's.
+func withRecord(keys []string, id string) []string {
+	return append(keys, keys[5]+":"+id)
+}
+
+// keepFinished is how long a finished reservation's record stays: long
+// enough for a retried or late Finish to find it and change nothing, short
+// enough that records do not pile up for the whole period.
+const keepFinished = time.Hour
+
+var keepFinishedMS = strconv.FormatInt(keepFinished.Milliseconds(), 10)
 
 // ttl is computed from the ledger's clock, not the server's, so that the
 // injected clock decides expiry; relative TTLs keep it correct whatever the
@@ -121,8 +135,8 @@ func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
-	v, err := scriptReserve.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), op.ID, op.Tenant, op.Label,
+	v, err := scriptReserve.Run(ctx, s.c, withRecord(s.keys(op.Budget, op.Cur, op.Prev), op.ID),
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.ID, op.Tenant, op.Label,
 		op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Slice()
 	if err != nil {
 		return ReserveResult{}, s.wrap(ctx, err)
@@ -147,9 +161,9 @@ func asInt(v any) int64 {
 
 // Finish implements Store.
 func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, error) {
-	v, err := scriptFinish.Run(ctx, s.c, s.keys(op.Budget, op.Period),
+	v, err := scriptFinish.Run(ctx, s.c, withRecord(s.keys(op.Budget, op.Period), op.Res.ID),
 		ms(op.Now), s.ttl(op.Period, op.Now), op.Res.ID, op.Actual, flag(op.Release), flag(op.Provisional),
-		op.PoolLimit, op.TenantLimit).Result()
+		op.PoolLimit, op.TenantLimit, keepFinishedMS).Result()
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}
@@ -173,7 +187,7 @@ func flag(b bool) string {
 // Snapshot implements Store.
 func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error) {
 	v, err := scriptSnapshot.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now)).Slice()
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS).Slice()
 	if err != nil {
 		return Snapshot{}, s.wrap(ctx, err)
 	}
@@ -217,7 +231,7 @@ func (s *RedisStore) SetTenantLimit(ctx context.Context, budget, tenant string, 
 // Reconcile implements Store.
 func (s *RedisStore) Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error) {
 	v, err := scriptReconcile.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), op.Upstream, flag(op.Adopt)).Slice()
+		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.Upstream, flag(op.Adopt)).Slice()
 	if err != nil {
 		return ReconcileResult{}, s.wrap(ctx, err)
 	}

@@ -12,8 +12,9 @@ import (
 var ErrUnavailable = errors.New("quota: the ledger store cannot be reached")
 
 // ErrUnknownReservation is returned by Settle and Release for a reservation
-// the store has no record of (never made, from another budget, or so old
-// that its period has been dropped by the store's retention).
+// the store has no record of (never made, from another budget, so old that
+// its period has been dropped by the store's retention, or, on Redis,
+// finished more than an hour ago).
 var ErrUnknownReservation = errors.New("quota: unknown reservation")
 
 // Store holds the ledger state. Each method is one atomic operation of the
@@ -26,7 +27,8 @@ var ErrUnknownReservation = errors.New("quota: unknown reservation")
 // matter which replica looks next.
 type Store interface {
 	// Reserve grants op.Units if pool and tenant both have room, or reports
-	// which limit was hit. A denial writes nothing but the lease sweep.
+	// which limit was hit. A denial writes nothing but the lease sweep and
+	// its bookkeeping.
 	Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error)
 	// Finish settles (op.Release false) or releases a reservation. Repeating
 	// it, or calling it after the other, changes nothing.

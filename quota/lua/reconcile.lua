@@ -1,17 +1,18 @@
--- ARGV: now, ttl cur, ttl prev, upstream used, adopt (1/0)
-local cur, prev = pkeys(2), pkeys(8)
-sweep(prev, now, ARGV[3])
-sweep(cur, now, ARGV[2])
-local upstream = tonumber(ARGV[4])
+-- ARGV: now, ttl cur, ttl prev, keep, upstream used, adopt (1/0)
+local now, keep = tonumber(ARGV[1]), ARGV[4]
+local cur, prev = pkeys(KEYS, 2, ARGV[2]), pkeys(KEYS, 8, ARGV[3])
+sweep(prev, now, keep)
+sweep(cur, now, keep)
+local upstream = tonumber(ARGV[5])
 local used, reserved = hnum(cur.pool, 'used'), hnum(cur.pool, 'reserved')
 local adopted, corrected = 0, 0
-if ARGV[5] == '1' then
+if ARGV[6] == '1' then
   -- In-flight reservations may already be spent upstream: adopt only the
   -- part above used + reserved so they are not counted twice.
   if upstream - used - reserved > 0 then
     adopted = upstream - used - reserved
-    hincr(cur.pool, 'used', adopted)
-    hincr(cur.pool, 'external', adopted)
+    add(cur, 'pool', 'used', adopted)
+    add(cur, 'pool', 'external', adopted)
   end
   -- Provisional charges the upstream never made come back down, never
   -- below confirmed spend; the rest are confirmed by this reading.
@@ -30,10 +31,10 @@ if ARGV[5] == '1' then
       local rest = string.sub(f, 6)
       local sep = string.find(rest, '\31', 1, true)
       local tenant = string.sub(rest, 1, sep - 1)
-      hincr(cur.pool, 'used', -d)
-      hincr(cur.tused, tenant, -d)
-      hincr(cur.label, rest, -d)
-      hincr(cur.pool, 'corrected', d)
+      add(cur, 'pool', 'used', -d)
+      add(cur, 'tused', tenant, -d)
+      add(cur, 'label', rest, -d)
+      add(cur, 'pool', 'corrected', d)
       down = down - d
     end
     redis.call('HDEL', cur.pool, f)
@@ -41,5 +42,5 @@ if ARGV[5] == '1' then
   redis.call('HSET', cur.pool, 'provisional', '0')
 end
 redis.call('HSET', cur.pool, 'upstream', n(upstream), 'drift', n(upstream - used))
-touch(cur, ARGV[2])
+redis.call('PEXPIRE', cur.pool, cur.ttl)
 return {used, reserved, adopted, corrected}
