@@ -18,7 +18,8 @@ const (
 	nsLimits = "limits" // not per period
 )
 
-// resRecord is a reservation as stored (JSON in bolt and Redis).
+// resRecord is a reservation as stored (JSON in bolt; Redis keeps the same
+// fields in a compact string, lua/common.lua).
 type resRecord struct {
 	Tenant  string `json:"t"`
 	Label   string `json:"l"`

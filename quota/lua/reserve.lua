@@ -9,7 +9,7 @@ local units, expires = tonumber(ARGV[8]), tonumber(ARGV[9])
 local plimit = tonumber(ARGV[10])
 local tlimit = tlimit_of(KEYS[1], tenant, tonumber(ARGV[11]))
 
--- The pool remembers what spares most calls their sweeps: 'due', when the
+-- The pool remembers what spares most Reserves their sweeps: 'due', when the
 -- first open lease of the period may run out (a lower bound; absent:
 -- unknown), and 'prev_swept', that the previous period has no open lease
 -- left (none is added to a period once it is over).
