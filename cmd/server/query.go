@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/suggest"
 	"github.com/linkgate/linkgate/service"
 )
 
@@ -182,7 +183,7 @@ func unknownParam(md protoreflect.MessageDescriptor, key string) *queryError {
 			hint = fmt.Sprintf("%s takes no %s: %s (%s take it)", path, name, why, strings.Join(takenBy[name], ", "))
 		}
 	default:
-		if near := nearest(name, own); near != "" {
+		if near := suggest.Nearest(name, own, 3); near != "" {
 			hint = "did you mean " + near + "?"
 		}
 	}
@@ -205,49 +206,6 @@ func fieldNames(md protoreflect.MessageDescriptor) []string {
 		names = append(names, string(fields.Get(i).Name()))
 	}
 	return names
-}
-
-// nearest is the name within two edits of s, for misspellings (filtre).
-func nearest(s string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if d := editDistance(s, n, bestD); d < bestD {
-			best, bestD = n, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance of a and b, or bound when it
-// is at least bound (long names are not compared letter by letter).
-func editDistance(a, b string, bound int) int {
-	if len(a) > 64 || len(b) > 64 || abs(len(a)-len(b)) >= bound {
-		return bound
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return min(prev[len(b)], bound)
-}
-
-func abs(n int) int {
-	if n < 0 {
-		return -n
-	}
-	return n
 }
 
 // setField parses the values of one parameter into its field.

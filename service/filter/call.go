@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/linkgate/linkgate/internal/suggest"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -246,8 +247,6 @@ func unknownField(s *upstream.Schema, name string) string {
 // nearest is the filterable field closest to name by edit distance, if one
 // is close enough to be a plausible typo.
 func nearest(s *upstream.Schema, name string) string {
-	lname := strings.ToLower(name)
-	best, bestD := "", len(name)/3+2
 	var names []string
 	for _, f := range s.Fields() {
 		if f.Where {
@@ -255,30 +254,5 @@ func nearest(s *upstream.Schema, name string) string {
 		}
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		if d := editDistance(lname, n); d < bestD {
-			best, bestD = n, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return suggest.Nearest(strings.ToLower(name), names, len(name)/3+2)
 }
