@@ -292,8 +292,24 @@ type streamPage struct {
 // streamRequest is what every Stream request message has beyond a List's.
 type streamRequest interface {
 	listRequest
+	streamBounds
+}
+
+// streamBounds are the caller's bounds on a stream, 0 meaning none.
+type streamBounds interface {
 	GetMaxRows() int64
 	GetMaxUnits() int64
+}
+
+// checkStreamBounds refuses negative bounds.
+func checkStreamBounds(req streamBounds) error {
+	if n := req.GetMaxRows(); n < 0 {
+		return toStatus(badField("max_rows", "must not be negative, got %d", n), "")
+	}
+	if n := req.GetMaxUnits(); n < 0 {
+		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
+	}
+	return nil
 }
 
 // stream runs a Stream RPC: upstream pages of UpstreamPageRows rows, sent
@@ -305,11 +321,8 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 	if err != nil {
 		return err
 	}
-	if n := req.GetMaxRows(); n < 0 {
-		return toStatus(badField("max_rows", "must not be negative, got %d", n), "")
-	}
-	if n := req.GetMaxUnits(); n < 0 {
-		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
+	if err := checkStreamBounds(req); err != nil {
+		return err
 	}
 	defer s.cfg.Telemetry.streamStarted(ctx, d.label)()
 	runCtx, ended, stop := s.streamRun(ctx)

@@ -429,11 +429,8 @@ func (s *BacklinksServer) StreamNewLostBacklinks(req *v1.StreamNewLostBacklinksR
 	if err != nil {
 		return err
 	}
-	if n := req.GetMaxRows(); n < 0 {
-		return toStatus(badField("max_rows", "must not be negative, got %d", n), "")
-	}
-	if n := req.GetMaxUnits(); n < 0 {
-		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
+	if err := checkStreamBounds(req); err != nil {
+		return err
 	}
 	defer s.cfg.Telemetry.streamStarted(ctx, pr.plan.data.label)()
 	runCtx, ended, stop := s.streamRun(ctx)
