@@ -2,7 +2,6 @@ package quota
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,27 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	//go:embed lua/common.lua
-	luaCommon string
-	//go:embed lua/reserve.lua
-	luaReserve string
-	//go:embed lua/finish.lua
-	luaFinish string
-	//go:embed lua/snapshot.lua
-	luaSnapshot string
-	//go:embed lua/reconcile.lua
-	luaReconcile string
-
-	scriptReserve   = redis.NewScript(luaCommon + luaReserve)
-	scriptFinish    = redis.NewScript(luaCommon + luaFinish)
-	scriptSnapshot  = redis.NewScript(luaCommon + luaSnapshot)
-	scriptReconcile = redis.NewScript(luaCommon + luaReconcile)
-)
-
-// RedisStore keeps the ledger in Redis, shared by every replica. Each
-// operation is one Lua script (EVALSHA), so the check and the reservation are
-// one atomic step on the server. All keys of a budget carry the hash tag
+// RedisStore keeps the ledger in Redis (7 or later), shared by every
+// replica. Each operation is one Lua function (FCALL, redislib.go), so the
+// check and the reservation are one atomic step on the server. All keys of a budget carry the hash tag
 // {budget}, so they live in one slot and the scripts work on Redis Cluster;
 // period keys carry the period and expire a retention time after it ends.
 type RedisStore struct {
@@ -94,26 +75,28 @@ func (s *RedisStore) wrap(ctx context.Context, err error) error {
 
 func (s *RedisStore) base(budget string) string { return s.prefix + ":{" + budget + "}" }
 
-func (s *RedisStore) periodKeys(budget string, p Period) []string {
-	b := s.base(budget) + ":p:" + p.Key + ":"
-	return []string{b + "pool", b + "tused", b + "tres", b + "label", b + "res", b + "lease"}
+// period returns the key of a period's hash (lua/common.lua). The other
+// keys of the period share its prefix: <period>:res:<id> for finished
+// records, and the keys of the earlier layout that the scripts fold in.
+func (s *RedisStore) period(budget string, p Period) string {
+	return s.base(budget) + ":p:" + p.Key + ":pool"
 }
 
-// keys returns limits, then the keys of each period, in the layout the
-// scripts expect (lua/common.lua).
+// keys returns the budget's limits, then the hash of each period, in the
+// order the scripts expect.
 func (s *RedisStore) keys(budget string, periods ...Period) []string {
-	k := make([]string, 1, 14)
+	k := make([]string, 1, 3)
 	k[0] = s.base(budget) + ":limits"
 	for _, p := range periods {
-		k = append(k, s.periodKeys(budget, p)...)
+		k = append(k, s.period(budget, p))
 	}
 	return k
 }
 
-// withRecord appends the key of reservation id's record, <res>:<id>, to
-// keys whose first period is the reservation's.
-func withRecord(keys []string, id string) []string {
-	return append(keys, keys[5]+":"+id)
+// record returns the key of reservation id's finished record in the period
+// whose hash is period.
+func record(period, id string) string {
+	return strings.TrimSuffix(period, "pool") + "res:" + id
 }
 
 // keepFinished is how long a finished reservation's record stays: long
@@ -135,7 +118,7 @@ func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
-	v, err := scriptReserve.Run(ctx, s.c, withRecord(s.keys(op.Budget, op.Cur, op.Prev), op.ID),
+	v, err := ledgerLibrary.call(ctx, s.c, "reserve", s.keys(op.Budget, op.Cur, op.Prev),
 		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.ID, op.Tenant, op.Label,
 		op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Slice()
 	if err != nil {
@@ -161,9 +144,10 @@ func asInt(v any) int64 {
 
 // Finish implements Store.
 func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, error) {
-	v, err := scriptFinish.Run(ctx, s.c, withRecord(s.keys(op.Budget, op.Period), op.Res.ID),
+	keys := s.keys(op.Budget, op.Period)
+	v, err := ledgerLibrary.call(ctx, s.c, "finish", append(keys, record(keys[1], op.Res.ID)),
 		ms(op.Now), s.ttl(op.Period, op.Now), op.Res.ID, op.Actual, flag(op.Release), flag(op.Provisional),
-		op.PoolLimit, op.TenantLimit, keepFinishedMS).Result()
+		op.PoolLimit, op.TenantLimit, keepFinishedMS, op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires), ms(op.Now.Add(keepFinished))).Result()
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}
@@ -186,21 +170,39 @@ func flag(b bool) string {
 
 // Snapshot implements Store.
 func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error) {
-	v, err := scriptSnapshot.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
+	v, err := ledgerLibrary.call(ctx, s.c, "snapshot", s.keys(op.Budget, op.Cur, op.Prev),
 		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS).Slice()
 	if err != nil {
 		return Snapshot{}, s.wrap(ctx, err)
 	}
-	if len(v) != 5 {
+	if len(v) != 2 {
 		return Snapshot{}, fmt.Errorf("quota: redis: unexpected snapshot reply %v", v)
 	}
-	var m [5]map[string]int64
-	for i := range m {
-		if m[i], err = flatMap(v[i]); err != nil {
-			return Snapshot{}, err
+	period, err := flatMap(v[0])
+	if err != nil {
+		return Snapshot{}, err
+	}
+	snap := Snapshot{Pool: map[string]int64{}, TenantUsed: map[string]int64{},
+		TenantReserved: map[string]int64{}, LabelUsed: map[string]int64{}}
+	if snap.Overrides, err = flatMap(v[1]); err != nil {
+		return Snapshot{}, err
+	}
+	// The period's hash holds the pool's counters by name and the others
+	// after a tag (lua/common.lua); provisional charges stay with the pool.
+	for f, n := range period {
+		tag, name, tagged := strings.Cut(f, "\x1e")
+		switch {
+		case tagged && tag == "u":
+			snap.TenantUsed[name] = n
+		case tagged && tag == "r":
+			snap.TenantReserved[name] = n
+		case tagged && tag == "l":
+			snap.LabelUsed[name] = n
+		default:
+			snap.Pool[f] = n
 		}
 	}
-	return Snapshot{Pool: m[0], TenantUsed: m[1], TenantReserved: m[2], LabelUsed: m[3], Overrides: m[4]}, nil
+	return snap, nil
 }
 
 // flatMap decodes an HGETALL reply returned from a script (a flat array).
@@ -230,7 +232,7 @@ func (s *RedisStore) SetTenantLimit(ctx context.Context, budget, tenant string, 
 
 // Reconcile implements Store.
 func (s *RedisStore) Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error) {
-	v, err := scriptReconcile.Run(ctx, s.c, s.keys(op.Budget, op.Cur, op.Prev),
+	v, err := ledgerLibrary.call(ctx, s.c, "reconcile", s.keys(op.Budget, op.Cur, op.Prev),
 		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.Upstream, flag(op.Adopt)).Slice()
 	if err != nil {
 		return ReconcileResult{}, s.wrap(ctx, err)

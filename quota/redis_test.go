@@ -34,44 +34,56 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 	}
 }
 
-// TestRedisKeys checks the key layout: one hash slot per budget, the period
-// in the key, and a TTL that ends a retention time after the period, except
-// for the record of a finished reservation, which is kept keepFinished.
+// TestRedisKeys checks the key layout: one hash slot per budget, one hash
+// per period, with the period in its key and a TTL that ends a retention
+// time after the period. Reservations are fields of it: a finished one is
+// kept for keepFinished, then dropped by the next sweep.
 func TestRedisKeys(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
 	clk := newClock(t0)
-	l := newLedger(t, NewRedisStore(c, WithRedisRetention(24*time.Hour)), clk, nil)
-	mustSettle(t, l, mustReserve(t, l, "a", "x", 10), 10)
+	s := NewRedisStore(c, WithRedisRetention(24*time.Hour))
+	l := newLedger(t, s, clk, nil)
+	done := mustReserve(t, l, "a", "x", 10)
+	mustSettle(t, l, done, 10)
 	open := mustReserve(t, l, "a", "x", 5)
 	keys, err := c.Keys(ctx, "linkgate:quota:{"+l.cfg.Budget+"}:*").Result()
-	if err != nil || len(keys) < 4 {
-		t.Fatalf("keys %v %v", keys, err)
-	}
 	p := PeriodAt(clk.Now(), 15)
-	wantTTL := p.End.Add(24 * time.Hour).Sub(clk.Now())
-	for _, k := range keys {
-		// Redis Cluster hashes only the text between the first '{' and the
-		// next '}': the budget, for every key of it.
-		_, rest, _ := strings.Cut(k, "{")
-		if tag, _, _ := strings.Cut(rest, "}"); tag != l.cfg.Budget {
-			t.Fatalf("key %s hashes on %q, not the budget", k, tag)
-		}
-		if strings.HasSuffix(k, ":limits") {
-			continue
-		}
-		if !strings.Contains(k, ":p:"+p.Key+":") {
-			t.Fatalf("key %s lacks the period %s", k, p.Key)
-		}
-		want := wantTTL
-		if strings.Contains(k, ":res:") && !strings.HasSuffix(k, ":res:"+open.ID) {
-			want = keepFinished
-		}
-		ttl, err := c.PTTL(ctx, k).Result()
-		if err != nil || ttl <= 0 || ttl > want || ttl < want-time.Minute {
-			t.Fatalf("key %s TTL %v, want about %v", k, ttl, want)
-		}
+	if err != nil || len(keys) != 1 || keys[0] != s.period(l.cfg.Budget, p) {
+		t.Fatalf("keys %v %v, want the period's hash", keys, err)
 	}
+	// Redis Cluster hashes only the text between the first '{' and the
+	// next '}': the budget, for every key of it.
+	_, rest, _ := strings.Cut(keys[0], "{")
+	if tag, _, _ := strings.Cut(rest, "}"); tag != l.cfg.Budget || !strings.Contains(keys[0], ":p:"+p.Key+":") {
+		t.Fatalf("key %s does not hash on the budget %s or lacks the period %s", keys[0], l.cfg.Budget, p.Key)
+	}
+	want := p.End.Add(24 * time.Hour).Sub(clk.Now())
+	if ttl, err := c.PTTL(ctx, keys[0]).Result(); err != nil || ttl > want || ttl < want-time.Minute {
+		t.Fatalf("key %s TTL %v, want about %v", keys[0], ttl, want)
+	}
+	record := func(r Reservation) bool {
+		n, err := c.HExists(ctx, keys[0], "o\x1e"+r.ID).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	mustSettle(t, l, open, 5)
+	clk.Advance(keepFinished - time.Second)
+	mustReport(t, l)
+	if !record(done) || !record(open) {
+		t.Fatal("a finished reservation's record was dropped before keepFinished")
+	}
+	clk.Advance(time.Second)
+	mustReport(t, l)
+	if record(done) || record(open) {
+		t.Fatal("a finished reservation's record outlived keepFinished")
+	}
+	if err := l.Settle(ctx, done, 10); !errors.Is(err, ErrUnknownReservation) {
+		t.Fatalf("Settle of a dropped record = %v, want ErrUnknownReservation", err)
+	}
+	checkPool(t, l, 15, 0)
 }
 
 // TestRedisReadsEarlierRecords: reservations recorded by the earlier layout
@@ -84,7 +96,7 @@ func TestRedisReadsEarlierRecords(t *testing.T) {
 	s := NewRedisStore(c)
 	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 	p := l.Period()
-	k := s.periodKeys(l.cfg.Budget, p) // pool, tused, tres, label, res, lease
+	k := earlierKeys(s, l.cfg.Budget, p)
 	expires := clk.Now().Add(time.Minute)
 	for _, id := range []string{"settles", "lapses"} {
 		rec := fmt.Sprintf(`{"t":"a","l":"x","u":10,"e":%d,"s":"open","a":0}`, expires.UnixMilli())
@@ -118,7 +130,7 @@ func TestRedisReserveChargesLapsedLease(t *testing.T) {
 	clk := newClock(t0)
 	s := NewRedisStore(c)
 	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
-	pool := s.periodKeys(l.cfg.Budget, l.Period())[0]
+	pool := s.period(l.cfg.Budget, l.Period())
 	mustReserve(t, l, "a", "x", 7)
 	clk.Advance(30 * time.Second)
 	mustSettle(t, l, mustReserve(t, l, "a", "x", 3), 3)
@@ -128,4 +140,65 @@ func TestRedisReserveChargesLapsedLease(t *testing.T) {
 		t.Fatalf("expired_units = %d, %v; want 7", n, err)
 	}
 	checkPool(t, l, 10, 1)
+}
+
+// earlierKeys returns the keys of a period in the earlier layout: pool,
+// tused, tres, label, res, lease.
+func earlierKeys(s *RedisStore, budget string, p Period) []string {
+	b := strings.TrimSuffix(s.period(budget, p), "pool")
+	return []string{b + "pool", b + "tused", b + "tres", b + "label", b + "res", b + "lease"}
+}
+
+// TestRedisFoldsEarlierLayout: a period kept in the earlier layout (the
+// counters in four hashes, open leases in a sorted set, each record a key
+// of its own) is folded into the period's hash by the first script that
+// meets it, with its spend, its open reservations and its finished records.
+func TestRedisFoldsEarlierLayout(t *testing.T) {
+	ctx := context.Background()
+	c := redistest.Client(t)
+	clk := newClock(t0)
+	s := NewRedisStore(c)
+	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute; c.Tenants = map[string]int64{"a": 100} })
+	p := l.Period()
+	k := earlierKeys(s, l.cfg.Budget, p)
+	expires := clk.Now().Add(time.Minute)
+	open := Reservation{ID: "open", Budget: l.cfg.Budget, Tenant: "a", Label: "x", Units: 10, Period: p.Key, Expires: expires}
+	done := Reservation{ID: "done", Budget: l.cfg.Budget, Tenant: "a", Label: "x", Units: 5, Period: p.Key, Expires: expires}
+	ttl := time.Hour
+	for _, cmd := range [][]any{
+		{"HSET", k[0], "used", 25, "reserved", 10, "settled", 2, "due", expires.UnixMilli(), "prev_swept", 1},
+		{"HSET", k[1], "a", 20, "b", 5},
+		{"HSET", k[2], "a", 10},
+		{"HSET", k[3], "a\x1fx", 20, "b\x1fy", 5},
+		{"SET", k[4] + ":open", fmt.Sprintf("open\x1f10\x1f%d\x1f0\x1fx\x1fa", expires.UnixMilli()), "PX", ttl.Milliseconds()},
+		{"SET", k[4] + ":done", fmt.Sprintf("settled\x1f5\x1f%d\x1f4\x1fx\x1fa", expires.UnixMilli()), "PX", ttl.Milliseconds()},
+		{"ZADD", k[5], expires.UnixMilli(), "open"},
+	} {
+		if err := c.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatal(cmd, err)
+		}
+	}
+	rep := mustReport(t, l)
+	if rep.Pool.Used != 25 || rep.Pool.Reserved != 10 || rep.SpendByTenant["a"] != 20 || rep.SpendByLabel["y"] != 5 {
+		t.Fatalf("report after the fold %+v", rep)
+	}
+	if u, err := l.Usage(ctx, "a"); err != nil || u.Tenant.Remaining != 70 {
+		t.Fatalf("usage of a = %+v, %v; want 70 left of 100 (20 used, 10 reserved)", u.Tenant, err)
+	}
+	for _, old := range k[1:] {
+		if n, err := c.Exists(ctx, old).Result(); err != nil || n != 0 {
+			t.Fatalf("%s still there after the fold (%d, %v)", old, n, err)
+		}
+	}
+	// The finished record is still found: settling it again changes nothing.
+	mustSettle(t, l, done, 4)
+	mustSettle(t, l, open, 7)
+	checkPool(t, l, 32, 0)
+	// And the open one, moved into the hash, lapses like any other.
+	mustReserve(t, l, "a", "x", 3)
+	clk.Advance(2 * time.Minute)
+	mustReserve(t, l, "b", "x", 1)
+	if rep := mustReport(t, l); rep.Pool.Used != 35 || rep.Expired != 1 || rep.SpendByTenant["a"] != 30 {
+		t.Fatalf("report %+v", rep)
+	}
 }

@@ -1,74 +1,50 @@
--- Shared by every script. Key layout of one operation (all in the budget's
--- hash slot):
---   keys[1]          limits (tenant -> override; not per period)
---   keys[2..7]       a period: pool, tused, tres, label, res, lease
---   keys[8..13]      the previous period, when the operation sweeps it
---   keys[#keys]      Reserve and Finish: the reservation's record
--- A reservation's record is a string key of its own, <res>:<id>, so that it
--- expires by itself once finished; records written into the res hash by
--- earlier versions are still read. The rules mirror engine.go; the
--- conformance suite keeps them in step.
+-- Shared by every script. A period of a budget is one hash,
+-- <prefix>:{budget}:p:<period-start>:pool, holding the pool's counters by
+-- name and, after a tag and \30, each tenant's used (u) and reserved (r)
+-- units, its spend (l) and provisional charges (prov) per label
+-- ("tenant\31label"), and the record of each reservation (o, by id): open,
+-- or finished and kept until a retried or late Finish can no longer come.
+-- The limits (tenant -> override) are one hash per budget, not per period.
+--
+-- Reserve and Finish read what they need with one HMGET and write what they
+-- changed with one HSET: three Redis calls each. The hash's 'due' says when
+-- a record may need the rest: a lease that runs out is charged, a finished
+-- record past its time is dropped. That sweep, reports, and folding in a
+-- period of the earlier layout (counters in the hashes <period>:tused,
+-- :tres and :label, open leases in the sorted set :lease, records in
+-- :res:<id> keys or the :res hash) go through periods(). All keys of a
+-- budget share its hash slot. The rules mirror engine.go; the conformance
+-- suite keeps them in step.
 
--- ttl is how long the period's keys live from now, in ms.
-local function pkeys(keys, i, ttl)
-  return {pool = keys[i], tused = keys[i + 1], tres = keys[i + 2],
-          label = keys[i + 3], res = keys[i + 4], lease = keys[i + 5], ttl = ttl}
-end
+local LAYOUT = '2'
 
 -- Numbers go to Redis through %d: the default conversion of Lua numbers may
--- use exponent notation, which HINCRBY refuses.
+-- use exponent notation, which Redis refuses as an integer.
 local function n(x) return string.format('%d', x) end
 
-local function hnum(key, field)
-  return tonumber(redis.call('HGET', key, field) or '0')
+local function num(s) return tonumber(s) or 0 end
+
+local function tfield(tag, tenant) return tag .. '\30' .. tenant end
+local function lfield(tag, tenant, label) return tag .. '\30' .. tenant .. '\31' .. label end
+
+-- The period's key without its last word: the prefix of its other keys.
+local function base(key) return string.sub(key, 1, -5) end
+
+-- A record: state, units, time (unix ms), actual, label, tenant. The time
+-- is when the lease of an open record runs out, and when a finished one is
+-- dropped. The tenant comes last, so any byte may be in it; a label never
+-- holds \31. Its numbers come as strings, as the caller sent them.
+local function record(s, u, e, a, l, t)
+  return s .. '\31' .. u .. '\31' .. e .. '\31' .. a .. '\31' .. l .. '\31' .. t
 end
 
--- Keys outlive their period by the store's retention, then vanish. Only a
--- write that finds its field at zero can have created its key, so only such
--- a write sets the key's TTL; every other write keeps it.
--- add returns the field's new value.
-local function add(k, name, field, d)
-  if d == 0 then return hnum(k[name], field) end
-  local v = redis.call('HINCRBY', k[name], field, n(d))
-  if v == d then
-    redis.call('PEXPIRE', k[name], k.ttl)
-  end
-  return v
-end
+local function encode(r) return record(r.s, n(r.u), n(r.e), n(r.a), r.l, r.t) end
 
--- hset sets one field; a new field may be in a key just created.
-local function hset(k, name, field, value)
-  if redis.call('HSET', k[name], field, value) == 1 then
-    redis.call('PEXPIRE', k[name], k.ttl)
-  end
-end
-
--- A record: state, units, expiry (unix ms), actual, label, tenant. The
--- tenant comes last, so any byte may be in it; a label never holds \31.
-local function encode(r)
-  return table.concat({r.s, n(r.u), n(r.e), n(r.a), r.l, r.t}, '\31')
-end
-
-local function load(k, rk, id)
-  local raw = redis.call('GET', rk) or redis.call('HGET', k.res, id)
+local function decode(raw)
   if not raw then return nil end
   if string.sub(raw, 1, 1) == '{' then return cjson.decode(raw) end
   local s, u, e, a, l, t = string.match(raw, '^(%a+)\31(%d+)\31(%d+)\31(%d+)\31([^\31]*)\31(.*)$')
   return {s = s, u = tonumber(u), e = tonumber(e), a = tonumber(a), l = l, t = t}
-end
-
--- A finished record is kept as long as a retried or late Finish may still
--- come (ARGV keep, in ms); an open one as long as its period's keys, so a
--- sweep always finds it.
-local function store(rk, r, px)
-  redis.call('SET', rk, encode(r), 'PX', px)
-end
-
--- Charges presumed rather than reported are provisional, per tenant and
--- label, until a reconciliation confirms or takes them back.
-local function provisional(k, tenant, label, u)
-  add(k, 'pool', 'provisional', u)
-  add(k, 'pool', 'prov\30' .. tenant .. '\31' .. label, u)
 end
 
 -- A tenant's limit: a stored override wins over the configured one.
@@ -78,47 +54,167 @@ local function tlimit_of(limits, tenant, configured)
   return configured
 end
 
--- What tenant may still reserve in period k.
-local function room(k, tenant, plimit, tlimit)
-  local p = redis.call('HMGET', k.pool, 'used', 'reserved')
-  local left = math.max(0, plimit - tonumber(p[1] or '0') - tonumber(p[2] or '0'))
-  if tlimit > 0 then
-    left = math.min(left, math.max(0, tlimit - hnum(k.tused, tenant) - hnum(k.tres, tenant)))
+-- What is left to reserve: the pool's room, and the tenant's own when it
+-- has a limit.
+local function left(plimit, used, reserved, tlimit, tused, tres)
+  local l = math.max(0, plimit - used - reserved)
+  if tlimit > 0 then l = math.min(l, math.max(0, tlimit - tused - tres)) end
+  return l
+end
+
+-- periods returns the whole-hash operations. They are defined only when a
+-- script needs them: defining functions costs a Lua script more than its
+-- Redis calls, and most calls never need these.
+local function periods()
+  local P = {}
+
+  -- A period's hash as one script sees it: v holds what was read (false:
+  -- absent), w what the script changed, until flush writes it back. ttl is
+  -- how long the hash lives from now, in ms.
+  function P.open(key, ttl)
+    return {key = key, ttl = ttl, v = {}, w = {}}
   end
-  return left
-end
 
--- Charge in full a reservation whose holder never came back.
-local function expire(k, id, rk, r, keep)
-  local u = r.u
-  provisional(k, r.t, r.l, u)
-  add(k, 'pool', 'used', u)
-  add(k, 'pool', 'reserved', -u)
-  add(k, 'pool', 'expired', 1)
-  add(k, 'pool', 'expired_units', u)
-  add(k, 'tused', r.t, u)
-  add(k, 'tres', r.t, -u)
-  add(k, 'label', r.t .. '\31' .. r.l, u)
-  r.s = 'expired'
-  r.a = u
-  store(rk, r, keep)
-  redis.call('ZREM', k.lease, id)
-end
+  -- load reads the whole hash once, folding an earlier layout in first.
+  function P.load(h)
+    if h.full then return end
+    h.layout = redis.call('HGET', h.key, 'v')
+    if h.layout ~= LAYOUT then P.migrate(h) end
+    local all = redis.call('HGETALL', h.key)
+    for i = 1, #all, 2 do h.v[all[i]] = all[i + 1] end
+    h.full = true
+  end
 
--- sweep charges the leases of period k that ran out by now, at most 1000
--- at a time, and returns when the next of the others runs out (nil: none
--- is open).
-local function sweep(k, now, keep)
-  local due = redis.call('ZRANGEBYSCORE', k.lease, '-inf', n(now), 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    local rk = k.res .. ':' .. id
-    local r = load(k, rk, id)
-    if r and r.s == 'open' then
-      expire(k, id, rk, r, keep)
-    else
-      redis.call('ZREM', k.lease, id)
+  function P.get(h, f) P.load(h) return h.v[f] or false end
+  function P.num(h, f) return num(P.get(h, f)) end
+  function P.set(h, f, x) h.v[f], h.w[f] = x, x end
+  function P.del(h, f) h.v[f], h.w[f] = false, false end
+  function P.add(h, f, d) P.set(h, f, P.num(h, f) + d) end
+
+  -- flush writes what the script changed. A hash written for the first
+  -- time gets its layout and its TTL; later writes keep the TTL.
+  function P.flush(h)
+    local fv, gone = {}, {}
+    for f, x in pairs(h.w) do
+      if x == false then
+        gone[#gone + 1] = f
+      else
+        fv[#fv + 1], fv[#fv + 2] = f, type(x) == 'number' and n(x) or x
+      end
+    end
+    h.w = {}
+    if #fv > 0 then
+      local new = h.layout ~= LAYOUT
+      if new then fv[#fv + 1], fv[#fv + 2] = 'v', LAYOUT end
+      P.hset(h.key, fv)
+      if new then
+        redis.call('PEXPIRE', h.key, h.ttl)
+        h.layout = LAYOUT
+      end
+    end
+    if #gone > 0 then redis.call('HDEL', h.key, unpack(gone)) end
+  end
+
+  -- hset writes many fields, in slices that Lua's unpack can take.
+  function P.hset(key, fv)
+    for i = 1, #fv, 1000 do
+      redis.call('HSET', key, unpack(fv, i, math.min(i + 999, #fv)))
     end
   end
-  local next = redis.call('ZRANGE', k.lease, 0, 0, 'WITHSCORES')
-  return tonumber(next[2])
+
+  -- migrate folds a period of the earlier layout into its hash, once; a
+  -- period with no keys yet is left alone. Finished records stay where
+  -- they are and expire as they would have.
+  function P.migrate(h)
+    local b = base(h.key)
+    local old = {tused = b .. 'tused', tres = b .. 'tres', label = b .. 'label', lease = b .. 'lease', res = b .. 'res'}
+    if redis.call('EXISTS', h.key, old.tused, old.tres, old.label, old.lease) == 0 then return end
+    local fv = {'v', LAYOUT, 'due', '0'} -- the next Reserve sweeps
+    for tag, key in pairs({u = old.tused, r = old.tres, l = old.label}) do
+      local all = redis.call('HGETALL', key)
+      for i = 1, #all, 2 do
+        fv[#fv + 1], fv[#fv + 2] = tfield(tag, all[i]), all[i + 1]
+      end
+    end
+    for _, id in ipairs(redis.call('ZRANGE', old.lease, 0, -1)) do
+      local rk = old.res .. ':' .. id
+      local r = decode(redis.call('GET', rk) or redis.call('HGET', old.res, id))
+      if r and r.s == 'open' then
+        fv[#fv + 1], fv[#fv + 2] = 'o\30' .. id, encode(r)
+        redis.call('DEL', rk)
+        redis.call('HDEL', old.res, id)
+      end
+    end
+    P.hset(h.key, fv)
+    redis.call('PEXPIRE', h.key, h.ttl)
+    redis.call('DEL', old.tused, old.tres, old.label, old.lease)
+    h.layout = LAYOUT
+  end
+
+  -- Charges presumed rather than reported are provisional, per tenant and
+  -- label, until a reconciliation confirms or takes them back.
+  function P.provisional(h, tenant, label, u)
+    P.add(h, 'provisional', u)
+    P.add(h, lfield('prov', tenant, label), u)
+  end
+
+  -- expire charges in full a reservation whose holder never came back; its
+  -- record is kept until keep ms from now.
+  function P.expire(h, id, r, now, keep)
+    local u = r.u
+    P.provisional(h, r.t, r.l, u)
+    P.add(h, 'used', u)
+    P.add(h, 'reserved', -u)
+    P.add(h, 'expired', 1)
+    P.add(h, 'expired_units', u)
+    P.add(h, tfield('u', r.t), u)
+    P.add(h, tfield('r', r.t), -u)
+    P.add(h, lfield('l', r.t, r.l), u)
+    P.set(h, 'o\30' .. id, record('expired', n(u), n(now + keep), n(u), r.l, r.t))
+  end
+
+  -- sweep charges the open reservations of period h whose lease ran out by
+  -- now and drops the finished records whose time has come. It returns
+  -- when the first of the other records needs it, and whether any
+  -- reservation is still open.
+  function P.sweep(h, now, keep)
+    P.load(h)
+    local lapsed, nxt, open = {}, nil, false
+    for f, raw in pairs(h.v) do
+      if raw and string.sub(f, 1, 2) == 'o\30' then
+        local r = decode(raw)
+        open = open or (r.s == 'open' and r.e > now)
+        if r.e > now then
+          nxt = math.min(nxt or r.e, r.e)
+        elseif r.s == 'open' then
+          lapsed[string.sub(f, 3)] = r
+        else
+          lapsed[string.sub(f, 3)] = false
+        end
+      end
+    end
+    for id, r in pairs(lapsed) do
+      if r then
+        P.expire(h, id, r, now, keep)
+        nxt = math.min(nxt or now + keep, now + keep)
+      else
+        P.del(h, 'o\30' .. id)
+      end
+    end
+    return nxt, open
+  end
+
+  -- counters returns the period's fields as a flat list, without the
+  -- records of open reservations.
+  function P.counters(h)
+    local out = {}
+    for f, x in pairs(h.v) do
+      if x and string.sub(f, 1, 2) ~= 'o\30' then
+        out[#out + 1], out[#out + 2] = f, type(x) == 'number' and n(x) or x
+      end
+    end
+    return out
+  end
+
+  return P
 end

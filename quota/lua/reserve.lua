@@ -1,60 +1,54 @@
--- KEYS[2..7]: the current period; KEYS[8..13]: the previous one.
+-- KEYS: limits, the current period, the previous one.
 -- ARGV: now, ttl cur, ttl prev, keep, id, tenant, label, units, expires,
 --       pool limit, tenant limit
 -- Reply: {1, remaining} granted; {0, scope, limit, remaining, reserved} denied.
-local now, keep = tonumber(ARGV[1]), ARGV[4]
-local k, prev, rk = pkeys(KEYS, 2, ARGV[2]), pkeys(KEYS, 8, ARGV[3]), KEYS[#KEYS]
+local now, keep = tonumber(ARGV[1]), tonumber(ARGV[4])
 local id, tenant, label = ARGV[5], ARGV[6], ARGV[7]
 local units, expires = tonumber(ARGV[8]), tonumber(ARGV[9])
 local plimit = tonumber(ARGV[10])
+local rec, tu, tr = 'o\30' .. id, tfield('u', tenant), tfield('r', tenant)
+local function fetch()
+  return redis.call('HMGET', KEYS[2], 'v', 'prev_swept', 'due', rec, 'used', 'reserved', tu, tr)
+end
+local p = fetch()
+
+-- The hash remembers what spares most Reserves their sweeps: 'due', when
+-- a record of the period may first need one (a lower bound), and
+-- 'prev_swept', that the previous period has no open lease left (none is
+-- added to a period once it is over). A hash of the earlier layout, or none
+-- yet, has neither.
+if p[1] ~= LAYOUT or not p[2] or num(p[3]) <= now then
+  local P = periods()
+  local cur = P.open(KEYS[2], ARGV[2])
+  if not P.get(cur, 'prev_swept') then
+    local prev = P.open(KEYS[3], ARGV[3])
+    local _, open = P.sweep(prev, now, keep)
+    P.flush(prev)
+    if not open then P.set(cur, 'prev_swept', 1) end
+  end
+  if num(P.get(cur, 'due')) <= now then
+    P.set(cur, 'due', (P.sweep(cur, now, keep)) or 2 ^ 53)
+  end
+  P.flush(cur)
+  p = fetch()
+end
+
 local tlimit = tlimit_of(KEYS[1], tenant, tonumber(ARGV[11]))
-
--- The pool remembers what spares most Reserves their sweeps: 'due', when the
--- first open lease of the period may run out (a lower bound; absent:
--- unknown), and 'prev_swept', that the previous period has no open lease
--- left (none is added to a period once it is over).
-local p = redis.call('HMGET', k.pool, 'used', 'reserved', 'due', 'prev_swept')
-local due = tonumber(p[3])
-if not p[4] then
-  sweep(prev, now, keep)
-  if redis.call('ZCARD', prev.lease) == 0 then hset(k, 'pool', 'prev_swept', '1') end
-end
-if not due or due <= now then
-  due = sweep(k, now, keep)
-  hset(k, 'pool', 'due', n(due or 2 ^ 53))
-  p = redis.call('HMGET', k.pool, 'used', 'reserved')
-end
-local used, reserved = tonumber(p[1] or '0'), tonumber(p[2] or '0')
-local tu, tr = 0, 0
-if tlimit > 0 then tu, tr = hnum(k.tused, tenant), hnum(k.tres, tenant) end
-local function left(extra)
-  local l = plimit - used - reserved - extra
-  if tlimit > 0 then l = math.min(l, tlimit - tu - tr - extra) end
-  return math.max(0, l)
-end
-
--- The record is written only if absent: a retried script (its reply was
--- lost and the client sent it again) finds it, and is granted again and
--- counted once.
-local r = {s = 'open', u = units, e = expires, a = 0, l = label, t = tenant}
-if not redis.call('SET', rk, encode(r), 'NX', 'PX', k.ttl) then
-  return {1, left(0)}
-end
+local used, reserved, tused, tres = num(p[5]), num(p[6]), num(p[7]), num(p[8])
+-- A retried script (its reply was lost and the client sent it again) finds
+-- the record, and is granted again and counted once.
+if p[4] then return {1, left(plimit, used, reserved, tlimit, tused, tres)} end
 if used + reserved + units > plimit then
-  redis.call('DEL', rk)
   return {0, 'pool', plimit, math.max(0, plimit - used - reserved), reserved}
 end
-if tlimit > 0 and tu + tr + units > tlimit then
-  redis.call('DEL', rk)
-  return {0, 'tenant', tlimit, math.max(0, tlimit - tu - tr), tr}
+if tlimit > 0 and tused + tres + units > tlimit then
+  return {0, 'tenant', tlimit, math.max(0, tlimit - tused - tres), tres}
 end
-add(k, 'tres', tenant, units)
-redis.call('ZADD', k.lease, n(expires), id)
-if not due or expires < due then hset(k, 'pool', 'due', n(expires)) end
--- With nothing reserved before, no lease was open: ZADD created the lease
--- set, and the pool may be new as well.
-if redis.call('HINCRBY', k.pool, 'reserved', n(units)) == units then
-  redis.call('PEXPIRE', k.pool, k.ttl)
-  redis.call('PEXPIRE', k.lease, k.ttl)
+reserved, tres = reserved + units, tres + units
+local r = record('open', ARGV[8], ARGV[9], '0', label, tenant)
+if expires < num(p[3]) then
+  redis.call('HSET', KEYS[2], 'reserved', n(reserved), tr, n(tres), rec, r, 'due', n(expires))
+else
+  redis.call('HSET', KEYS[2], 'reserved', n(reserved), tr, n(tres), rec, r)
 end
-return {1, left(units)}
+return {1, left(plimit, used, reserved, tlimit, tused, tres)}

@@ -1,8 +1,11 @@
+-- KEYS: limits, the current period, the previous one.
 -- ARGV: now, ttl cur, ttl prev, keep
-local now, keep = tonumber(ARGV[1]), ARGV[4]
-local cur, prev = pkeys(KEYS, 2, ARGV[2]), pkeys(KEYS, 8, ARGV[3])
-sweep(prev, now, keep)
-sweep(cur, now, keep)
-return {redis.call('HGETALL', cur.pool), redis.call('HGETALL', cur.tused),
-        redis.call('HGETALL', cur.tres), redis.call('HGETALL', cur.label),
-        redis.call('HGETALL', KEYS[1])}
+-- Reply: {the current period's counters, the limits}, each a flat list.
+local now, keep = tonumber(ARGV[1]), tonumber(ARGV[4])
+local P = periods()
+local cur, prev = P.open(KEYS[2], ARGV[2]), P.open(KEYS[3], ARGV[3])
+P.sweep(prev, now, keep)
+P.flush(prev)
+P.sweep(cur, now, keep)
+P.flush(cur)
+return {P.counters(cur), redis.call('HGETALL', KEYS[1])}
