@@ -123,8 +123,8 @@ func (s *BoltStore) Snapshot(ctx context.Context, op SnapshotOp) (snap Snapshot,
 }
 
 // SetTenantLimit implements Store.
-func (s *BoltStore) SetTenantLimit(ctx context.Context, budget, tenant string, limit *int64) error {
-	return s.update(ctx, budget, func(t *boltTxn) error { t.setOverride(tenant, limit); return nil })
+func (s *BoltStore) SetTenantLimit(ctx context.Context, op LimitOp) error {
+	return s.update(ctx, op.Budget, func(t *boltTxn) error { t.setOverride(op.Tenant, op.Limit); return nil })
 }
 
 // Reconcile implements Store.

@@ -380,7 +380,7 @@ func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64
 	if limit != nil && (*limit < 0 || *limit > maxUnits) {
 		return fmt.Errorf("quota: tenant limit %d must be in 0..%d", *limit, int64(maxUnits))
 	}
-	return l.store.SetTenantLimit(ctx, l.cfg.Budget, tenant, limit)
+	return l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
 }
 
 // Ping reports whether the store can be reached; for readiness checks.

@@ -126,10 +126,10 @@ func (s *MemoryStore) Snapshot(_ context.Context, op SnapshotOp) (Snapshot, erro
 }
 
 // SetTenantLimit implements Store.
-func (s *MemoryStore) SetTenantLimit(_ context.Context, budget, tenant string, limit *int64) error {
+func (s *MemoryStore) SetTenantLimit(_ context.Context, op LimitOp) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.txn(budget).setOverride(tenant, limit)
+	s.txn(op.Budget).setOverride(op.Tenant, op.Limit)
 	return nil
 }
 

@@ -38,6 +38,9 @@ func (p Period) Previous() Period {
 	return periodFrom(p.Start.AddDate(0, -1, 0))
 }
 
+// Next returns the period just after p.
+func (p Period) Next() Period { return periodFrom(p.End) }
+
 // ParsePeriodKey turns a key from a Reservation back into its Period.
 func ParsePeriodKey(key string) (Period, error) {
 	start, err := time.Parse(periodKeyLayout, key)

@@ -93,12 +93,6 @@ func (s *RedisStore) keys(budget string, periods ...Period) []string {
 	return k
 }
 
-// record returns the key of reservation id's finished record in the period
-// whose hash is period.
-func record(period, id string) string {
-	return strings.TrimSuffix(period, "pool") + "res:" + id
-}
-
 // keepFinished is how long a finished reservation's record stays: long
 // enough for a retried or late Finish to find it and change nothing, short
 // enough that records do not pile up for the whole period.
@@ -144,10 +138,16 @@ func asInt(v any) int64 {
 
 // Finish implements Store.
 func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, error) {
-	keys := s.keys(op.Budget, op.Period)
-	v, err := ledgerLibrary.call(ctx, s.c, "finish", append(keys, record(keys[1], op.Res.ID)),
-		ms(op.Now), s.ttl(op.Period, op.Now), op.Res.ID, op.Actual, flag(op.Release), flag(op.Provisional),
-		op.PoolLimit, op.TenantLimit, keepFinishedMS, op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires), ms(op.Now.Add(keepFinished))).Result()
+	how := "settle"
+	switch {
+	case op.Release:
+		how = "release"
+	case op.Provisional:
+		how = "provisional"
+	}
+	v, err := ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period),
+		ms(op.Now), op.Res.ID, op.Actual, how, op.PoolLimit, op.TenantLimit,
+		op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires), ms(op.Now.Add(keepFinished))).Result()
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}
@@ -198,6 +198,8 @@ func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, err
 			snap.TenantReserved[name] = n
 		case tagged && tag == "l":
 			snap.LabelUsed[name] = n
+		case tagged && tag == "lim":
+			// A copy of the limits, which are reported from their own hash.
 		default:
 			snap.Pool[f] = n
 		}
@@ -221,13 +223,17 @@ func flatMap(v any) (map[string]int64, error) {
 	return m, nil
 }
 
-// SetTenantLimit implements Store. One HSET or HDEL is atomic by itself.
-func (s *RedisStore) SetTenantLimit(ctx context.Context, budget, tenant string, limit *int64) error {
-	key := s.base(budget) + ":limits"
-	if limit == nil {
-		return s.wrap(ctx, s.c.HDel(ctx, key, tenant).Err())
+// SetTenantLimit implements Store. Period hashes keep a copy of the tenant's
+// limit for Reserve and Finish to read with the rest; the copies in the
+// periods around op.Cur (whose hashes a skewed clock may already or still
+// use) are dropped with the change, in one step, and filled again on use.
+func (s *RedisStore) SetTenantLimit(ctx context.Context, op LimitOp) error {
+	limit := ""
+	if op.Limit != nil {
+		limit = strconv.FormatInt(*op.Limit, 10)
 	}
-	return s.wrap(ctx, s.c.HSet(ctx, key, tenant, *limit).Err())
+	keys := s.keys(op.Budget, op.Cur.Previous(), op.Cur, op.Cur.Next())
+	return s.wrap(ctx, ledgerLibrary.call(ctx, s.c, "limit", keys, op.Tenant, limit).Err())
 }
 
 // Reconcile implements Store.

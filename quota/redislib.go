@@ -23,10 +23,13 @@ var (
 	luaSnapshot string
 	//go:embed lua/reconcile.lua
 	luaReconcile string
+	//go:embed lua/limit.lua
+	luaLimit string
 
 	ledgerLibrary = newLuaLibrary("linkgate_quota", luaCommon,
 		[2]string{"reserve", luaReserve}, [2]string{"finish", luaFinish},
-		[2]string{"snapshot", luaSnapshot}, [2]string{"reconcile", luaReconcile})
+		[2]string{"snapshot", luaSnapshot}, [2]string{"reconcile", luaReconcile},
+		[2]string{"limit", luaLimit})
 )
 
 // luaLibrary is the ledger's Lua as one Redis function library (Redis 7):

@@ -35,8 +35,9 @@ type Store interface {
 	Finish(ctx context.Context, op FinishOp) (FinishResult, error)
 	// Snapshot returns the counters of op.Cur after the lease sweep.
 	Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error)
-	// SetTenantLimit persists (or with nil removes) a tenant limit override.
-	SetTenantLimit(ctx context.Context, budget, tenant string, limit *int64) error
+	// SetTenantLimit persists (or with a nil Limit removes) a tenant limit
+	// override.
+	SetTenantLimit(ctx context.Context, op LimitOp) error
 	// Reconcile records the upstream figure for op.Cur and, if op.Adopt,
 	// raises the pool's used figure to it (as external spend).
 	Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error)
@@ -108,6 +109,15 @@ type Snapshot struct {
 	TenantReserved map[string]int64
 	LabelUsed      map[string]int64
 	Overrides      map[string]int64 // tenant limit overrides (not per period)
+}
+
+// LimitOp sets or (Limit nil) removes a tenant's limit override, from the
+// period Cur on.
+type LimitOp struct {
+	Budget string
+	Tenant string
+	Limit  *int64
+	Cur    Period
 }
 
 // ReconcileOp carries the upstream's figure for the current period.

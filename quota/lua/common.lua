@@ -2,9 +2,10 @@
 -- <prefix>:{budget}:p:<period-start>:pool, holding the pool's counters by
 -- name and, after a tag and \30, each tenant's used (u) and reserved (r)
 -- units, its spend (l) and provisional charges (prov) per label
--- ("tenant\31label"), and the record of each reservation (o, by id): open,
--- or finished and kept until a retried or late Finish can no longer come.
--- The limits (tenant -> override) are one hash per budget, not per period.
+-- ("tenant\31label"), a copy of its limit override (lim), and the record of
+-- each reservation (o, by id): open, or finished and kept until a retried
+-- or late Finish can no longer come. The limits (tenant -> override) are
+-- one hash per budget, not per period.
 --
 -- Reserve and Finish read what they need with one HMGET and write what they
 -- changed with one HSET: three Redis calls each. The hash's 'due' says when
@@ -47,11 +48,14 @@ local function decode(raw)
   return {s = s, u = tonumber(u), e = tonumber(e), a = tonumber(a), l = l, t = t}
 end
 
--- A tenant's limit: a stored override wins over the configured one.
-local function tlimit_of(limits, tenant, configured)
-  local override = redis.call('HGET', limits, tenant)
-  if override then return tonumber(override) end
-  return configured
+-- A tenant's limit: a stored override wins over the configured one. A
+-- period's hash keeps a copy of the override, read with the rest ('-1':
+-- none; absent: not copied yet). tlimit_of returns the limit and the copy.
+local function tlimit_of(limits, tenant, configured, copy)
+  copy = copy or redis.call('HGET', limits, tenant) or '-1'
+  local override = tonumber(copy)
+  if override < 0 then return configured, copy end
+  return override, copy
 end
 
 -- What is left to reserve: the pool's room, and the tenant's own when it
@@ -70,16 +74,22 @@ local function periods()
 
   -- A period's hash as one script sees it: v holds what was read (false:
   -- absent), w what the script changed, until flush writes it back. ttl is
-  -- how long the hash lives from now, in ms.
+  -- how long the hash lives from now, in ms, when the script may create it.
   function P.open(key, ttl)
     return {key = key, ttl = ttl, v = {}, w = {}}
   end
 
-  -- load reads the whole hash once, folding an earlier layout in first.
+  -- layout reads the hash's layout, and folds an earlier one in.
+  function P.layout(h)
+    if h.layout ~= nil then return end
+    h.layout = redis.call('HGET', h.key, 'v') or false
+    if h.layout ~= LAYOUT then P.migrate(h) end
+  end
+
+  -- load reads the whole hash once, after its layout.
   function P.load(h)
     if h.full then return end
-    h.layout = redis.call('HGET', h.key, 'v')
-    if h.layout ~= LAYOUT then P.migrate(h) end
+    P.layout(h)
     local all = redis.call('HGETALL', h.key)
     for i = 1, #all, 2 do h.v[all[i]] = all[i + 1] end
     h.full = true
@@ -145,8 +155,15 @@ local function periods()
         redis.call('HDEL', old.res, id)
       end
     end
+    -- The keys of a period share its TTL, which a Finish is not told.
+    local ttl = h.ttl
+    for _, k in ipairs({h.key, old.tused, old.tres, old.label, old.lease}) do
+      if ttl then break end
+      local left = redis.call('PTTL', k)
+      if left > 0 then ttl = left end
+    end
     P.hset(h.key, fv)
-    redis.call('PEXPIRE', h.key, h.ttl)
+    if ttl then redis.call('PEXPIRE', h.key, ttl) end
     redis.call('DEL', old.tused, old.tres, old.label, old.lease)
     h.layout = LAYOUT
   end
