@@ -43,8 +43,9 @@ type luaLibrary struct {
 	code string // what FUNCTION LOAD takes
 }
 
-// newLuaLibrary makes one function of each op, a script body that sees KEYS
-// and ARGV as EVAL would, after the common code.
+// newLuaLibrary makes a library of the common code and the ops: each op's
+// code defines a local function of its name, taking KEYS and ARGV as EVAL
+// gives them, which the library registers as <name>_<op>.
 func newLuaLibrary(prefix, common string, ops ...[2]string) luaLibrary {
 	h := sha256.New()
 	h.Write([]byte(common))
@@ -55,7 +56,7 @@ func newLuaLibrary(prefix, common string, ops ...[2]string) luaLibrary {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!lua name=%s\n%s", name, common)
 	for _, op := range ops {
-		fmt.Fprintf(&b, "\nredis.register_function('%s_%s', function(KEYS, ARGV)\n%s\nend)\n", name, op[0], op[1])
+		fmt.Fprintf(&b, "\n%s\nredis.register_function('%s_%s', %s)\n", op[1], name, op[0], op[0])
 	}
 	return luaLibrary{name: name, code: b.String()}
 }

@@ -8,13 +8,13 @@
 -- one hash per budget, not per period.
 --
 -- Reserve and Finish read what they need with one HMGET and write what they
--- changed with one HSET: three Redis calls each. The hash's 'due' says when
+-- changed with one HSET. The hash's 'due' says when
 -- a record may need the rest: a lease that runs out is charged, a finished
 -- record past its time is dropped. That sweep, reports, and folding in a
 -- period of the earlier layout (counters in the hashes <period>:tused,
 -- :tres and :label, open leases in the sorted set :lease, records in
--- :res:<id> keys or the :res hash) go through periods(). All keys of a
--- budget share its hash slot. The rules mirror engine.go; the conformance
+-- :res:<id> keys or the :res hash) go through P. All keys of a budget share
+-- its hash slot. The rules mirror engine.go; the conformance
 -- suite keeps them in step.
 
 local LAYOUT = '2'
@@ -66,172 +66,166 @@ local function left(plimit, used, reserved, tlimit, tused, tres)
   return l
 end
 
--- periods returns the whole-hash operations. They are defined only when a
--- script needs them: defining functions costs a Lua script more than its
--- Redis calls, and most calls never need these.
-local function periods()
-  local P = {}
+-- P holds the operations on a whole period's hash.
+local P = {}
 
-  -- A period's hash as one script sees it: v holds what was read (false:
-  -- absent), w what the script changed, until flush writes it back. ttl is
-  -- how long the hash lives from now, in ms, when the script may create it.
-  function P.open(key, ttl)
-    return {key = key, ttl = ttl, v = {}, w = {}}
-  end
+-- A period's hash as one script sees it: v holds what was read (false:
+-- absent), w what the script changed, until flush writes it back. ttl is
+-- how long the hash lives from now, in ms, when the script may create it.
+function P.open(key, ttl)
+  return {key = key, ttl = ttl, v = {}, w = {}}
+end
 
-  -- layout reads the hash's layout, and folds an earlier one in.
-  function P.layout(h)
-    if h.layout ~= nil then return end
-    h.layout = redis.call('HGET', h.key, 'v') or false
-    if h.layout ~= LAYOUT then P.migrate(h) end
-  end
+-- layout reads the hash's layout, and folds an earlier one in.
+function P.layout(h)
+  if h.layout ~= nil then return end
+  h.layout = redis.call('HGET', h.key, 'v') or false
+  if h.layout ~= LAYOUT then P.migrate(h) end
+end
 
-  -- load reads the whole hash once, after its layout.
-  function P.load(h)
-    if h.full then return end
-    P.layout(h)
-    local all = redis.call('HGETALL', h.key)
-    for i = 1, #all, 2 do h.v[all[i]] = all[i + 1] end
-    h.full = true
-  end
+-- load reads the whole hash once, after its layout.
+function P.load(h)
+  if h.full then return end
+  P.layout(h)
+  local all = redis.call('HGETALL', h.key)
+  for i = 1, #all, 2 do h.v[all[i]] = all[i + 1] end
+  h.full = true
+end
 
-  function P.get(h, f) P.load(h) return h.v[f] or false end
-  function P.num(h, f) return num(P.get(h, f)) end
-  function P.set(h, f, x) h.v[f], h.w[f] = x, x end
-  function P.del(h, f) h.v[f], h.w[f] = false, false end
-  function P.add(h, f, d) P.set(h, f, P.num(h, f) + d) end
+function P.get(h, f) P.load(h) return h.v[f] or false end
+function P.num(h, f) return num(P.get(h, f)) end
+function P.set(h, f, x) h.v[f], h.w[f] = x, x end
+function P.del(h, f) h.v[f], h.w[f] = false, false end
+function P.add(h, f, d) P.set(h, f, P.num(h, f) + d) end
 
-  -- flush writes what the script changed. A hash written for the first
-  -- time gets its layout and its TTL; later writes keep the TTL.
-  function P.flush(h)
-    local fv, gone = {}, {}
-    for f, x in pairs(h.w) do
-      if x == false then
-        gone[#gone + 1] = f
-      else
-        fv[#fv + 1], fv[#fv + 2] = f, type(x) == 'number' and n(x) or x
-      end
-    end
-    h.w = {}
-    if #fv > 0 then
-      local new = h.layout ~= LAYOUT
-      if new then fv[#fv + 1], fv[#fv + 2] = 'v', LAYOUT end
-      P.hset(h.key, fv)
-      if new then
-        redis.call('PEXPIRE', h.key, h.ttl)
-        h.layout = LAYOUT
-      end
-    end
-    if #gone > 0 then redis.call('HDEL', h.key, unpack(gone)) end
-  end
-
-  -- hset writes many fields, in slices that Lua's unpack can take.
-  function P.hset(key, fv)
-    for i = 1, #fv, 1000 do
-      redis.call('HSET', key, unpack(fv, i, math.min(i + 999, #fv)))
+-- flush writes what the script changed. A hash written for the first
+-- time gets its layout and its TTL; later writes keep the TTL.
+function P.flush(h)
+  local fv, gone = {}, {}
+  for f, x in pairs(h.w) do
+    if x == false then
+      gone[#gone + 1] = f
+    else
+      fv[#fv + 1], fv[#fv + 2] = f, type(x) == 'number' and n(x) or x
     end
   end
-
-  -- migrate folds a period of the earlier layout into its hash, once; a
-  -- period with no keys yet is left alone. Finished records stay where
-  -- they are and expire as they would have.
-  function P.migrate(h)
-    local b = base(h.key)
-    local old = {tused = b .. 'tused', tres = b .. 'tres', label = b .. 'label', lease = b .. 'lease', res = b .. 'res'}
-    if redis.call('EXISTS', h.key, old.tused, old.tres, old.label, old.lease) == 0 then return end
-    local fv = {'v', LAYOUT, 'due', '0'} -- the next Reserve sweeps
-    for tag, key in pairs({u = old.tused, r = old.tres, l = old.label}) do
-      local all = redis.call('HGETALL', key)
-      for i = 1, #all, 2 do
-        fv[#fv + 1], fv[#fv + 2] = tfield(tag, all[i]), all[i + 1]
-      end
-    end
-    for _, id in ipairs(redis.call('ZRANGE', old.lease, 0, -1)) do
-      local rk = old.res .. ':' .. id
-      local r = decode(redis.call('GET', rk) or redis.call('HGET', old.res, id))
-      if r and r.s == 'open' then
-        fv[#fv + 1], fv[#fv + 2] = 'o\30' .. id, encode(r)
-        redis.call('DEL', rk)
-        redis.call('HDEL', old.res, id)
-      end
-    end
-    -- The keys of a period share its TTL, which a Finish is not told.
-    local ttl = h.ttl
-    for _, k in ipairs({h.key, old.tused, old.tres, old.label, old.lease}) do
-      if ttl then break end
-      local left = redis.call('PTTL', k)
-      if left > 0 then ttl = left end
-    end
+  h.w = {}
+  if #fv > 0 then
+    local new = h.layout ~= LAYOUT
+    if new then fv[#fv + 1], fv[#fv + 2] = 'v', LAYOUT end
     P.hset(h.key, fv)
-    if ttl then redis.call('PEXPIRE', h.key, ttl) end
-    redis.call('DEL', old.tused, old.tres, old.label, old.lease)
-    h.layout = LAYOUT
-  end
-
-  -- Charges presumed rather than reported are provisional, per tenant and
-  -- label, until a reconciliation confirms or takes them back.
-  function P.provisional(h, tenant, label, u)
-    P.add(h, 'provisional', u)
-    P.add(h, lfield('prov', tenant, label), u)
-  end
-
-  -- expire charges in full a reservation whose holder never came back; its
-  -- record is kept until keep ms from now.
-  function P.expire(h, id, r, now, keep)
-    local u = r.u
-    P.provisional(h, r.t, r.l, u)
-    P.add(h, 'used', u)
-    P.add(h, 'reserved', -u)
-    P.add(h, 'expired', 1)
-    P.add(h, 'expired_units', u)
-    P.add(h, tfield('u', r.t), u)
-    P.add(h, tfield('r', r.t), -u)
-    P.add(h, lfield('l', r.t, r.l), u)
-    P.set(h, 'o\30' .. id, record('expired', n(u), n(now + keep), n(u), r.l, r.t))
-  end
-
-  -- sweep charges the open reservations of period h whose lease ran out by
-  -- now and drops the finished records whose time has come. It returns
-  -- when the first of the other records needs it, and whether any
-  -- reservation is still open.
-  function P.sweep(h, now, keep)
-    P.load(h)
-    local lapsed, nxt, open = {}, nil, false
-    for f, raw in pairs(h.v) do
-      if raw and string.sub(f, 1, 2) == 'o\30' then
-        local r = decode(raw)
-        open = open or (r.s == 'open' and r.e > now)
-        if r.e > now then
-          nxt = math.min(nxt or r.e, r.e)
-        elseif r.s == 'open' then
-          lapsed[string.sub(f, 3)] = r
-        else
-          lapsed[string.sub(f, 3)] = false
-        end
-      end
+    if new then
+      redis.call('PEXPIRE', h.key, h.ttl)
+      h.layout = LAYOUT
     end
-    for id, r in pairs(lapsed) do
-      if r then
-        P.expire(h, id, r, now, keep)
-        nxt = math.min(nxt or now + keep, now + keep)
+  end
+  if #gone > 0 then redis.call('HDEL', h.key, unpack(gone)) end
+end
+
+-- hset writes many fields, in slices that Lua's unpack can take.
+function P.hset(key, fv)
+  for i = 1, #fv, 1000 do
+    redis.call('HSET', key, unpack(fv, i, math.min(i + 999, #fv)))
+  end
+end
+
+-- migrate folds a period of the earlier layout into its hash, once; a
+-- period with no keys yet is left alone. Finished records stay where
+-- they are and expire as they would have.
+function P.migrate(h)
+  local b = base(h.key)
+  local old = {tused = b .. 'tused', tres = b .. 'tres', label = b .. 'label', lease = b .. 'lease', res = b .. 'res'}
+  if redis.call('EXISTS', h.key, old.tused, old.tres, old.label, old.lease) == 0 then return end
+  local fv = {'v', LAYOUT, 'due', '0'} -- the next Reserve sweeps
+  for tag, key in pairs({u = old.tused, r = old.tres, l = old.label}) do
+    local all = redis.call('HGETALL', key)
+    for i = 1, #all, 2 do
+      fv[#fv + 1], fv[#fv + 2] = tfield(tag, all[i]), all[i + 1]
+    end
+  end
+  for _, id in ipairs(redis.call('ZRANGE', old.lease, 0, -1)) do
+    local rk = old.res .. ':' .. id
+    local r = decode(redis.call('GET', rk) or redis.call('HGET', old.res, id))
+    if r and r.s == 'open' then
+      fv[#fv + 1], fv[#fv + 2] = 'o\30' .. id, encode(r)
+      redis.call('DEL', rk)
+      redis.call('HDEL', old.res, id)
+    end
+  end
+  -- The keys of a period share its TTL, which a Finish is not told.
+  local ttl = h.ttl
+  for _, k in ipairs({h.key, old.tused, old.tres, old.label, old.lease}) do
+    if ttl then break end
+    local left = redis.call('PTTL', k)
+    if left > 0 then ttl = left end
+  end
+  P.hset(h.key, fv)
+  if ttl then redis.call('PEXPIRE', h.key, ttl) end
+  redis.call('DEL', old.tused, old.tres, old.label, old.lease)
+  h.layout = LAYOUT
+end
+
+-- Charges presumed rather than reported are provisional, per tenant and
+-- label, until a reconciliation confirms or takes them back.
+function P.provisional(h, tenant, label, u)
+  P.add(h, 'provisional', u)
+  P.add(h, lfield('prov', tenant, label), u)
+end
+
+-- expire charges in full a reservation whose holder never came back; its
+-- record is kept until keep ms from now.
+function P.expire(h, id, r, now, keep)
+  local u = r.u
+  P.provisional(h, r.t, r.l, u)
+  P.add(h, 'used', u)
+  P.add(h, 'reserved', -u)
+  P.add(h, 'expired', 1)
+  P.add(h, 'expired_units', u)
+  P.add(h, tfield('u', r.t), u)
+  P.add(h, tfield('r', r.t), -u)
+  P.add(h, lfield('l', r.t, r.l), u)
+  P.set(h, 'o\30' .. id, record('expired', n(u), n(now + keep), n(u), r.l, r.t))
+end
+
+-- sweep charges the open reservations of period h whose lease ran out by
+-- now and drops the finished records whose time has come. It returns
+-- when the first of the other records needs it, and whether any
+-- reservation is still open.
+function P.sweep(h, now, keep)
+  P.load(h)
+  local lapsed, nxt, open = {}, nil, false
+  for f, raw in pairs(h.v) do
+    if raw and string.sub(f, 1, 2) == 'o\30' then
+      local r = decode(raw)
+      open = open or (r.s == 'open' and r.e > now)
+      if r.e > now then
+        nxt = math.min(nxt or r.e, r.e)
+      elseif r.s == 'open' then
+        lapsed[string.sub(f, 3)] = r
       else
-        P.del(h, 'o\30' .. id)
+        lapsed[string.sub(f, 3)] = false
       end
     end
-    return nxt, open
   end
-
-  -- counters returns the period's fields as a flat list, without the
-  -- records of open reservations.
-  function P.counters(h)
-    local out = {}
-    for f, x in pairs(h.v) do
-      if x and string.sub(f, 1, 2) ~= 'o\30' then
-        out[#out + 1], out[#out + 2] = f, type(x) == 'number' and n(x) or x
-      end
+  for id, r in pairs(lapsed) do
+    if r then
+      P.expire(h, id, r, now, keep)
+      nxt = math.min(nxt or now + keep, now + keep)
+    else
+      P.del(h, 'o\30' .. id)
     end
-    return out
   end
+  return nxt, open
+end
 
-  return P
+-- counters returns the period's fields as a flat list, without the
+-- records of open reservations.
+function P.counters(h)
+  local out = {}
+  for f, x in pairs(h.v) do
+    if x and string.sub(f, 1, 2) ~= 'o\30' then
+      out[#out + 1], out[#out + 2] = f, type(x) == 'number' and n(x) or x
+    end
+  end
+  return out
 end

@@ -1,93 +1,95 @@
+-- fetch reads a reservation's record, and the fields Finish changes.
+local function fetch(key, rec, t, tu, tr, lf, pf)
+  if not pf then
+    return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t))
+  end
+  return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t),
+    'provisional', pf)
+end
+
 -- KEYS: limits, the reservation's period.
 -- ARGV: now, id, actual, how (settle, provisional or release), pool limit,
 --       tenant limit, the reservation as the caller holds it (tenant, label,
 --       units, expiry), and when its finished record is dropped. The stored
 --       record decides; when it is the same, nothing is decoded.
 -- Reply: {state, remaining}, or 'unknown'.
-local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local release, prov = ARGV[4] == 'release', ARGV[4] == 'provisional'
-local plimit, drop = tonumber(ARGV[5]), ARGV[11]
-local keep = tonumber(drop) - now
-local key, rec = KEYS[2], 'o\30' .. id
--- The record: state, units, time, actual (the numbers as strings), label,
--- tenant; and the fields of its tenant and label.
-local s, u, e, a, l, t = 'open', ARGV[9], ARGV[10], '0', ARGV[8], ARGV[7]
-local tu, tr, lf, pf
-local function fetch()
-  tu, tr, lf = tfield('u', t), tfield('r', t), lfield('l', t, l)
-  if not prov then
-    return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t))
-  end
-  pf = lfield('prov', t, l)
-  return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t),
-    'provisional', pf)
-end
-local p = fetch()
-if p[1] ~= record(s, u, e, a, l, t) or tonumber(e) <= now then
-  local r = decode(p[1])
-  if not r or (r.s == 'open' and r.e <= now) then
-    -- A period of the earlier layout is folded in first; a lapsed lease is
-    -- charged as every lapsed lease is, and then finished as one.
-    local P = periods()
-    local h = P.open(key)
-    if r then P.sweep(h, now, keep) else P.layout(h) end
-    P.flush(h)
-    p = fetch()
-    r = decode(p[1])
-  end
-  -- A reservation finished in the earlier layout: a key of its own, or a
-  -- field of the res hash.
-  r = r or decode(redis.call('GET', base(key) .. 'res:' .. id) or redis.call('HGET', base(key) .. 'res', id))
-  if not r or (r.s == 'open' and not p[1]) then return 'unknown' end
-  s, u, e, a = r.s, n(r.u), n(r.e), n(r.a)
-  if r.t ~= t or r.l ~= l then
-    t, l = r.t, r.l
-    p = fetch()
-  end
-end
-local tlimit = tlimit_of(KEYS[1], t, tonumber(ARGV[6]), p[8])
-local units, spent = tonumber(u), tonumber(actual)
-local used, reserved, tused, tres = num(p[2]), num(p[3]), num(p[4]), num(p[5])
-local function remaining() return {s, left(plimit, used, reserved, tlimit, tused, tres)} end
-
-local fv
-if s == 'open' then
-  reserved, tres = reserved - units, tres - units
-  if release then
-    s = 'released'
-    fv = {'reserved', n(reserved), tr, n(tres), rec, record(s, u, drop, a, l, t)}
-  else
-    s, used, tused = 'settled', used + spent, tused + spent
-    fv = {'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused), lf, n(num(p[7]) + spent),
-      'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t)}
-    if prov then
-      fv[15], fv[16] = 'provisional', n(num(p[9]) + spent)
-      fv[17], fv[18] = pf, n(num(p[10]) + spent)
+local function finish(KEYS, ARGV)
+  local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+  local release, prov = ARGV[4] == 'release', ARGV[4] == 'provisional'
+  local plimit, drop = tonumber(ARGV[5]), ARGV[11]
+  local key, rec = KEYS[2], 'o\30' .. id
+  -- The record: state, units, time, actual (the numbers as strings), label,
+  -- tenant; and the fields of its tenant and label.
+  local s, u, e, a, l, t = 'open', ARGV[9], ARGV[10], '0', ARGV[8], ARGV[7]
+  local tu, tr, lf = 'u\30' .. t, 'r\30' .. t, 'l\30' .. t .. '\31' .. l
+  local pf = prov and lfield('prov', t, l)
+  local p = fetch(key, rec, t, tu, tr, lf, pf)
+  if p[1] ~= record(s, u, e, a, l, t) or tonumber(e) <= now then
+    local r = decode(p[1])
+    if not r or (r.s == 'open' and r.e <= now) then
+      -- A period of the earlier layout is folded in first; a lapsed lease is
+      -- charged as every lapsed lease is, and then finished as one.
+      local h = P.open(key)
+      if r then P.sweep(h, now, tonumber(drop) - now) else P.layout(h) end
+      P.flush(h)
+      p = fetch(key, rec, t, tu, tr, lf, pf)
+      r = decode(p[1])
+    end
+    -- A reservation finished in the earlier layout: a key of its own, or a
+    -- field of the res hash.
+    r = r or decode(redis.call('GET', base(key) .. 'res:' .. id) or redis.call('HGET', base(key) .. 'res', id))
+    if not r or (r.s == 'open' and not p[1]) then return 'unknown' end
+    s, u, e, a = r.s, n(r.u), n(r.e), n(r.a)
+    if r.t ~= t or r.l ~= l then
+      t, l = r.t, r.l
+      tu, tr, lf, pf = tfield('u', t), tfield('r', t), lfield('l', t, l), prov and lfield('prov', t, l)
+      p = fetch(key, rec, t, tu, tr, lf, pf)
     end
   end
-  -- The finished record stays until drop. 'due' is at or before the time of
-  -- every record, this one's lease among them, so before drop too unless
-  -- the lease outlived keep.
-  if tonumber(e) > tonumber(drop) and num(redis.call('HGET', key, 'due')) > tonumber(drop) then
-    fv[#fv + 1], fv[#fv + 2] = 'due', drop
-  end
-elseif s == 'expired' and not release then
-  -- Already charged in full; only an actual above that adds spend. The
-  -- record was expired by a sweep, which made 'due' cover its time.
-  s = 'settled'
-  if spent <= units then
-    fv = {rec, record(s, u, e, a, l, t)}
+  local tlimit = tlimit_of(KEYS[1], t, tonumber(ARGV[6]), p[8])
+  local units, spent = tonumber(u), tonumber(actual)
+  local used, reserved, tused, tres = tonumber(p[2]) or 0, tonumber(p[3]) or 0, tonumber(p[4]) or 0, tonumber(p[5]) or 0
+
+  local fv
+  if s == 'open' then
+    reserved, tres = reserved - units, tres - units
+    if release then
+      s = 'released'
+      fv = {'reserved', n(reserved), tr, n(tres), rec, record(s, u, drop, a, l, t)}
+    else
+      s, used, tused = 'settled', used + spent, tused + spent
+      fv = {'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused), lf, n(num(p[7]) + spent),
+        'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t)}
+      if prov then
+        fv[15], fv[16] = 'provisional', n(num(p[9]) + spent)
+        fv[17], fv[18] = pf, n(num(p[10]) + spent)
+      end
+    end
+    -- The finished record stays until drop. 'due' is at or before the time of
+    -- every record, this one's lease among them, so before drop too unless
+    -- the lease outlived keep.
+    if tonumber(e) > tonumber(drop) and num(redis.call('HGET', key, 'due')) > tonumber(drop) then
+      fv[#fv + 1], fv[#fv + 2] = 'due', drop
+    end
+  elseif s == 'expired' and not release then
+    -- Already charged in full; only an actual above that adds spend. The
+    -- record was expired by a sweep, which made 'due' cover its time.
+    s = 'settled'
+    if spent <= units then
+      fv = {rec, record(s, u, e, a, l, t)}
+    else
+      local d = spent - units
+      used, tused = used + d, tused + d
+      fv = {'used', n(used), tu, n(tused), lf, n(num(p[7]) + d), rec, record(s, u, e, actual, l, t)}
+    end
   else
-    local d = spent - units
-    used, tused = used + d, tused + d
-    fv = {'used', n(used), tu, n(tused), lf, n(num(p[7]) + d), rec, record(s, u, e, actual, l, t)}
+    -- Settled, released, or releasing an expired one: nothing changes.
+    return {s, left(plimit, used, reserved, tlimit, tused, tres)}
   end
-else
-  return remaining() -- settled, released, or releasing an expired one: nothing changes
+  redis.call('HSET', key, unpack(fv))
+  if spent > units and not release then
+    redis.call('HINCRBY', key, 'overruns', 1)
+    redis.call('HINCRBY', key, 'overrun_units', n(spent - units))
+  end
+  return {s, left(plimit, used, reserved, tlimit, tused, tres)}
 end
-redis.call('HSET', key, unpack(fv))
-if spent > units and not release then
-  redis.call('HINCRBY', key, 'overruns', 1)
-  redis.call('HINCRBY', key, 'overrun_units', n(spent - units))
-end
-return remaining()
