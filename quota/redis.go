@@ -98,34 +98,34 @@ func (s *RedisStore) keys(budget string, periods ...Period) []string {
 // enough that records do not pile up for the whole period.
 const keepFinished = time.Hour
 
-var keepFinishedMS = strconv.FormatInt(keepFinished.Milliseconds(), 10)
+const keepFinishedMS = int64(keepFinished / time.Millisecond)
 
 // ttl is computed from the ledger's clock, not the server's, so that the
 // injected clock decides expiry; relative TTLs keep it correct whatever the
 // server's time.
-func (s *RedisStore) ttl(p Period, now time.Time) string {
-	d := max(p.End.Add(s.retain).Sub(now), time.Hour)
-	return strconv.FormatInt(d.Milliseconds(), 10)
+func (s *RedisStore) ttl(p Period, now time.Time) int64 {
+	return max(p.End.Add(s.retain).Sub(now), time.Hour).Milliseconds()
 }
 
-func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+func ms(t time.Time) int64 { return t.UnixMilli() }
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
 	v, err := ledgerLibrary.call(ctx, s.c, "reserve", s.keys(op.Budget, op.Cur, op.Prev),
 		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.ID, op.Tenant, op.Label,
-		op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Slice()
+		op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Result()
 	if err != nil {
 		return ReserveResult{}, s.wrap(ctx, err)
 	}
-	if len(v) == 2 && asInt(v[0]) == 1 {
-		return ReserveResult{Granted: true, Remaining: asInt(v[1])}, nil
+	if left, ok := v.(int64); ok {
+		return ReserveResult{Granted: true, Remaining: left}, nil
 	}
-	if len(v) != 5 {
+	d, _ := v.([]any)
+	if len(d) != 4 {
 		return ReserveResult{}, fmt.Errorf("quota: redis: unexpected reserve reply %v", v)
 	}
-	r := ReserveResult{Scope: ScopePool, Limit: asInt(v[2]), Remaining: asInt(v[3]), Reserved: asInt(v[4])}
-	if v[1] == "tenant" {
+	r := ReserveResult{Scope: ScopePool, Limit: asInt(d[1]), Remaining: asInt(d[2]), Reserved: asInt(d[3])}
+	if d[0] == "tenant" {
 		r.Scope = ScopeTenant
 	}
 	return r, nil
@@ -154,11 +154,11 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 	if v == "unknown" {
 		return FinishResult{}, ErrUnknownReservation
 	}
-	a, _ := v.([]any)
-	if len(a) != 2 {
+	left, ok := v.(int64)
+	if !ok {
 		return FinishResult{}, fmt.Errorf("quota: redis: unexpected finish reply %v", v)
 	}
-	return FinishResult{Remaining: asInt(a[1])}, nil
+	return FinishResult{Remaining: left}, nil
 }
 
 func flag(b bool) string {

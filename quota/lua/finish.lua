@@ -12,7 +12,7 @@ end
 --       tenant limit, the reservation as the caller holds it (tenant, label,
 --       units, expiry), and when its finished record is dropped. The stored
 --       record decides; when it is the same, nothing is decoded.
--- Reply: {state, remaining}, or 'unknown'.
+-- Reply: what the tenant may still reserve, or 'unknown'.
 local function finish(KEYS, ARGV)
   local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local release, prov = ARGV[4] == 'release', ARGV[4] == 'provisional'
@@ -84,12 +84,12 @@ local function finish(KEYS, ARGV)
     end
   else
     -- Settled, released, or releasing an expired one: nothing changes.
-    return {s, left(plimit, used, reserved, tlimit, tused, tres)}
+    return left(plimit, used, reserved, tlimit, tused, tres)
   end
   redis.call('HSET', key, unpack(fv))
   if spent > units and not release then
     redis.call('HINCRBY', key, 'overruns', 1)
     redis.call('HINCRBY', key, 'overrun_units', n(spent - units))
   end
-  return {s, left(plimit, used, reserved, tlimit, tused, tres)}
+  return left(plimit, used, reserved, tlimit, tused, tres)
 end

@@ -20,7 +20,8 @@ end
 -- KEYS: limits, the current period, the previous one.
 -- ARGV: now, ttl cur, ttl prev, keep, id, tenant, label, units, expires,
 --       pool limit, tenant limit
--- Reply: {1, remaining} granted; {0, scope, limit, remaining, reserved} denied.
+-- Reply: what the tenant may still reserve, granted; {scope, limit,
+-- remaining, reserved}, denied.
 local function reserve(KEYS, ARGV)
   local now, tenant, rec = tonumber(ARGV[1]), ARGV[6], 'o\30' .. ARGV[5]
   local tu, tr, tl = 'u\30' .. tenant, 'r\30' .. tenant, 'lim\30' .. tenant
@@ -36,17 +37,17 @@ local function reserve(KEYS, ARGV)
   local units, plimit = tonumber(ARGV[8]), tonumber(ARGV[10])
   -- A retried call (its reply was lost and the client sent it again) finds
   -- the record, and is granted again and counted once.
-  if p[3] then return {1, left(plimit, used, reserved, tlimit, tused, tres)} end
+  if p[3] then return left(plimit, used, reserved, tlimit, tused, tres) end
   if used + reserved + units > plimit then
-    return {0, 'pool', plimit, math.max(0, plimit - used - reserved), reserved}
+    return {'pool', plimit, math.max(0, plimit - used - reserved), reserved}
   end
   if tlimit > 0 and tused + tres + units > tlimit then
-    return {0, 'tenant', tlimit, math.max(0, tlimit - tused - tres), tres}
+    return {'tenant', tlimit, math.max(0, tlimit - tused - tres), tres}
   end
   reserved, tres = reserved + units, tres + units
   local fv = {'reserved', n(reserved), tr, n(tres), rec, record('open', ARGV[8], ARGV[9], '0', ARGV[7], tenant)}
   if tonumber(ARGV[9]) < due then fv[#fv + 1], fv[#fv + 2] = 'due', ARGV[9] end
   if not p[8] then fv[#fv + 1], fv[#fv + 2] = tl, copy end
   redis.call('HSET', KEYS[2], unpack(fv))
-  return {1, left(plimit, used, reserved, tlimit, tused, tres)}
+  return left(plimit, used, reserved, tlimit, tused, tres)
 end
