@@ -93,9 +93,10 @@ func (s *RedisStore) keys(budget string, periods ...Period) []string {
 	return k
 }
 
-// keepFinished is how long a finished reservation's record stays: long
-// enough for a retried or late Finish to find it and change nothing, short
-// enough that records do not pile up for the whole period.
+// keepFinished is how long a finished reservation's record stays (or until
+// its lease would have run out, if that is later): long enough for a
+// retried or late Finish to find it and change nothing, short enough that
+// records do not pile up for the whole period.
 const keepFinished = time.Hour
 
 const keepFinishedMS = int64(keepFinished / time.Millisecond)
@@ -108,6 +109,13 @@ func (s *RedisStore) ttl(p Period, now time.Time) int64 {
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
@@ -147,7 +155,7 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 	}
 	v, err := ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period),
 		ms(op.Now), op.Res.ID, op.Actual, how, op.PoolLimit, op.TenantLimit,
-		op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires), ms(op.Now.Add(keepFinished))).Result()
+		op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires), ms(later(op.Now.Add(keepFinished), op.Res.Expires))).Result()
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}

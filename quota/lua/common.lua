@@ -53,9 +53,8 @@ end
 -- none; absent: not copied yet). tlimit_of returns the limit and the copy.
 local function tlimit_of(limits, tenant, configured, copy)
   copy = copy or redis.call('HGET', limits, tenant) or '-1'
-  local override = tonumber(copy)
-  if override < 0 then return configured, copy end
-  return override, copy
+  if copy == '-1' then return tonumber(configured), copy end
+  return tonumber(copy), copy
 end
 
 -- What is left to reserve: the pool's room, and the tenant's own when it

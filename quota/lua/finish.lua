@@ -10,8 +10,10 @@ end
 -- KEYS: limits, the reservation's period.
 -- ARGV: now, id, actual, how (settle, provisional or release), pool limit,
 --       tenant limit, the reservation as the caller holds it (tenant, label,
---       units, expiry), and when its finished record is dropped. The stored
---       record decides; when it is the same, nothing is decoded.
+--       units, expiry), and when its finished record is dropped: not before
+--       its lease would have run out, so that 'due', which is at or before
+--       every record's time, needs no change. The stored record decides;
+--       when it is the same, nothing is decoded.
 -- Reply: what the tenant may still reserve, or 'unknown'.
 local function finish(KEYS, ARGV)
   local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
@@ -46,7 +48,7 @@ local function finish(KEYS, ARGV)
       p = fetch(key, rec, t, tu, tr, lf, pf)
     end
   end
-  local tlimit = tlimit_of(KEYS[1], t, tonumber(ARGV[6]), p[8])
+  local tlimit = tlimit_of(KEYS[1], t, ARGV[6], p[8])
   local units, spent = tonumber(u), tonumber(actual)
   local used, reserved, tused, tres = tonumber(p[2]) or 0, tonumber(p[3]) or 0, tonumber(p[4]) or 0, tonumber(p[5]) or 0
 
@@ -64,12 +66,6 @@ local function finish(KEYS, ARGV)
         fv[15], fv[16] = 'provisional', n(num(p[9]) + spent)
         fv[17], fv[18] = pf, n(num(p[10]) + spent)
       end
-    end
-    -- The finished record stays until drop. 'due' is at or before the time of
-    -- every record, this one's lease among them, so before drop too unless
-    -- the lease outlived keep.
-    if tonumber(e) > tonumber(drop) and num(redis.call('HGET', key, 'due')) > tonumber(drop) then
-      fv[#fv + 1], fv[#fv + 2] = 'due', drop
     end
   elseif s == 'expired' and not release then
     -- Already charged in full; only an actual above that adds spend. The

@@ -32,7 +32,7 @@ local function reserve(KEYS, ARGV)
     p = redis.call('HMGET', KEYS[2], 'swept', 'due', rec, 'used', 'reserved', tu, tr, tl)
     due = tonumber(p[2])
   end
-  local tlimit, copy = tlimit_of(KEYS[1], tenant, tonumber(ARGV[11]), p[8])
+  local tlimit, copy = tlimit_of(KEYS[1], tenant, ARGV[11], p[8])
   local used, reserved, tused, tres = tonumber(p[4]) or 0, tonumber(p[5]) or 0, tonumber(p[6]) or 0, tonumber(p[7]) or 0
   local units, plimit = tonumber(ARGV[8]), tonumber(ARGV[10])
   -- A retried call (its reply was lost and the client sent it again) finds
