@@ -119,9 +119,10 @@ func later(a, b time.Time) time.Time {
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
-	v, err := ledgerLibrary.call(ctx, s.c, "reserve", s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.ID, op.Tenant, op.Label,
-		op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Result()
+	v, err := s.needsSweep(ctx, op.Budget, op.Cur, op.Now, func() (any, error) {
+		return ledgerLibrary.call(ctx, s.c, "reserve", s.keys(op.Budget, op.Cur), ms(op.Now), op.ID, op.Tenant,
+			op.Label, op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Result()
+	})
 	if err != nil {
 		return ReserveResult{}, s.wrap(ctx, err)
 	}
@@ -139,6 +140,27 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 	return r, nil
 }
 
+// needsSweep runs op, and when it replies that period p needs a sweep
+// first (a lease may have run out, a finished record may be due to go, or
+// the period is of the earlier layout), sweeps and runs it once more. The
+// sweep takes the same now as op, which then finds nothing left to sweep.
+func (s *RedisStore) needsSweep(ctx context.Context, budget string, p Period, now time.Time, op func() (any, error)) (any, error) {
+	v, err := op()
+	if err != nil || v != "sweep" {
+		return v, err
+	}
+	prev := p.Previous()
+	err = ledgerLibrary.call(ctx, s.c, "sweep", []string{s.period(budget, p), s.period(budget, prev)},
+		ms(now), s.ttl(p, now), s.ttl(prev, now), keepFinishedMS).Err()
+	if err != nil {
+		return nil, err
+	}
+	if v, err = op(); v == "sweep" {
+		return nil, fmt.Errorf("quota: redis: period %s still needs a sweep after one", p.Key)
+	}
+	return v, err
+}
+
 func asInt(v any) int64 {
 	i, _ := v.(int64)
 	return i
@@ -153,9 +175,11 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 	case op.Provisional:
 		how = "provisional"
 	}
-	v, err := ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period),
-		ms(op.Now), op.Res.ID, op.Actual, how, op.PoolLimit, op.TenantLimit,
-		op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires), ms(later(op.Now.Add(keepFinished), op.Res.Expires))).Result()
+	v, err := s.needsSweep(ctx, op.Budget, op.Period, op.Now, func() (any, error) {
+		return ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period), ms(op.Now), op.Res.ID, op.Actual,
+			how, op.PoolLimit, op.TenantLimit, op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires),
+			ms(later(op.Now.Add(keepFinished), op.Res.Expires))).Result()
+	})
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}

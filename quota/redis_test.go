@@ -202,3 +202,29 @@ func TestRedisFoldsEarlierLayout(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 }
+
+// TestRedisSweepsThePreviousPeriod: while the period before still has an
+// open lease, Reserve in the new one goes on, and the lease is charged by
+// the first Reserve after it runs out.
+func TestRedisSweepsThePreviousPeriod(t *testing.T) {
+	ctx := context.Background()
+	c := redistest.Client(t)
+	clk := newClock(time.Date(2025, 3, 14, 23, 59, 30, 0, time.UTC))
+	s := NewRedisStore(c)
+	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
+	old := l.Period()
+	mustReserve(t, l, "a", "x", 7)
+	clk.Advance(45 * time.Second) // a new period; the lease has 15 s left
+	for range 3 {
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 1), 1)
+	}
+	if n, err := c.HGet(ctx, s.period(l.cfg.Budget, old), "expired").Int64(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("expired = %d, %v before the lease ran out", n, err)
+	}
+	clk.Advance(16 * time.Second)
+	mustReserve(t, l, "a", "x", 1)
+	if n, err := c.HGet(ctx, s.period(l.cfg.Budget, old), "expired_units").Int64(); err != nil || n != 7 {
+		t.Fatalf("expired_units of the period before = %d, %v; want 7", n, err)
+	}
+	checkPool(t, l, 3, 1)
+}

@@ -19,6 +19,8 @@ var (
 	luaReserve string
 	//go:embed lua/finish.lua
 	luaFinish string
+	//go:embed lua/sweep.lua
+	luaSweep string
 	//go:embed lua/snapshot.lua
 	luaSnapshot string
 	//go:embed lua/reconcile.lua
@@ -27,7 +29,7 @@ var (
 	luaLimit string
 
 	ledgerLibrary = newLuaLibrary("linkgate_quota", luaCommon,
-		[2]string{"reserve", luaReserve}, [2]string{"finish", luaFinish},
+		[2]string{"reserve", luaReserve}, [2]string{"finish", luaFinish}, [2]string{"sweep", luaSweep},
 		[2]string{"snapshot", luaSnapshot}, [2]string{"reconcile", luaReconcile},
 		[2]string{"limit", luaLimit})
 )

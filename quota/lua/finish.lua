@@ -14,7 +14,8 @@ end
 --       its lease would have run out, so that 'due', which is at or before
 --       every record's time, needs no change. The stored record decides;
 --       when it is the same, nothing is decoded.
--- Reply: what the tenant may still reserve, or 'unknown'.
+-- Reply: what the tenant may still reserve, 'unknown', or 'sweep' when the
+-- period needs one first.
 local function finish(KEYS, ARGV)
   local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local release, prov = ARGV[4] == 'release', ARGV[4] == 'provisional'
@@ -28,15 +29,11 @@ local function finish(KEYS, ARGV)
   local p = fetch(key, rec, t, tu, tr, lf, pf)
   if p[1] ~= record(s, u, e, a, l, t) or tonumber(e) <= now then
     local r = decode(p[1])
-    if not r or (r.s == 'open' and r.e <= now) then
-      -- A period of the earlier layout is folded in first; a lapsed lease is
-      -- charged as every lapsed lease is, and then finished as one.
-      local h = P.open(key)
-      if r then P.sweep(h, now, tonumber(drop) - now) else P.layout(h) end
-      P.flush(h)
-      p = fetch(key, rec, t, tu, tr, lf, pf)
-      r = decode(p[1])
-    end
+    -- A lapsed lease is charged as every lapsed lease is, by a sweep, and
+    -- then finished as one; a period of the earlier layout is folded in by
+    -- a sweep as well.
+    if r and r.s == 'open' and r.e <= now then return 'sweep' end
+    if not r and redis.call('HGET', key, 'v') ~= LAYOUT then return 'sweep' end
     -- A reservation finished in the earlier layout: a key of its own, or a
     -- field of the res hash.
     r = r or decode(redis.call('GET', base(key) .. 'res:' .. id) or redis.call('HGET', base(key) .. 'res', id))
