@@ -49,19 +49,21 @@ local function finish(KEYS, ARGV)
   local units, spent = tonumber(u), tonumber(actual)
   local used, reserved, tused, tres = tonumber(p[2]) or 0, tonumber(p[3]) or 0, tonumber(p[4]) or 0, tonumber(p[5]) or 0
 
-  local fv
   if s == 'open' then
     reserved, tres = reserved - units, tres - units
     if release then
       s = 'released'
-      fv = {'reserved', n(reserved), tr, n(tres), rec, record(s, u, drop, a, l, t)}
+      redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), rec, record(s, u, drop, a, l, t))
     else
+      -- The fields are written out, as a table costs more than the call.
       s, used, tused = 'settled', used + spent, tused + spent
-      fv = {'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused), lf, n(num(p[7]) + spent),
-        'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t)}
       if prov then
-        fv[15], fv[16] = 'provisional', n(num(p[9]) + spent)
-        fv[17], fv[18] = pf, n(num(p[10]) + spent)
+        redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
+          lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t),
+          'provisional', n(num(p[9]) + spent), pf, n(num(p[10]) + spent))
+      else
+        redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
+          lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t))
       end
     end
   elseif s == 'expired' and not release then
@@ -69,17 +71,16 @@ local function finish(KEYS, ARGV)
     -- record was expired by a sweep, which made 'due' cover its time.
     s = 'settled'
     if spent <= units then
-      fv = {rec, record(s, u, e, a, l, t)}
+      redis.call('HSET', key, rec, record(s, u, e, a, l, t))
     else
       local d = spent - units
       used, tused = used + d, tused + d
-      fv = {'used', n(used), tu, n(tused), lf, n(num(p[7]) + d), rec, record(s, u, e, actual, l, t)}
+      redis.call('HSET', key, 'used', n(used), tu, n(tused), lf, n(num(p[7]) + d), rec, record(s, u, e, actual, l, t))
     end
   else
     -- Settled, released, or releasing an expired one: nothing changes.
     return left(plimit, used, reserved, tlimit, tused, tres)
   end
-  redis.call('HSET', key, unpack(fv))
   if spent > units and not release then
     redis.call('HINCRBY', key, 'overruns', 1)
     redis.call('HINCRBY', key, 'overrun_units', n(spent - units))
