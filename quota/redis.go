@@ -110,6 +110,14 @@ func (s *RedisStore) ttl(p Period, now time.Time) int64 {
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
+// record encodes a reservation's record as the functions store it
+// (lua/common.lua): state, units, time (unix ms), actual, label, tenant.
+// The functions store and compare what they are given, with no work in Lua.
+func record(state string, units, at, actual int64, label, tenant string) string {
+	return state + "\x1f" + strconv.FormatInt(units, 10) + "\x1f" + strconv.FormatInt(at, 10) + "\x1f" +
+		strconv.FormatInt(actual, 10) + "\x1f" + label + "\x1f" + tenant
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -121,7 +129,8 @@ func later(a, b time.Time) time.Time {
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
 	v, err := s.needsSweep(ctx, op.Budget, op.Cur, op.Now, func() (any, error) {
 		return ledgerLibrary.call(ctx, s.c, "reserve", s.keys(op.Budget, op.Cur), ms(op.Now), op.ID, op.Tenant,
-			op.Label, op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit).Result()
+			op.Label, op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit,
+			record(stateOpen, op.Units, ms(op.Expires), 0, op.Label, op.Tenant)).Result()
 	})
 	if err != nil {
 		return ReserveResult{}, s.wrap(ctx, err)
@@ -175,10 +184,15 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 	case op.Provisional:
 		how = "provisional"
 	}
+	r, drop, state := op.Res, ms(later(op.Now.Add(keepFinished), op.Res.Expires)), stateSettled
+	if op.Release {
+		state = stateReleased
+	}
 	v, err := s.needsSweep(ctx, op.Budget, op.Period, op.Now, func() (any, error) {
-		return ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period), ms(op.Now), op.Res.ID, op.Actual,
-			how, op.PoolLimit, op.TenantLimit, op.Res.Tenant, op.Res.Label, op.Res.Units, ms(op.Res.Expires),
-			ms(later(op.Now.Add(keepFinished), op.Res.Expires))).Result()
+		return ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period), ms(op.Now), r.ID, op.Actual,
+			how, op.PoolLimit, op.TenantLimit, r.Tenant, r.Label, r.Units, ms(r.Expires), drop,
+			record(stateOpen, r.Units, ms(r.Expires), 0, r.Label, r.Tenant),
+			record(state, r.Units, drop, op.Actual, r.Label, r.Tenant)).Result()
 	})
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)

@@ -10,16 +10,17 @@ end
 -- KEYS: limits, the reservation's period.
 -- ARGV: now, id, actual, how (settle, provisional or release), pool limit,
 --       tenant limit, the reservation as the caller holds it (tenant, label,
---       units, expiry), and when its finished record is dropped: not before
---       its lease would have run out, so that 'due', which is at or before
---       every record's time, needs no change. The stored record decides;
---       when it is the same, nothing is decoded.
+--       units, expiry), when its finished record is dropped (not before its
+--       lease would have run out, so that 'due', which is at or before
+--       every record's time, needs no change), and the records, which the
+--       caller encodes, that it is stored as and that it is to become. When
+--       the stored record is the caller's, nothing is decoded.
 -- Reply: what the tenant may still reserve, 'unknown', or 'sweep' when the
 -- period needs one first.
 local function finish(KEYS, ARGV)
   local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local release, prov = ARGV[4] == 'release', ARGV[4] == 'provisional'
-  local plimit, drop = tonumber(ARGV[5]), ARGV[11]
+  local plimit, drop, finished = tonumber(ARGV[5]), ARGV[11], ARGV[13]
   local key, rec = KEYS[2], 'o\30' .. id
   -- The record: state, units, time, actual (the numbers as strings), label,
   -- tenant; and the fields of its tenant and label.
@@ -27,7 +28,7 @@ local function finish(KEYS, ARGV)
   local tu, tr, lf = 'u\30' .. t, 'r\30' .. t, 'l\30' .. t .. '\31' .. l
   local pf = prov and lfield('prov', t, l)
   local p = fetch(key, rec, t, tu, tr, lf, pf)
-  if p[1] ~= record(s, u, e, a, l, t) or tonumber(e) <= now then
+  if p[1] ~= ARGV[12] or tonumber(e) <= now then
     local r = decode(p[1])
     -- A lapsed lease is charged as every lapsed lease is, by a sweep, and
     -- then finished as one; a period of the earlier layout is folded in by
@@ -39,6 +40,7 @@ local function finish(KEYS, ARGV)
     r = r or decode(redis.call('GET', base(key) .. 'res:' .. id) or redis.call('HGET', base(key) .. 'res', id))
     if not r or (r.s == 'open' and not p[1]) then return 'unknown' end
     s, u, e, a = r.s, n(r.u), n(r.e), n(r.a)
+    finished = nil
     if r.t ~= t or r.l ~= l then
       t, l = r.t, r.l
       tu, tr, lf, pf = tfield('u', t), tfield('r', t), lfield('l', t, l), prov and lfield('prov', t, l)
@@ -53,17 +55,17 @@ local function finish(KEYS, ARGV)
     reserved, tres = reserved - units, tres - units
     if release then
       s = 'released'
-      redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), rec, record(s, u, drop, a, l, t))
+      redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), rec, finished or record(s, u, drop, a, l, t))
     else
       -- The fields are written out, as a table costs more than the call.
       s, used, tused = 'settled', used + spent, tused + spent
       if prov then
         redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
-          lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t),
+          lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, finished or record(s, u, drop, actual, l, t),
           'provisional', n(num(p[9]) + spent), pf, n(num(p[10]) + spent))
       else
         redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
-          lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, record(s, u, drop, actual, l, t))
+          lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, finished or record(s, u, drop, actual, l, t))
       end
     end
   elseif s == 'expired' and not release then

@@ -1,5 +1,6 @@
 -- KEYS: limits, the current period.
--- ARGV: now, id, tenant, label, units, expires, pool limit, tenant limit
+-- ARGV: now, id, tenant, label, units, expires, pool limit, tenant limit,
+--       and the reservation's record, which the caller encodes
 -- Reply: what the tenant may still reserve, granted; {scope, limit,
 -- remaining, reserved}, denied; 'sweep' when the period needs one first.
 local function reserve(KEYS, ARGV)
@@ -25,12 +26,11 @@ local function reserve(KEYS, ARGV)
   -- a sweep, and the limit is copied but for the tenant's first Reserve of
   -- the period: the common write is one call with its fields written out,
   -- as a table costs more than the call.
-  local r = record('open', ARGV[5], ARGV[6], '0', ARGV[4], tenant)
   if tonumber(ARGV[6]) >= due and p[8] then
-    redis.call('HSET', KEYS[2], 'reserved', n(reserved), tr, n(tres), rec, r)
+    redis.call('HSET', KEYS[2], 'reserved', n(reserved), tr, n(tres), rec, ARGV[9])
   else
-    redis.call('HSET', KEYS[2], 'reserved', n(reserved), tr, n(tres), rec, r, 'due', n(math.min(due, tonumber(ARGV[6]))),
-      tl, copy)
+    redis.call('HSET', KEYS[2], 'reserved', n(reserved), tr, n(tres), rec, ARGV[9],
+      'due', n(math.min(due, tonumber(ARGV[6]))), tl, copy)
   end
   return left(plimit, used, reserved, tlimit, tused, tres)
 end
