@@ -45,6 +45,7 @@ func start() {
 	_ = l.Close()
 	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "")
+	cmd.SysProcAttr = ownSession()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		server.err = err
