@@ -194,6 +194,18 @@ var conformanceCases = []struct {
 			t.Fatalf("tenants %+v", rep.Tenants)
 		}
 	}},
+	{"finish goes by the stored reservation", func(t *testing.T, s Store, clk *fakeClock) {
+		l := newLedger(t, s, clk, func(c *Config) { c.Tenants = map[string]int64{"a": 100, "b": 100} })
+		r := mustReserve(t, l, "a", "x", 10)
+		altered := r
+		altered.Tenant, altered.Label, altered.Units = "b", "y", 3
+		mustSettle(t, l, altered, 4)
+		rep := mustReport(t, l)
+		if rep.Pool.Used != 4 || rep.Pool.Reserved != 0 || rep.SpendByTenant["a"] != 4 || rep.SpendByTenant["b"] != 0 ||
+			rep.SpendByLabel["x"] != 4 || rep.Overruns != 0 {
+			t.Fatalf("report %+v", rep)
+		}
+	}},
 	{"reconcile adopts a higher upstream figure", func(t *testing.T, s Store, clk *fakeClock) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, nil)

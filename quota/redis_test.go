@@ -228,3 +228,34 @@ func TestRedisSweepsThePreviousPeriod(t *testing.T) {
 	}
 	checkPool(t, l, 3, 1)
 }
+
+// TestRedisTenantLimitCopy: a period's hash keeps a copy of a tenant's
+// limit override; changing the override drops the copies of the periods
+// around the caller's own, so that a replica whose clock is already in the
+// next period sees the change too.
+func TestRedisTenantLimitCopy(t *testing.T) {
+	ctx := context.Background()
+	c := redistest.Client(t)
+	s := NewRedisStore(c)
+	late := newClock(time.Date(2025, 3, 14, 23, 59, 59, 0, time.UTC)) // one replica, still in the old period
+	early := newClock(time.Date(2025, 3, 15, 0, 0, 1, 0, time.UTC))   // another, already in the new one
+	limits := func(c *Config) { c.Tenants = map[string]int64{"a": 10} }
+	l := newLedger(t, s, late, limits)
+	l2, err := New(s, func() Config { cfg := l.cfg; cfg.Clock = early.Now; return cfg }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustReserve(t, l2, "a", "x", 5) // copies "no override" into the new period
+	hundred := int64(100)
+	if err := l.SetTenantLimit(ctx, "a", &hundred); err != nil {
+		t.Fatal(err)
+	}
+	mustReserve(t, l2, "a", "x", 50) // above the configured 10: the override is seen
+	if err := l.SetTenantLimit(ctx, "a", nil); err != nil {
+		t.Fatal(err)
+	}
+	var de *DeniedError
+	if _, err := l2.Reserve(ctx, "a", "x", 1); !errors.As(err, &de) || de.Scope != ScopeTenant || de.Limit != 10 {
+		t.Fatalf("Reserve after the override was removed = %v, want a denial by the tenant's limit of 10", err)
+	}
+}

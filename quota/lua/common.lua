@@ -1,21 +1,22 @@
--- Shared by every script. A period of a budget is one hash,
--- <prefix>:{budget}:p:<period-start>:pool, holding the pool's counters by
--- name and, after a tag and \30, each tenant's used (u) and reserved (r)
--- units, its spend (l) and provisional charges (prov) per label
--- ("tenant\31label"), a copy of its limit override (lim), and the record of
--- each reservation (o, by id): open, or finished and kept until a retried
--- or late Finish can no longer come. The limits (tenant -> override) are
--- one hash per budget, not per period.
+-- What the ledger's functions share (one library, loaded once:
+-- redislib.go).
+--
+-- A period of a budget is one hash, <prefix>:{budget}:p:<period-start>:pool:
+-- the pool's counters by name and, after a tag and \30, each tenant's used
+-- (u) and reserved (r) units, its spend (l) and provisional charges (prov)
+-- per label ("tenant\31label"), a copy of its limit override (lim), and the
+-- record of each reservation (o, by id): open, or finished and kept until a
+-- retried or late Finish can no longer come. The limits (tenant -> override)
+-- are one hash per budget. All keys of a budget share its hash slot.
 --
 -- Reserve and Finish read what they need with one HMGET and write what they
--- changed with one HSET. The hash's 'due' says when
--- a record may need the rest: a lease that runs out is charged, a finished
--- record past its time is dropped. That sweep, reports, and folding in a
--- period of the earlier layout (counters in the hashes <period>:tused,
--- :tres and :label, open leases in the sorted set :lease, records in
--- :res:<id> keys or the :res hash) go through P. All keys of a budget share
--- its hash slot. The rules mirror engine.go; the conformance
--- suite keeps them in step.
+-- changed with one HSET. The rest is sweep's, which they ask for when the
+-- hash's 'due' has come: charging lapsed leases, dropping finished records,
+-- and folding in a period of the earlier layout (counters in the hashes
+-- <period>:tused, :tres and :label, open leases in the sorted set :lease,
+-- records in :res:<id> keys or the :res hash). Sweeps, reports and
+-- reconciliation work on a whole hash through P. The rules mirror
+-- engine.go; the conformance suite keeps them in step.
 
 local LAYOUT = '2'
 
@@ -135,7 +136,7 @@ function P.migrate(h)
   local b = base(h.key)
   local old = {tused = b .. 'tused', tres = b .. 'tres', label = b .. 'label', lease = b .. 'lease', res = b .. 'res'}
   if redis.call('EXISTS', h.key, old.tused, old.tres, old.label, old.lease) == 0 then return end
-  local fv = {'v', LAYOUT, 'due', '0'} -- the next Reserve sweeps
+  local fv = {'v', LAYOUT, 'due', '0'} -- a Reserve asks for a sweep first
   for tag, key in pairs({u = old.tused, r = old.tres, l = old.label}) do
     local all = redis.call('HGETALL', key)
     for i = 1, #all, 2 do
