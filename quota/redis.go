@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +21,14 @@ type RedisStore struct {
 	c      redis.UniversalClient
 	prefix string
 	retain time.Duration
+	// step holds the keys of the period the last Reserve or Finish used,
+	// which is the period of nearly every step.
+	step atomic.Pointer[stepKeys]
+}
+
+type stepKeys struct {
+	budget, period string
+	keys           []string
 }
 
 // RedisOption configures NewRedisStore.
@@ -93,6 +102,17 @@ func (s *RedisStore) keys(budget string, periods ...Period) []string {
 	return k
 }
 
+// stepKeys returns the keys of a Reserve or Finish in period p: the budget's
+// limits and the period's hash.
+func (s *RedisStore) stepKeys(budget string, p Period) []string {
+	if k := s.step.Load(); k != nil && k.budget == budget && k.period == p.Key {
+		return k.keys
+	}
+	k := &stepKeys{budget: budget, period: p.Key, keys: s.keys(budget, p)}
+	s.step.Store(k)
+	return k.keys
+}
+
 // keepFinished is how long a finished reservation's record stays (or until
 // its lease would have run out, if that is later): long enough for a
 // retried or late Finish to find it and change nothing, short enough that
@@ -128,7 +148,7 @@ func later(a, b time.Time) time.Time {
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
 	v, err := s.needsSweep(ctx, op.Budget, op.Cur, op.Now, func() (any, error) {
-		return ledgerLibrary.call(ctx, s.c, "reserve", s.keys(op.Budget, op.Cur), ms(op.Now), op.ID, op.Tenant,
+		return ledgerLibrary.call(ctx, s.c, "reserve", s.stepKeys(op.Budget, op.Cur), ms(op.Now), op.ID, op.Tenant,
 			op.Label, op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit,
 			record(stateOpen, op.Units, ms(op.Expires), 0, op.Label, op.Tenant)).Result()
 	})
@@ -189,7 +209,7 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 		state = stateReleased
 	}
 	v, err := s.needsSweep(ctx, op.Budget, op.Period, op.Now, func() (any, error) {
-		return ledgerLibrary.call(ctx, s.c, "finish", s.keys(op.Budget, op.Period), ms(op.Now), r.ID, op.Actual,
+		return ledgerLibrary.call(ctx, s.c, "finish", s.stepKeys(op.Budget, op.Period), ms(op.Now), r.ID, op.Actual,
 			how, op.PoolLimit, op.TenantLimit, r.Tenant, r.Label, r.Units, ms(r.Expires), drop,
 			record(stateOpen, r.Units, ms(r.Expires), 0, r.Label, r.Tenant),
 			record(state, r.Units, drop, op.Actual, r.Label, r.Tenant)).Result()

@@ -95,6 +95,9 @@ func (l luaLibrary) load(ctx context.Context, c redis.UniversalClient) error {
 }
 
 func isNoFunction(err error) bool {
+	if err == nil {
+		return false
+	}
 	var re redis.Error
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "ERR Function not found")
 }
