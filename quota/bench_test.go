@@ -83,9 +83,9 @@ func report(b *testing.B, start time.Time, lat []time.Duration) {
 }
 
 // BenchmarkRedisStepVsEvalsha compares one ledger step of a page (Reserve
-// plus Settle, each one EVALSHA returning what is left) with the floor of
-// the same work: two EVALSHA of a script that does nothing, through the
-// same go-redis client at the same concurrency. The two run in alternating
+// plus Finish, each one FCALL returning what is left) with the floor of the
+// same work: two EVALSHA of a script that does nothing, through the same
+// go-redis client at the same concurrency. The two run in alternating
 // rounds, so that both see the same machine. ratio is the ledger's
 // throughput over the floor's (floor time over ledger time per step): what
 // is left of raw EVALSHA once the ledger's scripts do their work.
