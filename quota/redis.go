@@ -14,9 +14,10 @@ import (
 
 // RedisStore keeps the ledger in Redis (7 or later), shared by every
 // replica. Each operation is one Lua function (FCALL, redislib.go), so the
-// check and the reservation are one atomic step on the server. All keys of a budget carry the hash tag
-// {budget}, so they live in one slot and the scripts work on Redis Cluster;
-// period keys carry the period and expire a retention time after it ends.
+// check and the reservation are one atomic step on the server. All keys of
+// a budget carry the hash tag {budget}, so they live in one slot and the
+// functions work on Redis Cluster; a period's hash carries the period and
+// expires a retention time after it ends.
 type RedisStore struct {
 	c      redis.UniversalClient
 	prefix string
@@ -84,9 +85,8 @@ func (s *RedisStore) wrap(ctx context.Context, err error) error {
 
 func (s *RedisStore) base(budget string) string { return s.prefix + ":{" + budget + "}" }
 
-// period returns the key of a period's hash (lua/common.lua). The other
-// keys of the period share its prefix: <period>:res:<id> for finished
-// records, and the keys of the earlier layout that the scripts fold in.
+// period returns the key of a period's hash (lua/common.lua). The keys of
+// the earlier layout, which the functions fold into it, share its prefix.
 func (s *RedisStore) period(budget string, p Period) string {
 	return s.base(budget) + ":p:" + p.Key + ":pool"
 }

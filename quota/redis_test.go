@@ -259,3 +259,21 @@ func TestRedisTenantLimitCopy(t *testing.T) {
 		t.Fatalf("Reserve after the override was removed = %v, want a denial by the tenant's limit of 10", err)
 	}
 }
+
+// TestRedisLoadsItsFunctions: a server without the ledger's functions (new,
+// or restarted without persistence) gets them from the first call.
+func TestRedisLoadsItsFunctions(t *testing.T) {
+	ctx := context.Background()
+	c := redistest.Client(t)
+	l := newLedger(t, NewRedisStore(c), newClock(t0), nil)
+	mustSettle(t, l, mustReserve(t, l, "a", "x", 10), 10)
+	if err := c.FunctionDelete(ctx, ledgerLibrary.name).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mustSettle(t, l, mustReserve(t, l, "a", "x", 5), 5)
+	libs, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: ledgerLibrary.name}).Result()
+	if err != nil || len(libs) != 1 || len(libs[0].Functions) != len(ledgerLibrary.fn) {
+		t.Fatalf("libraries %+v, %v; want %s with its %d functions", libs, err, ledgerLibrary.name, len(ledgerLibrary.fn))
+	}
+	checkPool(t, l, 15, 0)
+}

@@ -41,8 +41,9 @@ var (
 // so that replicas of different versions sharing one Redis each call their
 // own.
 type luaLibrary struct {
-	name string // <prefix>_<digest>; a function is <name>_<op>
-	code string // what FUNCTION LOAD takes
+	name string            // <prefix>_<digest>
+	fn   map[string]string // op -> its function, <name>_<op>
+	code string            // what FUNCTION LOAD takes
 }
 
 // newLuaLibrary makes a library of the common code and the ops: each op's
@@ -54,19 +55,24 @@ func newLuaLibrary(prefix, common string, ops ...[2]string) luaLibrary {
 	for _, op := range ops {
 		fmt.Fprintf(h, "\x00%s\x00%s", op[0], op[1])
 	}
-	name := prefix + "_" + hex.EncodeToString(h.Sum(nil))[:12]
+	l := luaLibrary{name: prefix + "_" + hex.EncodeToString(h.Sum(nil))[:12], fn: map[string]string{}}
 	var b strings.Builder
-	fmt.Fprintf(&b, "#!lua name=%s\n%s", name, common)
+	fmt.Fprintf(&b, "#!lua name=%s\n%s", l.name, common)
 	for _, op := range ops {
-		fmt.Fprintf(&b, "\n%s\nredis.register_function('%s_%s', %s)\n", op[1], name, op[0], op[0])
+		l.fn[op[0]] = l.name + "_" + op[0]
+		fmt.Fprintf(&b, "\n%s\nredis.register_function('%s', %s)\n", op[1], l.fn[op[0]], op[0])
 	}
-	return luaLibrary{name: name, code: b.String()}
+	l.code = b.String()
+	return l
 }
 
 // call runs op with FCALL, loading the library first where the server has
 // not got it (a new server, or one restarted without persistence).
 func (l luaLibrary) call(ctx context.Context, c redis.UniversalClient, op string, keys []string, args ...any) *redis.Cmd {
-	cmd := c.FCall(ctx, l.name+"_"+op, keys, args...)
+	cmd := c.FCall(ctx, l.fn[op], keys, args...)
+	if isUnknownCommand(cmd.Err()) {
+		cmd.SetErr(fmt.Errorf("%w (the ledger's functions need Redis 7 or later)", cmd.Err()))
+	}
 	if !isNoFunction(cmd.Err()) {
 		return cmd
 	}
@@ -75,7 +81,7 @@ func (l luaLibrary) call(ctx context.Context, c redis.UniversalClient, op string
 		cmd.SetErr(fmt.Errorf("loading the ledger's functions (Redis 7 or later is needed): %w", err))
 		return cmd
 	}
-	return c.FCall(ctx, l.name+"_"+op, keys, args...)
+	return c.FCall(ctx, l.fn[op], keys, args...)
 }
 
 // load loads the library on every master: a function lives on the server
@@ -94,10 +100,14 @@ func (l luaLibrary) load(ctx context.Context, c redis.UniversalClient) error {
 	return load(ctx, c)
 }
 
-func isNoFunction(err error) bool {
+func isNoFunction(err error) bool { return hasReplyPrefix(err, "ERR Function not found") }
+
+func isUnknownCommand(err error) bool { return hasReplyPrefix(err, "ERR unknown command") }
+
+func hasReplyPrefix(err error, prefix string) bool {
 	if err == nil {
 		return false
 	}
 	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "ERR Function not found")
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), prefix)
 }
