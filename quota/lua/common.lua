@@ -218,6 +218,18 @@ function P.sweep(h, now, keep)
   return nxt, open
 end
 
+-- current opens the current period for a report (KEYS and ARGV as
+-- snapshot and reconcile take them), after sweeping it and the one before,
+-- so that every report counts lapsed leases.
+function P.current(KEYS, ARGV)
+  local now, keep = tonumber(ARGV[1]), tonumber(ARGV[4])
+  local cur, prev = P.open(KEYS[2], ARGV[2]), P.open(KEYS[3], ARGV[3])
+  P.sweep(prev, now, keep)
+  P.flush(prev)
+  P.sweep(cur, now, keep)
+  return cur
+end
+
 -- counters returns the period's fields as a flat list, without the
 -- records of open reservations.
 function P.counters(h)

@@ -1,11 +1,7 @@
 -- KEYS: limits, the current period, the previous one.
 -- ARGV: now, ttl cur, ttl prev, keep, upstream used, adopt (1/0)
 local function reconcile(KEYS, ARGV)
-  local now, keep = tonumber(ARGV[1]), tonumber(ARGV[4])
-  local cur, prev = P.open(KEYS[2], ARGV[2]), P.open(KEYS[3], ARGV[3])
-  P.sweep(prev, now, keep)
-  P.flush(prev)
-  P.sweep(cur, now, keep)
+  local cur = P.current(KEYS, ARGV)
   local upstream = tonumber(ARGV[5])
   local used, reserved = P.num(cur, 'used'), P.num(cur, 'reserved')
   local adopted, corrected = 0, 0
