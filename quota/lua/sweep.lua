@@ -12,9 +12,9 @@ local function sweep(KEYS, ARGV)
   local due = P.sweep(cur, now, keep) or 2 ^ 53
   if not P.get(cur, 'swept') then
     local prev = P.open(KEYS[2], ARGV[3])
-    local next, open = P.sweep(prev, now, keep)
+    local first, open = P.sweep(prev, now, keep)
     P.flush(prev)
-    if open then due = math.min(due, next) else P.set(cur, 'swept', 1) end
+    if open then due = math.min(due, first) else P.set(cur, 'swept', 1) end
   end
   P.set(cur, 'due', due)
   P.flush(cur)
