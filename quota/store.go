@@ -111,8 +111,9 @@ type Snapshot struct {
 	Overrides      map[string]int64 // tenant limit overrides (not per period)
 }
 
-// LimitOp sets or (Limit nil) removes a tenant's limit override, from the
-// period Cur on.
+// LimitOp sets or (Limit nil) removes a tenant's limit override, which
+// holds for every period. Cur is the caller's current period, for a store
+// that keeps copies of the override per period (Redis).
 type LimitOp struct {
 	Budget string
 	Tenant string
