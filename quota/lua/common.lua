@@ -231,7 +231,7 @@ function P.current(KEYS, ARGV)
 end
 
 -- counters returns the period's fields as a flat list, without the
--- records of open reservations.
+-- reservations' records.
 function P.counters(h)
   local out = {}
   for f, x in pairs(h.v) do
