@@ -121,7 +121,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		s.cfg.Scheduler = sched
 	}
 	s.pager = pager{up: cfg.Upstream, sched: cfg.Scheduler, ledger: cfg.Ledger, tel: cfg.Telemetry, log: cfg.Logger,
-		sharedCache: cfg.SharePageCache, caps: &rowCap{}}
+		sharedCache: cfg.SharePageCache, caps: &upstream.RowCap{}}
 	return s, nil
 }
 
@@ -245,13 +245,15 @@ type listed struct {
 
 // list serves one page: a single upstream request for page_size rows plus
 // one that tells whether more follow, so that the last page has no token.
+// Under the key's row cap the page is what the request was served, with a
+// token for the rest (AIP-158: only the token says that rows follow).
 func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest) (*prepared, *listed, error) {
 	pr, err := s.prepare(ctx, d, req, DefaultListPageSize)
 	if err != nil {
 		return nil, nil, err
 	}
 	pages, wait := s.pager.run(ctx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
-		pageRows: pr.pageSize, maxRows: int64(pr.pageSize)})
+		pageRows: pr.pageSize, maxRows: int64(pr.pageSize), single: true})
 	defer wait()
 	out := &listed{cost: &v1.PageCost{}}
 	pos := pr.start

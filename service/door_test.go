@@ -265,33 +265,6 @@ func TestStatsSpendIsCounted(t *testing.T) {
 	}
 }
 
-// TestRowCapIsNotTheEnd: a plan that silently serves fewer rows per
-// request than asked is not mistaken for the end of the data.
-func TestRowCapIsNotTheEnd(t *testing.T) {
-	h := newHarness(t, harnessOptions{pageRows: 1000, rowCap: 250})
-	st, err := h.backlinks.StreamBacklinks(context.Background(), &v1.StreamBacklinksRequest{Target: "sized-2000.example"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, _, err := streamToEnd(st)
-	if err != io.EOF || rows != 2000 {
-		t.Fatalf("stream of a capped plan: %d rows, %v; want all 2000", rows, err)
-	}
-	if c := h.server.pager.caps.cap(); c != 250 {
-		t.Fatalf("learned cap %d, want 250", c)
-	}
-	// Once known, pages are asked at the cap: a List of 400 takes two
-	// requests and is not cut short.
-	before := h.sim.Requests()
-	r, err := h.backlinks.ListBacklinks(context.Background(), &v1.ListBacklinksRequest{Target: "sized-2000.example", PageSize: 400})
-	if err != nil || len(r.GetBacklinks()) != 400 || r.GetNextPageToken() == "" {
-		t.Fatalf("List of 400 under a 250 cap: %d rows, token %q, %v", len(r.GetBacklinks()), r.GetNextPageToken(), err)
-	}
-	if n := h.sim.Requests() - before; n != 2 {
-		t.Fatalf("List of 400 under a 250 cap took %d requests, want 2", n)
-	}
-}
-
 // TestQueuedStreamsHoldNoBudget: streams waiting for the key's rate hold
 // no units, so a budget that covers what they actually spend serves them
 // all. (Reserving before the wait would have held 8 × 6,000 units of a

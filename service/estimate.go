@@ -71,7 +71,10 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		}
 		feeds = []*plan{pr.plan}
 	}
-	resp := &v1.EstimateCostResponse{PageSize: int32(pr.pageSize), StreamPageRows: int32(s.cfg.UpstreamPageRows)}
+	// Under the key's learned row cap pages keep fewer rows: a stream's
+	// start at the previous page's probe row, a List's at its token's row.
+	streamRows, listRows := s.pager.pageRows(s.cfg.UpstreamPageRows, 0), s.pager.pageRows(pr.pageSize, 1)
+	resp := &v1.EstimateCostResponse{PageSize: int32(pr.pageSize), StreamPageRows: int32(streamRows)}
 	rows := req.GetRows()
 	if rows == 0 {
 		rows = int64(pr.pageSize)
@@ -83,10 +86,10 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		// A List page asks for page_size rows and one more, to tell whether
 		// another page follows.
 		resumed := lr.GetPageToken() != ""
-		resp.FirstPageUnits += upstream.Units(perRow, pr.pageSize+1+boolInt(resumed))
-		u, n := streamCost(perRow, rows, s.cfg.UpstreamPageRows, resumed)
+		resp.FirstPageUnits += upstream.Units(perRow, s.pager.pageRows(pr.pageSize, boolInt(resumed))+1+boolInt(resumed))
+		u, n := streamCost(perRow, rows, streamRows, resumed)
 		resp.UnitsForRows, resp.Pages = resp.UnitsForRows+u, resp.Pages+n
-		u, n = listCost(perRow, rows, pr.pageSize, resumed)
+		u, n = listCost(perRow, rows, listRows, resumed)
 		resp.ListUnitsForRows, resp.ListPages = resp.ListUnitsForRows+u, max(resp.ListPages, n)
 		for _, c := range fp.query.Charges() {
 			cf := seen[c.Field]

@@ -204,6 +204,9 @@ type feedState struct {
 	// fetched: a page of this feed was asked for already, so in a stream
 	// its next pages are bulk work.
 	fetched bool
+	// suspect is the size of the feed's last page when the key's row cap
+	// may have cut it short (page.suspect): its next request tells.
+	suspect int
 }
 
 // eventRun merges the feeds of a plan. It fetches a feed only when its
@@ -239,7 +242,8 @@ func (s *BacklinksServer) newEventRun(pl *plan, tenant string, start []feedCurso
 // fill fetches up to want rows for every feed whose buffer is empty and
 // which has rows left: one upstream request each, which also tells whether
 // rows follow (one probe row more), so no request is ever made only to
-// learn that a feed has ended.
+// learn that a feed has ended, unless the key's row cap may have cut the
+// feed's last page short.
 func (r *eventRun) fill(ctx context.Context, want int) error {
 	for _, fs := range r.feeds {
 		if len(fs.buf) > 0 || fs.done || r.stopped {
@@ -261,13 +265,14 @@ func (r *eventRun) fill(ctx context.Context, want int) error {
 		}
 		fs.fetched = true
 		pages, wait := r.s.pager.run(ctx, fetch{plan: fs.feed.plan, tenant: r.tenant, start: fs.cur,
-			pageRows: want, maxRows: int64(want), maxUnits: left, bulkFrom: bulkFrom})
+			pageRows: want, maxRows: int64(want), maxUnits: left, bulkFrom: bulkFrom, single: true, suspect: fs.suspect})
 		var err error
 		for pg := range pages {
 			addCost(r.cost, pg)
 			r.spent += pg.charged
 			r.s.cfg.Telemetry.sent(ctx, r.tenant, r.pl.data.label, 0, pg.charged)
 			fs.buf = append(fs.buf, pg.rows...)
+			fs.suspect = pg.suspect
 			switch {
 			case pg.err != nil:
 				err = pg.err
@@ -398,6 +403,9 @@ func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.List
 	if err != nil {
 		return nil, err
 	}
+	// Under a row cap a feed's rows may run out before the page is full:
+	// the page reads that feed on rather than ending there, as ending
+	// would throw away the other feeds' rows already paid for.
 	run := s.newEventRun(pr.plan, pr.tenant, start, 0)
 	var evs []event
 	for len(evs) < pr.pageSize {

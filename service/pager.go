@@ -3,9 +3,9 @@ package service
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
@@ -44,6 +44,13 @@ type fetch struct {
 	// (2 for a stream: someone waits for its first rows); 0: none is, as
 	// in a List.
 	bulkFrom int
+	// single makes one upstream request at most, as a List page does: a
+	// page the key's row cap may have cut short ends the run with more,
+	// so that the caller gets the rows served and a token for the rest.
+	single bool
+	// suspect carries a page.suspect from the run before, which ended
+	// where this one starts.
+	suspect int
 }
 
 // page is one upstream response, without the rows an earlier page returned.
@@ -56,9 +63,13 @@ type page struct {
 	// remaining is what is left of the caller's budget after this page.
 	remaining int64
 	// end: no row follows these. more: rows follow but the run stopped at
-	// max_rows or max_units. Neither: the run goes on.
+	// max_rows or max_units, or, in a single run, may follow. Neither: the
+	// run goes on.
 	end, more bool
-	err       error
+	// suspect is the size of this page when the key's row cap may have
+	// cut it short: only the next request can tell (upstream.RowCap).
+	suspect int
+	err     error
 }
 
 // pager fetches the pages of a run.
@@ -70,7 +81,9 @@ type pager struct {
 	log    *slog.Logger
 	// sharedCache: tenants share cached and coalesced pages.
 	sharedCache bool
-	caps        *rowCap
+	// caps is what the key taught of its plan's row cap, shared by every
+	// run: learned once, it sizes every later page.
+	caps *upstream.RowCap
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -102,7 +115,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	cur := f.start
 	perRow := f.plan.perRow()
 	var got, spent int64
-	suspect := 0 // rows of a short page that may have been capped
+	suspect := f.suspect
 	for n := 1; ; n++ {
 		want := int64(f.pageRows)
 		// One row more than wanted tells whether rows follow, so that the
@@ -113,6 +126,22 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			if left <= want {
 				want, last = left, true
 			}
+		}
+		// A request is served at most the key's cap, or the size of a page
+		// the cap may have cut short: ask no more, the probe row included.
+		if c := p.ceiling(suspect); want > 0 && c > 0 && cur.Skip+int(want)+probe > c {
+			switch {
+			case c > cur.Skip+probe:
+				want, last = int64(c-cur.Skip-probe), false
+			case c > cur.Skip:
+				want, probe, last = int64(c-cur.Skip), 0, false
+			case c == p.caps.Cap():
+				send(ctx, out, page{err: fmt.Errorf("the upstream serves %d rows per request, and %d rows share one sort key: paging cannot pass them", c, cur.Skip)})
+				return
+			}
+			// Otherwise the short page held only rows that share its last
+			// key: a cap of its size could not be paged past anyway, so
+			// the request is asked as if there were none.
 		}
 		if f.maxUnits > 0 {
 			// The page costs max(50, perRow × rows); shrink it to what is
@@ -126,46 +155,64 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			}
 		}
 		if want <= 0 {
-			send(ctx, out, page{more: true})
+			send(ctx, out, page{more: true, suspect: suspect})
 			return
 		}
 		limit := cur.Skip + int(want) + probe
-		if c := p.caps.cap(); c > 0 && limit > c && c > cur.Skip {
-			// The key's plan serves at most c rows per request: ask for
-			// that, and the run's end (and its probe row) comes later.
-			limit, want, probe = c, int64(c-cur.Skip), 0
-		}
 		pg := p.fetchPage(ctx, f, cur, limit, n)
 		spent += pg.charged
-		returned := len(pg.rows)
-		if pg.err == nil || returned > 0 {
+		served := len(pg.rows)
+		if pg.err == nil || served > 0 {
 			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
 			got += int64(len(pg.rows))
 		}
 		if pg.err == nil {
+			// A short page is the end only when the upstream says so: it
+			// holds fewer rows than a request of the key was ever served
+			// (upstream.RowCap), or nothing after the rows returned before.
+			// One as long as the most ever served may be the cap: the next
+			// request tells, and rows after it teach the key's cap.
 			if suspect > 0 && len(pg.rows) > 0 {
-				p.caps.learn(suspect) // the short page had rows after it: a cap
+				p.caps.Continued(suspect)
 			}
 			suspect = 0
+			capped := p.caps.Served(limit, served)
 			switch {
-			case returned == limit:
-				p.caps.sawFull(returned)
-			case returned > 0 && returned == p.caps.cap():
-				// A full page at the plan's cap: more may follow.
-			case len(pg.rows) > 0 && p.caps.ambiguous(returned):
-				// A short page may be the end, or the plan's cap: ask on.
-				suspect = returned
-			default:
+			case served == limit:
+				pg.more = probe == 1 && last // the probe row came back: rows remain after max_rows
+			case len(pg.rows) == 0 || !capped:
 				pg.end = true
+			default:
+				suspect = served
 			}
-		}
-		if pg.err == nil && !pg.end && probe == 1 && last && returned == limit {
-			pg.more = true // the probe row came back: rows remain after max_rows
+			pg.more = pg.more || f.single && !pg.end
+			pg.suspect = suspect
 		}
 		if !send(ctx, out, pg) || pg.err != nil || pg.end || pg.more {
 			return
 		}
 	}
+}
+
+// pageRows is what a page asked for n rows keeps under the key's learned
+// row cap, when it also reads again the reread rows of its continuation:
+// n, or what the cap leaves of it beside those and the probe row.
+func (p *pager) pageRows(n, reread int) int {
+	if c := p.caps.Cap(); c > 0 && reread+n+1 > c {
+		return max(1, c-1-reread)
+	}
+	return n
+}
+
+// ceiling is the most rows a request can be served: the key's learned
+// cap, or the size of the run's last page when the cap may have cut it
+// short (if the data goes on, that was the cap); 0: no known bound.
+func (p *pager) ceiling(suspect int) int {
+	c := p.caps.Cap()
+	if suspect > 0 && (c == 0 || suspect < c) {
+		c = suspect
+	}
+	return c
 }
 
 func send(ctx context.Context, out chan<- page, pg page) bool {
@@ -281,35 +328,4 @@ func (c cursor) after(keys []sortKey, r upstream.Record) cursor {
 		return cursor{Key: c.Key, Skip: c.Skip + 1}
 	}
 	return cursor{Key: k, Skip: 1}
-}
-
-// rowCap is what the pager knows of the key's rows-per-request cap. Plans
-// below Enterprise silently serve at most 100, 250 or 500 rows per request,
-// so a page shorter than asked may be the end of the data or the cap. A
-// full page of n rows proves the cap is at least n; a short page that rows
-// follow proves it is exactly that page's size. Only a short page of
-// exactly a plan's cap (upstream.MaybeRowCap) and above every full page
-// seen is ambiguous, and then the pager asks for the next page to find
-// out; once the cap is known, pages are asked at the cap and none is
-// ambiguous. Any other short page is the end, at no extra request.
-type rowCap struct {
-	known atomic.Int64 // the cap, 0 while unknown
-	full  atomic.Int64 // the largest full page seen
-}
-
-func (c *rowCap) cap() int { return int(c.known.Load()) }
-
-func (c *rowCap) learn(n int) { c.known.Store(int64(n)) }
-
-func (c *rowCap) sawFull(n int) {
-	for {
-		cur := c.full.Load()
-		if int64(n) <= cur || c.full.CompareAndSwap(cur, int64(n)) {
-			return
-		}
-	}
-}
-
-func (c *rowCap) ambiguous(n int) bool {
-	return c.cap() == 0 && upstream.MaybeRowCap(n) && int64(n) > c.full.Load()
 }

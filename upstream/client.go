@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,15 +29,6 @@ const (
 	DefaultResponseHeaderTimeout = 90 * time.Second
 	DefaultMaxIdleConnsPerHost   = 16
 )
-
-// PlanRowCaps are the rows-per-request caps of Ahrefs plans (Lite 100,
-// Standard 250, Advanced 500; Enterprise has none). A plan serves a larger
-// limit silently with that many rows, which looks like the end of the data.
-var planRowCaps = []int{100, 250, 500}
-
-// MaybeRowCap reports whether a page of n rows, shorter than asked, may
-// have been cut by a plan's cap rather than by the end of the data.
-func MaybeRowCap(n int) bool { return slices.Contains(planRowCaps, n) }
 
 // Config configures a Client. The zero value of every field but Key means its
 // default.
