@@ -109,7 +109,7 @@ type eventQuery struct {
 	target, since, until, order, filter string
 	changes                             v1.ChangeFilter
 	pageSize                            int32
-	maxRows                             int64
+	maxRows, maxUnits                   int64
 }
 
 func (h *harness) listEvents(t *testing.T, q eventQuery) (ids []string, units int64) {
@@ -137,7 +137,7 @@ func (h *harness) listEvents(t *testing.T, q eventQuery) (ids []string, units in
 func (h *harness) streamEvents(q eventQuery, token string) (msgs [][]string, tokens []string, err error) {
 	st, err := h.backlinks.StreamNewLostBacklinks(context.Background(), &v1.StreamNewLostBacklinksRequest{Target: q.target,
 		Since: q.since, Until: q.until, OrderBy: q.order, Filter: q.filter, Changes: q.changes, PageSize: q.pageSize, PageToken: token,
-		MaxRows: q.maxRows, Select: []string{"url_from", "url_to"}})
+		MaxRows: q.maxRows, MaxUnits: q.maxUnits, Select: []string{"url_from", "url_to"}})
 	if err != nil {
 		return nil, nil, err
 	}

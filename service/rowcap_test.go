@@ -49,9 +49,9 @@ func (h *harness) spent(f func()) spend {
 	return spend{h.sim.Usage() - u, h.sim.Requests() - r}
 }
 
-// readStream reads a case by one Stream, or by streams of maxRows rows each
-// resumed from the last one's token, to the end of the data.
-func (h *harness) readStream(t *testing.T, c capCase, maxRows int64) []string {
+// readStream reads a case by one Stream, or by streams bounded by max_rows
+// or max_units, each resumed from the last one's token, to the end.
+func (h *harness) readStream(t *testing.T, c capCase, maxRows, maxUnits int64) []string {
 	t.Helper()
 	var ids []string
 	token := ""
@@ -59,7 +59,7 @@ func (h *harness) readStream(t *testing.T, c capCase, maxRows int64) []string {
 		var last string
 		if c.ev != nil {
 			q := *c.ev
-			q.maxRows = maxRows
+			q.maxRows, q.maxUnits = maxRows, maxUnits
 			msgs, tokens, err := h.streamEvents(q, token)
 			if err != nil {
 				t.Fatalf("Stream: %v", err)
@@ -70,7 +70,7 @@ func (h *harness) readStream(t *testing.T, c capCase, maxRows int64) []string {
 			last = tokens[len(tokens)-1]
 		} else {
 			q := c.q.withIdentity()
-			q.token, q.maxRows = token, maxRows
+			q.token, q.maxRows, q.maxUnits = token, maxRows, maxUnits
 			pages, err := h.stream(context.Background(), q)
 			if err != nil {
 				t.Fatalf("Stream: %v", err)
@@ -81,8 +81,8 @@ func (h *harness) readStream(t *testing.T, c capCase, maxRows int64) []string {
 		if last == "" {
 			return ids
 		}
-		if maxRows == 0 {
-			t.Fatal("a stream without max_rows ended with a token")
+		if maxRows == 0 && maxUnits == 0 {
+			t.Fatal("a stream without bounds ended with a token")
 		}
 		token = last
 	}
@@ -106,8 +106,8 @@ func (h *harness) readList(t *testing.T, c capCase, size int32) []string {
 
 // TestRowCapLosesNoRow: a key whose plan serves at most 300 rows per
 // request, whatever it is asked, still gets every row of every dataset
-// exactly once and in order, by Stream (whole, and in max_rows pieces
-// resumed by token) and by List with tokens, with upstream pages below, at
+// exactly once and in order, by Stream (whole, and in pieces bounded by
+// max_rows or max_units, resumed by token) and by List with tokens, with upstream pages below, at
 // and above the cap. The rows are compared with the same reading of an
 // uncapped key; so are the units, and the overhead is logged: the
 // figures for the cap unknown (a fresh process) and learned.
@@ -122,7 +122,7 @@ func TestRowCapLosesNoRow(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) {
 					free, capped := newCapHarness(t, pageRows, 0), newCapHarness(t, pageRows, simCap)
 					var want []string
-					wantSpend := free.spent(func() { want = free.readStream(t, c, 0) })
+					wantSpend := free.spent(func() { want = free.readStream(t, c, 0, 0) })
 					if len(want) == 0 {
 						t.Fatal("no rows: the case tests nothing")
 					}
@@ -149,16 +149,17 @@ func TestRowCapLosesNoRow(t *testing.T) {
 						}
 					}
 					var got []string
-					s := capped.spent(func() { got = capped.readStream(t, c, 0) })
+					s := capped.spent(func() { got = capped.readStream(t, c, 0, 0) })
 					same("stream, cap unknown", got)
 					cost("stream, cap unknown", s, wantSpend)
-					s = capped.spent(func() { got = capped.readStream(t, c, 0) })
+					s = capped.spent(func() { got = capped.readStream(t, c, 0, 0) })
 					same("stream, cap learned", got)
 					cost("stream, cap learned", s, wantSpend)
 					if pageRows < simCap && s != wantSpend {
 						t.Errorf("pages of %d rows never meet the cap, yet the capped stream spent %+v, the uncapped %+v", pageRows, s, wantSpend)
 					}
-					same("streams of max_rows 450", capped.readStream(t, c, 450))
+					same("streams of max_rows 450", capped.readStream(t, c, 450, 0))
+					same("streams of max_units 2500", capped.readStream(t, c, 0, 2500))
 					for _, size := range []int32{100, simCap, MaxPageSize} {
 						what := fmt.Sprintf("List of page_size %d", size)
 						base := free.spent(func() { got = free.readList(t, c, size) })
@@ -246,7 +247,7 @@ func TestRowCapEstimate(t *testing.T) {
 	ctx := context.Background()
 	c := capCase{q: query{data: backlinksData, p: params{Target: "sized-2500.example"}}}
 	c.q.p = c.q.withIdentity().p
-	h.readStream(t, c, 0)
+	h.readStream(t, c, 0, 0)
 	if h.server.pager.caps.Cap() != simCap {
 		t.Fatalf("the stream did not teach the cap: %d", h.server.pager.caps.Cap())
 	}
@@ -255,7 +256,7 @@ func TestRowCapEstimate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := h.spent(func() { h.readStream(t, c, 0) })
+	s := h.spent(func() { h.readStream(t, c, 0, 0) })
 	// The estimate prices the probe row of the last page, which the end
 	// of the data does not return.
 	if e.GetStreamPageRows() != simCap-1 || e.GetPages() != s.requests || e.GetUnitsForRows() < s.units ||
