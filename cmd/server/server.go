@@ -302,26 +302,30 @@ func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error
 
 // tokens returns the page token codec. Without a configured key, a bolt
 // deployment keeps a random one in its data directory so that tokens
-// survive a restart; replicas sharing Redis must share a configured key.
+// survive a restart; replicas sharing Redis must share configured keys.
 func (s *server) tokens() (*service.Tokens, error) {
-	key := []byte(s.cfg.TokenKey)
-	if len(key) == 0 {
-		if s.cfg.RedisAddr != "" {
-			return nil, errors.New("replicas sharing a Redis ledger must share a page token key: set LINKGATE_TOKEN_KEY_FILE")
+	if keys := s.cfg.tokenKeys(); len(keys) > 0 {
+		var older [][]byte
+		for _, k := range keys[1:] {
+			older = append(older, []byte(k))
 		}
-		path := filepath.Join(s.cfg.DataDir, "token.key")
-		b, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			raw := make([]byte, 32)
-			rand.Read(raw)
-			b = []byte(hex.EncodeToString(raw))
-			err = os.WriteFile(path, b, 0o600)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("page token key: %w", err)
-		}
-		key = []byte(strings.TrimSpace(string(b)))
+		return service.NewTokens([]byte(keys[0]), s.cfg.TokenTTL, nil, older...)
 	}
+	if s.cfg.RedisAddr != "" {
+		return nil, errors.New("replicas sharing a Redis ledger must share a page token key: set LINKGATE_TOKEN_KEY_FILE")
+	}
+	path := filepath.Join(s.cfg.DataDir, "token.key")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		raw := make([]byte, 32)
+		rand.Read(raw)
+		b = []byte(hex.EncodeToString(raw))
+		err = os.WriteFile(path, b, 0o600)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("page token key: %w", err)
+	}
+	key := []byte(strings.TrimSpace(string(b)))
 	return service.NewTokens(key, s.cfg.TokenTTL, nil)
 }
 
