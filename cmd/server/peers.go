@@ -78,30 +78,32 @@ func newConnLimit(lis net.Listener, name string, max int, probation time.Duratio
 	return l
 }
 
-// Accept waits until the listener has room or a connection on probation
-// to close for the new one.
+// Accept returns the next connection once the listener has room for it or
+// a connection on probation to close for it. While it waits, the one
+// connection it holds is all the listener takes from the backlog.
 func (l *connLimit) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	for len(l.conns) >= l.max && l.unproven.Len() == 0 && !l.closed {
 		l.noteFull()
 		l.room.Wait()
 	}
-	l.mu.Unlock()
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	if l.closed {
+		l.mu.Unlock()
+		c.Close()
+		return nil, net.ErrClosed
 	}
-	lc := &limitedConn{Conn: c, l: l, addr: c.RemoteAddr().String()}
-	l.mu.Lock()
 	var evict *limitedConn
 	if len(l.conns) >= l.max {
-		if front := l.unproven.Front(); front != nil {
-			evict = front.Value.(*limitedConn)
-			l.proveLocked(evict)
-			l.evicted++
-			l.noteFull()
-		}
+		evict = l.unproven.Front().Value.(*limitedConn)
+		l.endProbation(evict)
+		l.evicted++
+		l.noteFull()
 	}
+	lc := &limitedConn{Conn: c, l: l, addr: c.RemoteAddr().String()}
 	lc.probation = l.unproven.PushBack(lc)
 	lc.timer = time.AfterFunc(l.probation, lc.expire)
 	l.conns[lc.addr] = lc
@@ -131,11 +133,11 @@ func (l *connLimit) prove(addr string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if c, ok := l.conns[addr]; ok {
-		l.proveLocked(c)
+		l.endProbation(c)
 	}
 }
 
-func (l *connLimit) proveLocked(c *limitedConn) {
+func (l *connLimit) endProbation(c *limitedConn) {
 	if c.probation != nil {
 		l.unproven.Remove(c.probation)
 		c.probation = nil
@@ -165,7 +167,7 @@ func (c *limitedConn) Close() error {
 	c.once.Do(func() {
 		l := c.l
 		l.mu.Lock()
-		l.proveLocked(c)
+		l.endProbation(c)
 		if l.conns[c.addr] == c {
 			delete(l.conns, c.addr)
 		}
