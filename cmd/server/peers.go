@@ -191,7 +191,7 @@ func (c *limitedConn) expire() {
 	}
 }
 
-// publicOption returns the options of the gRPC server that faces peers:
+// publicOptions are the options of the gRPC server that faces peers:
 // keys are checked when a call's headers arrive (a connection that shows
 // one leaves its probation), health checks without a key are bounded, and
 // so are a connection's streams and the time its handshakes may take.
