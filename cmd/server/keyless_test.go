@@ -258,20 +258,24 @@ func (a *h2Attacker) String() string {
 	return fmt.Sprintf("refused %d, %s", a.refused.Load(), strings.Join(parts, ", "))
 }
 
-// open sends the HEADERS of n streams of method, without a key and
-// without DATA: each waits on the server for a request message that
+// open sends the HEADERS of n streams of method, with key if not empty,
+// and without DATA: each waits on the server for a request message that
 // never comes.
-func (a *h2Attacker) open(t *testing.T, first, n int, method string) {
+func (a *h2Attacker) open(t *testing.T, n int, method, key string) {
 	t.Helper()
+	fields := [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method},
+		{":authority", "linkgate"}, {"content-type", "application/grpc"}, {"te", "trailers"}}
+	if key != "" {
+		fields = append(fields, [2]string{"authorization", "Bearer " + key})
+	}
 	for i := range n {
 		a.mu.Lock()
 		a.hbuf.Reset()
-		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method},
-			{":authority", "linkgate"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		for _, f := range fields {
 			a.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 		}
 		a.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		err := a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*(first+i) + 1),
+		err := a.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1),
 			BlockFragment: a.hbuf.Bytes(), EndHeaders: true})
 		a.mu.Unlock()
 		if err != nil {
@@ -294,19 +298,23 @@ func settle(t *testing.T, r *replica) {
 	}
 }
 
-// TestManyStreamsOnOneKeylessConnection: one TCP connection without a key
+// TestManyStreamsOnOneConnection: one TCP connection without a key
 // opens 45,000 ListBacklinks streams (HEADERS, never DATA), another 20,000
-// streams of the open health service. The replica's memory stays far
-// inside LINKGATE_MEMORY_LIMIT, and a tenant is served meanwhile.
-func TestManyStreamsOnOneKeylessConnection(t *testing.T) {
+// streams of the open health service, a third, with a tenant's key, 45,000
+// ListBacklinks. The replica's memory stays far inside
+// LINKGATE_MEMORY_LIMIT, and a tenant is served meanwhile.
+func TestManyStreamsOnOneConnection(t *testing.T) {
 	const limitMiB = 512
 	r := startReplica(t, fmt.Sprintf("LINKGATE_MEMORY_LIMIT=%dMiB", limitMiB))
 	base := r.status(t, "VmRSS")
 
+	const listMethod = "/linkgate.v1.BacklinksService/ListBacklinks"
 	list := dialH2(t, r.grpcAddr)
-	list.open(t, 0, 45_000, "/linkgate.v1.BacklinksService/ListBacklinks")
+	list.open(t, 45_000, listMethod, "")
 	health := dialH2(t, r.grpcAddr)
-	health.open(t, 0, 20_000, "/grpc.health.v1.Health/Check")
+	health.open(t, 20_000, "/grpc.health.v1.Health/Check", "")
+	keyed := dialH2(t, r.grpcAddr)
+	keyed.open(t, 45_000, listMethod, keyA)
 	settle(t, r)
 	if err := keyedCall(r); err != nil {
 		t.Fatalf("a tenant during the attack: %v", err)
@@ -315,6 +323,7 @@ func TestManyStreamsOnOneKeylessConnection(t *testing.T) {
 	t.Logf("RSS %.1f MiB before, %.1f MiB with the streams open, peak %.1f MiB (limit %d MiB)", base, rss, peak, limitMiB)
 	t.Logf("ListBacklinks: %v", list)
 	t.Logf("Health/Check: %v", health)
+	t.Logf("ListBacklinks with a key: %v", keyed)
 	if peak >= limitMiB {
 		t.Fatalf("peak RSS %.1f MiB is past LINKGATE_MEMORY_LIMIT=%dMiB", peak, limitMiB)
 	}
@@ -331,6 +340,10 @@ func TestManyStreamsOnOneKeylessConnection(t *testing.T) {
 	// LINKGATE_MAX_STREAMS_PER_CONNECTION (100) of them, the rest refused.
 	if got := health.refused.Load(); got < 20_000-100 {
 		t.Fatalf("%d of 20,000 health checks on one connection refused; %v", got, health)
+	}
+	// So does a tenant's.
+	if got := keyed.refused.Load(); got < 45_000-100 {
+		t.Fatalf("%d of 45,000 keyed ListBacklinks on one connection refused; %v", got, keyed)
 	}
 }
 
