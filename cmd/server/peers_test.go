@@ -181,3 +181,33 @@ func TestRESTBodies(t *testing.T) {
 		t.Fatal("a keyed body trickling five bytes a second still being read 20 s later, with a body timeout of 1 s")
 	}
 }
+
+// TestPeerBoundsConfig: the connection bound follows the memory limit
+// unless given; the timeouts and the streams per connection must be
+// positive.
+func TestPeerBoundsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{"LINKGATE_MEMORY_LIMIT": "512Mi"}, 1024},
+		{map[string]string{"LINKGATE_MEMORY_LIMIT": "256MiB"}, 512},
+		{map[string]string{"LINKGATE_MEMORY_LIMIT": "512Mi", "LINKGATE_MAX_CONNECTIONS": "10"}, 10},
+	} {
+		cfg, err := loadConfig(nil, func(k string) string { return tc.env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.maxConnections(); got != tc.want {
+			t.Errorf("%v: %d connections, want %d", tc.env, got, tc.want)
+		}
+	}
+	for _, env := range []string{"LINKGATE_MAX_CONNECTIONS=-1", "LINKGATE_MAX_STREAMS_PER_CONNECTION=0",
+		"LINKGATE_HEADER_TIMEOUT=0s", "LINKGATE_BODY_TIMEOUT=-1s", "LINKGATE_IDLE_TIMEOUT=0s"} {
+		name, value, _ := strings.Cut(env, "=")
+		_, err := loadConfig(nil, func(k string) string { return map[string]string{name: value}[k] })
+		if err == nil {
+			t.Errorf("%s accepted", env)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -68,5 +69,23 @@ func TestTokenKeyRotation(t *testing.T) {
 
 	if _, code := list(c, 100, first.NextToken); code != http.StatusBadRequest {
 		t.Fatalf("a replica without the old key answered %d to its token, want 400", code)
+	}
+}
+
+// TestTokenKeysConfig: keys are separated by commas or lines, and each
+// must be long enough, the error saying which.
+func TestTokenKeysConfig(t *testing.T) {
+	load := func(keys string) (config, error) {
+		return loadConfig(nil, func(k string) string { return map[string]string{"LINKGATE_TOKEN_KEY": keys}[k] })
+	}
+	cfg, err := load(" new-token-key-d24b7e8a05 ,old-token-key-6a1f0c9e33\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.tokenKeys(); !slices.Equal(got, []string{"new-token-key-d24b7e8a05", "old-token-key-6a1f0c9e33"}) {
+		t.Fatalf("keys %q", got)
+	}
+	if _, err := load("new-token-key-d24b7e8a05,short"); err == nil || !strings.Contains(err.Error(), "page token key 2 of 2") {
+		t.Fatalf("a short second key: %v", err)
 	}
 }
