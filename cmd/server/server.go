@@ -74,20 +74,19 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 
 // server is a running linkgate.
 type server struct {
-	cfg  config
-	sec  *security // security.go
-	log  *slog.Logger
-	grpc *grpc.Server
-	// gatewayGRPC serves the gateway's own connection (see start).
-	gatewayGRPC *grpc.Server
-	http        *http.Server
-	health      *health.Server
-	grpcAddr    string
-	httpAddr    string
+	cfg      config
+	sec      *security // security.go
+	log      *slog.Logger
+	grpc     *grpc.Server
+	http     *http.Server
+	health   *health.Server
+	grpcAddr string
+	httpAddr string
 	// metricsAddr is the /metrics listener's address; empty when /metrics
 	// is on the REST listener or off.
 	metricsAddr string
 	failed      chan error
+	gatewayGRPC *grpc.Server // serves the gateway's own connection (see start)
 	// checkReadiness sets the health status from the checks now.
 	checkReadiness func()
 	// upstreamHealth follows the outcomes of real upstream calls.
@@ -110,7 +109,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, err
 	}
 	log.Info("starting linkgate", "config", cfg)
-	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 3)}
+	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			s.runCleanups()
@@ -180,11 +179,12 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	// caller at once, as they share the gateway's one connection.
 	s.grpc = grpc.NewServer(append(slices.Clone(opts), publicOptions(cfg.securityConfig, sec.auth, grpcLimit)...)...)
 	s.gatewayGRPC = grpc.NewServer(opts...)
+	quotaServer := service.NewQuotaServer(ledger)
 	for _, srv := range []*grpc.Server{s.grpc, s.gatewayGRPC} {
 		// GuardDecoding: a request that cannot be decoded is the caller's
 		// INVALID_ARGUMENT, not an INTERNAL (service/decode.go).
 		srv.RegisterService(service.GuardDecoding(&v1.BacklinksService_ServiceDesc, log), backlinks)
-		srv.RegisterService(service.GuardDecoding(&v1.QuotaService_ServiceDesc, log), service.NewQuotaServer(ledger))
+		srv.RegisterService(service.GuardDecoding(&v1.QuotaService_ServiceDesc, log), quotaServer)
 		srv.RegisterService(service.GuardDecoding(&healthpb.Health_ServiceDesc, log), s.health)
 	}
 	reflection.Register(s.grpc)
@@ -322,29 +322,30 @@ func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error
 // deployment keeps a random one in its data directory so that tokens
 // survive a restart; replicas sharing Redis must share configured keys.
 func (s *server) tokens() (*service.Tokens, error) {
-	if keys := s.cfg.tokenKeys(); len(keys) > 0 {
-		var older [][]byte
-		for _, k := range keys[1:] {
-			older = append(older, []byte(k))
+	keys := s.cfg.tokenKeys()
+	if len(keys) == 0 {
+		if s.cfg.RedisAddr != "" {
+			return nil, errors.New("replicas sharing a Redis ledger must share a page token key: set LINKGATE_TOKEN_KEY_FILE")
 		}
-		return service.NewTokens([]byte(keys[0]), s.cfg.TokenTTL, nil, older...)
+		path := filepath.Join(s.cfg.DataDir, "token.key")
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			raw := make([]byte, 32)
+			rand.Read(raw)
+			b = []byte(hex.EncodeToString(raw))
+			err = os.WriteFile(path, b, 0o600)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("page token key: %w", err)
+		}
+		keys = []string{strings.TrimSpace(string(b))}
 	}
-	if s.cfg.RedisAddr != "" {
-		return nil, errors.New("replicas sharing a Redis ledger must share a page token key: set LINKGATE_TOKEN_KEY_FILE")
+	// The first key signs; the others, older, still verify.
+	var older [][]byte
+	for _, k := range keys[1:] {
+		older = append(older, []byte(k))
 	}
-	path := filepath.Join(s.cfg.DataDir, "token.key")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		raw := make([]byte, 32)
-		rand.Read(raw)
-		b = []byte(hex.EncodeToString(raw))
-		err = os.WriteFile(path, b, 0o600)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("page token key: %w", err)
-	}
-	key := []byte(strings.TrimSpace(string(b)))
-	return service.NewTokens(key, s.cfg.TokenTTL, nil)
+	return service.NewTokens([]byte(keys[0]), s.cfg.TokenTTL, nil, older...)
 }
 
 // readiness is what health reports on: the ledger.
