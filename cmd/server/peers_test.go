@@ -97,6 +97,8 @@ func TestConnectionsOnProbation(t *testing.T) {
 		t.Fatalf("a fourth connection with three tenants connected: %v, want it to wait", err)
 	}
 	tenants[0].conn.Close()
+	ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	if err := list(late, ctx); err != nil {
 		t.Fatalf("a fourth tenant after one left: %v", err)
 	}
