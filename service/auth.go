@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // APIKey is one caller key: the SHA-256 of the key and the caller it names.
@@ -214,6 +215,27 @@ func (a *Authenticator) LookupCertificate(leaf *x509.Certificate) (Caller, bool)
 // load balancers and orchestrators, which hold no API key.
 func public(method string) bool {
 	return strings.HasPrefix(method, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")
+}
+
+// TapCredentials returns a gRPC InTapHandle that checks a call's
+// credentials as soon as its headers arrive, before grpc-go creates its
+// stream: a call without a valid key is answered UNAUTHENTICATED at once
+// and holds nothing, where an interceptor would first wait for the request
+// message, holding a stream and a goroutine for as long as the peer pleases.
+// admit is told of every call let through (public ones without
+// credentials) and may refuse it in turn; it must not block, as the handle
+// runs on the connection's reading goroutine. The interceptors still
+// authenticate: they serve connections without this handle too.
+func TapCredentials(a *Authenticator, admit func(ctx context.Context, public bool) error) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		if public(info.FullMethodName) {
+			return ctx, admit(ctx, true)
+		}
+		if _, err := a.Authenticate(ctx); err != nil {
+			return ctx, err
+		}
+		return ctx, admit(ctx, false)
+	}
 }
 
 func authUnary(a *Authenticator) grpc.UnaryServerInterceptor {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 const fuzzKey = "configured-key-123"
@@ -78,4 +79,45 @@ func FuzzAuthorizationHeader(f *testing.F) {
 			t.Fatalf("%q authenticated as %v", header, c)
 		}
 	})
+}
+
+// TestTapCredentials: the handle run when a call's headers arrive refuses
+// a call without a valid key before its stream exists, with the same
+// answer whatever key was sent, and lets health checks through uncounted
+// by a key.
+func TestTapCredentials(t *testing.T) {
+	a := testAuthenticator(t)
+	var admitted []bool
+	tapFn := TapCredentials(a, func(_ context.Context, public bool) error {
+		admitted = append(admitted, public)
+		return nil
+	})
+	call := func(method, header string) error {
+		md := metadata.MD{}
+		if header != "" {
+			md.Append("authorization", header)
+		}
+		_, err := tapFn(metadata.NewIncomingContext(context.Background(), md), &tap.Info{FullMethodName: method, Header: md})
+		return err
+	}
+	const list = "/linkgate.v1.BacklinksService/ListBacklinks"
+	unknown, wrong := call(list, "Bearer nope"), call(list, "Bearer "+fuzzKey+"x")
+	if status.Code(unknown) != codes.Unauthenticated || unknown.Error() != wrong.Error() {
+		t.Fatalf("unknown keys: %v and %v, want one UNAUTHENTICATED answer", unknown, wrong)
+	}
+	if err := call(list, ""); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no key: %v", err)
+	}
+	if len(admitted) != 0 {
+		t.Fatalf("refused calls were admitted: %v", admitted)
+	}
+	if err := call(list, "Bearer "+fuzzKey); err != nil {
+		t.Fatalf("a valid key: %v", err)
+	}
+	if err := call("/grpc.health.v1.Health/Check", ""); err != nil {
+		t.Fatalf("a health check without a key: %v", err)
+	}
+	if len(admitted) != 2 || admitted[0] || !admitted[1] {
+		t.Fatalf("admitted %v, want the keyed call then the public one", admitted)
+	}
 }

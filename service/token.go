@@ -48,18 +48,26 @@ type feedCursor struct {
 	Done bool
 }
 
-// Tokens issues and checks page tokens with an HMAC key.
+// Tokens issues and checks page tokens with HMAC keys.
 type Tokens struct {
-	key []byte
-	ttl time.Duration
-	now func() time.Time
+	// keys[0] signs; every key verifies, so that a key can be rotated
+	// while tokens signed with the one before it are still alive.
+	keys [][]byte
+	ttl  time.Duration
+	now  func() time.Time
 }
 
-// NewTokens returns a token codec. Every replica must share the key so that
-// a token issued by one is accepted by another.
-func NewTokens(key []byte, ttl time.Duration, now func() time.Time) (*Tokens, error) {
-	if len(key) < 16 {
-		return nil, errors.New("page token key must be at least 16 bytes")
+// NewTokens returns a token codec that signs with key and also accepts
+// tokens signed with any of the older keys. Every replica must share the
+// keys so that a token issued by one is accepted by another; during a
+// rolling rotation, replicas configured with [new, old] accept what those
+// still on [old] issue.
+func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]byte) (*Tokens, error) {
+	keys := append([][]byte{key}, older...)
+	for _, k := range keys {
+		if len(k) < 16 {
+			return nil, errors.New("page token key must be at least 16 bytes")
+		}
 	}
 	if ttl <= 0 {
 		return nil, errors.New("page token lifetime must be positive")
@@ -67,7 +75,7 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time) (*Tokens, er
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{key: key, ttl: ttl, now: now}, nil
+	return &Tokens{keys: keys, ttl: ttl, now: now}, nil
 }
 
 // errBadToken is wrapped by every token error so the service answers
@@ -114,7 +122,7 @@ func (t *Tokens) seal(body tokenBody) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(t.sign(payload)), nil
+	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(sign(t.keys[0], payload)), nil
 }
 
 // Decode checks a token's signature, expiry and request fingerprint and
@@ -163,7 +171,7 @@ func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	if err1 != nil || err2 != nil {
 		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
-	if !hmac.Equal(sig, t.sign(payload)) {
+	if !t.verify(payload, sig) {
 		return tokenBody{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", errBadToken)
 	}
 	var body tokenBody
@@ -194,8 +202,18 @@ func decodeCursor(key []json.RawMessage, skip int, keys []sortKey) (cursor, erro
 	return c, nil
 }
 
-func (t *Tokens) sign(payload []byte) []byte {
-	m := hmac.New(sha256.New, t.key)
+func sign(key, payload []byte) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write(payload)
 	return m.Sum(nil)
+}
+
+// verify reports whether sig is the signature of payload under any key.
+// Every key is tried, so the time taken does not tell which one matched.
+func (t *Tokens) verify(payload, sig []byte) bool {
+	ok := false
+	for _, k := range t.keys {
+		ok = hmac.Equal(sig, sign(k, payload)) || ok
+	}
+	return ok
 }

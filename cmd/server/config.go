@@ -133,8 +133,8 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"budget-units", "units the pool may spend per period", &c.BudgetUnits},
 		{"budget-reset-day", "day of the month (UTC) the period starts, as usage_reset_date", &c.ResetDay},
 		{"lease", "how long a reservation may stay unsettled before it is charged in full", &c.Lease},
-		{"token-key", "HMAC key of page tokens, shared by replicas (prefer the file)", &c.TokenKey},
-		{"token-key-file", "file holding the page token key", &c.TokenKeyFile},
+		{"token-key", "HMAC keys of page tokens, shared by replicas, comma-separated: the first signs, all verify (prefer the file)", &c.TokenKey},
+		{"token-key-file", "file holding the page token keys, one a line (or comma-separated): the first signs, all verify", &c.TokenKeyFile},
 		{"token-ttl", "lifetime of page tokens", &c.TokenTTL},
 		{"reconcile-every", "how often the ledger is compared with the upstream's usage (0: never)", &c.ReconcileEvery},
 		{"shutdown-timeout", "how long shutdown waits for requests to finish", &c.ShutdownTimeout},
@@ -219,8 +219,10 @@ func (c *config) validate() error {
 	if c.Lease <= 0 || c.TokenTTL <= 0 || c.ShutdownTimeout <= 0 || c.DrainDelay < 0 || c.ReconcileEvery < 0 {
 		errs = append(errs, errors.New("lease, token-ttl and shutdown-timeout must be positive; drain-delay and reconcile-every not negative"))
 	}
-	if c.TokenKey != "" && len(c.TokenKey) < 16 {
-		errs = append(errs, errors.New("the page token key must be at least 16 bytes"))
+	for i, k := range c.tokenKeys() {
+		if len(k) < 16 {
+			errs = append(errs, fmt.Errorf("page token key %d of %d must be at least 16 bytes", i+1, len(c.tokenKeys())))
+		}
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("log-format must be json or text, not %q", c.LogFormat))
@@ -228,6 +230,19 @@ func (c *config) validate() error {
 	errs = append(errs, c.securityConfig.validate()...)
 	errs = append(errs, c.checkAuthListeners())
 	return errors.Join(errs...)
+}
+
+// tokenKeys are the page token keys: the first signs, every one verifies,
+// so that a key can be rotated without refusing the tokens of the one
+// before it. They are separated by commas or line breaks.
+func (c config) tokenKeys() []string {
+	var keys []string
+	for _, k := range strings.FieldsFunc(string(c.TokenKey), func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // LogValue is the configuration as logged at start, secrets redacted.

@@ -143,10 +143,12 @@ func writeStatus(w http.ResponseWriter, st *status.Status) {
 	w.Write(b)
 }
 
-// restHandler is the REST listener's handler: the gateway behind CORS and
-// the body limit.
-func restHandler(c securityConfig, auth *service.Authenticator, gw http.Handler) http.Handler {
-	return withCORS(c.corsOrigins(), withBodyLimit(int64(c.MaxRequestBytes), withValidText(withCertificateCaller(auth, gw))))
+// restHandler is the REST listener's handler: the gateway behind CORS,
+// the credentials (checked before any body is read; lim learns which
+// connections showed a key), and the body's time and size limits.
+func restHandler(c securityConfig, auth *service.Authenticator, lim *connLimit, gw http.Handler) http.Handler {
+	return withCORS(c.corsOrigins(), withCredentials(auth, lim, withBodyTimeout(c.BodyTimeout,
+		withBodyLimit(int64(c.MaxRequestBytes), withValidText(withCertificateCaller(auth, gw))))))
 }
 
 // withCertificateCaller forwards the identity of a REST caller who

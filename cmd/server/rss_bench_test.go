@@ -296,7 +296,7 @@ func (p *processes) stop(b *testing.B) {
 }
 
 // freeAddr is a loopback address with a port free at the time of asking.
-func freeAddr(b *testing.B) string {
+func freeAddr(b testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

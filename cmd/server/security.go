@@ -9,6 +9,9 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
+	"time"
+
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/linkgate/linkgate/service"
 )
@@ -34,6 +37,24 @@ type securityConfig struct {
 	MaxRequestBytes int // LINKGATE_MAX_REQUEST_BYTES: gRPC message and REST body
 	MaxHeaderBytes  int // LINKGATE_MAX_HEADER_BYTES: REST request headers
 
+	// What a peer may hold (peers.go). MaxConnections bounds each
+	// listener's connections (LINKGATE_MAX_CONNECTIONS); 0 derives it from
+	// the memory limit.
+	MaxConnections int
+	// MaxStreamsPerConnection bounds a gRPC connection's concurrent calls
+	// (LINKGATE_MAX_STREAMS_PER_CONNECTION), and a REST HTTP/2 one's.
+	MaxStreamsPerConnection int
+	// HeaderTimeout (LINKGATE_HEADER_TIMEOUT) is the time a new connection
+	// has to finish its handshakes and send a request with a valid key (a
+	// health check does not count), and a REST request to send its headers.
+	HeaderTimeout time.Duration
+	// BodyTimeout (LINKGATE_BODY_TIMEOUT) is the time a REST request's body
+	// has to arrive after its headers.
+	BodyTimeout time.Duration
+	// IdleTimeout (LINKGATE_IDLE_TIMEOUT) closes a connection without a
+	// request in flight for that long.
+	IdleTimeout time.Duration
+
 	// MetricsAddr is the listener of /metrics (LINKGATE_METRICS_ADDR):
 	// with authentication on it is the only place /metrics is served,
 	// by default on loopback; "off" serves no /metrics. With
@@ -47,7 +68,8 @@ const defaultMetricsAddr = "127.0.0.1:9102"
 
 func defaultSecurityConfig() securityConfig {
 	return securityConfig{MaxStreamsPerTenant: 8, MaxRequestBytes: 64 << 10, MaxHeaderBytes: 64 << 10,
-		MetricsAddr: defaultMetricsAddr}
+		MetricsAddr: defaultMetricsAddr, MaxStreamsPerConnection: 100,
+		HeaderTimeout: 10 * time.Second, BodyTimeout: 15 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 // memoryLimit is the memory the stream bound is derived from: the
@@ -86,6 +108,11 @@ func (c *securityConfig) settings() []setting {
 		{"metrics-addr", "listener of /metrics (loopback by default); off: none", &c.MetricsAddr},
 		{"max-request-bytes", "largest gRPC request message and REST request body", &c.MaxRequestBytes},
 		{"max-header-bytes", "largest REST request header block", &c.MaxHeaderBytes},
+		{"max-connections", "connections of each listener; 0: an eighth of the memory limit at 64 KiB a connection", &c.MaxConnections},
+		{"max-streams-per-connection", "concurrent calls on one gRPC (or REST HTTP/2) connection", &c.MaxStreamsPerConnection},
+		{"header-timeout", "time a new connection has to send a request with a valid key, and a REST request its headers", &c.HeaderTimeout},
+		{"body-timeout", "time a REST request body has to arrive after its headers", &c.BodyTimeout},
+		{"idle-timeout", "a connection without a request in flight for this long is closed", &c.IdleTimeout},
 	}
 }
 
@@ -119,8 +146,11 @@ func (c securityConfig) validate() []error {
 	if c.MaxStreamsPerTenant <= 0 || c.MaxRequestBytes <= 0 || c.MaxHeaderBytes <= 0 {
 		errs = append(errs, errors.New("max-streams-per-tenant, max-request-bytes and max-header-bytes must be positive"))
 	}
-	if c.MaxStreams < 0 || c.MemoryLimit < 0 {
-		errs = append(errs, errors.New("max-streams and memory-limit must not be negative (0: derived)"))
+	if c.MaxStreams < 0 || c.MemoryLimit < 0 || c.MaxConnections < 0 {
+		errs = append(errs, errors.New("max-streams, max-connections and memory-limit must not be negative (0: derived)"))
+	}
+	if c.MaxStreamsPerConnection <= 0 || c.HeaderTimeout <= 0 || c.BodyTimeout <= 0 || c.IdleTimeout <= 0 {
+		errs = append(errs, errors.New("max-streams-per-connection, header-timeout, body-timeout and idle-timeout must be positive"))
 	}
 	if c.MetricsAddr != "off" && c.MetricsAddr != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
@@ -192,6 +222,9 @@ func (c securityConfig) LogValue() slog.Value {
 		slog.Int("max_streams_per_tenant", c.MaxStreamsPerTenant), slog.Int("max_streams", c.maxStreams()),
 		slog.Int64("memory_limit", c.memoryLimit()), slog.String("metrics_addr", c.MetricsAddr),
 		slog.Int("max_request_bytes", c.MaxRequestBytes), slog.Int("max_header_bytes", c.MaxHeaderBytes),
+		slog.Int("max_connections", c.maxConnections()), slog.Int("max_streams_per_connection", c.MaxStreamsPerConnection),
+		slog.String("header_timeout", c.HeaderTimeout.String()), slog.String("body_timeout", c.BodyTimeout.String()),
+		slog.String("idle_timeout", c.IdleTimeout.String()),
 	)
 }
 
@@ -224,8 +257,16 @@ func loadSecurity(c config) (*security, error) {
 	return &security{
 		tenants: t, auth: auth, tls: tlsSetup,
 		limits: service.LimitsConfig{MaxStreamsPerTenant: c.MaxStreamsPerTenant, MaxStreams: c.maxStreams(),
-			MaxRecvMsgBytes: c.MaxRequestBytes},
+			MaxRecvMsgBytes: c.MaxRequestBytes, Keepalive: c.keepalive()},
 	}, nil
+}
+
+// keepalive is the gRPC server's: service.DefaultKeepalive with the idle
+// timeout.
+func (c securityConfig) keepalive() *keepalive.ServerParameters {
+	ka := service.DefaultKeepalive
+	ka.MaxConnectionIdle = c.IdleTimeout
+	return &ka
 }
 
 // GoString keeps secrets out of %#v too, which ignores String.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,7 @@ type server struct {
 	// is on the REST listener or off.
 	metricsAddr string
 	failed      chan error
+	gatewayGRPC *grpc.Server // serves the gateway's own connection (see start)
 	// checkReadiness sets the health status from the checks now.
 	checkReadiness func()
 	// upstreamHealth follows the outcomes of real upstream calls.
@@ -107,7 +109,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, err
 	}
 	log.Info("starting linkgate", "config", cfg)
-	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 3)}
+	s := &server{cfg: cfg, sec: sec, log: log, failed: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			s.runCleanups()
@@ -164,22 +166,36 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 
 	opts := service.ServerOptions(service.ServerConfig{Logger: log, Auth: sec.auth, Limits: sec.limits})
 	opts = append(opts, obs.serverOption())
-	s.grpc = grpc.NewServer(append(opts, sec.tls.grpcOptions()...)...)
-	// GuardDecoding: a request that cannot be decoded is the caller's
-	// INVALID_ARGUMENT, not an INTERNAL (service/decode.go).
-	s.grpc.RegisterService(service.GuardDecoding(&v1.BacklinksService_ServiceDesc, log), backlinks)
-	s.grpc.RegisterService(service.GuardDecoding(&v1.QuotaService_ServiceDesc, log), service.NewQuotaServer(ledger))
-	s.grpc.RegisterService(service.GuardDecoding(&healthpb.Health_ServiceDesc, log), s.health)
-	reflection.Register(s.grpc)
-
+	opts = append(opts, sec.tls.grpcOptions()...)
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listener: %w", err)
 	}
 	s.grpcAddr = grpcLis.Addr().String()
-	s.serve("grpc", func() error { return s.grpc.Serve(grpcLis) })
+	grpcLimit := newConnLimit(grpcLis, "grpc", cfg.maxConnections(), cfg.HeaderTimeout, log)
+	// Peers reach one server; the gateway reaches another with the same
+	// services and interceptors, on a loopback listener of its own: the
+	// bounds put on a peer's connection would put them on every REST
+	// caller at once, as they share the gateway's one connection.
+	s.grpc = grpc.NewServer(append(slices.Clone(opts), publicOptions(cfg.securityConfig, sec.auth, grpcLimit)...)...)
+	s.gatewayGRPC = grpc.NewServer(opts...)
+	quotaServer := service.NewQuotaServer(ledger)
+	for _, srv := range []*grpc.Server{s.grpc, s.gatewayGRPC} {
+		// GuardDecoding: a request that cannot be decoded is the caller's
+		// INVALID_ARGUMENT, not an INTERNAL (service/decode.go).
+		srv.RegisterService(service.GuardDecoding(&v1.BacklinksService_ServiceDesc, log), backlinks)
+		srv.RegisterService(service.GuardDecoding(&v1.QuotaService_ServiceDesc, log), quotaServer)
+		srv.RegisterService(service.GuardDecoding(&healthpb.Health_ServiceDesc, log), s.health)
+	}
+	reflection.Register(s.grpc)
+	s.serve("grpc", func() error { return s.grpc.Serve(grpcLimit) })
+	gwLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("gateway's grpc listener: %w", err)
+	}
+	s.serve("gateway's grpc", func() error { return s.gatewayGRPC.Serve(gwLis) })
 
-	gw, closeGW, err := newGateway(bg, s.grpcAddr, s.health, append(sec.tls.gatewayDial(), obs.dialOption())...)
+	gw, closeGW, err := newGateway(bg, gwLis.Addr().String(), s.health, append(sec.tls.gatewayDial(), obs.dialOption())...)
 	if err != nil {
 		return nil, err
 	}
@@ -189,10 +205,12 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s.httpAddr = httpLis.Addr().String()
-	httpLis = sec.tls.listenHTTP(httpLis)
+	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log)
 	authOff := cfg.TenantsFile == ""
-	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, gw), authOff), ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: cfg.MaxHeaderBytes}
+	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, httpLimit, gw), authOff),
+		ReadHeaderTimeout: cfg.HeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxStreamsPerConnection}}
+	httpLis = sec.tls.listenHTTP(httpLimit)
 	s.serve("http", func() error { return s.http.Serve(httpLis) })
 	if !authOff && cfg.MetricsAddr != "off" && cfg.MetricsAddr != "" {
 		if err := s.serveMetrics(obs.metricsHandler()); err != nil {
@@ -302,10 +320,10 @@ func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error
 
 // tokens returns the page token codec. Without a configured key, a bolt
 // deployment keeps a random one in its data directory so that tokens
-// survive a restart; replicas sharing Redis must share a configured key.
+// survive a restart; replicas sharing Redis must share configured keys.
 func (s *server) tokens() (*service.Tokens, error) {
-	key := []byte(s.cfg.TokenKey)
-	if len(key) == 0 {
+	keys := s.cfg.tokenKeys()
+	if len(keys) == 0 {
 		if s.cfg.RedisAddr != "" {
 			return nil, errors.New("replicas sharing a Redis ledger must share a page token key: set LINKGATE_TOKEN_KEY_FILE")
 		}
@@ -320,9 +338,14 @@ func (s *server) tokens() (*service.Tokens, error) {
 		if err != nil {
 			return nil, fmt.Errorf("page token key: %w", err)
 		}
-		key = []byte(strings.TrimSpace(string(b)))
+		keys = []string{strings.TrimSpace(string(b))}
 	}
-	return service.NewTokens(key, s.cfg.TokenTTL, nil)
+	// The first key signs; the others, older, still verify.
+	var older [][]byte
+	for _, k := range keys[1:] {
+		older = append(older, []byte(k))
+	}
+	return service.NewTokens([]byte(keys[0]), s.cfg.TokenTTL, nil, older...)
 }
 
 // readiness is what health reports on: the ledger.
@@ -426,13 +449,20 @@ func (s *server) shutdown() error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	stopped := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	go func() {
+		var wg sync.WaitGroup
+		wg.Go(s.grpc.GracefulStop)
+		wg.Go(s.gatewayGRPC.GracefulStop)
+		wg.Wait()
+		close(stopped)
+	}()
 	cut := false
 	select {
 	case <-stopped:
 	case <-ctx.Done():
 		cut = true
 		s.grpc.Stop()
+		s.gatewayGRPC.Stop()
 		<-stopped
 	}
 	if err := <-httpDone; errors.Is(err, context.DeadlineExceeded) {
