@@ -112,10 +112,37 @@ var conformanceCases = []struct {
 			t.Fatalf("report %+v", rep)
 		}
 		bogus := r3
-		bogus.ID = "nope"
+		bogus.Budget = "another"
 		if err := l.Settle(ctx, bogus, 1); !errors.Is(err, ErrUnknownReservation) {
-			t.Fatalf("unknown reservation: %v", err)
+			t.Fatalf("a reservation of another budget: %v", err)
 		}
+	}},
+	{"a reservation the store has no record of settles as a direct charge", func(t *testing.T, s Store, clk *fakeClock) {
+		ctx := context.Background()
+		l := newLedger(t, s, clk, func(c *Config) { c.Tenants = map[string]int64{"a": 500} })
+		r := mustReserve(t, l, "a", "x", 10)
+		lost := r
+		lost.ID = "lost-with-the-store"
+		// A page paid upstream: recorded, pool and tenant, provisionally.
+		left, err := l.Finish(ctx, lost, Outcome{Actual: 40})
+		if err != nil || left != 500-40-10 {
+			t.Fatalf("Finish of an unknown reservation = %d, %v; want %d left", left, err, 500-40-10)
+		}
+		mustSettle(t, l, lost, 40) // a retry counts once
+		if err := l.Release(ctx, Reservation{ID: "never-seen", Budget: r.Budget, Tenant: "a", Label: "x",
+			Units: 5, Period: r.Period}); err != nil {
+			t.Fatalf("Release of an unknown reservation: %v", err)
+		}
+		rep := mustReport(t, l)
+		if rep.Pool.Used != 40 || rep.Pool.Reserved != 10 || rep.SpendByTenant["a"] != 40 || rep.SpendByLabel["x"] != 40 ||
+			rep.Direct != 1 || rep.Provisional != 40 || rep.Overruns != 1 {
+			t.Fatalf("report %+v", rep)
+		}
+		// The upstream's figure confirms or takes it back.
+		if _, err := l.Reconcile(ctx, fixedUpstream{used: 25}); err != nil {
+			t.Fatal(err)
+		}
+		checkPool(t, l, 25, 10)
 	}},
 	{"expired reservation charged in full", func(t *testing.T, s Store, clk *fakeClock) {
 		ctx := context.Background()

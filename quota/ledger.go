@@ -13,8 +13,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -140,6 +142,10 @@ type Report struct {
 	// will confirm or correct it.
 	Provisional int64
 	Corrected   int64 // provisional units reconciliations took back
+	Rebuilt     int64 // units a rebuild of the period adopted from the upstream's figure
+	// Direct counts settlements of reservations the store had no record
+	// of (it lost them): charged directly, provisionally.
+	Direct int64
 }
 
 // Ledger enforces one budget over a Store. It is safe for concurrent use;
@@ -148,6 +154,64 @@ type Report struct {
 type Ledger struct {
 	store Store
 	cfg   Config
+	// reconcile holds a request for a reconciliation now (RequestReconcile).
+	reconcile chan struct{}
+	seen      seen
+}
+
+// seen is what this replica last read of the state a store may lose, so
+// that a rebuild can restore it: every replica keeps it, and the one that
+// rebuilds writes back what the store holds nothing newer of (Seed).
+type seen struct {
+	mu        sync.Mutex
+	period    string
+	spend     map[string]int64 // tenant -> used in period
+	overrides map[string]int64 // nil until read whole
+}
+
+// spent remembers tenant's spend in period as a store step reported it.
+func (s *seen) spent(period, tenant string, used int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if period < s.period {
+		return
+	}
+	if period > s.period {
+		s.period, s.spend = period, map[string]int64{}
+	}
+	s.spend[tenant] = used
+}
+
+// read remembers a whole snapshot of period.
+func (s *seen) read(period string, snap Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.overrides = maps.Clone(snap.Overrides)
+	if s.overrides == nil {
+		s.overrides = map[string]int64{}
+	}
+	if period >= s.period {
+		s.period, s.spend = period, maps.Clone(snap.TenantUsed)
+	}
+}
+
+// override remembers a change of one override, once all are known.
+func (s *seen) override(tenant string, limit *int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.overrides == nil:
+	case limit == nil:
+		delete(s.overrides, tenant)
+	default:
+		s.overrides[tenant] = *limit
+	}
+}
+
+func (s *seen) seed() Seed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Seed{Period: s.period, TenantUsed: maps.Clone(s.spend), Overrides: maps.Clone(s.overrides)}
 }
 
 var budgetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -185,8 +249,23 @@ func New(store Store, cfg Config) (*Ledger, error) {
 	if cfg.FinishTimeout <= 0 {
 		cfg.FinishTimeout = 5 * time.Second
 	}
-	return &Ledger{store: store, cfg: cfg}, nil
+	return &Ledger{store: store, cfg: cfg, reconcile: make(chan struct{}, 1)}, nil
 }
+
+// RequestReconcile asks the reconciler to run now rather than at its next
+// tick: Reserve found the period's ledger unknown (ErrRebuilding), or a
+// caller knows the store may have lost writes (a failover). Requests made
+// while one is pending count once; it never blocks.
+func (l *Ledger) RequestReconcile() {
+	select {
+	case l.reconcile <- struct{}{}:
+	default:
+	}
+}
+
+// ReconcileRequests delivers the requests of RequestReconcile: the
+// reconciler's loop selects on it.
+func (l *Ledger) ReconcileRequests() <-chan struct{} { return l.reconcile }
 
 // Period returns the current period.
 func (l *Ledger) Period() Period { return PeriodAt(l.cfg.Clock(), l.cfg.ResetDay) }
@@ -217,6 +296,10 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	res, err := l.store.Reserve(ctx, op)
 	if err != nil {
 		return Reservation{}, err
+	}
+	if res.Unknown {
+		l.RequestReconcile()
+		return Reservation{}, ErrRebuilding
 	}
 	if !res.Granted {
 		return Reservation{}, &DeniedError{Scope: res.Scope, Tenant: tenant, Limit: res.Limit,
@@ -260,6 +343,9 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 	res, err := l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
 		Now: l.cfg.Clock().UTC(), Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
 		PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[r.Tenant]})
+	if err == nil {
+		l.seen.spent(r.Period, r.Tenant, res.TenantUsed)
+	}
 	return res.Remaining, err
 }
 
@@ -289,6 +375,9 @@ func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
 	now := l.cfg.Clock().UTC()
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
+	if err == nil {
+		l.seen.read(cur.Key, s)
+	}
 	return s, cur, err
 }
 
@@ -341,7 +430,8 @@ func (l *Ledger) AllUsage(ctx context.Context) (Report, error) {
 		Settled:            s.Pool[poolSettled], Overruns: s.Pool[poolOverruns], OverrunUnits: s.Pool[poolOverrunUnits],
 		Expired: s.Pool[poolExpired], ExpiredUnits: s.Pool[poolExpiredUnits], External: s.Pool[poolExternal],
 		Upstream: s.Pool[poolUpstream], Drift: s.Pool[poolDrift],
-		Provisional: s.Pool[poolProvisional], Corrected: s.Pool[poolCorrected]}
+		Provisional: s.Pool[poolProvisional], Corrected: s.Pool[poolCorrected],
+		Rebuilt: s.Pool[poolRebuilt], Direct: s.Pool[poolDirect]}
 	for k, v := range s.LabelUsed {
 		if v == 0 {
 			continue
@@ -372,7 +462,9 @@ func nonZero(m map[string]int64) map[string]int64 {
 
 // SetTenantLimit overrides tenant's configured limit at run time; the
 // override is kept in the store, so it survives restarts and is seen by
-// every replica. nil removes it; 0 means no tenant limit (only the pool).
+// every replica, and every replica that has read it keeps a copy that a
+// rebuild restores if the store loses it. nil removes it; 0 means no
+// tenant limit (only the pool).
 func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64) error {
 	if tenant == "" {
 		return errors.New("quota: empty tenant")
@@ -380,7 +472,11 @@ func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64
 	if limit != nil && (*limit < 0 || *limit > maxUnits) {
 		return fmt.Errorf("quota: tenant limit %d must be in 0..%d", *limit, int64(maxUnits))
 	}
-	return l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
+	err := l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
+	if err == nil {
+		l.seen.override(tenant, limit)
+	}
+	return err
 }
 
 // Ping reports whether the store can be reached; for readiness checks.

@@ -158,6 +158,9 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 	if left, ok := v.(int64); ok {
 		return ReserveResult{Granted: true, Remaining: left}, nil
 	}
+	if v == "unknown" {
+		return ReserveResult{Unknown: true}, nil
+	}
 	d, _ := v.([]any)
 	if len(d) != 4 {
 		return ReserveResult{}, fmt.Errorf("quota: redis: unexpected reserve reply %v", v)
@@ -217,14 +220,11 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}
-	if v == "unknown" {
-		return FinishResult{}, ErrUnknownReservation
-	}
-	left, ok := v.(int64)
-	if !ok {
+	d, _ := v.([]any)
+	if len(d) != 2 {
 		return FinishResult{}, fmt.Errorf("quota: redis: unexpected finish reply %v", v)
 	}
-	return FinishResult{Remaining: left}, nil
+	return FinishResult{Remaining: asInt(d[0]), TenantUsed: asInt(d[1])}, nil
 }
 
 func flag(b bool) string {
@@ -273,12 +273,16 @@ func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, err
 	return snap, nil
 }
 
-// flatMap decodes an HGETALL reply returned from a script (a flat array).
+// flatMap decodes an HGETALL reply returned from a script (a flat array),
+// without the field '' (the budget's marker in its limits, lua/common.lua).
 func flatMap(v any) (map[string]int64, error) {
 	a, _ := v.([]any)
 	m := make(map[string]int64, len(a)/2)
 	for i := 0; i+1 < len(a); i += 2 {
 		k, _ := a[i].(string)
+		if k == "" {
+			continue
+		}
 		sv, _ := a[i+1].(string)
 		n, err := strconv.ParseInt(sv, 10, 64)
 		if err != nil {
@@ -304,13 +308,26 @@ func (s *RedisStore) SetTenantLimit(ctx context.Context, op LimitOp) error {
 
 // Reconcile implements Store.
 func (s *RedisStore) Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error) {
-	v, err := ledgerLibrary.call(ctx, s.c, "reconcile", s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.Upstream, flag(op.Adopt)).Slice()
+	args := []any{ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.Upstream,
+		flag(op.Adopt), op.Cur.Key, -1}
+	if op.Seed.Overrides != nil {
+		args[len(args)-1] = len(op.Seed.Overrides)
+		for _, t := range sortedKeys(op.Seed.Overrides) {
+			args = append(args, t, op.Seed.Overrides[t])
+		}
+	}
+	if op.Seed.Period == op.Cur.Key {
+		for _, t := range sortedKeys(op.Seed.TenantUsed) {
+			args = append(args, t, op.Seed.TenantUsed[t])
+		}
+	}
+	v, err := ledgerLibrary.call(ctx, s.c, "reconcile", s.keys(op.Budget, op.Cur, op.Prev), args...).Slice()
 	if err != nil {
 		return ReconcileResult{}, s.wrap(ctx, err)
 	}
-	if len(v) != 4 {
+	if len(v) != 5 {
 		return ReconcileResult{}, fmt.Errorf("quota: redis: unexpected reconcile reply %v", v)
 	}
-	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2]), Corrected: asInt(v[3])}, nil
+	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2]),
+		Corrected: asInt(v[3]), Rebuilt: asInt(v[4]) == 1}, nil
 }

@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -11,10 +12,20 @@ import (
 // the store having recorded the reservation.
 var ErrUnavailable = errors.New("quota: the ledger store cannot be reached")
 
-// ErrUnknownReservation is returned by Settle and Release for a reservation
-// the store has no record of (never made, from another budget, so old that
-// its period has been dropped by the store's retention, or, on Redis,
-// finished more than an hour ago).
+// ErrRebuilding is Reserve's error while the current period's ledger is
+// unknown: the store holds no mark that the period was opened (a first
+// start, or a store that lost its data). An empty ledger is not a ledger
+// with nothing spent, so no unit is granted until a reconciliation has
+// rebuilt the period from the upstream's usage; Reserve asks for one at
+// once (Ledger.RequestReconcile). It wraps ErrUnavailable: the ledger is
+// unavailable for a moment, the budget is not exhausted.
+var ErrRebuilding = fmt.Errorf("%w: the ledger of this period is unknown until it is rebuilt from the upstream's usage", ErrUnavailable)
+
+// ErrUnknownReservation is returned by Finish for a reservation of another
+// budget or without an id. A reservation of this budget that the store has
+// no record of (its data was lost, or it finished more than an hour ago)
+// is not an error: the units it reports were spent upstream, so Finish
+// settles it as a direct charge.
 var ErrUnknownReservation = errors.New("quota: unknown reservation")
 
 // Store holds the ledger state. Each method is one atomic operation of the
@@ -31,7 +42,10 @@ type Store interface {
 	// its bookkeeping.
 	Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error)
 	// Finish settles (op.Release false) or releases a reservation. Repeating
-	// it, or calling it after the other, changes nothing.
+	// it, or calling it after the other, changes nothing. A settlement of a
+	// reservation the store has no record of is a direct charge of the
+	// actual units, provisional: the store may have lost the reservation
+	// after the upstream's figure a rebuild adopted already counted them.
 	Finish(ctx context.Context, op FinishOp) (FinishResult, error)
 	// Snapshot returns the counters of op.Cur after the lease sweep.
 	Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, error)
@@ -39,7 +53,10 @@ type Store interface {
 	// override.
 	SetTenantLimit(ctx context.Context, op LimitOp) error
 	// Reconcile records the upstream figure for op.Cur and, if op.Adopt,
-	// raises the pool's used figure to it (as external spend).
+	// raises the pool's used figure to it (as external spend). A period not
+	// opened is rebuilt: the upstream's figure is adopted whatever
+	// op.Adopt, op.Seed restores what the store has nothing newer of, and
+	// the period is marked opened.
 	Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error)
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
@@ -51,6 +68,9 @@ type Store interface {
 // reserve, read in the same atomic step.
 type FinishResult struct {
 	Remaining int64
+	// TenantUsed is the tenant's spend in the reservation's period after
+	// it, which the ledger remembers (Seed).
+	TenantUsed int64
 }
 
 // ReserveOp is one reservation attempt as the Ledger hands it to a Store.
@@ -70,9 +90,11 @@ type ReserveOp struct {
 // ReserveResult tells whether a reservation was granted and, if not, which
 // limit refused it, how much that limit had left and how much of it open
 // reservations hold. Granted, Remaining is what the tenant may still reserve
-// after this reservation.
+// after this reservation. Unknown: the period was never opened in this
+// store (or its mark was lost), so nothing was granted.
 type ReserveResult struct {
 	Granted   bool
+	Unknown   bool
 	Scope     Scope
 	Limit     int64
 	Remaining int64
@@ -128,6 +150,18 @@ type ReconcileOp struct {
 	Now       time.Time
 	Upstream  int64
 	Adopt     bool
+	Seed      Seed
+}
+
+// Seed is what a replica last read of the state a store may lose: the
+// tenants' spend in one period and the tenant limit overrides. A rebuild
+// restores from it what the store holds nothing newer of.
+type Seed struct {
+	Period     string           // the period TenantUsed is of
+	TenantUsed map[string]int64 // raises a tenant's spend, never lowers it
+	// Overrides are written where the store lost its overrides (their
+	// mark is gone) and holds none for the tenant; nil: never read.
+	Overrides map[string]int64
 }
 
 // ReconcileResult is the ledger's side of a reconciliation, read in the same
@@ -137,6 +171,7 @@ type ReconcileResult struct {
 	Reserved   int64
 	Adopted    int64
 	Corrected  int64 // provisional units taken back
+	Rebuilt    bool  // the period was not opened: Adopted rebuilt it
 }
 
 // Names of the pool counters kept per period. They are part of the stored
@@ -154,6 +189,9 @@ const (
 	poolUpstream     = "upstream"
 	poolProvisional  = "provisional" // charged on presumption, not yet confirmed by a reconciliation
 	poolCorrected    = "corrected"   // provisional units a reconciliation took back
+	poolOpened       = "opened"      // the period's ledger is known (opened at a rollover, or rebuilt)
+	poolRebuilt      = "rebuilt"     // units a rebuild adopted from the upstream's figure
+	poolDirect       = "direct"      // settlements of reservations the store had no record of
 )
 
 // Reservation states as stored.

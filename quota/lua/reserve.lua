@@ -2,13 +2,15 @@
 -- ARGV: now, id, tenant, label, units, expires, pool limit, tenant limit,
 --       and the reservation's record, which the caller encodes
 -- Reply: what the tenant may still reserve, granted; {scope, limit,
--- remaining, reserved}, denied; 'sweep' when the period needs one first.
+-- remaining, reserved}, denied; 'sweep' when the period needs one first;
+-- 'unknown' when the period's ledger is unknown (common.lua).
 local function reserve(KEYS, ARGV)
   local tenant, rec = ARGV[3], 'o\30' .. ARGV[2]
   local tu, tr, tl = 'u\30' .. tenant, 'r\30' .. tenant, 'lim\30' .. tenant
-  local p = redis.call('HMGET', KEYS[2], 'v', 'due', rec, 'used', 'reserved', tu, tr, tl)
+  local p = redis.call('HMGET', KEYS[2], 'v', 'due', rec, 'used', 'reserved', tu, tr, tl, 'opened')
   local due = tonumber(p[2])
   if p[1] ~= LAYOUT or not due or due <= tonumber(ARGV[1]) then return 'sweep' end
+  if not p[9] and not open(KEYS[1], KEYS[2], ARGV[1]) then return 'unknown' end
   local tlimit, copy = tlimit_of(KEYS[1], tenant, ARGV[8], p[8])
   local used, reserved, tused, tres = tonumber(p[4]) or 0, tonumber(p[5]) or 0, tonumber(p[6]) or 0, tonumber(p[7]) or 0
   local units, plimit = tonumber(ARGV[5]), tonumber(ARGV[7])
