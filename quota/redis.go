@@ -274,7 +274,7 @@ func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, err
 }
 
 // flatMap decodes an HGETALL reply returned from a script (a flat array),
-// without the field '' (the budget's marker in its limits, lua/common.lua).
+// without the empty field (the budget's marker in its limits, lua/common.lua).
 func flatMap(v any) (map[string]int64, error) {
 	a, _ := v.([]any)
 	m := make(map[string]int64, len(a)/2)
