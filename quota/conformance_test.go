@@ -233,6 +233,68 @@ var conformanceCases = []struct {
 			t.Fatalf("report %+v", rep)
 		}
 	}},
+	{"a ledger that lost its data is unknown until rebuilt", func(t *testing.T, s Store, clk *fakeClock) {
+		ctx := context.Background()
+		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 1000; c.Tenants = map[string]int64{"a": 300} })
+		limit := int64(200)
+		if err := l.SetTenantLimit(ctx, "b", &limit); err != nil {
+			t.Fatal(err)
+		}
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 250), 250)
+		mustSettle(t, l, mustReserve(t, l, "b", "x", 150), 150)
+		inFlight := mustReserve(t, l, "c", "x", 50)
+		// The store loses everything: a Redis restarted empty, a bolt file
+		// lost. This replica keeps what it read.
+		l.store = emptyLike(t, s)
+		_, err := l.Reserve(ctx, "c", "x", 1)
+		if !errors.Is(err, ErrRebuilding) || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Reserve on a lost ledger = %v, want ErrRebuilding (unavailable), not a grant or a denial", err)
+		}
+		select {
+		case <-l.ReconcileRequests():
+		default:
+			t.Fatal("finding the ledger lost asked for no reconciliation")
+		}
+		// The page in flight was paid: recorded, directly.
+		mustSettle(t, l, inFlight, 50)
+		// The upstream charged 450: 250 + 150 + 50.
+		d, err := l.Reconcile(ctx, fixedUpstream{used: 450})
+		if err != nil || !d.Rebuilt || d.Adopted != 400 {
+			t.Fatalf("rebuild = %+v, %v; want rebuilt adopting 400", d, err)
+		}
+		rep := mustReport(t, l)
+		if rep.Pool.Used != 450 || rep.Rebuilt != 400 || rep.SpendByTenant["a"] != 250 || rep.SpendByTenant["b"] != 150 ||
+			rep.SpendByTenant["c"] != 50 || rep.Direct != 1 {
+			t.Fatalf("after the rebuild %+v", rep)
+		}
+		// The override and the tenants' spend came back with it.
+		var de *DeniedError
+		if _, err := l.Reserve(ctx, "b", "x", 51); !errors.As(err, &de) || de.Scope != ScopeTenant || de.Limit != 200 {
+			t.Fatalf("Reserve(b, 51) after the rebuild = %v, want the override of 200 with 150 spent", err)
+		}
+		if _, err := l.Reserve(ctx, "a", "x", 51); !errors.As(err, &de) || de.Scope != ScopeTenant {
+			t.Fatalf("Reserve(a, 51) after the rebuild = %v, want a's limit of 300 with 250 spent", err)
+		}
+		mustReserve(t, l, "b", "x", 50)
+	}},
+	{"the first start and each new period are opened", func(t *testing.T, s Store, clk *fakeClock) {
+		ctx := context.Background()
+		l := newUnopened(t, s, clk, func(c *Config) { c.PoolLimit = 1000 })
+		if _, err := l.Reserve(ctx, "a", "x", 1); !errors.Is(err, ErrRebuilding) {
+			t.Fatalf("Reserve before the first reconciliation = %v, want ErrRebuilding", err)
+		}
+		d, err := l.Reconcile(ctx, fixedUpstream{used: 300}) // spent before linkgate ran
+		if err != nil || !d.Rebuilt || d.Adopted != 300 {
+			t.Fatalf("first reconciliation = %+v, %v", d, err)
+		}
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 700), 700)
+		// The next period opens at zero: the store knew the one before.
+		clk.Set(PeriodAt(clk.Now(), 15).End)
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 1000), 1000)
+		if d, err := l.Reconcile(ctx, fixedUpstream{used: 1000}); err != nil || d.Rebuilt || d.Adopted != 0 {
+			t.Fatalf("reconciliation of the new period = %+v, %v; want nothing rebuilt", d, err)
+		}
+	}},
 	{"reconcile adopts a higher upstream figure", func(t *testing.T, s Store, clk *fakeClock) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, nil)

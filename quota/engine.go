@@ -58,14 +58,14 @@ type txn interface {
 // first start, or a store that lost everything), or one naming p or a
 // later period (p was opened and lost), leaves p unknown until a
 // reconciliation rebuilds it.
-func open(t txn, p string) bool {
+func open(t txn, p string, now int64) bool {
 	if t.get(p, nsPool, poolOpened) != 0 {
 		return true
 	}
 	if m := t.marker(); m == "" || m >= p {
 		return false
 	}
-	t.add(p, nsPool, poolOpened, 1)
+	t.add(p, nsPool, poolOpened, now)
 	t.setMarker(p)
 	return true
 }
@@ -131,7 +131,7 @@ func applyReserve(t txn, op ReserveOp) ReserveResult {
 	sweep(t, op.Prev.Key, now)
 	sweep(t, op.Cur.Key, now)
 	p := op.Cur.Key
-	if !open(t, p) {
+	if !open(t, p, now) {
 		return ReserveResult{Unknown: true}
 	}
 	limit := tenantLimit(t, op.Tenant, op.TenantLimit)
@@ -163,7 +163,7 @@ func applyFinish(t txn, op FinishOp) (FinishResult, error) {
 	r, ok := t.res(p, id)
 	done := func() FinishResult {
 		return FinishResult{Remaining: room(t, p, r.Tenant, op.PoolLimit, tenantLimit(t, r.Tenant, op.TenantLimit)),
-			TenantUsed: t.get(p, nsTUsed, r.Tenant)}
+			TenantUsed: t.get(p, nsTUsed, r.Tenant), Opened: t.get(p, nsPool, poolOpened)}
 	}
 	if !ok {
 		// The store lost the reservation (or forgot it, long finished):
@@ -247,6 +247,7 @@ func applySnapshot(t txn, op SnapshotOp) Snapshot {
 		TenantReserved: t.all(p, nsTRes),
 		LabelUsed:      t.all(p, nsLabel),
 		Overrides:      ov,
+		OverridesKnown: t.marker() != "",
 	}
 }
 
@@ -260,8 +261,8 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 	t.add(p, nsPool, poolDrift, op.Upstream-res.LedgerUsed-t.get(p, nsPool, poolDrift))
 	res.Rebuilt = t.get(p, nsPool, poolOpened) == 0
 	restoreOverrides(t, p, op.Seed)
-	if res.Rebuilt {
-		rebuild(t, p, op.Seed)
+	if res.Rebuilt || op.Seed.Lost {
+		rebuild(t, p, op.Seed, op.Now.UnixMilli())
 	}
 	// In-flight reservations may already be spent upstream; adopting only
 	// what exceeds used+reserved keeps them from being counted twice. A
@@ -308,9 +309,9 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 	return res
 }
 
-// rebuild opens period p from what a replica last read: tenants' spend
-// where the store has less.
-func rebuild(t txn, p string, seed Seed) {
+// rebuild opens period p, if it is not, and raises the tenants' spend to
+// what a replica last read where the store has less.
+func rebuild(t txn, p string, seed Seed, now int64) {
 	if seed.Period == p {
 		for _, tenant := range sortedKeys(seed.TenantUsed) {
 			if d := seed.TenantUsed[tenant] - t.get(p, nsTUsed, tenant); d > 0 {
@@ -318,19 +319,21 @@ func rebuild(t txn, p string, seed Seed) {
 			}
 		}
 	}
-	t.add(p, nsPool, poolOpened, 1)
+	if t.get(p, nsPool, poolOpened) == 0 {
+		t.add(p, nsPool, poolOpened, now)
+	}
 	if t.marker() < p {
 		t.setMarker(p)
 	}
 }
 
 // restoreOverrides writes back the overrides a replica last read where the
-// store lost them (the marker, kept with them, is gone) and holds none
-// newer, and marks them known again. What a replica that never read them
+// store lost them (the marker, kept with them, is gone, or the replica
+// found the period lost) and holds none newer, and marks them known again. What a replica that never read them
 // rebuilds (it started after the loss) has none to restore: a store that
 // lost its data and every replica that had read them loses them.
 func restoreOverrides(t txn, p string, seed Seed) {
-	if t.marker() != "" || seed.Overrides == nil {
+	if (t.marker() != "" && !seed.Lost) || seed.Overrides == nil {
 		return
 	}
 	for _, tenant := range sortedKeys(seed.Overrides) {
@@ -339,7 +342,9 @@ func restoreOverrides(t txn, p string, seed Seed) {
 			t.setOverride(tenant, &v)
 		}
 	}
-	t.setMarker(p)
+	if t.marker() < p {
+		t.setMarker(p)
+	}
 }
 
 func sortedKeys(m map[string]int64) []string {

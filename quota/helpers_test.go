@@ -150,3 +150,27 @@ func checkPool(t testing.TB, l *Ledger, used, reserved int64) {
 		t.Fatalf("pool used/reserved = %d/%d, want %d/%d", rep.Pool.Used, rep.Pool.Reserved, used, reserved)
 	}
 }
+
+// emptyLike returns an empty store of the same kind as s: s as it comes
+// back after losing its data.
+func emptyLike(t testing.TB, s Store) Store {
+	t.Helper()
+	switch s := s.(type) {
+	case *MemoryStore:
+		return NewMemoryStore()
+	case *BoltStore:
+		b, err := OpenBoltStore(filepath.Join(t.TempDir(), "ledger.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	case *RedisStore:
+		if err := s.c.FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	t.Fatalf("no empty store like %T", s)
+	return nil
+}

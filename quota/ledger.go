@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -157,42 +158,73 @@ type Ledger struct {
 	// reconcile holds a request for a reconciliation now (RequestReconcile).
 	reconcile chan struct{}
 	seen      seen
+	// lost: Reserve found the period unknown since the last
+	// reconciliation (Seed.Lost).
+	lost atomic.Bool
 }
 
 // seen is what this replica last read of the state a store may lose, so
-// that a rebuild can restore it: every replica keeps it, and the one that
-// rebuilds writes back what the store holds nothing newer of (Seed).
+// that a rebuild can restore it: every replica keeps it, and each writes
+// back what the store holds nothing newer of (Seed).
 type seen struct {
 	mu        sync.Mutex
 	period    string
+	opened    int64            // the period's opening as last seen (FinishResult.Opened)
 	spend     map[string]int64 // tenant -> used in period
 	overrides map[string]int64 // nil until read whole
 }
 
-// spent remembers tenant's spend in period as a store step reported it.
-func (s *seen) spent(period, tenant string, used int64) {
+// spent remembers tenant's spend in period as a store step reported it,
+// and reports whether the period was rebuilt since this replica last
+// looked: what it read before may then be missing from the store.
+func (s *seen) spent(period, tenant string, r FinishResult) (rebuilt bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if period < s.period {
-		return
+		return false
 	}
 	if period > s.period {
-		s.period, s.spend = period, map[string]int64{}
+		s.period, s.opened, s.spend = period, 0, map[string]int64{}
 	}
-	s.spend[tenant] = used
+	// Spend only grows but for a reconciliation's corrections, which the
+	// next whole read brings in; a figure lower than one already seen is
+	// of a store that lost what this replica read.
+	s.spend[tenant] = max(s.spend[tenant], r.TenantUsed)
+	if r.Opened == 0 {
+		return false
+	}
+	rebuilt = s.opened != 0 && s.opened != r.Opened
+	s.opened = r.Opened
+	return rebuilt
 }
 
-// read remembers a whole snapshot of period.
-func (s *seen) read(period string, snap Snapshot) {
+// read remembers a whole snapshot of period, and reports whether the
+// period was rebuilt since this replica last looked. A snapshot of a
+// store that lost its data teaches nothing: the overrides are taken only
+// while their marker is there, the spend only of a known period, and
+// merged with what was seen before a rebuild.
+func (s *seen) read(period string, snap Snapshot) (rebuilt bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.overrides = maps.Clone(snap.Overrides)
-	if s.overrides == nil {
-		s.overrides = map[string]int64{}
+	if snap.OverridesKnown {
+		s.overrides = maps.Clone(snap.Overrides)
+		if s.overrides == nil {
+			s.overrides = map[string]int64{}
+		}
 	}
-	if period >= s.period {
-		s.period, s.spend = period, maps.Clone(snap.TenantUsed)
+	opened := snap.Pool[poolOpened]
+	switch {
+	case period < s.period || opened == 0:
+		return false
+	case period > s.period || s.opened == opened || s.opened == 0:
+		s.period, s.opened, s.spend = period, opened, maps.Clone(snap.TenantUsed)
+		return false
 	}
+	for t, u := range snap.TenantUsed {
+		s.spend[t] = max(s.spend[t], u)
+	}
+	s.opened = opened
+	return true
 }
 
 // override remembers a change of one override, once all are known.
@@ -208,10 +240,10 @@ func (s *seen) override(tenant string, limit *int64) {
 	}
 }
 
-func (s *seen) seed() Seed {
+func (s *seen) seed(lost bool) Seed {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Seed{Period: s.period, TenantUsed: maps.Clone(s.spend), Overrides: maps.Clone(s.overrides)}
+	return Seed{Period: s.period, TenantUsed: maps.Clone(s.spend), Overrides: maps.Clone(s.overrides), Lost: lost}
 }
 
 var budgetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -298,6 +330,7 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 		return Reservation{}, err
 	}
 	if res.Unknown {
+		l.lost.Store(true)
 		l.RequestReconcile()
 		return Reservation{}, ErrRebuilding
 	}
@@ -343,8 +376,11 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 	res, err := l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
 		Now: l.cfg.Clock().UTC(), Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
 		PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[r.Tenant]})
-	if err == nil {
-		l.seen.spent(r.Period, r.Tenant, res.TenantUsed)
+	if err == nil && l.seen.spent(r.Period, r.Tenant, res) {
+		// Another replica rebuilt the period: what this one read may be
+		// missing from it.
+		l.lost.Store(true)
+		l.RequestReconcile()
 	}
 	return res.Remaining, err
 }
@@ -375,8 +411,9 @@ func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
 	now := l.cfg.Clock().UTC()
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
-	if err == nil {
-		l.seen.read(cur.Key, s)
+	if err == nil && l.seen.read(cur.Key, s) {
+		l.lost.Store(true)
+		l.RequestReconcile()
 	}
 	return s, cur, err
 }

@@ -66,14 +66,24 @@ func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error
 		ey, em, ed := cur.End.Date()
 		d.PeriodMismatch = ry != ey || rm != em || rd != ed
 	}
+	lost := l.lost.Swap(false)
 	res, err := l.store.Reconcile(ctx, ReconcileOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(),
-		Now: now, Upstream: used, Adopt: !d.PeriodMismatch, Seed: l.seen.seed()})
+		Now: now, Upstream: used, Adopt: !d.PeriodMismatch, Seed: l.seen.seed(lost)})
 	if err != nil {
+		if lost {
+			l.lost.Store(true)
+		}
 		return Drift{}, err
 	}
 	d.Ledger, d.Reserved, d.Adopted, d.Corrected = res.LedgerUsed, res.Reserved, res.Adopted, res.Corrected
 	d.Difference, d.Rebuilt = used-res.LedgerUsed, res.Rebuilt
-	// What the store holds now is what a later rebuild would restore.
-	_, _, _ = l.snapshot(ctx)
+	// What the store holds now, with what this replica contributed, is
+	// what a later rebuild would restore.
+	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
+	if err == nil && l.seen.read(cur.Key, s) && !lost && !res.Rebuilt {
+		// Another replica rebuilt the period: add what this one read.
+		l.lost.Store(true)
+		l.RequestReconcile()
+	}
 	return d, nil
 }

@@ -69,8 +69,11 @@ type Store interface {
 type FinishResult struct {
 	Remaining int64
 	// TenantUsed is the tenant's spend in the reservation's period after
-	// it, which the ledger remembers (Seed).
+	// it, which the ledger remembers (Seed); Opened is when the period was
+	// opened or last rebuilt (unix ms; 0: unknown), which tells a replica
+	// that the period was rebuilt since it last looked.
 	TenantUsed int64
+	Opened     int64
 }
 
 // ReserveOp is one reservation attempt as the Ledger hands it to a Store.
@@ -131,6 +134,9 @@ type Snapshot struct {
 	TenantReserved map[string]int64
 	LabelUsed      map[string]int64
 	Overrides      map[string]int64 // tenant limit overrides (not per period)
+	// OverridesKnown: the budget's marker is there, so the store has not
+	// lost the overrides since they were last restored.
+	OverridesKnown bool
 }
 
 // LimitOp sets or (Limit nil) removes a tenant's limit override, which
@@ -162,6 +168,11 @@ type Seed struct {
 	// Overrides are written where the store lost its overrides (their
 	// mark is gone) and holds none for the tenant; nil: never read.
 	Overrides map[string]int64
+	// Lost: this replica found the period unknown since it last
+	// reconciled, so what it read before is restored even where another
+	// replica has rebuilt the period already: each replica knows best the
+	// tenants it served.
+	Lost bool
 }
 
 // ReconcileResult is the ledger's side of a reconciliation, read in the same
@@ -189,7 +200,7 @@ const (
 	poolUpstream     = "upstream"
 	poolProvisional  = "provisional" // charged on presumption, not yet confirmed by a reconciliation
 	poolCorrected    = "corrected"   // provisional units a reconciliation took back
-	poolOpened       = "opened"      // the period's ledger is known (opened at a rollover, or rebuilt)
+	poolOpened       = "opened"      // when the period's ledger was opened (at a rollover) or rebuilt, unix ms; 0: unknown
 	poolRebuilt      = "rebuilt"     // units a rebuild adopted from the upstream's figure
 	poolDirect       = "direct"      // settlements of reservations the store had no record of
 )

@@ -1,9 +1,9 @@
 -- fetch reads a reservation's record, and the fields Finish changes.
 local function fetch(key, rec, t, tu, tr, lf, pf)
   if not pf then
-    return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t))
+    return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t), 'opened')
   end
-  return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t),
+  return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t), 'opened',
     'provisional', pf)
 end
 
@@ -15,8 +15,9 @@ end
 --       every record's time, needs no change), and the records, which the
 --       caller encodes, that it is stored as and that it is to become. When
 --       the stored record is the caller's, nothing is decoded.
--- Reply: {what the tenant may still reserve, its spend in the period}, or
--- 'sweep' when the period needs one first.
+-- Reply: {what the tenant may still reserve, its spend in the period, when
+-- the period was opened or rebuilt (0: unknown)}, or 'sweep' when the
+-- period needs one first.
 local function finish(KEYS, ARGV)
   local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local release, prov = ARGV[4] == 'release', ARGV[4] == 'provisional'
@@ -73,7 +74,7 @@ local function finish(KEYS, ARGV)
       if prov then
         redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
           lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, finished or record(s, u, drop, actual, l, t),
-          'provisional', n(num(p[9]) + spent), pf, n(num(p[10]) + spent))
+          'provisional', n(num(p[10]) + spent), pf, n(num(p[11]) + spent))
       else
         redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
           lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, finished or record(s, u, drop, actual, l, t))
@@ -92,7 +93,7 @@ local function finish(KEYS, ARGV)
     end
   else
     -- Settled, released, or releasing an expired one: nothing changes.
-    return {left(plimit, used, reserved, tlimit, tused, tres), tused}
+    return {left(plimit, used, reserved, tlimit, tused, tres), tused, num(p[9])}
   end
   if spent > units and not release then
     redis.call('HINCRBY', key, 'overruns', 1)
@@ -104,5 +105,5 @@ local function finish(KEYS, ARGV)
     if not due or due > tonumber(drop) then redis.call('HSET', key, 'due', drop) end
     if not release then redis.call('HINCRBY', key, 'direct', 1) end
   end
-  return {left(plimit, used, reserved, tlimit, tused, tres), tused}
+  return {left(plimit, used, reserved, tlimit, tused, tres), tused, num(p[9])}
 end
