@@ -140,14 +140,15 @@ func applyReserve(t txn, op ReserveOp) ReserveResult {
 		// grant it again without counting it twice.
 		return ReserveResult{Granted: true, Remaining: room(t, p, op.Tenant, op.PoolLimit, limit)}
 	}
-	used, reserved := t.get(p, nsPool, poolUsed), t.get(p, nsPool, poolReserved)
+	used, reserved, opened := t.get(p, nsPool, poolUsed), t.get(p, nsPool, poolReserved), t.get(p, nsPool, poolOpened)
 	if used+reserved+op.Units > op.PoolLimit {
-		return ReserveResult{Scope: ScopePool, Limit: op.PoolLimit, Remaining: max(0, op.PoolLimit-used-reserved), Reserved: reserved}
+		return ReserveResult{Scope: ScopePool, Limit: op.PoolLimit, Remaining: max(0, op.PoolLimit-used-reserved),
+			Reserved: reserved, Opened: opened}
 	}
 	if limit > 0 {
 		tu, tr := t.get(p, nsTUsed, op.Tenant), t.get(p, nsTRes, op.Tenant)
 		if tu+tr+op.Units > limit {
-			return ReserveResult{Scope: ScopeTenant, Limit: limit, Remaining: max(0, limit-tu-tr), Reserved: tr}
+			return ReserveResult{Scope: ScopeTenant, Limit: limit, Remaining: max(0, limit-tu-tr), Reserved: tr, Opened: opened}
 		}
 	}
 	t.add(p, nsPool, poolReserved, op.Units)

@@ -190,11 +190,25 @@ func (s *seen) spent(period, tenant string, r FinishResult) (rebuilt bool) {
 	// next whole read brings in; a figure lower than one already seen is
 	// of a store that lost what this replica read.
 	s.spend[tenant] = max(s.spend[tenant], r.TenantUsed)
-	if r.Opened == 0 {
+	return s.stamp(r.Opened)
+}
+
+// opens reports, from a step's view of period's opening, whether it was
+// rebuilt since this replica last looked.
+func (s *seen) opens(period string, opened int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return period == s.period && s.stamp(opened)
+}
+
+// stamp takes a step's view of the period's opening (0: unknown) and
+// reports whether it differs from the one seen before. s.mu is held.
+func (s *seen) stamp(opened int64) (rebuilt bool) {
+	if opened == 0 {
 		return false
 	}
-	rebuilt = s.opened != 0 && s.opened != r.Opened
-	s.opened = r.Opened
+	rebuilt = s.opened != 0 && s.opened != opened
+	s.opened = opened
 	return rebuilt
 }
 
@@ -335,6 +349,10 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 		return Reservation{}, ErrRebuilding
 	}
 	if !res.Granted {
+		if l.seen.opens(cur.Key, res.Opened) {
+			l.lost.Store(true)
+			l.RequestReconcile()
+		}
 		return Reservation{}, &DeniedError{Scope: res.Scope, Tenant: tenant, Limit: res.Limit,
 			Remaining: res.Remaining, Reserved: res.Reserved, Asked: units, ResetAt: cur.End}
 	}

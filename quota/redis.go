@@ -177,10 +177,10 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 		return ReserveResult{Unknown: true}, nil
 	}
 	d, _ := v.([]any)
-	if len(d) != 4 {
+	if len(d) != 5 {
 		return ReserveResult{}, fmt.Errorf("quota: redis: unexpected reserve reply %v", v)
 	}
-	r := ReserveResult{Scope: ScopePool, Limit: asInt(d[1]), Remaining: asInt(d[2]), Reserved: asInt(d[3])}
+	r := ReserveResult{Scope: ScopePool, Limit: asInt(d[1]), Remaining: asInt(d[2]), Reserved: asInt(d[3]), Opened: asInt(d[4])}
 	if d[0] == "tenant" {
 		r.Scope = ScopeTenant
 	}

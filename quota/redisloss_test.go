@@ -148,7 +148,7 @@ func TestRedisRestartedEmptyUnderLoad(t *testing.T) {
 		t.Fatalf("ledger used %d reserved %d, upstream %d", rep.Pool.Used, rep.Pool.Reserved, u)
 	}
 	if rep.SpendByTenant["capped"] < limit {
-		t.Fatalf("the capped tenant's spend %d lost what it spent before the loss (%d)", rep.SpendByTenant["capped"], limit)
+		t.Fatalf("the capped tenant's spend %d lost what it spent before the loss (%d); charged %d; %+v", rep.SpendByTenant["capped"], limit, charged("capped").Load(), rep)
 	}
 	t.Logf("upstream %d of %d; %d pages in flight at the loss; ledger %d, rebuilt %d, direct %d; capped %d",
 		up.used.Load(), budget, inFlightAtLoss.Load(), rep.Pool.Used, rep.Rebuilt, rep.Direct, charged("capped").Load())

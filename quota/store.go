@@ -102,6 +102,7 @@ type ReserveResult struct {
 	Limit     int64
 	Remaining int64
 	Reserved  int64
+	Opened    int64 // of a denial: as FinishResult.Opened
 }
 
 // FinishOp settles or releases the reservation Res.

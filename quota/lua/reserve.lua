@@ -2,7 +2,7 @@
 -- ARGV: now, id, tenant, label, units, expires, pool limit, tenant limit,
 --       and the reservation's record, which the caller encodes
 -- Reply: what the tenant may still reserve, granted; {scope, limit,
--- remaining, reserved}, denied; 'sweep' when the period needs one first;
+-- remaining, reserved, when the period was opened or rebuilt}, denied; 'sweep' when the period needs one first;
 -- 'unknown' when the period's ledger is unknown (common.lua).
 local function reserve(KEYS, ARGV)
   local tenant, rec = ARGV[3], 'o\30' .. ARGV[2]
@@ -18,10 +18,10 @@ local function reserve(KEYS, ARGV)
   -- the record, and is granted again and counted once.
   if p[3] then return left(plimit, used, reserved, tlimit, tused, tres) end
   if used + reserved + units > plimit then
-    return {'pool', plimit, math.max(0, plimit - used - reserved), reserved}
+    return {'pool', plimit, math.max(0, plimit - used - reserved), reserved, num(p[9])}
   end
   if tlimit > 0 and tused + tres + units > tlimit then
-    return {'tenant', tlimit, math.max(0, tlimit - tused - tres), tres}
+    return {'tenant', tlimit, math.max(0, tlimit - tused - tres), tres, num(p[9])}
   end
   reserved, tres = reserved + units, tres + units
   -- The record's lease runs out after 'due' but for the first lease after
