@@ -343,3 +343,28 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+type failingUpstream struct{ err error }
+
+func (f failingUpstream) UpstreamUsage(context.Context) (int64, time.Time, error) {
+	return 0, time.Time{}, f.err
+}
+
+// TestRebuildErrorTellsWhy: while a failing upstream keeps the period from
+// being rebuilt, Reserve's error says why, so that a refused key shows as
+// the operator's problem rather than as the ledger's.
+func TestRebuildErrorTellsWhy(t *testing.T) {
+	ctx := context.Background()
+	l := newUnopened(t, NewMemoryStore(), newClock(t0), nil)
+	refused := errors.New("upstream: the key is refused")
+	if _, err := l.Reconcile(ctx, failingUpstream{refused}); !errors.Is(err, refused) {
+		t.Fatalf("Reconcile = %v", err)
+	}
+	_, err := l.Reserve(ctx, "a", "x", 1)
+	var rb *RebuildError
+	if !errors.Is(err, ErrRebuilding) || !errors.Is(err, ErrUnavailable) || !errors.Is(err, refused) || !errors.As(err, &rb) {
+		t.Fatalf("Reserve = %v, want ErrRebuilding caused by the refusal", err)
+	}
+	openPeriod(t, l)
+	mustReserve(t, l, "a", "x", 1)
+}

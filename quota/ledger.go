@@ -161,6 +161,9 @@ type Ledger struct {
 	// lost: Reserve found the period unknown since the last
 	// reconciliation (Seed.Lost).
 	lost atomic.Bool
+	// failed is why the last reconciliation failed; nil after one that
+	// did not (RebuildError).
+	failed atomic.Pointer[error]
 }
 
 // seen is what this replica last read of the state a store may lose, so
@@ -346,7 +349,11 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	if res.Unknown {
 		l.lost.Store(true)
 		l.RequestReconcile()
-		return Reservation{}, ErrRebuilding
+		e := &RebuildError{}
+		if f := l.failed.Load(); f != nil {
+			e.Cause = *f
+		}
+		return Reservation{}, e
 	}
 	if !res.Granted {
 		if l.seen.opens(cur.Key, res.Opened) {

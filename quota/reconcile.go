@@ -50,7 +50,14 @@ type Drift struct {
 // is rebuilt: it opens the period at the upstream's figure, raises the
 // tenants' spend to what this replica last read of it, and restores the
 // tenant limit overrides the store lost.
-func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error) {
+func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (d Drift, err error) {
+	defer func() {
+		if err != nil {
+			l.failed.Store(&err)
+		} else {
+			l.failed.Store(nil)
+		}
+	}()
 	used, reset, err := src.UpstreamUsage(ctx)
 	if err != nil {
 		return Drift{}, fmt.Errorf("quota: reading upstream usage: %w", err)
@@ -60,7 +67,7 @@ func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error
 	}
 	now := l.cfg.Clock().UTC()
 	cur := PeriodAt(now, l.cfg.ResetDay)
-	d := Drift{At: now, PeriodStart: cur.Start, PeriodEnd: cur.End, Upstream: used, ResetDate: reset}
+	d = Drift{At: now, PeriodStart: cur.Start, PeriodEnd: cur.End, Upstream: used, ResetDate: reset}
 	if !reset.IsZero() {
 		ry, rm, rd := reset.UTC().Date()
 		ey, em, ed := cur.End.Date()

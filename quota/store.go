@@ -21,6 +21,27 @@ var ErrUnavailable = errors.New("quota: the ledger store cannot be reached")
 // unavailable for a moment, the budget is not exhausted.
 var ErrRebuilding = fmt.Errorf("%w: the ledger of this period is unknown until it is rebuilt from the upstream's usage", ErrUnavailable)
 
+// RebuildError is Reserve's error while the period's ledger is unknown: it
+// is ErrRebuilding, and Cause is why the last reconciliation, which would
+// have rebuilt it, failed (nil: none has failed), so that an upstream that
+// refuses the key shows as that.
+type RebuildError struct{ Cause error }
+
+func (e *RebuildError) Error() string {
+	if e.Cause == nil {
+		return ErrRebuilding.Error()
+	}
+	return ErrRebuilding.Error() + "; the last reconciliation failed: " + e.Cause.Error()
+}
+
+// Unwrap returns ErrRebuilding and the cause.
+func (e *RebuildError) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{ErrRebuilding}
+	}
+	return []error{ErrRebuilding, e.Cause}
+}
+
 // ErrUnknownReservation is returned by Finish for a reservation of another
 // budget or without an id. A reservation of this budget that the store has
 // no record of (its data was lost, or it finished more than an hour ago)
