@@ -302,10 +302,14 @@ func New(store Store, cfg Config) (*Ledger, error) {
 }
 
 // RequestReconcile asks the reconciler to run now rather than at its next
-// tick: Reserve found the period's ledger unknown (ErrRebuilding), or a
-// caller knows the store may have lost writes (a failover). Requests made
-// while one is pending count once; it never blocks.
+// tick, because the store may have lost writes: Reserve found the
+// period's ledger unknown (ErrRebuilding), a step showed it rebuilt by
+// another replica, or a caller saw the store restart or fail over. That
+// reconciliation also writes back what this replica read of the tenants'
+// spend and the overrides, where the store holds less (Seed.Lost).
+// Requests made while one is pending count once; it never blocks.
 func (l *Ledger) RequestReconcile() {
+	l.lost.Store(true)
 	select {
 	case l.reconcile <- struct{}{}:
 	default:
@@ -347,7 +351,6 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 		return Reservation{}, err
 	}
 	if res.Unknown {
-		l.lost.Store(true)
 		l.RequestReconcile()
 		e := &RebuildError{}
 		if f := l.failed.Load(); f != nil {
@@ -357,7 +360,6 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	}
 	if !res.Granted {
 		if l.seen.opens(cur.Key, res.Opened) {
-			l.lost.Store(true)
 			l.RequestReconcile()
 		}
 		return Reservation{}, &DeniedError{Scope: res.Scope, Tenant: tenant, Limit: res.Limit,
@@ -404,7 +406,6 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 	if err == nil && l.seen.spent(r.Period, r.Tenant, res) {
 		// Another replica rebuilt the period: what this one read may be
 		// missing from it.
-		l.lost.Store(true)
 		l.RequestReconcile()
 	}
 	return res.Remaining, err
@@ -437,7 +438,6 @@ func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
 	if err == nil && l.seen.read(cur.Key, s) {
-		l.lost.Store(true)
 		l.RequestReconcile()
 	}
 	return s, cur, err

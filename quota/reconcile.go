@@ -89,7 +89,6 @@ func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (d Drift, err
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
 	if err == nil && l.seen.read(cur.Key, s) && !lost && !res.Rebuilt {
 		// Another replica rebuilt the period: add what this one read.
-		l.lost.Store(true)
 		l.RequestReconcile()
 	}
 	return d, nil

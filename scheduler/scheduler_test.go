@@ -574,6 +574,12 @@ func TestPaidPageSurvivesALostReservation(t *testing.T) {
 	if _, err := ledger.Reserve(ctx, "a", "backlinks", 1); !errors.Is(err, quota.ErrRebuilding) {
 		t.Fatalf("Reserve before the rebuild = %v, want ErrRebuilding", err)
 	}
+	// Cached pages are served meanwhile: they reserve nothing.
+	res, err = s.Do(ctx, Call{Tenant: "b", Label: "backlinks", Key: "page-1", Units: 6006,
+		Send: func(context.Context) (Response, error) { t.Error("a cached page was sent"); return Response{}, nil }})
+	if err != nil || !res.Cached || string(res.Body) != "rows" {
+		t.Fatalf("a cached page while the ledger is rebuilt = %+v, %v", res, err)
+	}
 	if _, err := ledger.Reconcile(ctx, upstreamUsed(6006)); err != nil {
 		t.Fatal(err)
 	}
