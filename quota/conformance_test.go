@@ -288,8 +288,14 @@ var conformanceCases = []struct {
 			t.Fatalf("first reconciliation = %+v, %v", d, err)
 		}
 		mustSettle(t, l, mustReserve(t, l, "a", "x", 700), 700)
-		// The next period opens at zero: the store knew the one before.
-		clk.Set(PeriodAt(clk.Now(), 15).End)
+		// The next period opens at zero: the store knew the one before. A
+		// reconciliation first, while the upstream still reports the old
+		// period, opens it too and adopts nothing.
+		old := PeriodAt(clk.Now(), 15)
+		clk.Set(old.End)
+		if d, err := l.Reconcile(ctx, fixedUpstream{used: 1000, reset: old.End}); err != nil || d.Rebuilt || d.Adopted != 0 {
+			t.Fatalf("reconciliation at the rollover = %+v, %v; want the new period opened, nothing adopted", d, err)
+		}
 		mustSettle(t, l, mustReserve(t, l, "a", "x", 1000), 1000)
 		if d, err := l.Reconcile(ctx, fixedUpstream{used: 1000}); err != nil || d.Rebuilt || d.Adopted != 0 {
 			t.Fatalf("reconciliation of the new period = %+v, %v; want nothing rebuilt", d, err)

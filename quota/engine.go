@@ -260,7 +260,9 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 	res := ReconcileResult{LedgerUsed: t.get(p, nsPool, poolUsed), Reserved: t.get(p, nsPool, poolReserved)}
 	t.add(p, nsPool, poolUpstream, op.Upstream-t.get(p, nsPool, poolUpstream))
 	t.add(p, nsPool, poolDrift, op.Upstream-res.LedgerUsed-t.get(p, nsPool, poolDrift))
-	res.Rebuilt = t.get(p, nsPool, poolOpened) == 0
+	// A new period the store knows to follow its last one opens as Reserve
+	// opens it; only an unknown one is rebuilt.
+	res.Rebuilt = !open(t, p, now)
 	restoreOverrides(t, p, op.Seed)
 	if res.Rebuilt || op.Seed.Lost {
 		rebuild(t, p, op.Seed, op.Now.UnixMilli())

@@ -11,6 +11,10 @@ local function reconcile(KEYS, ARGV)
   local used, reserved = P.num(cur, 'used'), P.num(cur, 'reserved')
   local adopted, corrected = 0, 0
   local novr = tonumber(ARGV[9])
+  -- A new period the store knows to follow its last one opens as Reserve
+  -- opens it; only an unknown one is rebuilt.
+  local rebuilt = not P.get(cur, 'opened') and not open(KEYS[1], KEYS[2], ARGV[1])
+  if not rebuilt then P.set(cur, 'opened', P.get(cur, 'opened') or ARGV[1]) end
   local marker = redis.call('HGET', KEYS[1], '')
   -- Overrides the store lost (with the marker) come back from the caller's
   -- copy, where none newer was set (engine.go's restoreOverrides).
@@ -24,7 +28,6 @@ local function reconcile(KEYS, ARGV)
   -- A period not opened is rebuilt: the tenants' spend is raised to what
   -- the caller last read, the upstream's figure adopted whatever the
   -- reset dates say (engine.go's rebuild).
-  local rebuilt = not P.get(cur, 'opened')
   if rebuilt or lost then
     for i = 10 + 2 * math.max(novr, 0), #ARGV - 1, 2 do
       local f, v = tfield('u', ARGV[i]), tonumber(ARGV[i + 1])
