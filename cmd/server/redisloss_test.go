@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,4 +103,95 @@ func TestServerRefusesAnEvictingRedis(t *testing.T) {
 	if !strings.Contains(err.Error(), "allkeys-lru") || !strings.Contains(err.Error(), "noeviction") {
 		t.Fatalf("start: %v; want the policy named and noeviction asked for", err)
 	}
+}
+
+// TestStreamsOutliveALostRedisLedger: four streams are reading when the
+// Redis under the server restarts empty. Pages in flight were paid: they
+// are delivered and recorded as direct charges, and no stream ends
+// INTERNAL; a stream refused while the ledger is rebuilt ends UNAVAILABLE
+// with its token and resumes. Every row arrives once, and after a
+// reconciliation the ledger holds the upstream's figure, within the pages
+// in flight.
+func TestStreamsOutliveALostRedisLedger(t *testing.T) {
+	const streams, rows = 4, 3000
+	rs := redistest.Start(t)
+	sim := ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}})
+	sim.SetLatency(10 * time.Millisecond)
+	up := httptest.NewServer(sim)
+	t.Cleanup(up.Close)
+	cfg := testConfig(t, up.URL)
+	cfg.RedisAddr, cfg.TokenKey = rs.Addr, "redis-loss-token-key-0123456789abcdef"
+	cfg.BudgetName, cfg.UpstreamPageRows = "streams", 100
+	s, _ := startTest(t, cfg)
+	c := dial(t, s.grpcAddr)
+	ctx, cancel := context.WithTimeout(as(context.Background(), keyB), 60*time.Second)
+	defer cancel()
+	got := make([]int, streams)
+	var resumed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Go(func() {
+			token := ""
+			for {
+				st, err := c.backlinks.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{
+					Target: fmt.Sprintf("sized-%d.example", rows), PageSize: 100, PageToken: token})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for {
+					m, err := st.Recv()
+					if err == io.EOF {
+						return
+					}
+					if err != nil {
+						stt := status.Convert(err)
+						if stt.Code() != codes.Unavailable {
+							t.Errorf("stream %d: %v, want the stream to go on or end UNAVAILABLE with its token", i, err)
+							return
+						}
+						for _, d := range stt.Details() {
+							if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetMetadata()["page_token"] != "" {
+								token = info.GetMetadata()["page_token"]
+							}
+						}
+						resumed.Add(1)
+						time.Sleep(50 * time.Millisecond)
+						break
+					}
+					got[i] += len(m.GetBacklinks())
+					if m.GetNextPageToken() != "" {
+						token = m.GetNextPageToken()
+					}
+				}
+			}
+		})
+	}
+	for sim.Requests() < 20 {
+		time.Sleep(time.Millisecond)
+	}
+	rs.Restart()
+	wg.Wait()
+	for i, n := range got {
+		if n != rows {
+			t.Errorf("stream %d delivered %d rows, want %d exactly", i, n, rows)
+		}
+	}
+	l, err := quota.New(quota.NewRedisStore(rs.Client()), quota.Config{Budget: "streams", PoolLimit: cfg.BudgetUnits,
+		ResetDay: cfg.ResetDay, Lease: cfg.Lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Reconcile(context.Background(), keyUsage{sim}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.AllUsage(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := sim.KeyUsage(upstreamKey)
+	if rep.Pool.Used < upstream || rep.Pool.Used > upstream+streams*2*101*6 || rep.Pool.Reserved != 0 {
+		t.Fatalf("ledger used %d reserved %d, upstream %d", rep.Pool.Used, rep.Pool.Reserved, upstream)
+	}
+	t.Logf("upstream %d, ledger %d (rebuilt %d, direct %d); %d streams resumed", upstream, rep.Pool.Used, rep.Rebuilt, rep.Direct, resumed.Load())
 }
