@@ -158,8 +158,8 @@ type Ledger struct {
 	// reconcile holds a request for a reconciliation now (RequestReconcile).
 	reconcile chan struct{}
 	seen      seen
-	// lost: Reserve found the period unknown since the last
-	// reconciliation (Seed.Lost).
+	// lost: the store may have lost writes since the last reconciliation
+	// (RequestReconcile), so the next one writes back what was seen.
 	lost atomic.Bool
 	// failed is why the last reconciliation failed; nil after one that
 	// did not (RebuildError).
