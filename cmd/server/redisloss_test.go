@@ -195,3 +195,28 @@ func TestStreamsOutliveALostRedisLedger(t *testing.T) {
 	}
 	t.Logf("upstream %d, ledger %d (rebuilt %d, direct %d); %d streams resumed", upstream, rep.Pool.Used, rep.Rebuilt, rep.Direct, resumed.Load())
 }
+
+// TestServerReconcilesARestartedRedis: a Redis that restarts with its
+// data (AOF) may still have lost its last writes; the readiness check sees
+// another run id, logs what the persistence keeps, and reconciles at once.
+func TestServerReconcilesARestartedRedis(t *testing.T) {
+	rs := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
+	cfg.RedisAddr, cfg.TokenKey = rs.Addr, "redis-loss-token-key-0123456789abcdef"
+	cfg.ReconcileEvery = 10 * time.Minute
+	s, logs := startTest(t, cfg)
+	reconciled := func() int { return strings.Count(logs.String(), "reconciled the ledger with the upstream") }
+	before := reconciled()
+	rs.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for reconciled() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconciliation after the restart:\n%s", logs)
+		}
+		s.checkReadiness()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "no acknowledged write"); n < 2 {
+		t.Fatalf("the persistence was logged %d times, want at start and after the restart:\n%s", n, logs)
+	}
+}

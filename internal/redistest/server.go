@@ -21,6 +21,7 @@ type Server struct {
 	t    testing.TB
 	bin  string
 	args []string
+	dir  string // its working directory, where persistence (if asked) writes
 	cmd  *exec.Cmd
 	// Addr is host:port; it stays the same across restarts.
 	Addr string
@@ -42,7 +43,7 @@ func Start(t testing.TB, args ...string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, bin: bin, args: args, Addr: l.Addr().String()}
+	s := &Server{t: t, bin: bin, args: args, dir: t.TempDir(), Addr: l.Addr().String()}
 	_ = l.Close()
 	s.launch()
 	t.Cleanup(s.kill)
@@ -53,7 +54,7 @@ func (s *Server) launch() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
 	args := append([]string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--logfile", "", "--dir", s.t.TempDir()}, s.args...)
+		"--daemonize", "no", "--logfile", "", "--dir", s.dir}, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = ownSession()
 	out, err := cmd.StdoutPipe()
@@ -78,7 +79,8 @@ func (s *Server) launch() {
 }
 
 // Restart kills the server (SIGKILL: nothing is saved on the way out) and
-// starts it again on the same address.
+// starts it again on the same address and directory: empty, or with what
+// the persistence args asked for had written.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.kill()
