@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -232,4 +234,27 @@ func TestRedisWatchSeesARestart(t *testing.T) {
 	if len(seen) != 2 || seen[0].RunID == seen[1].RunID || !strings.Contains(seen[0].Durability(), "about a second") {
 		t.Fatalf("watched %+v", seen)
 	}
+}
+
+// TestRedisWithoutInfo: a server whose ACL refuses INFO and CONFIG (as a
+// managed Redis may) is reachable and not refused; its settings are
+// reported as unknown.
+func TestRedisWithoutInfo(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	if err := srv.Client().Do(ctx, "ACL", "SETUSER", "ledger", "on", ">ledger-password", "~*", "&*", "+@all", "-info", "-config").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "ledger", Password: "ledger-password"})
+	t.Cleanup(func() { _ = c.Close() })
+	var seen []RedisServer
+	s := NewRedisStore(c, WithRedisWatch(func(r RedisServer) { seen = append(seen, r) }))
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping without INFO = %v", err)
+	}
+	if len(seen) != 1 || seen[0].Evicting() || !strings.Contains(seen[0].Durability(), "INFO refused") {
+		t.Fatalf("watched %+v", seen)
+	}
+	l := newLedger(t, s, newClock(t0), nil)
+	mustSettle(t, l, mustReserve(t, l, "a", "x", 5), 5)
 }

@@ -38,14 +38,17 @@ type RedisServer struct {
 
 // Evicting reports whether the server may evict keys: any maxmemory
 // policy but noeviction. A volatile-* policy reaches the ledger too, as a
-// period's hash expires some time after its period.
-func (r RedisServer) Evicting() bool { return r.MaxmemoryPolicy != "noeviction" }
+// period's hash expires some time after its period. A server that refuses
+// INFO (an ACL without it) has no known policy, and is not refused.
+func (r RedisServer) Evicting() bool { return r.MaxmemoryPolicy != "noeviction" && r.MaxmemoryPolicy != "" }
 
 // Durability says what the server's persistence keeps of the ledger
 // through a crash or restart, and what happens beyond it.
 func (r RedisServer) Durability() string {
 	var s string
 	switch {
+	case r.MaxmemoryPolicy == "":
+		s = "unknown (INFO refused): the eviction policy and persistence cannot be checked"
 	case r.AOF && r.AppendFsync == "always":
 		s = "AOF, fsynced on every write: a crash of Redis or of its host loses no acknowledged write"
 	case r.AOF && r.AppendFsync == "everysec":
@@ -111,14 +114,18 @@ func (s *RedisStore) Inspect(ctx context.Context) (RedisServer, error) {
 }
 
 func inspect(ctx context.Context, c redis.UniversalClient) (RedisServer, error) {
-	info, err := c.Info(ctx, "server", "persistence", "memory", "replication").Result()
-	if err != nil {
-		return RedisServer{}, err
-	}
-	r := RedisServer{MaxmemoryPolicy: "noeviction"}
+	var r RedisServer
 	if o, ok := c.(*redis.Client); ok {
 		r.Addr = o.Options().Addr
 	}
+	info, err := c.Info(ctx, "server", "persistence", "memory", "replication").Result()
+	if hasReplyPrefix(err, "NOPERM") {
+		return r, c.Ping(ctx).Err() // reachable, its settings unknown
+	}
+	if err != nil {
+		return RedisServer{}, err
+	}
+	r.MaxmemoryPolicy = "noeviction" // what a server that does not say runs
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
