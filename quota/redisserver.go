@@ -40,7 +40,9 @@ type RedisServer struct {
 // policy but noeviction. A volatile-* policy reaches the ledger too, as a
 // period's hash expires some time after its period. A server that refuses
 // INFO (an ACL without it) has no known policy, and is not refused.
-func (r RedisServer) Evicting() bool { return r.MaxmemoryPolicy != "noeviction" && r.MaxmemoryPolicy != "" }
+func (r RedisServer) Evicting() bool {
+	return r.MaxmemoryPolicy != "noeviction" && r.MaxmemoryPolicy != ""
+}
 
 // Durability says what the server's persistence keeps of the ledger
 // through a crash or restart, and what happens beyond it.
