@@ -26,6 +26,7 @@ func BenchmarkReserveSettle(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			openPeriod(b, l)
 			lat := make([]time.Duration, 0, 1024)
 			start := time.Now()
 			for b.Loop() {
@@ -54,6 +55,7 @@ func BenchmarkReserveSettleParallel(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			openPeriod(b, l)
 			b.SetParallelism(4)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
@@ -99,6 +101,7 @@ func BenchmarkRedisStepVsEvalsha(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			openPeriod(b, l)
 			noop := redis.NewScript("return 1")
 			if err := noop.Load(ctx, c).Err(); err != nil {
 				b.Fatal(err)

@@ -133,7 +133,7 @@ func (s *BoltStore) Reconcile(ctx context.Context, op ReconcileOp) (res Reconcil
 	return res, err
 }
 
-// boltTxn lays a budget out as: limits/<tenant>, and per period
+// boltTxn lays a budget out as: limits/<tenant>, opened (the marker), and per period
 // period/<key>/{pool,tused,tres,label}/<field> = int64 big-endian,
 // period/<key>/res/<id> = JSON record, period/<key>/lease/<id> = expiry.
 type boltTxn struct {
@@ -301,5 +301,18 @@ func (t *boltTxn) setLease(p, id string, exp int64) {
 func (t *boltTxn) delLease(p, id string) {
 	if b := t.bucket(p, "lease"); b != nil {
 		t.fail(b.Delete([]byte(id)))
+	}
+}
+
+func (t *boltTxn) marker() string {
+	if t.err != nil || t.b == nil {
+		return ""
+	}
+	return string(t.b.Get([]byte("opened")))
+}
+
+func (t *boltTxn) setMarker(p string) {
+	if t.err == nil && !t.readOnly {
+		t.fail(t.b.Put([]byte("opened"), []byte(p)))
 	}
 }

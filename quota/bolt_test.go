@@ -15,7 +15,9 @@ import (
 	"time"
 )
 
-func boltLedger(t testing.TB, path string, clk *fakeClock) (*BoltStore, *Ledger) {
+// boltLedger opens the ledger in the file at path; first: the file is new,
+// and the period is opened as a first start's reconciliation opens it.
+func boltLedger(t testing.TB, path string, clk *fakeClock, first bool) (*BoltStore, *Ledger) {
 	t.Helper()
 	s, err := OpenBoltStore(path)
 	if err != nil {
@@ -26,6 +28,9 @@ func boltLedger(t testing.TB, path string, clk *fakeClock) (*BoltStore, *Ledger)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if first {
+		openPeriod(t, l)
+	}
 	return s, l
 }
 
@@ -33,7 +38,7 @@ func TestBoltRestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	clk := newClock(t0)
-	s, l := boltLedger(t, path, clk)
+	s, l := boltLedger(t, path, clk, true)
 	mustSettle(t, l, mustReserve(t, l, "a", "backlinks", 30), 25)
 	open := mustReserve(t, l, "a", "backlinks", 10)
 	limit := int64(40)
@@ -51,7 +56,7 @@ func TestBoltRestart(t *testing.T) {
 		t.Fatalf("Reserve on a closed store: %v", err)
 	}
 
-	s2, l2 := boltLedger(t, path, clk)
+	s2, l2 := boltLedger(t, path, clk, false)
 	defer s2.Close()
 	mustSettle(t, l2, open, 10) // the reservation made before the restart
 	u, err := l2.Usage(ctx, "a")
@@ -69,7 +74,7 @@ func TestBoltCrashChild(t *testing.T) {
 	if path == "" {
 		t.Skip("child process of TestBoltKill9")
 	}
-	_, l := boltLedger(t, path, newClock(t0))
+	_, l := boltLedger(t, path, newClock(t0), true)
 	for range 5 {
 		mustSettle(t, l, mustReserve(t, l, "a", "backlinks", 10), 7)
 	}
@@ -119,7 +124,7 @@ func TestBoltKill9(t *testing.T) {
 	}
 
 	clk := newClock(t0)
-	s, l := boltLedger(t, path, clk)
+	s, l := boltLedger(t, path, clk, false)
 	defer s.Close()
 	checkPool(t, l, 35, 20)
 	clk.Advance(time.Minute)

@@ -112,10 +112,37 @@ var conformanceCases = []struct {
 			t.Fatalf("report %+v", rep)
 		}
 		bogus := r3
-		bogus.ID = "nope"
+		bogus.Budget = "another"
 		if err := l.Settle(ctx, bogus, 1); !errors.Is(err, ErrUnknownReservation) {
-			t.Fatalf("unknown reservation: %v", err)
+			t.Fatalf("a reservation of another budget: %v", err)
 		}
+	}},
+	{"a reservation the store has no record of settles as a direct charge", func(t *testing.T, s Store, clk *fakeClock) {
+		ctx := context.Background()
+		l := newLedger(t, s, clk, func(c *Config) { c.Tenants = map[string]int64{"a": 500} })
+		r := mustReserve(t, l, "a", "x", 10)
+		lost := r
+		lost.ID = "lost-with-the-store"
+		// A page paid upstream: recorded, pool and tenant, provisionally.
+		left, err := l.Finish(ctx, lost, Outcome{Actual: 40})
+		if err != nil || left != 500-40-10 {
+			t.Fatalf("Finish of an unknown reservation = %d, %v; want %d left", left, err, 500-40-10)
+		}
+		mustSettle(t, l, lost, 40) // a retry counts once
+		if err := l.Release(ctx, Reservation{ID: "never-seen", Budget: r.Budget, Tenant: "a", Label: "x",
+			Units: 5, Period: r.Period}); err != nil {
+			t.Fatalf("Release of an unknown reservation: %v", err)
+		}
+		rep := mustReport(t, l)
+		if rep.Pool.Used != 40 || rep.Pool.Reserved != 10 || rep.SpendByTenant["a"] != 40 || rep.SpendByLabel["x"] != 40 ||
+			rep.Direct != 1 || rep.Provisional != 40 || rep.Overruns != 1 {
+			t.Fatalf("report %+v", rep)
+		}
+		// The upstream's figure confirms or takes it back.
+		if _, err := l.Reconcile(ctx, fixedUpstream{used: 25}); err != nil {
+			t.Fatal(err)
+		}
+		checkPool(t, l, 25, 10)
 	}},
 	{"expired reservation charged in full", func(t *testing.T, s Store, clk *fakeClock) {
 		ctx := context.Background()
@@ -206,6 +233,74 @@ var conformanceCases = []struct {
 			t.Fatalf("report %+v", rep)
 		}
 	}},
+	{"a ledger that lost its data is unknown until rebuilt", func(t *testing.T, s Store, clk *fakeClock) {
+		ctx := context.Background()
+		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 1000; c.Tenants = map[string]int64{"a": 300} })
+		limit := int64(200)
+		if err := l.SetTenantLimit(ctx, "b", &limit); err != nil {
+			t.Fatal(err)
+		}
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 250), 250)
+		mustSettle(t, l, mustReserve(t, l, "b", "x", 150), 150)
+		inFlight := mustReserve(t, l, "c", "x", 50)
+		// The store loses everything: a Redis restarted empty, a bolt file
+		// lost. This replica keeps what it read.
+		l.store = emptyLike(t, s)
+		_, err := l.Reserve(ctx, "c", "x", 1)
+		if !errors.Is(err, ErrRebuilding) || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Reserve on a lost ledger = %v, want ErrRebuilding (unavailable), not a grant or a denial", err)
+		}
+		select {
+		case <-l.ReconcileRequests():
+		default:
+			t.Fatal("finding the ledger lost asked for no reconciliation")
+		}
+		// The page in flight was paid: recorded, directly.
+		mustSettle(t, l, inFlight, 50)
+		// The upstream charged 450: 250 + 150 + 50.
+		d, err := l.Reconcile(ctx, fixedUpstream{used: 450})
+		if err != nil || !d.Rebuilt || d.Adopted != 400 {
+			t.Fatalf("rebuild = %+v, %v; want rebuilt adopting 400", d, err)
+		}
+		rep := mustReport(t, l)
+		if rep.Pool.Used != 450 || rep.Rebuilt != 400 || rep.SpendByTenant["a"] != 250 || rep.SpendByTenant["b"] != 150 ||
+			rep.SpendByTenant["c"] != 50 || rep.Direct != 1 {
+			t.Fatalf("after the rebuild %+v", rep)
+		}
+		// The override and the tenants' spend came back with it.
+		var de *DeniedError
+		if _, err := l.Reserve(ctx, "b", "x", 51); !errors.As(err, &de) || de.Scope != ScopeTenant || de.Limit != 200 {
+			t.Fatalf("Reserve(b, 51) after the rebuild = %v, want the override of 200 with 150 spent", err)
+		}
+		if _, err := l.Reserve(ctx, "a", "x", 51); !errors.As(err, &de) || de.Scope != ScopeTenant {
+			t.Fatalf("Reserve(a, 51) after the rebuild = %v, want a's limit of 300 with 250 spent", err)
+		}
+		mustReserve(t, l, "b", "x", 50)
+	}},
+	{"the first start and each new period are opened", func(t *testing.T, s Store, clk *fakeClock) {
+		ctx := context.Background()
+		l := newUnopened(t, s, clk, func(c *Config) { c.PoolLimit = 1000 })
+		if _, err := l.Reserve(ctx, "a", "x", 1); !errors.Is(err, ErrRebuilding) {
+			t.Fatalf("Reserve before the first reconciliation = %v, want ErrRebuilding", err)
+		}
+		d, err := l.Reconcile(ctx, fixedUpstream{used: 300}) // spent before linkgate ran
+		if err != nil || !d.Rebuilt || d.Adopted != 300 {
+			t.Fatalf("first reconciliation = %+v, %v", d, err)
+		}
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 700), 700)
+		// The next period opens at zero: the store knew the one before. A
+		// reconciliation first, while the upstream still reports the old
+		// period, opens it too and adopts nothing.
+		old := PeriodAt(clk.Now(), 15)
+		clk.Set(old.End)
+		if d, err := l.Reconcile(ctx, fixedUpstream{used: 1000, reset: old.End}); err != nil || d.Rebuilt || d.Adopted != 0 {
+			t.Fatalf("reconciliation at the rollover = %+v, %v; want the new period opened, nothing adopted", d, err)
+		}
+		mustSettle(t, l, mustReserve(t, l, "a", "x", 1000), 1000)
+		if d, err := l.Reconcile(ctx, fixedUpstream{used: 1000}); err != nil || d.Rebuilt || d.Adopted != 0 {
+			t.Fatalf("reconciliation of the new period = %+v, %v; want nothing rebuilt", d, err)
+		}
+	}},
 	{"reconcile adopts a higher upstream figure", func(t *testing.T, s Store, clk *fakeClock) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, nil)
@@ -253,4 +348,29 @@ func TestConformance(t *testing.T) {
 			}
 		})
 	}
+}
+
+type failingUpstream struct{ err error }
+
+func (f failingUpstream) UpstreamUsage(context.Context) (int64, time.Time, error) {
+	return 0, time.Time{}, f.err
+}
+
+// TestRebuildErrorTellsWhy: while a failing upstream keeps the period from
+// being rebuilt, Reserve's error says why, so that a refused key shows as
+// the operator's problem rather than as the ledger's.
+func TestRebuildErrorTellsWhy(t *testing.T) {
+	ctx := context.Background()
+	l := newUnopened(t, NewMemoryStore(), newClock(t0), nil)
+	refused := errors.New("upstream: the key is refused")
+	if _, err := l.Reconcile(ctx, failingUpstream{refused}); !errors.Is(err, refused) {
+		t.Fatalf("Reconcile = %v", err)
+	}
+	_, err := l.Reserve(ctx, "a", "x", 1)
+	var rb *RebuildError
+	if !errors.Is(err, ErrRebuilding) || !errors.Is(err, ErrUnavailable) || !errors.Is(err, refused) || !errors.As(err, &rb) {
+		t.Fatalf("Reserve = %v, want ErrRebuilding caused by the refusal", err)
+	}
+	openPeriod(t, l)
+	mustReserve(t, l, "a", "x", 1)
 }

@@ -44,6 +44,30 @@ type txn interface {
 	due(period string, now int64) []string
 	setLease(period, id string, expires int64)
 	delLease(period, id string)
+	// marker is the key of the newest period opened in this store ("":
+	// none, or the store lost it together with the overrides it is kept
+	// with); setMarker sets it.
+	marker() string
+	setMarker(period string)
+}
+
+// open reports whether period p's ledger is known, and opens it at a
+// rollover. A period is known once marked opened. One that is not is
+// opened at zero only when the budget's marker names an earlier period:
+// the store has known the budget all along and p is new. No marker (a
+// first start, or a store that lost everything), or one naming p or a
+// later period (p was opened and lost), leaves p unknown until a
+// reconciliation rebuilds it.
+func open(t txn, p string, now int64) bool {
+	if t.get(p, nsPool, poolOpened) != 0 {
+		return true
+	}
+	if m := t.marker(); m == "" || m >= p {
+		return false
+	}
+	t.add(p, nsPool, poolOpened, now)
+	t.setMarker(p)
+	return true
 }
 
 func sweep(t txn, p string, now int64) {
@@ -107,20 +131,24 @@ func applyReserve(t txn, op ReserveOp) ReserveResult {
 	sweep(t, op.Prev.Key, now)
 	sweep(t, op.Cur.Key, now)
 	p := op.Cur.Key
+	if !open(t, p, now) {
+		return ReserveResult{Unknown: true}
+	}
 	limit := tenantLimit(t, op.Tenant, op.TenantLimit)
 	if _, ok := t.res(p, op.ID); ok {
 		// A retry of a reservation already recorded (its reply was lost):
 		// grant it again without counting it twice.
 		return ReserveResult{Granted: true, Remaining: room(t, p, op.Tenant, op.PoolLimit, limit)}
 	}
-	used, reserved := t.get(p, nsPool, poolUsed), t.get(p, nsPool, poolReserved)
+	used, reserved, opened := t.get(p, nsPool, poolUsed), t.get(p, nsPool, poolReserved), t.get(p, nsPool, poolOpened)
 	if used+reserved+op.Units > op.PoolLimit {
-		return ReserveResult{Scope: ScopePool, Limit: op.PoolLimit, Remaining: max(0, op.PoolLimit-used-reserved), Reserved: reserved}
+		return ReserveResult{Scope: ScopePool, Limit: op.PoolLimit, Remaining: max(0, op.PoolLimit-used-reserved),
+			Reserved: reserved, Opened: opened}
 	}
 	if limit > 0 {
 		tu, tr := t.get(p, nsTUsed, op.Tenant), t.get(p, nsTRes, op.Tenant)
 		if tu+tr+op.Units > limit {
-			return ReserveResult{Scope: ScopeTenant, Limit: limit, Remaining: max(0, limit-tu-tr), Reserved: tr}
+			return ReserveResult{Scope: ScopeTenant, Limit: limit, Remaining: max(0, limit-tu-tr), Reserved: tr, Opened: opened}
 		}
 	}
 	t.add(p, nsPool, poolReserved, op.Units)
@@ -134,11 +162,20 @@ func applyReserve(t txn, op ReserveOp) ReserveResult {
 func applyFinish(t txn, op FinishOp) (FinishResult, error) {
 	p, id := op.Period.Key, op.Res.ID
 	r, ok := t.res(p, id)
-	if !ok {
-		return FinishResult{}, ErrUnknownReservation
-	}
 	done := func() FinishResult {
-		return FinishResult{Remaining: room(t, p, r.Tenant, op.PoolLimit, tenantLimit(t, r.Tenant, op.TenantLimit))}
+		return FinishResult{Remaining: room(t, p, r.Tenant, op.PoolLimit, tenantLimit(t, r.Tenant, op.TenantLimit)),
+			TenantUsed: t.get(p, nsTUsed, r.Tenant), Opened: t.get(p, nsPool, poolOpened)}
+	}
+	if !ok {
+		// The store lost the reservation (or forgot it, long finished):
+		// the units reported were spent upstream all the same.
+		r = resRecord{Tenant: op.Res.Tenant, Label: op.Res.Label, Units: op.Res.Units, State: stateReleased}
+		if !op.Release {
+			direct(t, p, r, op.Actual)
+			r.State, r.Actual = stateSettled, op.Actual
+		}
+		t.putRes(p, id, r)
+		return done(), nil
 	}
 	if r.State == stateOpen && r.Expires <= op.Now.UnixMilli() {
 		expire(t, p, id, &r)
@@ -172,6 +209,17 @@ func applyFinish(t txn, op FinishOp) (FinishResult, error) {
 	return done(), nil
 }
 
+// direct charges actual units spent under a reservation the store has no
+// record of, pool and tenant. It is provisional: when the store lost its
+// data, the upstream's figure a rebuild adopted may count these units
+// already, and a reconciliation takes back what it does.
+func direct(t txn, p string, r resRecord, actual int64) {
+	charge(t, p, r, actual, 0)
+	addProvisional(t, p, r.Tenant, r.Label, actual)
+	t.add(p, nsPool, poolSettled, 1)
+	t.add(p, nsPool, poolDirect, 1)
+}
+
 // charge records actual-already as spend and counts an overrun when actual
 // went above the reservation.
 func charge(t txn, p string, r resRecord, actual, already int64) {
@@ -200,6 +248,7 @@ func applySnapshot(t txn, op SnapshotOp) Snapshot {
 		TenantReserved: t.all(p, nsTRes),
 		LabelUsed:      t.all(p, nsLabel),
 		Overrides:      ov,
+		OverridesKnown: t.marker() != "",
 	}
 }
 
@@ -211,15 +260,33 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 	res := ReconcileResult{LedgerUsed: t.get(p, nsPool, poolUsed), Reserved: t.get(p, nsPool, poolReserved)}
 	t.add(p, nsPool, poolUpstream, op.Upstream-t.get(p, nsPool, poolUpstream))
 	t.add(p, nsPool, poolDrift, op.Upstream-res.LedgerUsed-t.get(p, nsPool, poolDrift))
+	// A new period the store knows to follow its last one opens as Reserve
+	// opens it; only an unknown one is rebuilt.
+	res.Rebuilt = !open(t, p, now)
+	restoreOverrides(t, p, op.Seed)
+	if res.Rebuilt || op.Seed.Lost {
+		rebuild(t, p, op.Seed, op.Now.UnixMilli())
+	}
 	// In-flight reservations may already be spent upstream; adopting only
-	// what exceeds used+reserved keeps them from being counted twice.
-	if !op.Adopt {
+	// what exceeds used+reserved keeps them from being counted twice. A
+	// rebuild adopts whatever the reset dates say: an unknown ledger
+	// counts nothing, and the upstream's figure is the best there is.
+	if !op.Adopt && !res.Rebuilt {
 		return res
 	}
 	if d := op.Upstream - res.LedgerUsed - res.Reserved; d > 0 {
 		t.add(p, nsPool, poolUsed, d)
-		t.add(p, nsPool, poolExternal, d)
+		if res.Rebuilt {
+			t.add(p, nsPool, poolRebuilt, d)
+		} else {
+			t.add(p, nsPool, poolExternal, d)
+		}
 		res.Adopted = d
+	}
+	if res.Rebuilt {
+		// Charges made while the period was unknown stay provisional
+		// until a reading taken after them confirms or corrects them.
+		return res
 	}
 	// Provisional charges the upstream never made come back down, but never
 	// below confirmed spend. The upstream's figure may already include
@@ -243,6 +310,53 @@ func applyReconcile(t txn, op ReconcileOp) ReconcileResult {
 	}
 	t.add(p, nsPool, poolProvisional, -t.get(p, nsPool, poolProvisional))
 	return res
+}
+
+// rebuild opens period p, if it is not, and raises the tenants' spend to
+// what a replica last read where the store has less.
+func rebuild(t txn, p string, seed Seed, now int64) {
+	if seed.Period == p {
+		for _, tenant := range sortedKeys(seed.TenantUsed) {
+			if d := seed.TenantUsed[tenant] - t.get(p, nsTUsed, tenant); d > 0 {
+				t.add(p, nsTUsed, tenant, d)
+			}
+		}
+	}
+	if t.get(p, nsPool, poolOpened) == 0 {
+		t.add(p, nsPool, poolOpened, now)
+	}
+	if t.marker() < p {
+		t.setMarker(p)
+	}
+}
+
+// restoreOverrides writes back the overrides a replica last read where the
+// store lost them (the marker, kept with them, is gone, or the replica
+// found the period lost) and holds none newer, and marks them known again. What a replica that never read them
+// rebuilds (it started after the loss) has none to restore: a store that
+// lost its data and every replica that had read them loses them.
+func restoreOverrides(t txn, p string, seed Seed) {
+	if (t.marker() != "" && !seed.Lost) || seed.Overrides == nil {
+		return
+	}
+	for _, tenant := range sortedKeys(seed.Overrides) {
+		if _, ok := t.override(tenant); !ok {
+			v := seed.Overrides[tenant]
+			t.setOverride(tenant, &v)
+		}
+	}
+	if t.marker() < p {
+		t.setMarker(p)
+	}
+}
+
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // provPrefix starts the pool fields that hold a tenant's provisional

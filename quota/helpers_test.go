@@ -85,7 +85,18 @@ func storeKinds() []storeKind {
 
 var t0 = time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
 
+// newLedger returns a ledger of a new budget whose current period is
+// opened, as the first reconciliation of a first start opens it.
 func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
+	t.Helper()
+	l := newUnopened(t, s, clk, mod)
+	openPeriod(t, l)
+	return l
+}
+
+// newUnopened is newLedger before the first reconciliation: its period is
+// unknown.
+func newUnopened(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
 	t.Helper()
 	cfg := Config{Budget: uniqueBudget(), PoolLimit: 1000, ResetDay: 15, Lease: time.Minute, Clock: clk.Now}
 	if mod != nil {
@@ -96,6 +107,15 @@ func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger
 		t.Fatal(err)
 	}
 	return l
+}
+
+// openPeriod rebuilds l's current period from an upstream that used
+// nothing.
+func openPeriod(t testing.TB, l *Ledger) {
+	t.Helper()
+	if _, err := l.Reconcile(context.Background(), fixedUpstream{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func mustReserve(t testing.TB, l *Ledger, tenant, label string, units int64) Reservation {
@@ -129,4 +149,28 @@ func checkPool(t testing.TB, l *Ledger, used, reserved int64) {
 	if rep.Pool.Used != used || rep.Pool.Reserved != reserved {
 		t.Fatalf("pool used/reserved = %d/%d, want %d/%d", rep.Pool.Used, rep.Pool.Reserved, used, reserved)
 	}
+}
+
+// emptyLike returns an empty store of the same kind as s: s as it comes
+// back after losing its data.
+func emptyLike(t testing.TB, s Store) Store {
+	t.Helper()
+	switch s := s.(type) {
+	case *MemoryStore:
+		return NewMemoryStore()
+	case *BoltStore:
+		b, err := OpenBoltStore(filepath.Join(t.TempDir(), "ledger.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	case *RedisStore:
+		if err := s.c.FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	t.Fatalf("no empty store like %T", s)
+	return nil
 }

@@ -13,8 +13,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -140,6 +143,10 @@ type Report struct {
 	// will confirm or correct it.
 	Provisional int64
 	Corrected   int64 // provisional units reconciliations took back
+	Rebuilt     int64 // units a rebuild of the period adopted from the upstream's figure
+	// Direct counts settlements of reservations the store had no record
+	// of (it lost them): charged directly, provisionally.
+	Direct int64
 }
 
 // Ledger enforces one budget over a Store. It is safe for concurrent use;
@@ -148,6 +155,112 @@ type Report struct {
 type Ledger struct {
 	store Store
 	cfg   Config
+	// reconcile holds a request for a reconciliation now (RequestReconcile).
+	reconcile chan struct{}
+	seen      seen
+	// lost: the store may have lost writes since the last reconciliation
+	// (RequestReconcile), so the next one writes back what was seen.
+	lost atomic.Bool
+	// failed is why the last reconciliation failed; nil after one that
+	// did not (RebuildError).
+	failed atomic.Pointer[error]
+}
+
+// seen is what this replica last read of the state a store may lose, so
+// that a rebuild can restore it: every replica keeps it, and each writes
+// back what the store holds nothing newer of (Seed).
+type seen struct {
+	mu        sync.Mutex
+	period    string
+	opened    int64            // the period's opening as last seen (FinishResult.Opened)
+	spend     map[string]int64 // tenant -> used in period
+	overrides map[string]int64 // nil until read whole
+}
+
+// spent remembers tenant's spend in period as a store step reported it,
+// and reports whether the period was rebuilt since this replica last
+// looked: what it read before may then be missing from the store.
+func (s *seen) spent(period, tenant string, r FinishResult) (rebuilt bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if period < s.period {
+		return false
+	}
+	if period > s.period {
+		s.period, s.opened, s.spend = period, 0, map[string]int64{}
+	}
+	// Spend only grows but for a reconciliation's corrections, which the
+	// next whole read brings in; a figure lower than one already seen is
+	// of a store that lost what this replica read.
+	s.spend[tenant] = max(s.spend[tenant], r.TenantUsed)
+	return s.stamp(r.Opened)
+}
+
+// opens reports, from a step's view of period's opening, whether it was
+// rebuilt since this replica last looked.
+func (s *seen) opens(period string, opened int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return period == s.period && s.stamp(opened)
+}
+
+// stamp takes a step's view of the period's opening (0: unknown) and
+// reports whether it differs from the one seen before. s.mu is held.
+func (s *seen) stamp(opened int64) (rebuilt bool) {
+	if opened == 0 {
+		return false
+	}
+	rebuilt = s.opened != 0 && s.opened != opened
+	s.opened = opened
+	return rebuilt
+}
+
+// read remembers a whole snapshot of period, and reports whether the
+// period was rebuilt since this replica last looked. A snapshot of a
+// store that lost its data teaches nothing: the overrides are taken only
+// while their marker is there, the spend only of a known period, and
+// merged with what was seen before a rebuild.
+func (s *seen) read(period string, snap Snapshot) (rebuilt bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if snap.OverridesKnown {
+		s.overrides = maps.Clone(snap.Overrides)
+		if s.overrides == nil {
+			s.overrides = map[string]int64{}
+		}
+	}
+	opened := snap.Pool[poolOpened]
+	switch {
+	case period < s.period || opened == 0:
+		return false
+	case period > s.period || s.opened == opened || s.opened == 0:
+		s.period, s.opened, s.spend = period, opened, maps.Clone(snap.TenantUsed)
+		return false
+	}
+	for t, u := range snap.TenantUsed {
+		s.spend[t] = max(s.spend[t], u)
+	}
+	s.opened = opened
+	return true
+}
+
+// override remembers a change of one override, once all are known.
+func (s *seen) override(tenant string, limit *int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.overrides == nil:
+	case limit == nil:
+		delete(s.overrides, tenant)
+	default:
+		s.overrides[tenant] = *limit
+	}
+}
+
+func (s *seen) seed(lost bool) Seed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Seed{Period: s.period, TenantUsed: maps.Clone(s.spend), Overrides: maps.Clone(s.overrides), Lost: lost}
 }
 
 var budgetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -185,8 +298,27 @@ func New(store Store, cfg Config) (*Ledger, error) {
 	if cfg.FinishTimeout <= 0 {
 		cfg.FinishTimeout = 5 * time.Second
 	}
-	return &Ledger{store: store, cfg: cfg}, nil
+	return &Ledger{store: store, cfg: cfg, reconcile: make(chan struct{}, 1)}, nil
 }
+
+// RequestReconcile asks the reconciler to run now rather than at its next
+// tick, because the store may have lost writes: Reserve found the
+// period's ledger unknown (ErrRebuilding), a step showed it rebuilt by
+// another replica, or a caller saw the store restart or fail over. That
+// reconciliation also writes back what this replica read of the tenants'
+// spend and the overrides, where the store holds less (Seed.Lost).
+// Requests made while one is pending count once; it never blocks.
+func (l *Ledger) RequestReconcile() {
+	l.lost.Store(true)
+	select {
+	case l.reconcile <- struct{}{}:
+	default:
+	}
+}
+
+// ReconcileRequests delivers the requests of RequestReconcile: the
+// reconciler's loop selects on it.
+func (l *Ledger) ReconcileRequests() <-chan struct{} { return l.reconcile }
 
 // Period returns the current period.
 func (l *Ledger) Period() Period { return PeriodAt(l.cfg.Clock(), l.cfg.ResetDay) }
@@ -218,7 +350,18 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	if err != nil {
 		return Reservation{}, err
 	}
+	if res.Unknown {
+		l.RequestReconcile()
+		e := &RebuildError{}
+		if f := l.failed.Load(); f != nil {
+			e.Cause = *f
+		}
+		return Reservation{}, e
+	}
 	if !res.Granted {
+		if l.seen.opens(cur.Key, res.Opened) {
+			l.RequestReconcile()
+		}
 		return Reservation{}, &DeniedError{Scope: res.Scope, Tenant: tenant, Limit: res.Limit,
 			Remaining: res.Remaining, Reserved: res.Reserved, Asked: units, ResetAt: cur.End}
 	}
@@ -260,6 +403,11 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 	res, err := l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
 		Now: l.cfg.Clock().UTC(), Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
 		PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[r.Tenant]})
+	if err == nil && l.seen.spent(r.Period, r.Tenant, res) {
+		// Another replica rebuilt the period: what this one read may be
+		// missing from it.
+		l.RequestReconcile()
+	}
 	return res.Remaining, err
 }
 
@@ -289,6 +437,9 @@ func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
 	now := l.cfg.Clock().UTC()
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
+	if err == nil && l.seen.read(cur.Key, s) {
+		l.RequestReconcile()
+	}
 	return s, cur, err
 }
 
@@ -341,7 +492,8 @@ func (l *Ledger) AllUsage(ctx context.Context) (Report, error) {
 		Settled:            s.Pool[poolSettled], Overruns: s.Pool[poolOverruns], OverrunUnits: s.Pool[poolOverrunUnits],
 		Expired: s.Pool[poolExpired], ExpiredUnits: s.Pool[poolExpiredUnits], External: s.Pool[poolExternal],
 		Upstream: s.Pool[poolUpstream], Drift: s.Pool[poolDrift],
-		Provisional: s.Pool[poolProvisional], Corrected: s.Pool[poolCorrected]}
+		Provisional: s.Pool[poolProvisional], Corrected: s.Pool[poolCorrected],
+		Rebuilt: s.Pool[poolRebuilt], Direct: s.Pool[poolDirect]}
 	for k, v := range s.LabelUsed {
 		if v == 0 {
 			continue
@@ -372,7 +524,9 @@ func nonZero(m map[string]int64) map[string]int64 {
 
 // SetTenantLimit overrides tenant's configured limit at run time; the
 // override is kept in the store, so it survives restarts and is seen by
-// every replica. nil removes it; 0 means no tenant limit (only the pool).
+// every replica, and every replica that has read it keeps a copy that a
+// rebuild restores if the store loses it. nil removes it; 0 means no
+// tenant limit (only the pool).
 func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64) error {
 	if tenant == "" {
 		return errors.New("quota: empty tenant")
@@ -380,7 +534,11 @@ func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64
 	if limit != nil && (*limit < 0 || *limit > maxUnits) {
 		return fmt.Errorf("quota: tenant limit %d must be in 0..%d", *limit, int64(maxUnits))
 	}
-	return l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
+	err := l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
+	if err == nil {
+		l.seen.override(tenant, limit)
+	}
+	return err
 }
 
 // Ping reports whether the store can be reached; for readiness checks.

@@ -16,6 +16,7 @@ type MemoryStore struct {
 type memBudget struct {
 	limits  map[string]int64
 	periods map[string]*memPeriod
+	opened  string // the marker (engine.go)
 }
 
 type memPeriod struct {
@@ -103,6 +104,8 @@ func (t memTxn) due(p string, now int64) []string {
 
 func (t memTxn) setLease(p, id string, exp int64) { t.period(p).leases[id] = exp }
 func (t memTxn) delLease(p, id string)            { delete(t.period(p).leases, id) }
+func (t memTxn) marker() string                   { return t.b.opened }
+func (t memTxn) setMarker(p string)               { t.b.opened = p }
 
 // Reserve implements Store.
 func (s *MemoryStore) Reserve(_ context.Context, op ReserveOp) (ReserveResult, error) {

@@ -27,8 +27,13 @@ type Drift struct {
 	ResetDate   time.Time // as reported by the upstream
 	// PeriodMismatch is true when the upstream resets on another date than
 	// the ledger's period end; the figures then cover different spans, so
-	// nothing is adopted (fix Config.ResetDay).
+	// nothing is adopted (fix Config.ResetDay), but by a rebuild.
 	PeriodMismatch bool
+	// Rebuilt: the period's ledger was unknown (a first start, or a store
+	// that lost its data) and was rebuilt from the upstream's figure, the
+	// tenants' spend and the overrides this replica last read; Adopted is
+	// what the rebuild took from the upstream's figure.
+	Rebuilt bool
 }
 
 // Reconcile compares the upstream's usage with the ledger. When the
@@ -40,7 +45,19 @@ type Drift struct {
 // to the difference, never going below confirmed spend. Either way the
 // provisional charges left are confirmed. The drift is kept and shown by
 // AllUsage.
-func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error) {
+//
+// Reconcile is also how a period whose ledger is unknown (ErrRebuilding)
+// is rebuilt: it opens the period at the upstream's figure, raises the
+// tenants' spend to what this replica last read of it, and restores the
+// tenant limit overrides the store lost.
+func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (d Drift, err error) {
+	defer func() {
+		if err != nil {
+			l.failed.Store(&err)
+		} else {
+			l.failed.Store(nil)
+		}
+	}()
 	used, reset, err := src.UpstreamUsage(ctx)
 	if err != nil {
 		return Drift{}, fmt.Errorf("quota: reading upstream usage: %w", err)
@@ -50,18 +67,29 @@ func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (Drift, error
 	}
 	now := l.cfg.Clock().UTC()
 	cur := PeriodAt(now, l.cfg.ResetDay)
-	d := Drift{At: now, PeriodStart: cur.Start, PeriodEnd: cur.End, Upstream: used, ResetDate: reset}
+	d = Drift{At: now, PeriodStart: cur.Start, PeriodEnd: cur.End, Upstream: used, ResetDate: reset}
 	if !reset.IsZero() {
 		ry, rm, rd := reset.UTC().Date()
 		ey, em, ed := cur.End.Date()
 		d.PeriodMismatch = ry != ey || rm != em || rd != ed
 	}
+	lost := l.lost.Swap(false)
 	res, err := l.store.Reconcile(ctx, ReconcileOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(),
-		Now: now, Upstream: used, Adopt: !d.PeriodMismatch})
+		Now: now, Upstream: used, Adopt: !d.PeriodMismatch, Seed: l.seen.seed(lost)})
 	if err != nil {
+		if lost {
+			l.lost.Store(true)
+		}
 		return Drift{}, err
 	}
 	d.Ledger, d.Reserved, d.Adopted, d.Corrected = res.LedgerUsed, res.Reserved, res.Adopted, res.Corrected
-	d.Difference = used - res.LedgerUsed
+	d.Difference, d.Rebuilt = used-res.LedgerUsed, res.Rebuilt
+	// What the store holds now, with what this replica contributed, is
+	// what a later rebuild would restore.
+	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
+	if err == nil && l.seen.read(cur.Key, s) && !lost && !res.Rebuilt {
+		// Another replica rebuilt the period: add what this one read.
+		l.RequestReconcile()
+	}
 	return d, nil
 }

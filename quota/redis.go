@@ -25,6 +25,11 @@ type RedisStore struct {
 	// step holds the keys of the period the last Reserve or Finish used,
 	// which is the period of nearly every step.
 	step atomic.Pointer[stepKeys]
+	// server is what the server said of itself at the last Ping; refused
+	// the error an evicting server gets (redisserver.go).
+	server  atomic.Pointer[RedisServer]
+	refused atomic.Pointer[error]
+	watch   func(RedisServer)
 }
 
 type stepKeys struct {
@@ -43,6 +48,11 @@ func WithRedisKeyPrefix(p string) RedisOption { return func(s *RedisStore) { s.p
 // settlements still find their reservation).
 func WithRedisRetention(d time.Duration) RedisOption { return func(s *RedisStore) { s.retain = d } }
 
+// WithRedisWatch has fn told what the server says of itself (persistence,
+// eviction policy, run id) at the first Ping and whenever it changes: a
+// restart or a failover shows as another run id.
+func WithRedisWatch(fn func(RedisServer)) RedisOption { return func(s *RedisStore) { s.watch = fn } }
+
 // NewRedisStore returns a store over c. Closing the store does not close c.
 func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {
 	s := &RedisStore{c: c, prefix: "linkgate:quota", retain: 40 * 24 * time.Hour}
@@ -55,9 +65,11 @@ func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {
 // Close implements Store; the client belongs to the caller.
 func (s *RedisStore) Close() error { return nil }
 
-// Ping implements Store.
+// Ping implements Store. It reads what the server says of itself: an
+// evicting server fails it with ErrEvicting, and every Reserve after it
+// until a Ping finds the policy changed.
 func (s *RedisStore) Ping(ctx context.Context) error {
-	return s.wrap(ctx, s.c.Ping(ctx).Err())
+	return s.checkServer(ctx)
 }
 
 // wrap marks as ErrUnavailable every failure except a Redis reply error
@@ -147,6 +159,9 @@ func later(a, b time.Time) time.Time {
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, error) {
+	if err := s.refusal(); err != nil {
+		return ReserveResult{}, err
+	}
 	v, err := s.needsSweep(ctx, op.Budget, op.Cur, op.Now, func() (any, error) {
 		return ledgerLibrary.call(ctx, s.c, "reserve", s.stepKeys(op.Budget, op.Cur), ms(op.Now), op.ID, op.Tenant,
 			op.Label, op.Units, ms(op.Expires), op.PoolLimit, op.TenantLimit,
@@ -158,11 +173,14 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 	if left, ok := v.(int64); ok {
 		return ReserveResult{Granted: true, Remaining: left}, nil
 	}
+	if v == "unknown" {
+		return ReserveResult{Unknown: true}, nil
+	}
 	d, _ := v.([]any)
-	if len(d) != 4 {
+	if len(d) != 5 {
 		return ReserveResult{}, fmt.Errorf("quota: redis: unexpected reserve reply %v", v)
 	}
-	r := ReserveResult{Scope: ScopePool, Limit: asInt(d[1]), Remaining: asInt(d[2]), Reserved: asInt(d[3])}
+	r := ReserveResult{Scope: ScopePool, Limit: asInt(d[1]), Remaining: asInt(d[2]), Reserved: asInt(d[3]), Opened: asInt(d[4])}
 	if d[0] == "tenant" {
 		r.Scope = ScopeTenant
 	}
@@ -217,14 +235,11 @@ func (s *RedisStore) Finish(ctx context.Context, op FinishOp) (FinishResult, err
 	if err != nil {
 		return FinishResult{}, s.wrap(ctx, err)
 	}
-	if v == "unknown" {
-		return FinishResult{}, ErrUnknownReservation
-	}
-	left, ok := v.(int64)
-	if !ok {
+	d, _ := v.([]any)
+	if len(d) != 3 {
 		return FinishResult{}, fmt.Errorf("quota: redis: unexpected finish reply %v", v)
 	}
-	return FinishResult{Remaining: left}, nil
+	return FinishResult{Remaining: asInt(d[0]), TenantUsed: asInt(d[1]), Opened: asInt(d[2])}, nil
 }
 
 func flag(b bool) string {
@@ -253,6 +268,11 @@ func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, err
 	if snap.Overrides, err = flatMap(v[1]); err != nil {
 		return Snapshot{}, err
 	}
+	if limits, _ := v[1].([]any); len(limits) > 0 {
+		for i := 0; i < len(limits); i += 2 {
+			snap.OverridesKnown = snap.OverridesKnown || limits[i] == ""
+		}
+	}
 	// The period's hash holds the pool's counters by name and the others
 	// after a tag (lua/common.lua); provisional charges stay with the pool.
 	for f, n := range period {
@@ -273,12 +293,16 @@ func (s *RedisStore) Snapshot(ctx context.Context, op SnapshotOp) (Snapshot, err
 	return snap, nil
 }
 
-// flatMap decodes an HGETALL reply returned from a script (a flat array).
+// flatMap decodes an HGETALL reply returned from a script (a flat array),
+// without the empty field (the budget's marker in its limits, lua/common.lua).
 func flatMap(v any) (map[string]int64, error) {
 	a, _ := v.([]any)
 	m := make(map[string]int64, len(a)/2)
 	for i := 0; i+1 < len(a); i += 2 {
 		k, _ := a[i].(string)
+		if k == "" {
+			continue
+		}
 		sv, _ := a[i+1].(string)
 		n, err := strconv.ParseInt(sv, 10, 64)
 		if err != nil {
@@ -304,13 +328,26 @@ func (s *RedisStore) SetTenantLimit(ctx context.Context, op LimitOp) error {
 
 // Reconcile implements Store.
 func (s *RedisStore) Reconcile(ctx context.Context, op ReconcileOp) (ReconcileResult, error) {
-	v, err := ledgerLibrary.call(ctx, s.c, "reconcile", s.keys(op.Budget, op.Cur, op.Prev),
-		ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.Upstream, flag(op.Adopt)).Slice()
+	args := []any{ms(op.Now), s.ttl(op.Cur, op.Now), s.ttl(op.Prev, op.Now), keepFinishedMS, op.Upstream,
+		flag(op.Adopt), op.Cur.Key, flag(op.Seed.Lost), -1}
+	if op.Seed.Overrides != nil {
+		args[len(args)-1] = len(op.Seed.Overrides)
+		for _, t := range sortedKeys(op.Seed.Overrides) {
+			args = append(args, t, op.Seed.Overrides[t])
+		}
+	}
+	if op.Seed.Period == op.Cur.Key {
+		for _, t := range sortedKeys(op.Seed.TenantUsed) {
+			args = append(args, t, op.Seed.TenantUsed[t])
+		}
+	}
+	v, err := ledgerLibrary.call(ctx, s.c, "reconcile", s.keys(op.Budget, op.Cur, op.Prev), args...).Slice()
 	if err != nil {
 		return ReconcileResult{}, s.wrap(ctx, err)
 	}
-	if len(v) != 4 {
+	if len(v) != 5 {
 		return ReconcileResult{}, fmt.Errorf("quota: redis: unexpected reconcile reply %v", v)
 	}
-	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2]), Corrected: asInt(v[3])}, nil
+	return ReconcileResult{LedgerUsed: asInt(v[0]), Reserved: asInt(v[1]), Adopted: asInt(v[2]),
+		Corrected: asInt(v[3]), Rebuilt: asInt(v[4]) == 1}, nil
 }

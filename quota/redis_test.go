@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 	_ = l.Close() // nothing listens there any more
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
-	led := newLedger(t, NewRedisStore(c), newClock(t0), nil)
+	led := newUnopened(t, NewRedisStore(c), newClock(t0), nil)
 	ctx := context.Background()
 	_, err = led.Reserve(ctx, "a", "x", 1)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "cannot be reached") {
@@ -49,9 +50,17 @@ func TestRedisKeys(t *testing.T) {
 	open := mustReserve(t, l, "a", "x", 5)
 	keys, err := c.Keys(ctx, "linkgate:quota:{"+l.cfg.Budget+"}:*").Result()
 	p := PeriodAt(clk.Now(), 15)
-	if err != nil || len(keys) != 1 || keys[0] != s.period(l.cfg.Budget, p) {
-		t.Fatalf("keys %v %v, want the period's hash", keys, err)
+	slices.Sort(keys)
+	limits := s.base(l.cfg.Budget) + ":limits"
+	if err != nil || len(keys) != 2 || keys[0] != limits || keys[1] != s.period(l.cfg.Budget, p) {
+		t.Fatalf("keys %v %v, want the budget's limits (with its marker) and the period's hash", keys, err)
 	}
+	// The limits never expire: no eviction policy that spares keys
+	// without a TTL can take them.
+	if ttl, err := c.PTTL(ctx, limits).Result(); err != nil || ttl != -1 {
+		t.Fatalf("limits TTL %v, %v; want none", ttl, err)
+	}
+	keys = keys[1:]
 	// Redis Cluster hashes only the text between the first '{' and the
 	// next '}': the budget, for every key of it.
 	_, rest, _ := strings.Cut(keys[0], "{")
@@ -80,10 +89,14 @@ func TestRedisKeys(t *testing.T) {
 	if record(done) || record(open) {
 		t.Fatal("a finished reservation's record outlived keepFinished")
 	}
-	if err := l.Settle(ctx, done, 10); !errors.Is(err, ErrUnknownReservation) {
-		t.Fatalf("Settle of a dropped record = %v, want ErrUnknownReservation", err)
-	}
 	checkPool(t, l, 15, 0)
+	// Its record gone, a settlement is a direct charge, provisional: a
+	// reconciliation takes it back if the upstream never made it.
+	mustSettle(t, l, done, 10)
+	if rep := mustReport(t, l); rep.Pool.Used != 25 || rep.Direct != 1 || rep.Provisional != 10 {
+		t.Fatalf("after settling a dropped record: used %d, direct %d, provisional %d; want 25, 1, 10",
+			rep.Pool.Used, rep.Direct, rep.Provisional)
+	}
 }
 
 // TestRedisReadsEarlierRecords: reservations recorded by the earlier layout
@@ -94,7 +107,7 @@ func TestRedisReadsEarlierRecords(t *testing.T) {
 	c := redistest.Client(t)
 	clk := newClock(t0)
 	s := NewRedisStore(c)
-	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
+	l := newUnopened(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 	p := l.Period()
 	k := earlierKeys(s, l.cfg.Budget, p)
 	expires := clk.Now().Add(time.Minute)
@@ -107,6 +120,7 @@ func TestRedisReadsEarlierRecords(t *testing.T) {
 	}
 	c.HSet(ctx, k[0], "reserved", 20)
 	c.HSet(ctx, k[2], "a", 20)
+	openPeriod(t, l)
 	mustSettle(t, l, Reservation{ID: "settles", Budget: l.cfg.Budget, Tenant: "a", Label: "x",
 		Units: 10, Period: p.Key, Expires: expires}, 4)
 	checkPool(t, l, 4, 10)
@@ -158,7 +172,7 @@ func TestRedisFoldsEarlierLayout(t *testing.T) {
 	c := redistest.Client(t)
 	clk := newClock(t0)
 	s := NewRedisStore(c)
-	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute; c.Tenants = map[string]int64{"a": 100} })
+	l := newUnopened(t, s, clk, func(c *Config) { c.Lease = time.Minute; c.Tenants = map[string]int64{"a": 100} })
 	p := l.Period()
 	k := earlierKeys(s, l.cfg.Budget, p)
 	expires := clk.Now().Add(time.Minute)
@@ -178,6 +192,7 @@ func TestRedisFoldsEarlierLayout(t *testing.T) {
 			t.Fatal(cmd, err)
 		}
 	}
+	openPeriod(t, l)
 	rep := mustReport(t, l)
 	if rep.Pool.Used != 25 || rep.Pool.Reserved != 10 || rep.SpendByTenant["a"] != 20 || rep.SpendByLabel["y"] != 5 {
 		t.Fatalf("report after the fold %+v", rep)

@@ -16,6 +16,7 @@
 //  6. Send, then settle with the cost the upstream reported, release when
 //     it answered with an error, or charge provisionally when the request
 //     left and no answer came back (a reconciliation corrects it later).
+//     A page answered is delivered even if the ledger failed to record it.
 //
 // The package knows neither gRPC nor Ahrefs: a Call carries its own Send,
 // and the upstream client calls the Gate before each HTTP attempt, so that
@@ -339,15 +340,16 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 		o.Release = true
 		res.Charged = 0
 	}
+	// A page the upstream answered is paid: it is delivered even when the
+	// ledger could not record its cost. The store settles a reservation it
+	// lost as a direct charge; one it could not be reached for stays open
+	// and its lease charges it in full, provisionally.
 	left, ferr := s.cfg.Ledger.Finish(ledgerCtx, r, o)
 	if ferr == nil {
 		res.Remaining = left
 	}
 	if sendErr != nil {
 		return res, sendErr
-	}
-	if ferr != nil {
-		return res, ferr
 	}
 	if c.Key != "" && s.cfg.Cache != nil && resp.Body != nil {
 		s.cfg.Cache.Put(ledgerCtx, c.Key, resp.Body)

@@ -83,7 +83,18 @@ func newLedgerOn(t *testing.T, store quota.Store, clk *clock) *quota.Ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A first start: the period is opened by the first reconciliation.
+	if _, err := l.Reconcile(context.Background(), upstreamUsed(0)); err != nil {
+		t.Fatal(err)
+	}
 	return l
+}
+
+// upstreamUsed is the upstream's usage as a fixed figure.
+type upstreamUsed int64
+
+func (u upstreamUsed) UpstreamUsage(context.Context) (int64, time.Time, error) {
+	return int64(u), time.Time{}, nil
 }
 
 func newScheduler(t *testing.T, cfg Config) *Scheduler {
@@ -531,5 +542,77 @@ func TestRedisCache(t *testing.T) {
 	other := NewRedisCache(rc, c.prefix[:len(c.prefix)-len(":{pages}")], 350, time.Minute)
 	if _, ok := other.Get(ctx, "9"); !ok {
 		t.Fatal("another replica does not see the shared page")
+	}
+}
+
+// TestPaidPageSurvivesALostReservation: the store loses its data (Redis
+// restarted empty) while a page is in flight. The page is paid: it is
+// delivered and cached, and its cost is recorded as a direct charge,
+// rather than the call failing with the reservation unknown.
+func TestPaidPageSurvivesALostReservation(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	ledger := newLedgerOn(t, quota.NewRedisStore(srv.Client()), clk)
+	lim := newHandLimiter()
+	cache := NewMemoryCache(1<<20, time.Hour, clk.Now)
+	s := newScheduler(t, Config{Limiter: lim, Ledger: ledger, Cache: cache})
+	lim.give(1)
+	res, err := s.Do(ctx, Call{Tenant: "a", Label: "backlinks", Key: "page-1", Units: 6006,
+		Send: func(context.Context) (Response, error) {
+			srv.Restart() // the upstream answers while the ledger forgets
+			return Response{Body: []byte("rows"), Charged: 6006, Reported: true, Requests: 1}, nil
+		}})
+	if err != nil || string(res.Body) != "rows" {
+		t.Fatalf("Do = %q, %v; want the paid page delivered", res.Body, err)
+	}
+	if b, ok := cache.Get(ctx, "page-1"); !ok || string(b) != "rows" {
+		t.Fatal("the paid page was not cached")
+	}
+	// Before the rebuild nothing is granted; the rebuild adopts the
+	// upstream's figure, which counts the page.
+	if _, err := ledger.Reserve(ctx, "a", "backlinks", 1); !errors.Is(err, quota.ErrRebuilding) {
+		t.Fatalf("Reserve before the rebuild = %v, want ErrRebuilding", err)
+	}
+	// Cached pages are served meanwhile: they reserve nothing.
+	res, err = s.Do(ctx, Call{Tenant: "b", Label: "backlinks", Key: "page-1", Units: 6006,
+		Send: func(context.Context) (Response, error) { t.Error("a cached page was sent"); return Response{}, nil }})
+	if err != nil || !res.Cached || string(res.Body) != "rows" {
+		t.Fatalf("a cached page while the ledger is rebuilt = %+v, %v", res, err)
+	}
+	if _, err := ledger.Reconcile(ctx, upstreamUsed(6006)); err != nil {
+		t.Fatal(err)
+	}
+	rep := pool(t, ledger)
+	if rep.Direct != 1 || rep.Pool.Used != 6006 || rep.SpendByTenant["a"] != 6006 {
+		t.Fatalf("ledger after the rebuild: used %d, direct %d, tenant a %d; want the page recorded once",
+			rep.Pool.Used, rep.Direct, rep.SpendByTenant["a"])
+	}
+}
+
+// unreachableFinish is a ledger whose store answers Reserve and is gone
+// for Finish.
+type unreachableFinish struct{ *quota.Ledger }
+
+func (unreachableFinish) Finish(context.Context, quota.Reservation, quota.Outcome) (int64, error) {
+	return 0, fmt.Errorf("%w: gone", quota.ErrUnavailable)
+}
+
+// TestPaidPageSurvivesAnUnreachableLedger: a page answered is delivered
+// even when its settlement cannot reach the store; the reservation left
+// open is charged in full when its lease lapses.
+func TestPaidPageSurvivesAnUnreachableLedger(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	ledger := newLedger(t, clk)
+	lim := newHandLimiter()
+	s := newScheduler(t, Config{Limiter: lim, Ledger: unreachableFinish{ledger}})
+	lim.give(1)
+	res, err := s.Do(context.Background(), Call{Tenant: "a", Label: "x", Units: 100, Send: ok(60)})
+	if err != nil || string(res.Body) != "body" {
+		t.Fatalf("Do = %q, %v; want the paid page delivered", res.Body, err)
+	}
+	clk.Advance(2 * time.Minute)
+	if rep := pool(t, ledger); rep.Pool.Used != 100 || rep.Provisional != 100 {
+		t.Fatalf("used %d, provisional %d; want the lapsed lease charged in full, provisionally", rep.Pool.Used, rep.Provisional)
 	}
 }

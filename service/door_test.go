@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/quota"
 )
 
 // details returns the ErrorInfo and RetryInfo of a status error.
@@ -352,4 +353,15 @@ func TestNewLostStreamEndsWithAToken(t *testing.T) {
 			t.Fatalf("after %d more rows: %v %s %v, want UNAVAILABLE SHUTTING_DOWN with the last token", rows, s.Code(), info.GetReason(), info.GetMetadata())
 		}
 	})
+}
+
+// TestRebuildingLedgerIsUnavailable: while the ledger rebuilds a period it
+// lost, callers get UNAVAILABLE with a retry in seconds and the reason,
+// not an exhausted budget, and a stream its token.
+func TestRebuildingLedgerIsUnavailable(t *testing.T) {
+	st, info, retry := details(t, toStatus(fmt.Errorf("reserve: %w", quota.ErrRebuilding), "tok"))
+	if st.Code() != codes.Unavailable || info.GetReason() != ReasonLedgerRebuilding || retry <= 0 || retry > 5*time.Second ||
+		info.GetMetadata()["page_token"] != "tok" {
+		t.Fatalf("status %v, reason %s, retry %v, metadata %v", st, info.GetReason(), retry, info.GetMetadata())
+	}
 }

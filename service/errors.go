@@ -31,6 +31,7 @@ const (
 	ReasonUpstreamAuth        = "UPSTREAM_AUTH_FAILED"
 	ReasonUpstreamPlan        = "UPSTREAM_PLAN_INSUFFICIENT"
 	ReasonLedgerUnavailable   = "LEDGER_UNAVAILABLE"
+	ReasonLedgerRebuilding    = "LEDGER_REBUILDING"
 	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 	ReasonTooManyStreams      = "TOO_MANY_STREAMS"
 	ReasonServerBusy          = "SERVER_BUSY"
@@ -134,6 +135,18 @@ func toStatus(err error, resumeToken string) error {
 		return withDetails(codes.Unavailable, "linkgate's rate limiter for the upstream key cannot be reached; no units were spent",
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(5 * time.Second))},
 			&errdetails.ErrorInfo{Reason: ReasonRateLimiterDown, Domain: ErrorDomain, Metadata: meta})
+	case errors.Is(err, quota.ErrRebuilding) && (errors.Is(err, upstream.ErrUnauthorized) || errors.Is(err, upstream.ErrForbidden)):
+		// The ledger cannot be rebuilt because the upstream refuses the
+		// key: the operator's problem, told as such.
+		var rb *quota.RebuildError
+		if errors.As(err, &rb) {
+			return toStatus(rb.Cause, resumeToken)
+		}
+		fallthrough
+	case errors.Is(err, quota.ErrRebuilding):
+		return withDetails(codes.Unavailable, "the quota ledger lost its state and is being rebuilt from the upstream's usage; no units were spent",
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(2 * time.Second))},
+			&errdetails.ErrorInfo{Reason: ReasonLedgerRebuilding, Domain: ErrorDomain, Metadata: meta})
 	case errors.Is(err, quota.ErrUnavailable):
 		return withDetails(codes.Unavailable, "the quota ledger cannot be reached; no units were spent",
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(jitter(5 * time.Second))},

@@ -71,6 +71,11 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A first start: the period is opened from the upstream's usage,
+	// nothing yet (read here without a request, which tests count).
+	if _, err := h.ledger.Reconcile(context.Background(), unusedKey{}); err != nil {
+		t.Fatal(err)
+	}
 	tokens, err := NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, func() time.Time { return h.now })
 	if err != nil {
 		t.Fatal(err)
@@ -126,3 +131,8 @@ func (h *harness) used(t testing.TB) (used, reserved int64) {
 	}
 	return u.Pool.Used, u.Pool.Reserved
 }
+
+// unusedKey is the usage of an upstream key nothing has spent.
+type unusedKey struct{}
+
+func (unusedKey) UpstreamUsage(context.Context) (int64, time.Time, error) { return 0, time.Time{}, nil }

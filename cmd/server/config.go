@@ -136,7 +136,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"token-key", "HMAC keys of page tokens, shared by replicas, comma-separated: the first signs, all verify (prefer the file)", &c.TokenKey},
 		{"token-key-file", "file holding the page token keys, one a line (or comma-separated): the first signs, all verify", &c.TokenKeyFile},
 		{"token-ttl", "lifetime of page tokens", &c.TokenTTL},
-		{"reconcile-every", "how often the ledger is compared with the upstream's usage (0: never)", &c.ReconcileEvery},
+		{"reconcile-every", "how often the ledger is compared with the upstream's usage (0: only at start and when the ledger must be rebuilt)", &c.ReconcileEvery},
 		{"shutdown-timeout", "how long shutdown waits for requests to finish", &c.ShutdownTimeout},
 		{"drain-delay", "how long health reports NOT_SERVING before the listeners stop", &c.DrainDelay},
 		{"log-format", "json or text", &c.LogFormat},

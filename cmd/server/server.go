@@ -132,7 +132,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		}
 		key = simKey
 	}
-	ledger, err := s.openLedger()
+	ledger, err := s.openLedger(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -219,9 +219,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 
 	s.watchReadiness(bg, ledger)
-	if cfg.ReconcileEvery > 0 {
-		s.reconcile(bg, ledger, client)
-	}
+	s.reconcile(bg, ledger, client)
 	log.Info("linkgate is serving", "grpc", s.grpcAddr, "http", s.httpAddr)
 	return s, nil
 }
@@ -275,10 +273,37 @@ func (s *server) redis() *redis.Client {
 	return s.rdb
 }
 
-func (s *server) openLedger() (*quota.Ledger, error) {
+// openLedger opens the ledger's store. On Redis it first reads what the
+// server says of itself: an evicting server fails the start, and what its
+// persistence keeps is logged, now and whenever it changes (a restarted
+// or failed-over server, which may have lost writes, is reconciled at
+// once).
+func (s *server) openLedger(ctx context.Context) (*quota.Ledger, error) {
 	var store quota.Store
+	var ledger *quota.Ledger
 	if s.cfg.RedisAddr != "" {
-		store = quota.NewRedisStore(s.redis())
+		var mu sync.Mutex
+		var runID string
+		rs := quota.NewRedisStore(s.redis(), quota.WithRedisWatch(func(r quota.RedisServer) {
+			mu.Lock()
+			defer mu.Unlock()
+			s.log.Info("redis ledger", "addr", r.Addr, "version", r.Version, "role", r.Role, "run_id", r.RunID,
+				"maxmemory_policy", r.MaxmemoryPolicy, "persistence", r.Durability())
+			if r.Evicting() {
+				s.log.Error("redis ledger refused: its maxmemory-policy may evict the ledger's keys; set noeviction",
+					"maxmemory_policy", r.MaxmemoryPolicy)
+			}
+			if runID != "" && runID != r.RunID && ledger != nil {
+				ledger.RequestReconcile()
+			}
+			runID = r.RunID
+		}))
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := rs.Ping(pctx); errors.Is(err, quota.ErrEvicting) {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		store = rs
 	} else {
 		if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
@@ -290,10 +315,11 @@ func (s *server) openLedger() (*quota.Ledger, error) {
 		s.cleanups = append(s.cleanups, bolt.Close)
 		store = bolt
 	}
-	return quota.New(store, quota.Config{
+	ledger, err := quota.New(store, quota.Config{
 		Budget: s.cfg.BudgetName, PoolLimit: s.cfg.BudgetUnits, ResetDay: s.cfg.ResetDay, Lease: s.cfg.Lease,
 		Tenants: s.sec.tenants.limits,
 	})
+	return ledger, err
 }
 
 // newScheduler is the one door to the upstream key: its rate and page
@@ -394,18 +420,65 @@ func (s *server) publishHealth() {
 	s.health.SetServingStatus(v1.BacklinksService_ServiceDesc.ServiceName, data)
 }
 
-// reconcile compares the ledger with the upstream's own usage now and then,
-// adopting the upstream's figure when someone else spent units of the key.
+// reconcile compares the ledger with the upstream's own usage: once at
+// start, which opens the period on a first start; every ReconcileEvery (0:
+// never), adopting the upstream's figure when someone else spent units of
+// the key; and at once whenever the ledger asks (ReconcileRequests: it
+// found its period unknown, as after a store that lost its data, or a
+// replica saw it rebuilt), which rebuilds the period from the upstream's
+// usage before any unit is granted. Requests are served at most one per
+// reconcileSpacing, so that a failing upstream is not asked in a loop.
 func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) {
-	s.every(ctx, s.cfg.ReconcileEvery, func() {
-		d, err := ledger.Reconcile(ctx, client)
-		if err != nil {
+	run := func() {
+		rctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
+		defer cancel()
+		d, err := ledger.Reconcile(rctx, client)
+		switch {
+		case err != nil:
 			s.log.Warn("reconciliation failed", "err", err)
-			return
+		case d.Rebuilt:
+			s.log.Warn("rebuilt the ledger's period from the upstream's usage: it was unknown (a first start, or a store that lost its data)",
+				"drift", d)
+		default:
+			s.log.Info("reconciled the ledger with the upstream", "drift", d)
 		}
-		s.log.Info("reconciled the ledger with the upstream", "drift", d)
+	}
+	run()
+	s.wg.Go(func() {
+		var tick <-chan time.Time
+		if s.cfg.ReconcileEvery > 0 {
+			t := time.NewTicker(s.cfg.ReconcileEvery)
+			defer t.Stop()
+			tick = t.C
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in background work", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+			case <-ledger.ReconcileRequests():
+			}
+			run()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(reconcileSpacing):
+			}
+		}
 	})
 }
+
+// reconcileTimeout bounds one reading of the upstream's usage;
+// reconcileSpacing separates two reconciliations.
+const (
+	reconcileTimeout = 10 * time.Second
+	reconcileSpacing = time.Second
+)
 
 func (s *server) every(ctx context.Context, d time.Duration, fn func()) {
 	s.wg.Add(1)

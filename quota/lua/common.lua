@@ -9,6 +9,14 @@
 -- retried or late Finish can no longer come. The limits (tenant -> override)
 -- are one hash per budget. All keys of a budget share its hash slot.
 --
+-- A period's ledger is known once its hash holds 'opened'. The limits
+-- hash's field '' (no tenant has an empty name) is the budget's marker:
+-- the newest period opened. A period without 'opened' is opened at zero
+-- only when the marker names an earlier one (a rollover); without a marker
+-- (a first start, or a Redis that lost its data) or with one naming it or
+-- a later period (it was lost), it stays unknown until a reconciliation
+-- rebuilds it (engine.go's open and rebuild).
+--
 -- Reserve and Finish read what they need with one HMGET and write what they
 -- changed with one HSET. The rest is sweep's, which they ask for when the
 -- hash's 'due' has come: charging lapsed leases, dropping finished records,
@@ -56,6 +64,17 @@ local function tlimit_of(limits, tenant, configured, copy)
   copy = copy or redis.call('HGET', limits, tenant) or '-1'
   if copy == '-1' then return tonumber(configured), copy end
   return tonumber(copy), copy
+end
+
+-- open marks period key opened at a rollover, and reports whether it is
+-- known now (see above).
+local function open(limits, key, now)
+  local p = string.match(key, ':p:([%d-]+):pool$')
+  local m = redis.call('HGET', limits, '')
+  if not m or m >= p then return false end
+  redis.call('HSET', key, 'opened', now)
+  redis.call('HSET', limits, '', p)
+  return true
 end
 
 -- What is left to reserve: the pool's room, and the tenant's own when it

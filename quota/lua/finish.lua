@@ -1,9 +1,9 @@
 -- fetch reads a reservation's record, and the fields Finish changes.
 local function fetch(key, rec, t, tu, tr, lf, pf)
   if not pf then
-    return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t))
+    return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t), 'opened')
   end
-  return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t),
+  return redis.call('HMGET', key, rec, 'used', 'reserved', tu, tr, 'settled', lf, tfield('lim', t), 'opened',
     'provisional', pf)
 end
 
@@ -15,7 +15,8 @@ end
 --       every record's time, needs no change), and the records, which the
 --       caller encodes, that it is stored as and that it is to become. When
 --       the stored record is the caller's, nothing is decoded.
--- Reply: what the tenant may still reserve, 'unknown', or 'sweep' when the
+-- Reply: {what the tenant may still reserve, its spend in the period, when
+-- the period was opened or rebuilt (0: unknown)}, or 'sweep' when the
 -- period needs one first.
 local function finish(KEYS, ARGV)
   local now, id, actual = tonumber(ARGV[1]), ARGV[2], ARGV[3]
@@ -38,21 +39,32 @@ local function finish(KEYS, ARGV)
     -- A reservation finished in the earlier layout: a key of its own, or a
     -- field of the res hash.
     r = r or decode(redis.call('GET', base(key) .. 'res:' .. id) or redis.call('HGET', base(key) .. 'res', id))
-    if not r or (r.s == 'open' and not p[1]) then return 'unknown' end
-    s, u, e, a = r.s, n(r.u), n(r.e), n(r.a)
     finished = nil
-    if r.t ~= t or r.l ~= l then
-      t, l = r.t, r.l
-      tu, tr, lf, pf = tfield('u', t), tfield('r', t), lfield('l', t, l), prov and lfield('prov', t, l)
-      p = fetch(key, rec, t, tu, tr, lf, pf)
+    if not r or (r.s == 'open' and not p[1]) then
+      -- No record (the store lost it, or it finished long ago): the units
+      -- reported were spent upstream all the same, so a settlement is a
+      -- direct charge, provisional (engine.go's direct).
+      s = 'direct'
+      if not release and not prov then
+        prov, pf = true, lfield('prov', t, l)
+        p = fetch(key, rec, t, tu, tr, lf, pf)
+      end
+    else
+      s, u, e, a = r.s, n(r.u), n(r.e), n(r.a)
+      if r.t ~= t or r.l ~= l then
+        t, l = r.t, r.l
+        tu, tr, lf, pf = tfield('u', t), tfield('r', t), lfield('l', t, l), prov and lfield('prov', t, l)
+        p = fetch(key, rec, t, tu, tr, lf, pf)
+      end
     end
   end
   local tlimit = tlimit_of(KEYS[1], t, ARGV[6], p[8])
   local units, spent = tonumber(u), tonumber(actual)
   local used, reserved, tused, tres = tonumber(p[2]) or 0, tonumber(p[3]) or 0, tonumber(p[4]) or 0, tonumber(p[5]) or 0
 
-  if s == 'open' then
-    reserved, tres = reserved - units, tres - units
+  local direct = s == 'direct'
+  if s == 'open' or direct then
+    if not direct then reserved, tres = reserved - units, tres - units end
     if release then
       s = 'released'
       redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), rec, finished or record(s, u, drop, a, l, t))
@@ -62,7 +74,7 @@ local function finish(KEYS, ARGV)
       if prov then
         redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
           lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, finished or record(s, u, drop, actual, l, t),
-          'provisional', n(num(p[9]) + spent), pf, n(num(p[10]) + spent))
+          'provisional', n(num(p[10]) + spent), pf, n(num(p[11]) + spent))
       else
         redis.call('HSET', key, 'reserved', n(reserved), tr, n(tres), 'used', n(used), tu, n(tused),
           lf, n(num(p[7]) + spent), 'settled', n(num(p[6]) + 1), rec, finished or record(s, u, drop, actual, l, t))
@@ -81,11 +93,17 @@ local function finish(KEYS, ARGV)
     end
   else
     -- Settled, released, or releasing an expired one: nothing changes.
-    return left(plimit, used, reserved, tlimit, tused, tres)
+    return {left(plimit, used, reserved, tlimit, tused, tres), tused, num(p[9])}
   end
   if spent > units and not release then
     redis.call('HINCRBY', key, 'overruns', 1)
     redis.call('HINCRBY', key, 'overrun_units', n(spent - units))
   end
-  return left(plimit, used, reserved, tlimit, tused, tres)
+  if direct then
+    -- 'due' is at or before every record's time, this one's too.
+    local due = tonumber(redis.call('HGET', key, 'due'))
+    if not due or due > tonumber(drop) then redis.call('HSET', key, 'due', drop) end
+    if not release then redis.call('HINCRBY', key, 'direct', 1) end
+  end
+  return {left(plimit, used, reserved, tlimit, tused, tres), tused, num(p[9])}
 end
