@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -165,6 +166,11 @@ type Config struct {
 	Outcome func(err error)
 	// Now is the clock of waits and estimates; default time.Now.
 	Now func() time.Time
+	// HeldWait is how long a call whose reservation is refused only
+	// because requests in flight hold the room (quota.DeniedError's
+	// HeldInFlight) waits for them to settle before the refusal stands.
+	// Default 30s; the caller's deadline cuts it short.
+	HeldWait time.Duration
 }
 
 // Scheduler runs paid upstream calls. It is safe for concurrent use; Close
@@ -175,6 +181,9 @@ type Scheduler struct {
 	flights singleflight.Group
 	stop    context.CancelFunc
 	done    chan struct{}
+
+	finishMu sync.Mutex
+	finished chan struct{} // closed and replaced when a call's reservation ends
 }
 
 // New starts a scheduler.
@@ -188,13 +197,16 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HeldWait <= 0 {
+		cfg.HeldWait = 30 * time.Second
+	}
 	for t, w := range cfg.Weights {
 		if w <= 0 {
 			return nil, fmt.Errorf("scheduler: tenant %q: weight %g must be positive", t, w)
 		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Scheduler{cfg: cfg, stop: stop, done: make(chan struct{})}
+	s := &Scheduler{cfg: cfg, stop: stop, done: make(chan struct{}), finished: make(chan struct{})}
 	s.q = newQueue(cfg.Weights, cfg.InteractiveRun)
 	go func() {
 		defer close(s.done)
@@ -286,6 +298,55 @@ func send(ctx context.Context, c Call) (resp Response, err error) {
 	return c.Send(ctx)
 }
 
+// heldPoll is how often a call refused by room held in flight asks the
+// ledger again when none of this replica's calls finishes: the requests
+// holding the room may be another replica's.
+const heldPoll = 200 * time.Millisecond
+
+// reserve reserves what c can cost. A refusal by room that requests in
+// flight hold is not the budget running out: the room comes back as they
+// settle, so the call waits for that (until Config.HeldWait or the
+// caller's deadline) rather than failing because pages overlapped.
+func (s *Scheduler) reserve(ctx, ledgerCtx context.Context, c Call) (quota.Reservation, error) {
+	var giveUp *time.Timer
+	for {
+		finished := s.finishSignal() // taken first: a finish during Reserve is not missed
+		r, err := s.cfg.Ledger.Reserve(ledgerCtx, c.Tenant, c.Label, c.Units)
+		var denied *quota.DeniedError
+		if !errors.As(err, &denied) || !denied.HeldInFlight() {
+			return r, err
+		}
+		if giveUp == nil {
+			giveUp = time.NewTimer(s.cfg.HeldWait)
+			defer giveUp.Stop()
+		}
+		poll := time.NewTimer(heldPoll)
+		select {
+		case <-finished:
+		case <-poll.C:
+		case <-giveUp.C:
+			return r, err
+		case <-ctx.Done():
+			return r, err
+		}
+		poll.Stop()
+	}
+}
+
+func (s *Scheduler) finishSignal() <-chan struct{} {
+	s.finishMu.Lock()
+	defer s.finishMu.Unlock()
+	return s.finished
+}
+
+// noteFinished wakes the calls waiting for room held in flight.
+func (s *Scheduler) noteFinished() {
+	s.finishMu.Lock()
+	defer s.finishMu.Unlock()
+	close(s.finished)
+	s.finished = make(chan struct{})
+}
+
 type flight struct {
 	res Result
 	err error
@@ -318,7 +379,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 	// Ledger steps ignore the caller's cancellation: a caller who goes away
 	// must never leave units reserved.
 	ledgerCtx := context.WithoutCancel(ctx)
-	r, err := s.cfg.Ledger.Reserve(ledgerCtx, c.Tenant, c.Label, c.Units)
+	r, err := s.reserve(ctx, ledgerCtx, c)
 	if err != nil {
 		return res, err
 	}
@@ -340,6 +401,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 		res.Charged = 0
 	}
 	left, ferr := s.cfg.Ledger.Finish(ledgerCtx, r, o)
+	s.noteFinished()
 	if ferr == nil {
 		res.Remaining = left
 	}
