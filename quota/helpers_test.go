@@ -85,8 +85,13 @@ func storeKinds() []storeKind {
 
 var t0 = time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
 
+// newLedger is a replica with clock clk. A Redis store without a clock of
+// its own gets clk as well: the test's moment is the whole deployment's.
 func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
 	t.Helper()
+	if rs, ok := s.(*RedisStore); ok && rs.clock == nil {
+		rs.clock = clk.Now
+	}
 	cfg := Config{Budget: uniqueBudget(), PoolLimit: 1000, ResetDay: 15, Lease: time.Minute, Clock: clk.Now}
 	if mod != nil {
 		mod(&cfg)

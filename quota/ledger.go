@@ -34,7 +34,10 @@ type Config struct {
 	// has no limit of its own, only the pool's. A run-time override set with
 	// SetTenantLimit wins over this.
 	Tenants map[string]int64
-	// Clock returns the current time; nil means time.Now.
+	// Clock is the replica's clock; nil means time.Now. On a store with a
+	// clock of its own (Redis) it only counts the time elapsed since the
+	// ledger last read the store's clock, which decides periods and
+	// leases; elsewhere it decides them itself.
 	Clock func() time.Time
 	// FinishTimeout bounds Settle and Release, which ignore the caller's
 	// cancellation; 0 means 5s.
@@ -148,6 +151,7 @@ type Report struct {
 type Ledger struct {
 	store Store
 	cfg   Config
+	clock *clock
 }
 
 var budgetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -185,11 +189,11 @@ func New(store Store, cfg Config) (*Ledger, error) {
 	if cfg.FinishTimeout <= 0 {
 		cfg.FinishTimeout = 5 * time.Second
 	}
-	return &Ledger{store: store, cfg: cfg}, nil
+	return &Ledger{store: store, cfg: cfg, clock: newLedgerClock(store, cfg.Budget, cfg.Clock)}, nil
 }
 
-// Period returns the current period.
-func (l *Ledger) Period() Period { return PeriodAt(l.cfg.Clock(), l.cfg.ResetDay) }
+// Period returns the current period, by the store's clock as last read.
+func (l *Ledger) Period() Period { return PeriodAt(l.clock.lastNow(), l.cfg.ResetDay) }
 
 func newID() string {
 	var b [16]byte
@@ -207,7 +211,10 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	if units <= 0 || units > maxUnits {
 		return Reservation{}, fmt.Errorf("quota: units %d must be in 1..%d", units, int64(maxUnits))
 	}
-	now := l.cfg.Clock().UTC()
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return Reservation{}, err
+	}
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	op := ReserveOp{
 		Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now,
@@ -257,8 +264,12 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 	if o.Release {
 		o.Actual, o.Provisional = 0, false
 	}
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return 0, err
+	}
 	res, err := l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
-		Now: l.cfg.Clock().UTC(), Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
+		Now: now, Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
 		PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[r.Tenant]})
 	return res.Remaining, err
 }
@@ -286,7 +297,10 @@ func (l *Ledger) Release(ctx context.Context, r Reservation) error {
 }
 
 func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
-	now := l.cfg.Clock().UTC()
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return Snapshot{}, Period{}, err
+	}
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
 	return s, cur, err
@@ -380,7 +394,12 @@ func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64
 	if limit != nil && (*limit < 0 || *limit > maxUnits) {
 		return fmt.Errorf("quota: tenant limit %d must be in 0..%d", *limit, int64(maxUnits))
 	}
-	return l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return err
+	}
+	return l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit,
+		Cur: PeriodAt(now, l.cfg.ResetDay)})
 }
 
 // Ping reports whether the store can be reached; for readiness checks.

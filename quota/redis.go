@@ -25,6 +25,8 @@ type RedisStore struct {
 	// step holds the keys of the period the last Reserve or Finish used,
 	// which is the period of nearly every step.
 	step atomic.Pointer[stepKeys]
+	// clock replaces the server's TIME where set (WithRedisClock).
+	clock func() time.Time
 }
 
 type stepKeys struct {
@@ -43,6 +45,12 @@ func WithRedisKeyPrefix(p string) RedisOption { return func(s *RedisStore) { s.p
 // settlements still find their reservation).
 func WithRedisRetention(d time.Duration) RedisOption { return func(s *RedisStore) { s.retain = d } }
 
+// WithRedisClock makes now the store's clock in place of the server's
+// TIME: for tests, which put the whole deployment at a moment of their
+// choosing (a period's last minutes) while replicas' clocks stay skewed
+// against it.
+func WithRedisClock(now func() time.Time) RedisOption { return func(s *RedisStore) { s.clock = now } }
+
 // NewRedisStore returns a store over c. Closing the store does not close c.
 func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {
 	s := &RedisStore{c: c, prefix: "linkgate:quota", retain: 40 * 24 * time.Hour}
@@ -50,6 +58,26 @@ func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {
 		o(s)
 	}
 	return s
+}
+
+// timeScript reads the clock of the server holding a budget's keys: on
+// a cluster, that of the node its slot lives on.
+var timeScript = redis.NewScript("return redis.call('TIME')")
+
+// Time is the store's clock, which the ledgers of every replica read
+// (storeClock): the Redis server's TIME.
+func (s *RedisStore) Time(ctx context.Context, budget string) (time.Time, error) {
+	if s.clock != nil {
+		return s.clock(), nil
+	}
+	v, err := timeScript.Run(ctx, s.c, []string{s.base(budget) + ":limits"}).Int64Slice()
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("unexpected TIME reply %v", v)
+	}
+	if err != nil {
+		return time.Time{}, s.wrap(ctx, err)
+	}
+	return time.Unix(v[0], v[1]*1000).UTC(), nil
 }
 
 // Close implements Store; the client belongs to the caller.
@@ -121,9 +149,8 @@ const keepFinished = time.Hour
 
 const keepFinishedMS = int64(keepFinished / time.Millisecond)
 
-// ttl is computed from the ledger's clock, not the server's, so that the
-// injected clock decides expiry; relative TTLs keep it correct whatever the
-// server's time.
+// ttl is computed from the ledger's clock, which is the store's (Time)
+// read through the replica's, so that a test's clock decides expiry too.
 func (s *RedisStore) ttl(p Period, now time.Time) int64 {
 	return max(p.End.Add(s.retain).Sub(now), time.Hour).Milliseconds()
 }
