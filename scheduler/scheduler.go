@@ -46,9 +46,14 @@ const (
 	// Bulk work is a follow-on page of a stream: a pipeline that reads a
 	// long result and can wait a little more.
 	Bulk
-	// retry is an attempt of a call already admitted, retried by the
-	// upstream client: it goes first, its caller has waited already.
+	// retry is an attempt of an interactive call already admitted,
+	// retried by the upstream client: it goes first, its caller has
+	// waited already.
 	retry
+	// bulkRetry is an attempt of a bulk call already admitted: first among
+	// bulk work, never ahead of interactive work, which would otherwise
+	// wait behind every retry of a replica's streams.
+	bulkRetry
 	numClasses
 )
 
@@ -61,6 +66,8 @@ func (c Class) String() string {
 		return "bulk"
 	case retry:
 		return "retry"
+	case bulkRetry:
+		return "bulk-retry"
 	}
 	return fmt.Sprintf("Class(%d)", int(c))
 }
@@ -369,7 +376,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	sendCtx := withGrant(ctx, c.Tenant)
+	sendCtx := withGrant(ctx, c.Tenant, c.Class)
 	if c.Key != "" && s.cfg.Cache != nil {
 		if b, ok := s.cfg.Cache.Get(ctx, c.Key); ok {
 			res.Response, res.Cached = Response{Body: b}, true

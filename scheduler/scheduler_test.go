@@ -488,6 +488,30 @@ func TestRedisLimiterClaim(t *testing.T) {
 	}
 }
 
+// TestRedisLimiterClaimsAfterAPause: interactive work that finds the key
+// paused (an upstream 429) claims the first slot after the pause, which
+// every replica's bulk work is also waiting for.
+func TestRedisLimiterClaimsAfterAPause(t *testing.T) {
+	c := redistest.Client(t)
+	name := fmt.Sprintf("p%d", time.Now().UnixNano())
+	ctx := context.Background()
+	bulk, person := NewRedisLimiter(c, "test:rate", name, 600), NewRedisLimiter(c, "test:rate", name, 600) // 100ms
+	if err := bulk.Pause(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := person.Take(ctx, true) // claims the slot at the pause's end
+	if w <= 0 {
+		t.Fatal("a slot was free during the pause")
+	}
+	time.Sleep(w + 5*time.Millisecond)
+	if w, _ := bulk.Take(ctx, false); w == 0 {
+		t.Fatal("bulk work took the slot after the pause that interactive work claimed")
+	}
+	if w, _ := person.Take(ctx, true); w != 0 {
+		t.Fatalf("the claimant waits %s for its slot", w)
+	}
+}
+
 func TestMemoryCache(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
 	c := NewMemoryCache(350, time.Minute, clk.Now)
