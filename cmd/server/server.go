@@ -373,8 +373,20 @@ func (s *server) publishHealth() {
 
 // reconcile compares the ledger with the upstream's own usage now and then,
 // adopting the upstream's figure when someone else spent units of the key.
+// One replica at a time does it: each run first takes or renews the
+// ledger's reconciler lease, for one and a half runs, so when its holder
+// stops another replica takes over within that.
 func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	holder := hex.EncodeToString(id[:])
 	s.every(ctx, s.cfg.ReconcileEvery, func() {
+		if held, err := ledger.HoldReconciler(ctx, holder, s.cfg.ReconcileEvery*3/2); err != nil || !held {
+			if err != nil {
+				s.log.Warn("reconciliation skipped: the reconciler's lease cannot be read", "err", err)
+			}
+			return
+		}
 		d, err := ledger.Reconcile(ctx, client)
 		if err != nil {
 			s.log.Warn("reconciliation failed", "err", err)
