@@ -312,8 +312,9 @@ const heldPoll = 200 * time.Millisecond
 
 // reserve reserves what c can cost. A refusal by room that requests in
 // flight hold is not the budget running out: the room comes back as they
-// settle, so the call waits for that (until Config.HeldWait or the
-// caller's deadline) rather than failing because pages overlapped.
+// settle, so the call waits for that rather than failing because pages
+// overlapped; for at most Config.HeldWait, and stopping a poll before the
+// caller's deadline, so that the caller still learns why it was refused.
 func (s *Scheduler) reserve(ctx, ledgerCtx context.Context, c Call) (quota.Reservation, error) {
 	var giveUp *time.Timer
 	for {
@@ -324,7 +325,14 @@ func (s *Scheduler) reserve(ctx, ledgerCtx context.Context, c Call) (quota.Reser
 			return r, err
 		}
 		if giveUp == nil {
-			giveUp = time.NewTimer(s.cfg.HeldWait)
+			wait := s.cfg.HeldWait
+			if dl, ok := ctx.Deadline(); ok {
+				wait = min(wait, time.Until(dl)-heldPoll)
+			}
+			if wait <= 0 {
+				return r, err
+			}
+			giveUp = time.NewTimer(wait)
 			defer giveUp.Stop()
 		}
 		poll := time.NewTimer(heldPoll)

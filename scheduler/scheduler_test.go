@@ -625,5 +625,11 @@ func TestHeldInFlightWaits(t *testing.T) {
 	if _, err := short.Do(context.Background(), Call{Tenant: "c", Label: "x", Units: 5000, Send: ok(1)}); !errors.As(err, &d) || !d.HeldInFlight() {
 		t.Fatalf("held past HeldWait: %v, want the held-in-flight denial", err)
 	}
+	// A caller's deadline cuts the wait short, and it learns why.
+	dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := s.Do(dctx, Call{Tenant: "c", Label: "x", Units: 5000, Send: ok(1)}); !errors.As(err, &d) || !d.HeldInFlight() || dctx.Err() != nil {
+		t.Fatalf("held until the deadline: %v (context: %v), want the held-in-flight denial before the deadline", err, dctx.Err())
+	}
 	_ = ledger.Release(context.Background(), hold)
 }
