@@ -17,7 +17,7 @@ func TestRedisSkewedReplicaAtTheReset(t *testing.T) {
 	ctx := context.Background()
 	world := newClock(time.Date(2025, 3, 14, 23, 40, 0, 0, time.UTC)) // the reset is on the 15th at 00:00
 	ahead := newClock(world.Now().Add(38 * time.Minute))
-	s := NewRedisStore(redistest.Client(t), WithRedisClock(world.Now))
+	s := redisStoreAt(redistest.Client(t), world.Now)
 	onTime := newLedger(t, s, world, nil)
 	skewed, err := New(s, func() Config { cfg := onTime.cfg; cfg.Clock = ahead.Now; return cfg }())
 	if err != nil {

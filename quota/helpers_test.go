@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/linkgate/linkgate/internal/redistest"
@@ -84,6 +85,14 @@ func storeKinds() []storeKind {
 }
 
 var t0 = time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+
+// redisStoreAt is a Redis store whose clock is now, in place of the
+// server's TIME: a deployment at a moment of the test's choosing.
+func redisStoreAt(c redis.UniversalClient, now func() time.Time) *RedisStore {
+	s := NewRedisStore(c)
+	s.clock = now
+	return s
+}
 
 // newLedger is a replica with clock clk. A Redis store without a clock of
 // its own gets clk as well: the test's moment is the whole deployment's.

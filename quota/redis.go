@@ -25,7 +25,8 @@ type RedisStore struct {
 	// step holds the keys of the period the last Reserve or Finish used,
 	// which is the period of nearly every step.
 	step atomic.Pointer[stepKeys]
-	// clock replaces the server's TIME where set (WithRedisClock).
+	// clock replaces the server's TIME where set: in tests, which put the
+	// whole deployment at a moment of their choosing.
 	clock func() time.Time
 }
 
@@ -44,12 +45,6 @@ func WithRedisKeyPrefix(p string) RedisOption { return func(s *RedisStore) { s.p
 // (default 40 days, so last period's report can still be read and late
 // settlements still find their reservation).
 func WithRedisRetention(d time.Duration) RedisOption { return func(s *RedisStore) { s.retain = d } }
-
-// WithRedisClock makes now the store's clock in place of the server's
-// TIME: for tests, which put the whole deployment at a moment of their
-// choosing (a period's last minutes) while replicas' clocks stay skewed
-// against it.
-func WithRedisClock(now func() time.Time) RedisOption { return func(s *RedisStore) { s.clock = now } }
 
 // NewRedisStore returns a store over c. Closing the store does not close c.
 func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {

@@ -243,7 +243,7 @@ func TestRedisTenantLimitCopy(t *testing.T) {
 	l := newLedger(t, s, late, limits)
 	// Even on one clock, a reading taken just before the reset and one just
 	// after meet at the boundary.
-	l2, err := New(NewRedisStore(c, WithRedisClock(early.Now)), func() Config { cfg := l.cfg; cfg.Clock = early.Now; return cfg }())
+	l2, err := New(redisStoreAt(c, early.Now), func() Config { cfg := l.cfg; cfg.Clock = early.Now; return cfg }())
 	if err != nil {
 		t.Fatal(err)
 	}
