@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/linkgate/linkgate/internal/redistest"
@@ -85,6 +86,14 @@ func storeKinds() []storeKind {
 
 var t0 = time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
 
+// redisStoreAt is a Redis store whose clock is now, in place of the
+// server's TIME: a deployment at a moment of the test's choosing.
+func redisStoreAt(c redis.UniversalClient, now func() time.Time) *RedisStore {
+	s := NewRedisStore(c)
+	s.clock = now
+	return s
+}
+
 // newLedger returns a ledger of a new budget whose current period is
 // opened, as the first reconciliation of a first start opens it.
 func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
@@ -98,6 +107,10 @@ func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger
 // unknown.
 func newUnopened(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
 	t.Helper()
+	if rs, ok := s.(*RedisStore); ok && rs.clock == nil {
+		// The test's moment is the whole deployment's.
+		rs.clock = clk.Now
+	}
 	cfg := Config{Budget: uniqueBudget(), PoolLimit: 1000, ResetDay: 15, Lease: time.Minute, Clock: clk.Now}
 	if mod != nil {
 		mod(&cfg)

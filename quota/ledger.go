@@ -37,7 +37,10 @@ type Config struct {
 	// has no limit of its own, only the pool's. A run-time override set with
 	// SetTenantLimit wins over this.
 	Tenants map[string]int64
-	// Clock returns the current time; nil means time.Now.
+	// Clock is the replica's clock; nil means time.Now. On a store with a
+	// clock of its own (Redis) it only counts the time elapsed since the
+	// ledger last read the store's clock, which decides periods and
+	// leases; elsewhere it decides them itself.
 	Clock func() time.Time
 	// FinishTimeout bounds Settle and Release, which ignore the caller's
 	// cancellation; 0 means 5s.
@@ -164,6 +167,7 @@ type Ledger struct {
 	// failed is why the last reconciliation failed; nil after one that
 	// did not (RebuildError).
 	failed atomic.Pointer[error]
+	clock  *clock
 }
 
 // seen is what this replica last read of the state a store may lose, so
@@ -298,7 +302,8 @@ func New(store Store, cfg Config) (*Ledger, error) {
 	if cfg.FinishTimeout <= 0 {
 		cfg.FinishTimeout = 5 * time.Second
 	}
-	return &Ledger{store: store, cfg: cfg, reconcile: make(chan struct{}, 1)}, nil
+	return &Ledger{store: store, cfg: cfg, reconcile: make(chan struct{}, 1),
+		clock: newLedgerClock(store, cfg.Budget, cfg.Clock)}, nil
 }
 
 // RequestReconcile asks the reconciler to run now rather than at its next
@@ -320,8 +325,8 @@ func (l *Ledger) RequestReconcile() {
 // reconciler's loop selects on it.
 func (l *Ledger) ReconcileRequests() <-chan struct{} { return l.reconcile }
 
-// Period returns the current period.
-func (l *Ledger) Period() Period { return PeriodAt(l.cfg.Clock(), l.cfg.ResetDay) }
+// Period returns the current period, by the store's clock as last read.
+func (l *Ledger) Period() Period { return PeriodAt(l.clock.lastNow(), l.cfg.ResetDay) }
 
 func newID() string {
 	var b [16]byte
@@ -339,7 +344,10 @@ func (l *Ledger) Reserve(ctx context.Context, tenant, label string, units int64)
 	if units <= 0 || units > maxUnits {
 		return Reservation{}, fmt.Errorf("quota: units %d must be in 1..%d", units, int64(maxUnits))
 	}
-	now := l.cfg.Clock().UTC()
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return Reservation{}, err
+	}
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	op := ReserveOp{
 		Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now,
@@ -400,8 +408,12 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 	if o.Release {
 		o.Actual, o.Provisional = 0, false
 	}
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return 0, err
+	}
 	res, err := l.store.Finish(ctx, FinishOp{Budget: l.cfg.Budget, Res: r, Period: p,
-		Now: l.cfg.Clock().UTC(), Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
+		Now: now, Actual: o.Actual, Release: o.Release, Provisional: o.Provisional,
 		PoolLimit: l.cfg.PoolLimit, TenantLimit: l.cfg.Tenants[r.Tenant]})
 	if err == nil && l.seen.spent(r.Period, r.Tenant, res) {
 		// Another replica rebuilt the period: what this one read may be
@@ -434,7 +446,10 @@ func (l *Ledger) Release(ctx context.Context, r Reservation) error {
 }
 
 func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {
-	now := l.cfg.Clock().UTC()
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return Snapshot{}, Period{}, err
+	}
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	s, err := l.store.Snapshot(ctx, SnapshotOp{Budget: l.cfg.Budget, Cur: cur, Prev: cur.Previous(), Now: now})
 	if err == nil && l.seen.read(cur.Key, s) {
@@ -534,7 +549,12 @@ func (l *Ledger) SetTenantLimit(ctx context.Context, tenant string, limit *int64
 	if limit != nil && (*limit < 0 || *limit > maxUnits) {
 		return fmt.Errorf("quota: tenant limit %d must be in 0..%d", *limit, int64(maxUnits))
 	}
-	err := l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit, Cur: l.Period()})
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return err
+	}
+	err = l.store.SetTenantLimit(ctx, LimitOp{Budget: l.cfg.Budget, Tenant: tenant, Limit: limit,
+		Cur: PeriodAt(now, l.cfg.ResetDay)})
 	if err == nil {
 		l.seen.override(tenant, limit)
 	}

@@ -65,7 +65,10 @@ func (l *Ledger) Reconcile(ctx context.Context, src UpstreamUsage) (d Drift, err
 	if used < 0 || used > maxUnits {
 		return Drift{}, fmt.Errorf("quota: upstream usage %d out of range", used)
 	}
-	now := l.cfg.Clock().UTC()
+	now, err := l.clock.now(ctx)
+	if err != nil {
+		return Drift{}, err
+	}
 	cur := PeriodAt(now, l.cfg.ResetDay)
 	d = Drift{At: now, PeriodStart: cur.Start, PeriodEnd: cur.End, Upstream: used, ResetDate: reset}
 	if !reset.IsZero() {

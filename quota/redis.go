@@ -30,6 +30,9 @@ type RedisStore struct {
 	server  atomic.Pointer[RedisServer]
 	refused atomic.Pointer[error]
 	watch   func(RedisServer)
+	// clock replaces the server's TIME where set: in tests, which put the
+	// whole deployment at a moment of their choosing.
+	clock func() time.Time
 }
 
 type stepKeys struct {
@@ -60,6 +63,26 @@ func NewRedisStore(c redis.UniversalClient, opts ...RedisOption) *RedisStore {
 		o(s)
 	}
 	return s
+}
+
+// timeScript reads the clock of the server holding a budget's keys: on
+// a cluster, that of the node its slot lives on.
+var timeScript = redis.NewScript("return redis.call('TIME')")
+
+// Time is the store's clock, which the ledgers of every replica read
+// (storeClock): the Redis server's TIME.
+func (s *RedisStore) Time(ctx context.Context, budget string) (time.Time, error) {
+	if s.clock != nil {
+		return s.clock(), nil
+	}
+	v, err := timeScript.Run(ctx, s.c, []string{s.base(budget) + ":limits"}).Int64Slice()
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("unexpected TIME reply %v", v)
+	}
+	if err != nil {
+		return time.Time{}, s.wrap(ctx, err)
+	}
+	return time.Unix(v[0], v[1]*1000).UTC(), nil
 }
 
 // Close implements Store; the client belongs to the caller.
@@ -133,9 +156,8 @@ const keepFinished = time.Hour
 
 const keepFinishedMS = int64(keepFinished / time.Millisecond)
 
-// ttl is computed from the ledger's clock, not the server's, so that the
-// injected clock decides expiry; relative TTLs keep it correct whatever the
-// server's time.
+// ttl is computed from the ledger's clock, which is the store's (Time)
+// read through the replica's, so that a test's clock decides expiry too.
 func (s *RedisStore) ttl(p Period, now time.Time) int64 {
 	return max(p.End.Add(s.retain).Sub(now), time.Hour).Milliseconds()
 }

@@ -18,9 +18,9 @@ import (
 type Limiter interface {
 	// Take takes a slot if one is free now (0), or says how long until the
 	// next one is expected; a wait takes nothing. urgent says that the slot
-	// is for interactive work (or a retry): a limiter shared by replicas
-	// lets such a taker claim the next slot ahead of other replicas' bulk
-	// work.
+	// is for interactive work (or a retry of it): a limiter shared by
+	// replicas lets such a taker claim the next slot, or the first after a
+	// pause, ahead of other replicas' bulk work.
 	Take(ctx context.Context, urgent bool) (wait time.Duration, err error)
 	// Pause stops every Take for d (an upstream 429 with Retry-After).
 	Pause(ctx context.Context, d time.Duration) error
@@ -103,7 +103,8 @@ var (
 // GCRA state and one pause for the key, updated by a Lua script on the
 // server's clock, so that replicas with skewed clocks still space their
 // requests on one timeline. A replica with interactive work waiting claims
-// the next slot; other replicas' bulk work leaves a claimed slot alone, so
+// the next slot (after a pause, the first one after it); other replicas'
+// bulk work leaves a claimed slot alone, so
 // interactive work waits about one slot whichever replica it reached. A
 // claim lapses half an interval after its slot, should its replica vanish.
 type RedisLimiter struct {

@@ -10,10 +10,11 @@ import (
 
 // The queue's policy (docs/scheduler.md):
 //
-//   - Classes: retries of admitted calls first, then interactive work, then
-//     bulk work. After InteractiveRun interactive slots in a row while bulk
-//     work waits, one bulk call goes, so bulk work slows under interactive
-//     load but never stops.
+//   - Classes: retries of admitted interactive calls first, then
+//     interactive work, then retries of bulk calls, then bulk work. After
+//     InteractiveRun interactive slots in a row while bulk work waits, one
+//     bulk call (or retry) goes, so bulk work slows under interactive load
+//     but never stops.
 //   - Tenants: within a class, weighted fair queueing. Each tenant has a
 //     virtual time that grows by 1/weight per slot it gets; the waiting
 //     tenant with the smallest virtual time goes next, first come first
@@ -65,20 +66,26 @@ func (q *queue) weight(tenant string) float64 {
 	return 1
 }
 
+// order is the classes as the queue serves them.
+var order = [numClasses]Class{retry, Interactive, bulkRetry, Bulk}
+
 // ahead is how many waiters go before a new call of class c, and when the
 // next slot is expected.
 func (q *queue) ahead(c Class) (int, time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := q.classes[retry].n
-	if c != retry {
-		n += q.classes[Interactive].n
-	}
-	if c == Bulk {
-		n += q.classes[Bulk].n
+	n := 0
+	for _, o := range order {
+		n += q.classes[o].n
+		if o == c {
+			break
+		}
 	}
 	return n, q.nextFree
 }
+
+// bulkWaits reports whether bulk work (a call or a retry) waits.
+func (q *queue) bulkWaits() bool { return q.classes[Bulk].n+q.classes[bulkRetry].n > 0 }
 
 // push queues w, or returns false once the queue is closed.
 func (q *queue) push(w *waiter) bool {
@@ -128,18 +135,23 @@ func (q *queue) remove(w *waiter) bool {
 	return true
 }
 
-// urgent reports whether the next slot would go to interactive work or a
-// retry.
+// urgent reports whether the next slot would go to interactive work (a
+// call or a retry of one), which then claims the key's next slot ahead of
+// every replica's bulk work.
 func (q *queue) urgent() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.classes[retry].n > 0 || q.classes[Interactive].n > 0 && (q.classes[Bulk].n == 0 || q.run < q.interactiveRun)
+	return q.classes[retry].n > 0 || q.classes[Interactive].n > 0 && (!q.bulkWaits() || q.run < q.interactiveRun)
 }
 
 func (q *queue) waiting() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.classes[retry].n+q.classes[Interactive].n+q.classes[Bulk].n > 0
+	n := 0
+	for _, cq := range q.classes {
+		n += cq.n
+	}
+	return n > 0
 }
 
 func (q *queue) setNextFree(t time.Time) {
@@ -154,7 +166,7 @@ func (q *queue) next(err error) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var c Class
-	switch bulk := q.classes[Bulk].n > 0; {
+	switch bulk := q.bulkWaits(); {
 	case q.classes[retry].n > 0:
 		c = retry
 	case q.classes[Interactive].n > 0 && (!bulk || q.run < q.interactiveRun):
@@ -162,6 +174,8 @@ func (q *queue) next(err error) bool {
 		if bulk {
 			q.run++
 		}
+	case q.classes[bulkRetry].n > 0:
+		c, q.run = bulkRetry, 0
 	case bulk:
 		c, q.run = Bulk, 0
 	default:
@@ -300,13 +314,14 @@ func (s *Scheduler) estimate(c Class, now time.Time) time.Duration {
 // of its Send so that the upstream client's first attempt uses it.
 type grant struct {
 	tenant string
+	class  Class
 	used   atomic.Bool
 }
 
 type grantKey struct{}
 
-func withGrant(ctx context.Context, tenant string) context.Context {
-	return context.WithValue(ctx, grantKey{}, &grant{tenant: tenant})
+func withGrant(ctx context.Context, tenant string, c Class) context.Context {
+	return context.WithValue(ctx, grantKey{}, &grant{tenant: tenant, class: c})
 }
 
 // Gate is what the upstream client calls before each HTTP attempt and
@@ -324,7 +339,11 @@ func (g Gate) Wait(ctx context.Context) error {
 		if gr.used.CompareAndSwap(false, true) {
 			return nil
 		}
-		_, err := g.s.admit(ctx, gr.tenant, retry)
+		c := retry
+		if gr.class == Bulk {
+			c = bulkRetry
+		}
+		_, err := g.s.admit(ctx, gr.tenant, c)
 		return err
 	}
 	_, err := g.s.admit(ctx, "", Interactive)

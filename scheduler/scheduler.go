@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,9 +47,14 @@ const (
 	// Bulk work is a follow-on page of a stream: a pipeline that reads a
 	// long result and can wait a little more.
 	Bulk
-	// retry is an attempt of a call already admitted, retried by the
-	// upstream client: it goes first, its caller has waited already.
+	// retry is an attempt of an interactive call already admitted,
+	// retried by the upstream client: it goes first, its caller has
+	// waited already.
 	retry
+	// bulkRetry is an attempt of a bulk call already admitted: first among
+	// bulk work, never ahead of interactive work, which would otherwise
+	// wait behind every retry of a replica's streams.
+	bulkRetry
 	numClasses
 )
 
@@ -61,6 +67,8 @@ func (c Class) String() string {
 		return "bulk"
 	case retry:
 		return "retry"
+	case bulkRetry:
+		return "bulk-retry"
 	}
 	return fmt.Sprintf("Class(%d)", int(c))
 }
@@ -166,6 +174,11 @@ type Config struct {
 	Outcome func(err error)
 	// Now is the clock of waits and estimates; default time.Now.
 	Now func() time.Time
+	// HeldWait is how long a call whose reservation is refused only
+	// because requests in flight hold the room (quota.DeniedError's
+	// HeldInFlight) waits for them to settle before the refusal stands.
+	// Default 30s; the caller's deadline cuts it short.
+	HeldWait time.Duration
 }
 
 // Scheduler runs paid upstream calls. It is safe for concurrent use; Close
@@ -176,6 +189,9 @@ type Scheduler struct {
 	flights singleflight.Group
 	stop    context.CancelFunc
 	done    chan struct{}
+
+	finishMu sync.Mutex
+	finished chan struct{} // closed and replaced when a call's reservation ends
 }
 
 // New starts a scheduler.
@@ -189,13 +205,16 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HeldWait <= 0 {
+		cfg.HeldWait = 30 * time.Second
+	}
 	for t, w := range cfg.Weights {
 		if w <= 0 {
 			return nil, fmt.Errorf("scheduler: tenant %q: weight %g must be positive", t, w)
 		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Scheduler{cfg: cfg, stop: stop, done: make(chan struct{})}
+	s := &Scheduler{cfg: cfg, stop: stop, done: make(chan struct{}), finished: make(chan struct{})}
 	s.q = newQueue(cfg.Weights, cfg.InteractiveRun)
 	go func() {
 		defer close(s.done)
@@ -287,6 +306,63 @@ func send(ctx context.Context, c Call) (resp Response, err error) {
 	return c.Send(ctx)
 }
 
+// heldPoll is how often a call refused by room held in flight asks the
+// ledger again when none of this replica's calls finishes: the requests
+// holding the room may be another replica's.
+const heldPoll = 200 * time.Millisecond
+
+// reserve reserves what c can cost. A refusal by room that requests in
+// flight hold is not the budget running out: the room comes back as they
+// settle, so the call waits for that rather than failing because pages
+// overlapped; for at most Config.HeldWait, and stopping a poll before the
+// caller's deadline, so that the caller still learns why it was refused.
+func (s *Scheduler) reserve(ctx, ledgerCtx context.Context, c Call) (quota.Reservation, error) {
+	var giveUp *time.Timer
+	for {
+		finished := s.finishSignal() // taken first: a finish during Reserve is not missed
+		r, err := s.cfg.Ledger.Reserve(ledgerCtx, c.Tenant, c.Label, c.Units)
+		var denied *quota.DeniedError
+		if !errors.As(err, &denied) || !denied.HeldInFlight() {
+			return r, err
+		}
+		if giveUp == nil {
+			wait := s.cfg.HeldWait
+			if dl, ok := ctx.Deadline(); ok {
+				wait = min(wait, time.Until(dl)-heldPoll)
+			}
+			if wait <= 0 {
+				return r, err
+			}
+			giveUp = time.NewTimer(wait)
+			defer giveUp.Stop()
+		}
+		poll := time.NewTimer(heldPoll)
+		select {
+		case <-finished:
+		case <-poll.C:
+		case <-giveUp.C:
+			return r, err
+		case <-ctx.Done():
+			return r, err
+		}
+		poll.Stop()
+	}
+}
+
+func (s *Scheduler) finishSignal() <-chan struct{} {
+	s.finishMu.Lock()
+	defer s.finishMu.Unlock()
+	return s.finished
+}
+
+// noteFinished wakes the calls waiting for room held in flight.
+func (s *Scheduler) noteFinished() {
+	s.finishMu.Lock()
+	defer s.finishMu.Unlock()
+	close(s.finished)
+	s.finished = make(chan struct{})
+}
+
 type flight struct {
 	res Result
 	err error
@@ -309,7 +385,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	sendCtx := withGrant(ctx, c.Tenant)
+	sendCtx := withGrant(ctx, c.Tenant, c.Class)
 	if c.Key != "" && s.cfg.Cache != nil {
 		if b, ok := s.cfg.Cache.Get(ctx, c.Key); ok {
 			res.Response, res.Cached = Response{Body: b}, true
@@ -319,7 +395,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 	// Ledger steps ignore the caller's cancellation: a caller who goes away
 	// must never leave units reserved.
 	ledgerCtx := context.WithoutCancel(ctx)
-	r, err := s.cfg.Ledger.Reserve(ledgerCtx, c.Tenant, c.Label, c.Units)
+	r, err := s.reserve(ctx, ledgerCtx, c)
 	if err != nil {
 		return res, err
 	}
@@ -345,6 +421,7 @@ func (s *Scheduler) run(ctx context.Context, c Call) (Result, error) {
 	// lost as a direct charge; one it could not be reached for stays open
 	// and its lease charges it in full, provisionally.
 	left, ferr := s.cfg.Ledger.Finish(ledgerCtx, r, o)
+	s.noteFinished()
 	if ferr == nil {
 		res.Remaining = left
 	}

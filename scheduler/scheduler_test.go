@@ -499,6 +499,30 @@ func TestRedisLimiterClaim(t *testing.T) {
 	}
 }
 
+// TestRedisLimiterClaimsAfterAPause: interactive work that finds the key
+// paused (an upstream 429) claims the first slot after the pause, which
+// every replica's bulk work is also waiting for.
+func TestRedisLimiterClaimsAfterAPause(t *testing.T) {
+	c := redistest.Client(t)
+	name := fmt.Sprintf("p%d", time.Now().UnixNano())
+	ctx := context.Background()
+	bulk, person := NewRedisLimiter(c, "test:rate", name, 600), NewRedisLimiter(c, "test:rate", name, 600) // 100ms
+	if err := bulk.Pause(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := person.Take(ctx, true) // claims the slot at the pause's end
+	if w <= 0 {
+		t.Fatal("a slot was free during the pause")
+	}
+	time.Sleep(w + 5*time.Millisecond)
+	if w, _ := bulk.Take(ctx, false); w == 0 {
+		t.Fatal("bulk work took the slot after the pause that interactive work claimed")
+	}
+	if w, _ := person.Take(ctx, true); w != 0 {
+		t.Fatalf("the claimant waits %s for its slot", w)
+	}
+}
+
 func TestMemoryCache(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
 	c := NewMemoryCache(350, time.Minute, clk.Now)
@@ -615,4 +639,83 @@ func TestPaidPageSurvivesAnUnreachableLedger(t *testing.T) {
 	if rep := pool(t, ledger); rep.Pool.Used != 100 || rep.Provisional != 100 {
 		t.Fatalf("used %d, provisional %d; want the lapsed lease charged in full, provisionally", rep.Pool.Used, rep.Provisional)
 	}
+}
+
+// TestHeldInFlightWaits: a call refused only because requests in flight
+// hold the room waits for them to settle instead of failing, so pages that
+// overlap near the end of a budget are all served; a refusal by room that
+// is spent, or held past HeldWait, stands.
+func TestHeldInFlightWaits(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	ledger, err := quota.New(quota.NewMemoryStore(), quota.Config{Budget: "held", PoolLimit: 10_000, ResetDay: 1,
+		Lease: time.Minute, Clock: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ledger.Reconcile(context.Background(), upstreamUsed(0)); err != nil {
+		t.Fatal(err)
+	}
+	s := newScheduler(t, Config{Limiter: Unlimited{}, Ledger: ledger, HeldWait: time.Hour})
+	release := make(chan struct{})
+	sending := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Do(context.Background(), Call{Tenant: "a", Label: "x", Units: 6000, Send: func(context.Context) (Response, error) {
+			close(sending)
+			<-release
+			return Response{Charged: 1800, Reported: true, Requests: 1}, nil
+		}})
+		first <- err
+	}()
+	<-sending
+	second := make(chan error, 1)
+	var sent atomic.Bool
+	go func() {
+		_, err := s.Do(context.Background(), Call{Tenant: "b", Label: "x", Units: 6000, Send: func(ctx context.Context) (Response, error) {
+			sent.Store(true)
+			return ok(1800)(ctx)
+		}})
+		second <- err
+	}()
+	// The second call is refused by the ledger while the first holds 6,000
+	// of the 10,000: it must wait, not fail.
+	eventually(t, "the second call to be refused once", func() bool {
+		_, err := ledger.Reserve(context.Background(), "probe", "x", 6000)
+		var d *quota.DeniedError
+		return errors.As(err, &d) && d.HeldInFlight()
+	})
+	select {
+	case err := <-second:
+		t.Fatalf("the call ended with %v while the room was only held", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil || !sent.Load() {
+		t.Fatalf("after the room came back: %v, sent %v", err, sent.Load())
+	}
+	// 3,600 spent: 6,000 more does not fit, and nothing holds room.
+	var d *quota.DeniedError
+	if _, err := s.Do(context.Background(), Call{Tenant: "c", Label: "x", Units: 6500, Send: ok(1)}); !errors.As(err, &d) || d.HeldInFlight() {
+		t.Fatalf("a call past the spent budget: %v, want a denial at once", err)
+	}
+
+	// Held by a holder that never comes back: the refusal stands after HeldWait.
+	short := newScheduler(t, Config{Limiter: Unlimited{}, Ledger: ledger, HeldWait: 100 * time.Millisecond})
+	hold, err := ledger.Reserve(context.Background(), "gone", "x", 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.Do(context.Background(), Call{Tenant: "c", Label: "x", Units: 5000, Send: ok(1)}); !errors.As(err, &d) || !d.HeldInFlight() {
+		t.Fatalf("held past HeldWait: %v, want the held-in-flight denial", err)
+	}
+	// A caller's deadline cuts the wait short, and it learns why.
+	dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := s.Do(dctx, Call{Tenant: "c", Label: "x", Units: 5000, Send: ok(1)}); !errors.As(err, &d) || !d.HeldInFlight() || dctx.Err() != nil {
+		t.Fatalf("held until the deadline: %v (context: %v), want the held-in-flight denial before the deadline", err, dctx.Err())
+	}
+	_ = ledger.Release(context.Background(), hold)
 }

@@ -136,11 +136,12 @@ func TestUpstreamRateLimitedOnlyOn429(t *testing.T) {
 }
 
 // TestBudgetHeldInFlight: when the room is held by requests in flight, not
-// spent, the denial says so, with a retry in seconds rather than at the
-// period's reset.
+// spent, a call waits for it until a little before its deadline; then the
+// denial says so, with a retry in seconds rather than at the period's
+// reset.
 func TestBudgetHeldInFlight(t *testing.T) {
 	h := newHarness(t, harnessOptions{poolLimit: 6500, pageRows: 1000})
-	h.sim.SetLatency(500 * time.Millisecond)
+	h.sim.SetLatency(3 * time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := h.backlinks.StreamBacklinks(ctx, &v1.StreamBacklinksRequest{Target: "sized-50000.example"})
@@ -157,7 +158,9 @@ func TestBudgetHeldInFlight(t *testing.T) {
 	for _, reserved := h.used(t); reserved == 0; _, reserved = h.used(t) {
 		time.Sleep(time.Millisecond)
 	}
-	_, err = h.backlinks.ListBacklinks(context.Background(), &v1.ListBacklinksRequest{Target: "other.example", PageSize: 100})
+	lctx, lcancel := context.WithTimeout(context.Background(), time.Second)
+	defer lcancel()
+	_, err = h.backlinks.ListBacklinks(lctx, &v1.ListBacklinksRequest{Target: "other.example", PageSize: 100})
 	s, info, retry := details(t, err)
 	if s.Code() != codes.ResourceExhausted || info.GetReason() != ReasonBudgetHeldInFlight {
 		t.Fatalf("got %v %s (%s), want BUDGET_HELD_IN_FLIGHT", s.Code(), info.GetReason(), s.Message())

@@ -428,8 +428,26 @@ func (s *server) publishHealth() {
 // replica saw it rebuilt), which rebuilds the period from the upstream's
 // usage before any unit is granted. Requests are served at most one per
 // reconcileSpacing, so that a failing upstream is not asked in a loop.
+//
+// The periodic runs are one replica's at a time: each first takes or renews
+// the ledger's reconciler lease, for one and a half runs, so when its
+// holder stops another replica takes over within that. Runs at start and
+// on request need no lease: each replica writes back what it saw of a
+// store that lost its data, and a rebuild must not wait for the holder.
 func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) {
-	run := func() {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	holder := hex.EncodeToString(id[:])
+	run := func(periodic bool) {
+		if periodic {
+			held, err := ledger.HoldReconciler(ctx, holder, s.cfg.ReconcileEvery*3/2)
+			if err != nil {
+				s.log.Warn("reconciliation skipped: the reconciler's lease cannot be read", "err", err)
+			}
+			if !held {
+				return
+			}
+		}
 		rctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
 		defer cancel()
 		d, err := ledger.Reconcile(rctx, client)
@@ -443,7 +461,7 @@ func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *up
 			s.log.Info("reconciled the ledger with the upstream", "drift", d)
 		}
 	}
-	run()
+	run(false)
 	s.wg.Go(func() {
 		var tick <-chan time.Time
 		if s.cfg.ReconcileEvery > 0 {
@@ -457,13 +475,15 @@ func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *up
 			}
 		}()
 		for {
+			periodic := false
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick:
+				periodic = true
 			case <-ledger.ReconcileRequests():
 			}
-			run()
+			run(periodic)
 			select {
 			case <-ctx.Done():
 				return

@@ -6,14 +6,15 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, urgent = tonumber(ARGV[1]), ARGV[2] == '1'
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > now then return pause - now end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat > now then
+-- The next slot is free at the later of the GCRA's time and a pause's end.
+-- Interactive work claims it, after a pause too: when a pause ends, every
+-- replica's bulk work is waiting for that same slot.
+local free = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(redis.call('GET', KEYS[2]) or '0'))
+if free > now then
   if urgent then
-    redis.call('SET', KEYS[3], '1', 'PX', math.ceil((tat - now + interval / 2) / 1000))
+    redis.call('SET', KEYS[3], '1', 'PX', math.ceil((free - now + interval / 2) / 1000))
   end
-  return tat - now
+  return free - now
 end
 if not urgent and redis.call('EXISTS', KEYS[3]) == 1 then
   -- The slot is claimed by interactive work on some replica: let it go first.
