@@ -63,6 +63,7 @@ func TestRedisSkewedReplicaLeases(t *testing.T) {
 		return l
 	}
 	onTime, slow, fast := replica(0), replica(-3*time.Minute), replica(38*time.Minute)
+	openPeriod(t, onTime)
 	server, err := c.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)

@@ -53,6 +53,9 @@ func TestInteractiveFirstAcrossReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := ledger.Reconcile(ctx, upstreamUsed(0)); err != nil {
+			t.Fatal(err)
+		}
 		s := newScheduler(t, Config{Limiter: NewRedisLimiter(c, "test:rate", name, rpm), Ledger: ledger})
 		replicas = append(replicas, s)
 		for range 4 { // bulk streams: one page always waiting
