@@ -90,7 +90,7 @@ type server struct {
 	// upstreamHealth follows the outcomes of real upstream calls.
 	upstreamHealth *outcomes
 	backlinks      *service.BacklinksServer
-	rdb            *redis.Client
+	rdb            redis.UniversalClient // nil without Redis (redis.go)
 	ledgerUp       atomic.Bool
 	// cleanups run in reverse order at shutdown, after the listeners stop.
 	cleanups []func() error
@@ -129,6 +129,11 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 			return nil, err
 		}
 		key = simKey
+	}
+	if cfg.RedisAddr != "" {
+		if err := s.connectRedis(ctx); err != nil {
+			return nil, err
+		}
 	}
 	ledger, err := s.openLedger()
 	if err != nil {
@@ -201,8 +206,18 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 
 	s.watchReadiness(bg, ledger)
+	// onRedisSwitch runs when another Redis server holds the budget than
+	// before (a failover, a restart: watchRedis). The new master may lack
+	// writes the old one acknowledged: the ledger is brought back to the
+	// upstream's figure now, not at the next tick.
+	onRedisSwitch := func() {}
 	if cfg.ReconcileEvery > 0 {
-		s.reconcile(bg, ledger, client)
+		reconcile := s.reconciler(bg, ledger, client)
+		s.every(bg, cfg.ReconcileEvery, func() { reconcile() })
+		onRedisSwitch = func() { s.retry(bg, reconcile) }
+	}
+	if s.rdb != nil {
+		s.watchRedis(bg, onRedisSwitch)
 	}
 	log.Info("linkgate is serving", "grpc", s.grpcAddr, "http", s.httpAddr)
 	return s, nil
@@ -247,20 +262,10 @@ func (s *server) startSimulator() (string, error) {
 	return "http://" + lis.Addr().String(), nil
 }
 
-// redis returns the one Redis client of the ledger, the key's rate limiter
-// and the shared page cache.
-func (s *server) redis() *redis.Client {
-	if s.rdb == nil {
-		s.rdb = redis.NewClient(&redis.Options{Addr: s.cfg.RedisAddr})
-		s.cleanups = append(s.cleanups, s.rdb.Close)
-	}
-	return s.rdb
-}
-
 func (s *server) openLedger() (*quota.Ledger, error) {
 	var store quota.Store
 	if s.cfg.RedisAddr != "" {
-		store = quota.NewRedisStore(s.redis())
+		store = quota.NewRedisStore(s.rdb)
 	} else {
 		if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
@@ -285,9 +290,9 @@ func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error
 	var limiter scheduler.Limiter = scheduler.NewLocalLimiter(s.cfg.UpstreamRPM, nil)
 	var cache scheduler.Cache
 	if s.cfg.RedisAddr != "" {
-		limiter = scheduler.NewRedisLimiter(s.redis(), "linkgate:rate", s.cfg.BudgetName, s.cfg.UpstreamRPM)
+		limiter = scheduler.NewRedisLimiter(s.rdb, "linkgate:rate", s.cfg.BudgetName, s.cfg.UpstreamRPM)
 		if s.cfg.PageCacheBytes > 0 {
-			cache = scheduler.NewRedisCache(s.redis(), "linkgate:cache:"+s.cfg.BudgetName, s.cfg.PageCacheBytes, s.cfg.PageCacheTTL)
+			cache = scheduler.NewRedisCache(s.rdb, "linkgate:cache:"+s.cfg.BudgetName, s.cfg.PageCacheBytes, s.cfg.PageCacheTTL)
 		}
 	} else if s.cfg.PageCacheBytes > 0 {
 		cache = scheduler.NewMemoryCache(s.cfg.PageCacheBytes, s.cfg.PageCacheTTL, nil)
@@ -371,17 +376,38 @@ func (s *server) publishHealth() {
 	s.health.SetServingStatus(v1.BacklinksService_ServiceDesc.ServiceName, data)
 }
 
-// reconcile compares the ledger with the upstream's own usage now and then,
-// adopting the upstream's figure when someone else spent units of the key.
-func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) {
-	s.every(ctx, s.cfg.ReconcileEvery, func() {
+// reconciler returns one reconciliation of the ledger with the upstream's
+// own usage, adopting the upstream's figure when someone else spent units
+// of the key; it reports whether it succeeded. Reconciliations run one at
+// a time.
+func (s *server) reconciler(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) func() bool {
+	var mu sync.Mutex
+	return func() bool {
+		mu.Lock()
+		defer mu.Unlock()
 		d, err := ledger.Reconcile(ctx, client)
 		if err != nil {
 			s.log.Warn("reconciliation failed", "err", err)
-			return
+			return false
 		}
 		s.log.Info("reconciled the ledger with the upstream", "drift", d)
-	})
+		return true
+	}
+}
+
+// retry runs fn until it succeeds, a few times a second apart, or until
+// ctx ends.
+func (s *server) retry(ctx context.Context, fn func() bool) {
+	for range 10 {
+		if fn() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (s *server) every(ctx context.Context, d time.Duration, fn func()) {
