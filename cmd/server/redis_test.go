@@ -4,13 +4,19 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/internal/redistest"
+	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
@@ -97,4 +103,171 @@ func clusterOwner(t *testing.T, addr, key string) string {
 		t.Fatal(err)
 	}
 	return m.Options().Addr
+}
+
+// TestRedisSentinelFailoverUnderLoad: two replicas reach Redis through
+// three sentinels; eight callers spend the budget with Lists while the
+// sentinels fail the master over to its replica (SENTINEL FAILOVER). Calls
+// keep being served after the switch (UNAVAILABLE while it happens), the
+// upstream never charges more than the budget plus the pages in flight,
+// each replica reconciles as soon as it finds the new master (the
+// periodic reconciliation is an hour away), and afterwards the ledger is
+// within the pages in flight of what the upstream charged.
+func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
+	set := redistest.Sentinels(t)
+	sim := ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}, Latency: 5 * time.Millisecond})
+	const budget, workers = 20_000, 8
+	name := fmt.Sprintf("sentinel%d", time.Now().UnixNano())
+	rc := defaultRedisConfig()
+	rc.RedisAddr, rc.RedisMasterName = strings.Join(set.SentinelAddrs(), ","), set.MasterName
+	var replicas []clients
+	var logs []*syncBuffer
+	for range 2 {
+		srv := httptest.NewServer(sim)
+		t.Cleanup(srv.Close)
+		cfg := testConfig(t, srv.URL)
+		cfg.redisConfig = rc
+		cfg.BudgetName, cfg.BudgetUnits = name, budget
+		cfg.TokenKey = "redis-token-key-0123456789abcdef"
+		// 100 requests a second through the limiter in Redis, and no
+		// reconciliation but the one a failover starts.
+		cfg.UpstreamRPM, cfg.ReconcileEvery = 6000, time.Hour
+		s, l := startTest(t, cfg)
+		replicas, logs = append(replicas, dial(t, s.grpcAddr)), append(logs, l)
+	}
+
+	var (
+		switched   atomic.Bool
+		served     [2]atomic.Int64 // before and after the switch
+		exhausted  atomic.Int64
+		maxCost    atomic.Int64
+		mu         sync.Mutex
+		unexpected []error
+		codesSeen  = map[codes.Code]int{}
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for w := range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				after := switched.Load()
+				cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+				page, err := replicas[w%2].backlinks.ListBacklinks(as(cctx, keyB),
+					&v1.ListBacklinksRequest{Target: fmt.Sprintf("sized-%d.example", 1000+n.Add(1)), PageSize: 10})
+				ccancel()
+				if err == nil {
+					served[b2i(after)].Add(1)
+					for c := maxCost.Load(); page.GetCost().GetUnitsCharged() > c && !maxCost.CompareAndSwap(c, page.GetCost().GetUnitsCharged()); c = maxCost.Load() {
+					}
+					continue
+				}
+				code := status.Code(err)
+				mu.Lock()
+				codesSeen[code]++
+				switch {
+				case code == codes.ResourceExhausted:
+					exhausted.Add(1)
+				case code == codes.Unavailable:
+				case ctx.Err() == nil:
+					unexpected = append(unexpected, err)
+				}
+				mu.Unlock()
+				if code != codes.OK {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	for served[0].Load() < 20 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sim.KeyUsage(upstreamKey) > budget/2 {
+		t.Fatalf("half the budget was spent before the failover: the load is too fast for this test")
+	}
+	newMaster := set.Failover(t)
+	switched.Store(true)
+	t.Logf("failover to %s after %d pages", newMaster, served[0].Load())
+	for (exhausted.Load() < 50 || !reconciled(logs)) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+
+	mu.Lock()
+	t.Logf("served %d before the switch, %d after; errors by code %v; largest page %d units",
+		served[0].Load(), served[1].Load(), codesSeen, maxCost.Load())
+	for _, err := range unexpected {
+		t.Errorf("a call failed otherwise than UNAVAILABLE or RESOURCE_EXHAUSTED: %v", err)
+	}
+	for i, l := range logs {
+		for line := range strings.Lines(l.String()) {
+			if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, "reconcil") || strings.Contains(line, "another Redis") {
+				t.Logf("replica %d: %s", i, line)
+			}
+		}
+	}
+	mu.Unlock()
+	if served[1].Load() == 0 {
+		t.Errorf("no call was served after the failover")
+	}
+	for i, l := range logs {
+		if !strings.Contains(l.String(), "another Redis server holds the budget now") {
+			t.Errorf("replica %d did not notice the failover", i)
+		}
+	}
+	if !reconciled(logs) {
+		t.Fatalf("no reconciliation after the failover")
+	}
+	inFlight := workers * maxCost.Load()
+	up := sim.KeyUsage(upstreamKey)
+	if up > budget+inFlight {
+		t.Errorf("the upstream charged %d of a budget of %d, more than the %d units in flight", up, budget, inFlight)
+	}
+	used := ledgerUsed(t, set, name, budget)
+	t.Logf("upstream %d, ledger %d, budget %d, in flight at most %d", up, used, budget, inFlight)
+	if used < up-inFlight || used > up+inFlight {
+		t.Errorf("after the failover's reconciliation the ledger holds %d, the upstream %d: more than the %d units in flight apart", used, up, inFlight)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// reconciled reports whether a replica logged a reconciliation.
+func reconciled(logs []*syncBuffer) bool {
+	for _, l := range logs {
+		if strings.Contains(l.String(), "reconciled the ledger with the upstream") {
+			return true
+		}
+	}
+	return false
+}
+
+// ledgerUsed reads the pool's used units from the current master once no
+// reservation is left open.
+func ledgerUsed(t *testing.T, set *redistest.SentinelSet, budget string, limit int64) int64 {
+	t.Helper()
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: set.MasterName, SentinelAddrs: set.SentinelAddrs()})
+	defer c.Close()
+	ledger, err := quota.New(quota.NewRedisStore(c), quota.Config{Budget: budget, PoolLimit: limit, ResetDay: 1, Lease: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rep, err := ledger.AllUsage(context.Background())
+		if err == nil && (rep.Pool.Reserved == 0 || time.Now().After(deadline)) {
+			return rep.Pool.Used
+		}
+		if err != nil && time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
