@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,5 +273,146 @@ func ledgerUsed(t *testing.T, set *redistest.SentinelSet, budget string, limit i
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisPasswordAndTLS: linkgate reaches a Redis that wants an ACL user
+// and its password (read from a file), and one that serves only TLS and
+// asks for a client certificate, signed by a throwaway CA; the password is
+// never logged. A wrong password or a missing certificate stops the start
+// with an error that names the setting and holds no secret.
+func TestRedisPasswordAndTLS(t *testing.T) {
+	const password = "REDIS-PASSWORD-4c1e9a77d0"
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pwFile, wrongFile := write("password", password+"\n"), write("wrong", "not-the-password\n")
+	ca := newCA(t, "redis-test-ca")
+	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.cert.Raw)
+	pair := func(name string, server bool) (cert, key string) {
+		c := ca.issue(t, name, server)
+		der, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, key = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+		writePEM(t, cert, "CERTIFICATE", c.Certificate[0])
+		writePEM(t, key, "EC PRIVATE KEY", der)
+		return cert, key
+	}
+	serverCert, serverKey := pair("redis", true)
+	clientCert, clientKey := pair("linkgate", false)
+	caFile := filepath.Join(dir, "ca.pem")
+
+	acl := []string{"--user", "default", "off", "--user", "linkgate", "on", ">" + password, "~*", "&*", "+@all"}
+	plain := redistest.Start(t, acl...)
+	tlsPort := redistest.FreePort(t)
+	withTLS := redistest.StartOn(t, tlsPort, append([]string{"--port", "0", "--tls-port", fmt.Sprint(tlsPort),
+		"--tls-cert-file", serverCert, "--tls-key-file", serverKey, "--tls-ca-cert-file", caFile,
+		"--tls-auth-clients", "yes"}, acl...)...)
+
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		startOK string // empty: starts; else the start error holds it
+	}{
+		{"ACL user", map[string]string{"LINKGATE_REDIS_ADDR": plain.Addr, "LINKGATE_REDIS_USERNAME": "linkgate",
+			"LINKGATE_REDIS_PASSWORD_FILE": pwFile}, ""},
+		{"ACL user over TLS with a client certificate", map[string]string{"LINKGATE_REDIS_ADDR": withTLS.Addr,
+			"LINKGATE_REDIS_USERNAME": "linkgate", "LINKGATE_REDIS_PASSWORD_FILE": pwFile,
+			"LINKGATE_REDIS_TLS_CA_FILE": caFile, "LINKGATE_REDIS_TLS_CERT_FILE": clientCert,
+			"LINKGATE_REDIS_TLS_KEY_FILE": clientKey}, ""},
+		{"wrong password", map[string]string{"LINKGATE_REDIS_ADDR": plain.Addr, "LINKGATE_REDIS_USERNAME": "linkgate",
+			"LINKGATE_REDIS_PASSWORD_FILE": wrongFile}, "WRONGPASS"},
+		{"no client certificate", map[string]string{"LINKGATE_REDIS_ADDR": withTLS.Addr,
+			"LINKGATE_REDIS_USERNAME": "linkgate", "LINKGATE_REDIS_PASSWORD_FILE": pwFile,
+			"LINKGATE_REDIS_TLS_CA_FILE": caFile}, "LINKGATE_REDIS_ADDR"},
+		{"TLS not asked for", map[string]string{"LINKGATE_REDIS_ADDR": withTLS.Addr,
+			"LINKGATE_REDIS_USERNAME": "linkgate", "LINKGATE_REDIS_PASSWORD_FILE": pwFile}, "LINKGATE_REDIS_ADDR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			loaded, err := loadConfig(nil, func(k string) string { return tc.env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			sim := ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}})
+			srv := httptest.NewServer(sim)
+			defer srv.Close()
+			cfg := testConfig(t, srv.URL)
+			cfg.redisConfig = loaded.redisConfig
+			cfg.BudgetName = fmt.Sprintf("secure%d", time.Now().UnixNano())
+			cfg.TokenKey = "redis-token-key-0123456789abcdef"
+			if tc.startOK != "" {
+				logs := &syncBuffer{}
+				s, err := start(t.Context(), cfg, newLogger(cfg, logs))
+				if err == nil {
+					_ = s.shutdown()
+					t.Fatal("started")
+				}
+				t.Logf("start: %v", err)
+				if !strings.Contains(err.Error(), tc.startOK) || strings.Contains(err.Error()+logs.String(), password) {
+					t.Fatalf("start error %q: want %q in it and no password in it or the log", err, tc.startOK)
+				}
+				return
+			}
+			s, logs := startTest(t, cfg)
+			c := dial(t, s.grpcAddr)
+			cost, used := listAndQuota(t, c, "sized-700.example")
+			if up := sim.KeyUsage(upstreamKey); cost == 0 || used != up || cost != up {
+				t.Errorf("ledger %d, charged %d, upstream %d", used, cost, up)
+			}
+			if strings.Contains(logs.String(), password) || !strings.Contains(logs.String(), `"password":"[redacted]"`) {
+				t.Errorf("the Redis password is in the log, or the log does not say it is set:\n%s", logs)
+			}
+		})
+	}
+}
+
+// TestRedisSettings: the Redis variables are read (a password from its
+// file, without the line end), and inconsistent ones are refused at start
+// with the variable's name.
+func TestRedisSettings(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte(" sp ace\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"LINKGATE_REDIS_ADDR":          "10.0.0.1:26379, 10.0.0.2:26379",
+		"LINKGATE_REDIS_MASTER_NAME":   "ledger",
+		"LINKGATE_REDIS_USERNAME":      "linkgate",
+		"LINKGATE_REDIS_PASSWORD_FILE": pw,
+		"LINKGATE_REDIS_TLS":           "true",
+	}
+	c, err := loadConfig(nil, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.addrs(); len(got) != 2 || got[1] != "10.0.0.2:26379" || c.RedisMasterName != "ledger" ||
+		c.RedisUsername != "linkgate" || c.RedisPassword != " sp ace" || !c.tls() {
+		t.Fatalf("redis config %+v", c.redisConfig)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"LINKGATE_REDIS_MODE": "cluster"}, "LINKGATE_REDIS_ADDR"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r:6379", "LINKGATE_REDIS_MODE": "ring"}, "LINKGATE_REDIS_MODE"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r:6379", "LINKGATE_REDIS_MODE": "sentinel"}, "LINKGATE_REDIS_MASTER_NAME"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r:6379", "LINKGATE_REDIS_MODE": "cluster", "LINKGATE_REDIS_MASTER_NAME": "m"}, "LINKGATE_REDIS_MASTER_NAME"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "a:1,b:2", "LINKGATE_REDIS_MODE": "single"}, "LINKGATE_REDIS_ADDR"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r"}, "LINKGATE_REDIS_ADDR"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r:6379", "LINKGATE_REDIS_TLS_CERT_FILE": "c.pem"}, "LINKGATE_REDIS_TLS_KEY_FILE"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r:6379", "LINKGATE_REDIS_PASSWORD_FILE": "/nonexistent"}, "LINKGATE_REDIS_PASSWORD_FILE"},
+		{map[string]string{"LINKGATE_REDIS_ADDR": "r:6379", "LINKGATE_REDIS_TLS": "maybe"}, "LINKGATE_REDIS_TLS"},
+	} {
+		_, err := loadConfig(nil, func(k string) string { return tc.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error naming %s", tc.env, err, tc.want)
+		}
 	}
 }
