@@ -193,15 +193,19 @@ func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 	newMaster := set.Failover(t)
 	switched.Store(true)
 	t.Logf("failover to %s after %d pages", newMaster, served[0].Load())
+	switchedAt, reconciledAfter := time.Now(), time.Duration(0)
 	for (exhausted.Load() < 50 || !reconciled(logs)) && ctx.Err() == nil {
+		if reconciledAfter == 0 && reconciled(logs) {
+			reconciledAfter = time.Since(switchedAt)
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
 	wg.Wait()
 
 	mu.Lock()
-	t.Logf("served %d before the switch, %d after; errors by code %v; largest page %d units",
-		served[0].Load(), served[1].Load(), codesSeen, maxCost.Load())
+	t.Logf("served %d before the switch, %d after; errors by code %v; largest page %d units; reconciled %s after the sentinel named the new master",
+		served[0].Load(), served[1].Load(), codesSeen, maxCost.Load(), reconciledAfter)
 	for _, err := range unexpected {
 		t.Errorf("a call failed otherwise than UNAVAILABLE or RESOURCE_EXHAUSTED: %v", err)
 	}
@@ -414,5 +418,40 @@ func TestRedisSettings(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error naming %s", tc.env, err, tc.want)
 		}
+	}
+}
+
+// TestRedisRestartReconciles: the Redis of a replica restarts empty on its
+// address (a new run_id): the replica reconciles at once, and the pool's
+// used units are the upstream's again, though the next periodic
+// reconciliation is an hour away.
+func TestRedisRestartReconciles(t *testing.T) {
+	port := redistest.FreePort(t)
+	first := redistest.StartOn(t, port)
+	sim := ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	cfg := testConfig(t, srv.URL)
+	cfg.RedisAddr, cfg.BudgetName, cfg.ReconcileEvery = first.Addr, "restart", time.Hour
+	cfg.TokenKey = "redis-token-key-0123456789abcdef"
+	s, logs := startTest(t, cfg)
+	c := dial(t, s.grpcAddr)
+	cost, _ := listAndQuota(t, c, "sized-800.example")
+
+	first.Kill()
+	redistest.StartOn(t, port)
+	deadline := time.Now().Add(30 * time.Second)
+	for !reconciled([]*syncBuffer{logs}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconciliation within 30 s of the restart:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	q, err := c.quota.GetQuota(as(context.Background(), keyAdmin), &v1.GetQuotaRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up := sim.KeyUsage(upstreamKey); q.GetPool().GetUsed() != up || up != cost {
+		t.Errorf("after the restart: ledger %d, upstream %d, charged %d", q.GetPool().GetUsed(), up, cost)
 	}
 }
