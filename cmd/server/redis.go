@@ -254,8 +254,12 @@ func (s *server) watchRedis(ctx context.Context, switched func()) {
 		}
 		last = id
 	}
-	look()
-	s.every(ctx, redisWatchEvery, look)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		look() // now, without holding up the start should Redis be slow
+		s.every(ctx, redisWatchEvery, look)
+	}()
 }
 
 // redisRunID is the run_id of the master that serves key.

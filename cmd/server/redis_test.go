@@ -95,6 +95,16 @@ func TestRedisClusterNamedByAnyNode(t *testing.T) {
 	}
 	owner := clusterOwner(t, nodes[0].Addr, "{"+budget+"}")
 	t.Logf("the budget's slot is on %s; nodes %s %s %s", owner, nodes[0].Addr, nodes[1].Addr, nodes[2].Addr)
+	// The ledger's functions were loaded on every master, so a slot that
+	// moves finds them where it lands.
+	for _, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		libs, err := c.FunctionList(context.Background(), redis.FunctionListQuery{}).Result()
+		_ = c.Close()
+		if err != nil || len(libs) != 1 || !strings.HasPrefix(libs[0].Name, "linkgate_quota_") {
+			t.Errorf("functions on %s: %v %v", n.Addr, libs, err)
+		}
+	}
 }
 
 // clusterOwner is the address of the master of key's slot.
