@@ -239,11 +239,17 @@ const redisWatchEvery = time.Second
 // none. Every start of a server draws a new run_id, which INFO reports.
 func (s *server) watchRedis(ctx context.Context, switched func()) {
 	key := "{" + s.cfg.BudgetName + "}" // the slot of the budget's keys (quota.RedisStore)
-	last := ""
+	last, refused := "", false
 	look := func() {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		id, err := redisRunID(ctx, s.rdb, key)
+		var re redis.Error
+		if errors.As(err, &re) && !refused {
+			// Redis answered, but not with its run_id: an ACL without INFO.
+			s.log.Warn("cannot watch Redis for failovers: allow INFO to linkgate's Redis user (+info)", "err", err)
+		}
+		refused = errors.As(err, &re)
 		if err != nil {
 			return // readiness reports an unreachable Redis; the next look finds who answers
 		}

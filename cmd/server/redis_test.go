@@ -323,7 +323,9 @@ func TestRedisPasswordAndTLS(t *testing.T) {
 	clientCert, clientKey := pair("linkgate", false)
 	caFile := filepath.Join(dir, "ca.pem")
 
-	acl := []string{"--user", "default", "off", "--user", "linkgate", "on", ">" + password, "~*", "&*", "+@all"}
+	// The least the README's ACL gives linkgate.
+	acl := []string{"--user", "default", "off", "--user", "linkgate", "on", ">" + password, "~linkgate:*",
+		"+@read", "+@write", "+@scripting", "+@connection", "+info", "+time"}
 	plain := redistest.Start(t, acl...)
 	tlsPort := redistest.FreePort(t)
 	withTLS := redistest.StartOn(t, tlsPort, append([]string{"--port", "0", "--tls-port", fmt.Sprint(tlsPort),
@@ -335,8 +337,8 @@ func TestRedisPasswordAndTLS(t *testing.T) {
 		env     map[string]string
 		startOK string // empty: starts; else the start error holds it
 	}{
-		{"ACL user", map[string]string{"LINKGATE_REDIS_ADDR": plain.Addr, "LINKGATE_REDIS_USERNAME": "linkgate",
-			"LINKGATE_REDIS_PASSWORD_FILE": pwFile}, ""},
+		{"ACL user", map[string]string{"LINKGATE_REDIS_ADDR": plain.Addr, "LINKGATE_REDIS_MODE": "single",
+			"LINKGATE_REDIS_USERNAME": "linkgate", "LINKGATE_REDIS_PASSWORD_FILE": pwFile}, ""},
 		{"ACL user over TLS with a client certificate", map[string]string{"LINKGATE_REDIS_ADDR": withTLS.Addr,
 			"LINKGATE_REDIS_USERNAME": "linkgate", "LINKGATE_REDIS_PASSWORD_FILE": pwFile,
 			"LINKGATE_REDIS_TLS_CA_FILE": caFile, "LINKGATE_REDIS_TLS_CERT_FILE": clientCert,
@@ -379,6 +381,14 @@ func TestRedisPasswordAndTLS(t *testing.T) {
 			cost, used := listAndQuota(t, c, "sized-700.example")
 			if up := sim.KeyUsage(upstreamKey); cost == 0 || used != up || cost != up {
 				t.Errorf("ledger %d, charged %d, upstream %d", used, cost, up)
+			}
+			// The page cache works under the ACL (its errors are misses).
+			if again, _ := listAndQuota(t, c, "sized-700.example"); again != 0 || sim.KeyUsage(upstreamKey) != cost {
+				t.Errorf("the same page again was charged %d; upstream %d", again, sim.KeyUsage(upstreamKey))
+			}
+			time.Sleep(2 * redisWatchEvery)
+			if strings.Contains(logs.String(), "cannot watch Redis") {
+				t.Errorf("the failover watch cannot work under this ACL:\n%s", logs)
 			}
 			if strings.Contains(logs.String(), password) || !strings.Contains(logs.String(), `"password":"[redacted]"`) {
 				t.Errorf("the Redis password is in the log, or the log does not say it is set:\n%s", logs)
