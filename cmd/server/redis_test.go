@@ -68,12 +68,30 @@ func listAndQuota(t *testing.T, c clients, target string) (charged, used int64) 
 // replica, equals what the upstream charged.
 func TestRedisClusterNamedByAnyNode(t *testing.T) {
 	nodes := redistest.Cluster(t, 3)
+	// linkgate's user has the least the README's ACL gives it.
+	const password = "CLUSTER-PASSWORD-77ab01"
+	for _, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		err := c.ACLSetUser(context.Background(), "linkgate", "on", ">"+password, "~linkgate:*", "+@read", "+@write",
+			"+@scripting", "+@connection", "+info", "+time", "+cluster|slots").Err()
+		_ = c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	sim := ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}})
 	budget := fmt.Sprintf("cluster%d", time.Now().UnixNano())
 	var replicas []clients
 	for _, n := range nodes {
-		_, c, _ := redisReplica(t, sim, budget, redisConfig{RedisAddr: n.Addr})
+		rc := defaultRedisConfig()
+		rc.RedisAddr, rc.RedisUsername, rc.RedisPassword = n.Addr, "linkgate", password
+		_, c, logs := redisReplica(t, sim, budget, rc)
 		replicas = append(replicas, c)
+		t.Cleanup(func() {
+			if strings.Contains(logs.String(), "cannot watch Redis") || !strings.Contains(logs.String(), `"mode":"cluster"`) {
+				t.Errorf("replica naming %s:\n%s", n.Addr, logs)
+			}
+		})
 	}
 	var charged int64
 	for round := range 2 {
