@@ -395,8 +395,8 @@ func (s *server) reconciler(ctx context.Context, ledger *quota.Ledger, client *u
 	}
 }
 
-// retry runs fn until it succeeds, a few times a second apart, or until
-// ctx ends.
+// retry runs fn until it succeeds, at most ten times a second apart, or
+// until ctx ends.
 func (s *server) retry(ctx context.Context, fn func() bool) {
 	for range 10 {
 		if fn() {
