@@ -345,10 +345,7 @@ func TestRedisPasswordAndTLS(t *testing.T) {
 	acl := []string{"--user", "default", "off", "--user", "linkgate", "on", ">" + password, "~linkgate:*",
 		"+@read", "+@write", "+@scripting", "+@connection", "+info", "+time"}
 	plain := redistest.Start(t, acl...)
-	tlsPort := redistest.FreePort(t)
-	withTLS := redistest.StartOn(t, tlsPort, append([]string{"--port", "0", "--tls-port", fmt.Sprint(tlsPort),
-		"--tls-cert-file", serverCert, "--tls-key-file", serverKey, "--tls-ca-cert-file", caFile,
-		"--tls-auth-clients", "yes"}, acl...)...)
+	withTLS := redistest.StartTLS(t, redistest.TLSFiles{Cert: serverCert, Key: serverKey, CA: caFile, AuthClients: true}, acl...)
 
 	for _, tc := range []struct {
 		name    string
@@ -464,20 +461,18 @@ func TestRedisSettings(t *testing.T) {
 // used units are the upstream's again, though the next periodic
 // reconciliation is an hour away.
 func TestRedisRestartReconciles(t *testing.T) {
-	port := redistest.FreePort(t)
-	first := redistest.StartOn(t, port)
+	rs := redistest.Start(t)
 	sim := ahrefssim.New(ahrefssim.Config{Keys: []string{upstreamKey}})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	cfg := testConfig(t, srv.URL)
-	cfg.RedisAddr, cfg.BudgetName, cfg.ReconcileEvery = first.Addr, "restart", time.Hour
+	cfg.RedisAddr, cfg.BudgetName, cfg.ReconcileEvery = rs.Addr, "restart", time.Hour
 	cfg.TokenKey = "redis-token-key-0123456789abcdef"
 	s, logs := startTest(t, cfg)
 	c := dial(t, s.grpcAddr)
 	cost, _ := listAndQuota(t, c, "sized-800.example")
 
-	first.Kill()
-	redistest.StartOn(t, port)
+	rs.Restart()
 	deadline := time.Now().Add(30 * time.Second)
 	for !reconciled([]*syncBuffer{logs}) {
 		if time.Now().After(deadline) {

@@ -16,24 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Node is a Redis process a test started on a fresh loopback port: a
-// server of its own (Start), a member of a cluster (Cluster), or a
-// sentinel (Sentinels). It is killed when the test ends, and with the test
-// process should the test not end.
-type Node struct {
-	Addr string
-	Dir  string // its working directory (config, nodes.conf)
-	cmd  *exec.Cmd
-}
-
-// Kill stops the process at once, as a crash would.
-func (n *Node) Kill() {
-	if n.cmd.ProcessState == nil {
-		_ = n.cmd.Process.Kill()
-		_ = n.cmd.Wait()
-	}
-}
-
 // need returns the path of a Redis program, or skips the test without it
 // (fails it with LINKGATE_REQUIRE_REDIS=1, as in CI).
 func need(t testing.TB, name string) string {
@@ -48,75 +30,55 @@ func need(t testing.TB, name string) string {
 	return bin
 }
 
-// FreePort is a loopback port nothing listens on now.
-func FreePort(t testing.TB) int {
+// freePort is a loopback port nothing listens on now.
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
 }
 
-// Start runs a redis-server of its own on a fresh loopback port, without
-// persistence, with args added to its command line (later settings win,
-// so args may override the port: "--port", "0", "--tls-port", ...).
-func Start(t testing.TB, args ...string) *Node {
-	t.Helper()
-	return StartOn(t, FreePort(t), args...)
+// TLSFiles are the PEM files of a server that serves TLS only.
+type TLSFiles struct {
+	Cert, Key string // the server's certificate and key
+	// CA signs the client certificates the server accepts; with
+	// AuthClients it refuses clients without one.
+	CA          string
+	AuthClients bool
 }
 
-// StartOn is Start on a given port.
-func StartOn(t testing.TB, port int, args ...string) *Node {
+// StartTLS starts a server of the test's own (as Start) that serves TLS
+// only, on Addr.
+func StartTLS(t testing.TB, f TLSFiles, args ...string) *Server {
 	t.Helper()
-	base := []string{"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--logfile", ""}
-	return launch(t, need(t, "redis-server"), t.TempDir(), port, append(base, args...), "Ready to accept connections")
-}
-
-// launch starts bin in dir and waits until its log says ready.
-func launch(t testing.TB, bin, dir string, port int, args []string, ready string) *Node {
-	t.Helper()
-	n := &Node{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir}
-	n.cmd = exec.Command(bin, args...)
-	n.cmd.Dir = n.Dir
-	n.cmd.SysProcAttr = ownSession()
-	out, err := n.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	port := freePort(t)
+	auth := "no"
+	if f.AuthClients {
+		auth = "yes"
 	}
-	n.cmd.Stderr = n.cmd.Stdout
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Kill)
-	// Redis says when it accepts connections: read its log rather than poll.
-	sc := bufio.NewScanner(out)
-	var log strings.Builder
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), ready) {
-			go func() { _, _ = io.Copy(io.Discard, out) }() // ends when the process does
-			return n
-		}
-	}
-	n.Kill()
-	t.Fatalf("%s %s did not start:\n%s", filepath.Base(bin), strings.Join(args, " "), log.String())
-	return nil
+	s := &Server{t: t, bin: need(t, "redis-server"), Addr: net.JoinHostPort("127.0.0.1", port),
+		args: append([]string{"--port", "0", "--tls-port", port, "--tls-cert-file", f.Cert, "--tls-key-file", f.Key,
+			"--tls-ca-cert-file", f.CA, "--tls-auth-clients", auth}, args...)}
+	s.launch()
+	t.Cleanup(s.kill)
+	return s
 }
 
 // Cluster starts a Redis Cluster of masters (at least 3) on loopback, its
 // slots spread evenly by redis-cli --cluster create, and returns them once
 // every node reports the cluster ok.
-func Cluster(t testing.TB, masters int, args ...string) []*Node {
+func Cluster(t testing.TB, masters int, args ...string) []*Server {
 	t.Helper()
 	cli := need(t, "redis-cli")
-	nodes := make([]*Node, masters)
+	nodes := make([]*Server, masters)
 	addrs := make([]string, masters)
 	for i := range nodes {
 		nodes[i] = Start(t, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-port", fmt.Sprint(FreePort(t)), "--cluster-node-timeout", "2000"}, args...)...)
+			"--cluster-port", freePort(t), "--cluster-node-timeout", "2000"}, args...)...)
 		addrs[i] = nodes[i].Addr
 	}
 	cmd := exec.Command(cli, append(append([]string{"--cluster", "create"}, addrs...), "--cluster-yes")...)
@@ -133,13 +95,17 @@ func Cluster(t testing.TB, masters int, args ...string) []*Node {
 	return nodes
 }
 
+// Sentinel is a redis-sentinel process of the test's own, killed when the
+// test ends.
+type Sentinel struct{ Addr string }
+
 // SentinelSet is a master, its replica, and three sentinels watching them
 // with a quorum of two, failing over a master unreachable for a second.
 type SentinelSet struct {
 	MasterName string
-	Master     *Node
-	Replica    *Node
-	Sentinels  []*Node
+	Master     *Server
+	Replica    *Server
+	Sentinels  []*Sentinel
 }
 
 // SentinelAddrs are the sentinels' addresses.
@@ -166,17 +132,7 @@ func Sentinels(t testing.TB) *SentinelSet {
 		return contains(replica.Info(ctx, "replication").Result())("master_link_status:up")
 	})
 	for range 3 {
-		p := FreePort(t)
-		dir := t.TempDir()
-		conf := filepath.Join(dir, "sentinel.conf")
-		text := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsentinel monitor %s %s %s 2\n"+
-			"sentinel down-after-milliseconds %[3]s 1000\nsentinel failover-timeout %[3]s 5000\n",
-			p, dir, s.MasterName, host, port)
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		s.Sentinels = append(s.Sentinels, launch(t, bin, dir, p, []string{conf, "--daemonize", "no", "--logfile", ""},
-			"+monitor master"))
+		s.Sentinels = append(s.Sentinels, startSentinel(t, bin, s.MasterName, host, port))
 	}
 	for _, n := range s.Sentinels {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: n.Addr})
@@ -194,6 +150,42 @@ func Sentinels(t testing.TB) *SentinelSet {
 		_ = sc.Close()
 	}
 	return s
+}
+
+// startSentinel starts a sentinel of the master at host:port, which it
+// calls name, and waits until its log says it watches it.
+func startSentinel(t testing.TB, bin, name, host, port string) *Sentinel {
+	t.Helper()
+	dir := t.TempDir()
+	p := freePort(t)
+	conf := filepath.Join(dir, "sentinel.conf") // a sentinel rewrites its file
+	text := fmt.Sprintf("bind 127.0.0.1\nport %s\ndir %s\nsentinel monitor %s %s %s 2\n"+
+		"sentinel down-after-milliseconds %[3]s 1000\nsentinel failover-timeout %[3]s 5000\n", p, dir, name, host, port)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, conf, "--daemonize", "no", "--logfile", "")
+	cmd.SysProcAttr = ownSession()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Sentinel{Addr: net.JoinHostPort("127.0.0.1", p)}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	var log strings.Builder
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "+monitor master") {
+			go func() { _, _ = io.Copy(io.Discard, out) }() // ends with the sentinel
+			return s
+		}
+	}
+	t.Fatalf("redis-sentinel did not start:\n%s", log.String())
+	return nil
 }
 
 // Failover makes the sentinels promote the replica now (SENTINEL FAILOVER)

@@ -1,0 +1,104 @@
+package redistest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server of one test's own, for a test that restarts it
+// or configures it otherwise than the shared one. It has no persistence
+// unless args ask for it, so a restart brings it back empty, as a Redis
+// without persistence (or that lost its volume) comes back.
+type Server struct {
+	t    testing.TB
+	bin  string
+	args []string
+	cmd  *exec.Cmd
+	// Addr is host:port; it stays the same across restarts.
+	Addr string
+}
+
+// Start starts a server with args added to its command line; it is
+// killed when the test ends. Without redis-server it skips the test (fails
+// it with LINKGATE_REQUIRE_REDIS=1).
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("LINKGATE_REQUIRE_REDIS") == "1" {
+			t.Fatalf("LINKGATE_REQUIRE_REDIS=1 but redis-server is not on PATH")
+		}
+		t.Skip("skipping: redis-server is not on PATH")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{t: t, bin: bin, args: args, Addr: l.Addr().String()}
+	_ = l.Close()
+	s.launch()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *Server) launch() {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	args := append([]string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--daemonize", "no", "--logfile", "", "--dir", s.t.TempDir()}, s.args...)
+	cmd := exec.Command(s.bin, args...)
+	cmd.SysProcAttr = ownSession()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	var log strings.Builder
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "Ready to accept connections") {
+			s.cmd = cmd
+			go func() { _, _ = io.Copy(io.Discard, out) }() // ends with the server
+			return
+		}
+	}
+	_ = cmd.Wait()
+	s.t.Fatalf("redis-server did not start:\n%s", log.String())
+}
+
+// Restart kills the server (SIGKILL: nothing is saved on the way out) and
+// starts it again on the same address.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.kill()
+	s.launch()
+}
+
+func (s *Server) kill() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// Client returns a client of the server, closed when the test ends.
+func (s *Server) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// String names the server in test output.
+func (s *Server) String() string { return fmt.Sprintf("redis-server %s", s.Addr) }
