@@ -275,10 +275,12 @@ func b2i(b bool) int {
 	return 0
 }
 
-// reconciled reports whether a replica logged a reconciliation.
+// reconciled reports whether a replica logged a reconciliation (a line
+// with its drift) after it noticed another Redis server.
 func reconciled(logs []*syncBuffer) bool {
 	for _, l := range logs {
-		if strings.Contains(l.String(), "reconciled the ledger with the upstream") {
+		_, after, switched := strings.Cut(l.String(), "another Redis server holds the budget now")
+		if switched && strings.Contains(after, `"drift":`) {
 			return true
 		}
 	}
