@@ -289,3 +289,11 @@ func redisRunID(ctx context.Context, c redis.UniversalClient, key string) (strin
 	}
 	return "", errors.New("redis: INFO server without a run_id")
 }
+
+// redisLog carries go-redis' own messages (a sentinel naming a new master,
+// a node that cannot be reached) into linkgate's structured log.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.InfoContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := newLogger(cfg, stdout)
+	redis.SetLogger(redisLog{log}) // for the process: tests leave go-redis' default
 	if cfg.MemoryLimit > 0 && debug.SetMemoryLimit(-1) == math.MaxInt64 {
 		// The garbage collector keeps the heap under 90% of the replica's
 		// memory, leaving room for what the Go heap does not count.
