@@ -180,8 +180,9 @@ func (c *redisConfig) tlsConfig() (*tls.Config, error) {
 
 // connect returns one client for every mode, and the mode it is for. In
 // auto mode with one address it asks the server whether it runs a
-// cluster, so that naming any node of a cluster is enough: a plain client
-// of a node reaches only the slots that node serves.
+// cluster (INFO's redis_mode, as cluster_enabled), so that naming any
+// node of a cluster is enough: a plain client of a node reaches only the
+// slots that node serves.
 func (c *redisConfig) connect(ctx context.Context) (redis.UniversalClient, string, error) {
 	tlsCfg, err := c.tlsConfig()
 	if err != nil {
@@ -201,17 +202,23 @@ func (c *redisConfig) connect(ctx context.Context) (redis.UniversalClient, strin
 	one := redis.NewClient(opts.Simple())
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	info, err := one.Info(ctx, "cluster").Result()
-	if err != nil {
-		_ = one.Close()
-		return nil, "", fmt.Errorf("LINKGATE_REDIS_ADDR: asking %s whether it runs a cluster: %w "+
+	info, err := one.Info(ctx, "server").Result()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("LINKGATE_REDIS_ADDR: asking %s whether it runs a cluster: %w "+
 			"(LINKGATE_REDIS_MODE=single or cluster starts without asking)", c.RedisAddr, err)
-	}
-	if !strings.Contains(info, "cluster_enabled:1") {
+	case strings.Contains(info, "redis_mode:standalone"):
 		return one, redisSingle, nil
+	case strings.Contains(info, "redis_mode:cluster"):
+		_ = one.Close()
+		return redis.NewClusterClient(opts.Cluster()), redisCluster, nil
+	case strings.Contains(info, "redis_mode:sentinel"):
+		err = fmt.Errorf("LINKGATE_REDIS_ADDR: %s is a sentinel: name its master in LINKGATE_REDIS_MASTER_NAME", c.RedisAddr)
+	default:
+		err = fmt.Errorf("LINKGATE_REDIS_ADDR: %s does not say its redis_mode (LINKGATE_REDIS_MODE=single or cluster starts without asking)", c.RedisAddr)
 	}
 	_ = one.Close()
-	return redis.NewClusterClient(opts.Cluster()), redisCluster, nil
+	return nil, "", err
 }
 
 // connectRedis makes the one Redis client of the ledger, the key's rate

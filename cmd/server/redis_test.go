@@ -151,6 +151,10 @@ func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 	const budget, workers = 20_000, 8
 	name := fmt.Sprintf("sentinel%d", time.Now().UnixNano())
 	rc := defaultRedisConfig()
+	rc.RedisAddr = set.Sentinels[0].Addr
+	if _, _, err := rc.connect(context.Background()); err == nil || !strings.Contains(err.Error(), "LINKGATE_REDIS_MASTER_NAME") {
+		t.Errorf("a sentinel named without its master: %v, want an error naming LINKGATE_REDIS_MASTER_NAME", err)
+	}
 	rc.RedisAddr, rc.RedisMasterName = strings.Join(set.SentinelAddrs(), ","), set.MasterName
 	var replicas []clients
 	var logs []*syncBuffer
