@@ -165,9 +165,9 @@ func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 		cfg.redisConfig = rc
 		cfg.BudgetName, cfg.BudgetUnits = name, budget
 		cfg.TokenKey = "redis-token-key-0123456789abcdef"
-		// 100 requests a second through the limiter in Redis, and no
+		// 50 requests a second through the limiter in Redis, and no
 		// reconciliation but the one a failover starts.
-		cfg.UpstreamRPM, cfg.ReconcileEvery = 6000, time.Hour
+		cfg.UpstreamRPM, cfg.ReconcileEvery = 3000, time.Hour
 		s, l := startTest(t, cfg)
 		replicas, logs = append(replicas, dial(t, s.grpcAddr)), append(logs, l)
 	}
