@@ -27,7 +27,7 @@ type redisConfig struct {
 	RedisAddr string
 	// RedisMode is auto, single, cluster or sentinel. auto: the sentinels
 	// with a master name, a cluster with several addresses, and with one
-	// address what the server itself reports (INFO cluster).
+	// address what the server itself reports (INFO's redis_mode).
 	RedisMode       string
 	RedisMasterName string // the master's name at the sentinels
 	RedisUsername   string // an ACL user; empty: the default user
