@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Go: a Redis server for the ledger's
-# Redis store, Chromium for the CORS test, and Node.js with the npm tools
-# that lint the OpenAPI document and type-check a TypeScript client made
-# from it (tools/openapi-check, npm ci from its lock file). Debian packages;
+# Redis store and Redis Sentinel for its failover tests, Chromium for the
+# CORS test, and Node.js with the npm tools that lint the OpenAPI document
+# and type-check a TypeScript client made from it (tools/openapi-check, npm ci from its lock file). Debian packages;
 # needs root (or sudo). Already installed programs are left alone.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server redis-tools)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v chromium >/dev/null || need+=(chromium)
 command -v npm >/dev/null || need+=(nodejs npm)
 

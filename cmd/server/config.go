@@ -39,7 +39,6 @@ type config struct {
 	HealthFailures int
 
 	DataDir      string // the bolt ledger and the token key live here
-	RedisAddr    string // a Redis ledger shared by replicas instead of bolt
 	BudgetName   string
 	BudgetUnits  int64
 	ResetDay     int
@@ -55,6 +54,7 @@ type config struct {
 	LogLevel        slog.Level
 
 	securityConfig // security.go
+	redisConfig    // redis.go: a Redis shared by replicas instead of bolt
 
 	// otel replaces the providers configured by OTEL_* variables (tests).
 	otel *otelOverride
@@ -107,6 +107,7 @@ func defaultConfig() config {
 		LogFormat:        "json",
 		LogLevel:         slog.LevelInfo,
 		securityConfig:   defaultSecurityConfig(),
+		redisConfig:      defaultRedisConfig(),
 	}
 }
 
@@ -128,7 +129,6 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"page-cache-shared", "let tenants share cached and coalesced pages (true/false)", &c.PageCacheShared},
 		{"health-failures", "upstream failures in a row that turn BacklinksService NOT_SERVING", &c.HealthFailures},
 		{"data-dir", "directory of the bolt ledger and the page token key", &c.DataDir},
-		{"redis-addr", "Redis address of a ledger shared by replicas (instead of bolt)", &c.RedisAddr},
 		{"budget-name", "name of the budget in the ledger", &c.BudgetName},
 		{"budget-units", "units the pool may spend per period", &c.BudgetUnits},
 		{"budget-reset-day", "day of the month (UTC) the period starts, as usage_reset_date", &c.ResetDay},
@@ -142,6 +142,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"log-format", "json or text", &c.LogFormat},
 	}
 	vars = append(vars, c.securityConfig.settings()...)
+	vars = append(vars, c.redisConfig.settings()...)
 	for _, v := range vars {
 		env := "LINKGATE_" + strings.ToUpper(strings.ReplaceAll(v.name, "-", "_"))
 		if s := getenv(env); s != "" {
@@ -182,7 +183,7 @@ func (c *config) readSecrets() error {
 		}
 		c.TokenKey = secret(strings.TrimSpace(string(b)))
 	}
-	return nil
+	return c.redisConfig.readSecrets()
 }
 
 func (c *config) validate() error {
@@ -228,6 +229,7 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("log-format must be json or text, not %q", c.LogFormat))
 	}
 	errs = append(errs, c.securityConfig.validate()...)
+	errs = append(errs, c.redisConfig.validate()...)
 	errs = append(errs, c.checkAuthListeners())
 	return errors.Join(errs...)
 }
@@ -264,7 +266,7 @@ func (c config) LogValue() slog.Value {
 		slog.String("budget", c.BudgetName), slog.Int64("budget_units", c.BudgetUnits),
 		slog.Int("reset_day", c.ResetDay), slog.String("lease", c.Lease.String()),
 		slog.Any("token_key", c.TokenKey), slog.String("token_ttl", c.TokenTTL.String()),
-		slog.Any("security", c.securityConfig),
+		slog.Any("security", c.securityConfig), slog.Any("redis", c.redisConfig),
 	)
 }
 

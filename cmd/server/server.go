@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := newLogger(cfg, stdout)
+	redis.SetLogger(redisLog{log}) // for the process: tests leave go-redis' default
 	if cfg.MemoryLimit > 0 && debug.SetMemoryLimit(-1) == math.MaxInt64 {
 		// The garbage collector keeps the heap under 90% of the replica's
 		// memory, leaving room for what the Go heap does not count.
@@ -92,7 +93,7 @@ type server struct {
 	// upstreamHealth follows the outcomes of real upstream calls.
 	upstreamHealth *outcomes
 	backlinks      *service.BacklinksServer
-	rdb            *redis.Client
+	rdb            redis.UniversalClient // nil without Redis (redis.go)
 	ledgerUp       atomic.Bool
 	// cleanups run in reverse order at shutdown, after the listeners stop.
 	cleanups []func() error
@@ -131,6 +132,11 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 			return nil, err
 		}
 		key = simKey
+	}
+	if cfg.RedisAddr != "" {
+		if err := s.connectRedis(ctx); err != nil {
+			return nil, err
+		}
 	}
 	ledger, err := s.openLedger(ctx)
 	if err != nil {
@@ -220,6 +226,12 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 
 	s.watchReadiness(bg, ledger)
 	s.reconcile(bg, ledger, client)
+	if s.rdb != nil {
+		// Another Redis server holds the budget than before (a failover, a
+		// restart): the new one may lack writes the old one acknowledged,
+		// so the ledger is reconciled now, not at the next tick.
+		s.watchRedis(bg, ledger.RequestReconcile)
+	}
 	log.Info("linkgate is serving", "grpc", s.grpcAddr, "http", s.httpAddr)
 	return s, nil
 }
@@ -263,40 +275,19 @@ func (s *server) startSimulator() (string, error) {
 	return "http://" + lis.Addr().String(), nil
 }
 
-// redis returns the one Redis client of the ledger, the key's rate limiter
-// and the shared page cache.
-func (s *server) redis() *redis.Client {
-	if s.rdb == nil {
-		s.rdb = redis.NewClient(&redis.Options{Addr: s.cfg.RedisAddr})
-		s.cleanups = append(s.cleanups, s.rdb.Close)
-	}
-	return s.rdb
-}
-
 // openLedger opens the ledger's store. On Redis it first reads what the
 // server says of itself: an evicting server fails the start, and what its
-// persistence keeps is logged, now and whenever it changes (a restarted
-// or failed-over server, which may have lost writes, is reconciled at
-// once).
+// persistence keeps is logged, now and whenever it changes.
 func (s *server) openLedger(ctx context.Context) (*quota.Ledger, error) {
 	var store quota.Store
-	var ledger *quota.Ledger
 	if s.cfg.RedisAddr != "" {
-		var mu sync.Mutex
-		var runID string
-		rs := quota.NewRedisStore(s.redis(), quota.WithRedisWatch(func(r quota.RedisServer) {
-			mu.Lock()
-			defer mu.Unlock()
+		rs := quota.NewRedisStore(s.rdb, quota.WithRedisWatch(func(r quota.RedisServer) {
 			s.log.Info("redis ledger", "addr", r.Addr, "version", r.Version, "role", r.Role, "run_id", r.RunID,
 				"maxmemory_policy", r.MaxmemoryPolicy, "persistence", r.Durability())
 			if r.Evicting() {
 				s.log.Error("redis ledger refused: its maxmemory-policy may evict the ledger's keys; set noeviction",
 					"maxmemory_policy", r.MaxmemoryPolicy)
 			}
-			if runID != "" && runID != r.RunID && ledger != nil {
-				ledger.RequestReconcile()
-			}
-			runID = r.RunID
 		}))
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -315,11 +306,10 @@ func (s *server) openLedger(ctx context.Context) (*quota.Ledger, error) {
 		s.cleanups = append(s.cleanups, bolt.Close)
 		store = bolt
 	}
-	ledger, err := quota.New(store, quota.Config{
+	return quota.New(store, quota.Config{
 		Budget: s.cfg.BudgetName, PoolLimit: s.cfg.BudgetUnits, ResetDay: s.cfg.ResetDay, Lease: s.cfg.Lease,
 		Tenants: s.sec.tenants.limits,
 	})
-	return ledger, err
 }
 
 // newScheduler is the one door to the upstream key: its rate and page
@@ -329,9 +319,9 @@ func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error
 	var limiter scheduler.Limiter = scheduler.NewLocalLimiter(s.cfg.UpstreamRPM, nil)
 	var cache scheduler.Cache
 	if s.cfg.RedisAddr != "" {
-		limiter = scheduler.NewRedisLimiter(s.redis(), "linkgate:rate", s.cfg.BudgetName, s.cfg.UpstreamRPM)
+		limiter = scheduler.NewRedisLimiter(s.rdb, "linkgate:rate", s.cfg.BudgetName, s.cfg.UpstreamRPM)
 		if s.cfg.PageCacheBytes > 0 {
-			cache = scheduler.NewRedisCache(s.redis(), "linkgate:cache:"+s.cfg.BudgetName, s.cfg.PageCacheBytes, s.cfg.PageCacheTTL)
+			cache = scheduler.NewRedisCache(s.rdb, "linkgate:cache:"+s.cfg.BudgetName, s.cfg.PageCacheBytes, s.cfg.PageCacheTTL)
 		}
 	} else if s.cfg.PageCacheBytes > 0 {
 		cache = scheduler.NewMemoryCache(s.cfg.PageCacheBytes, s.cfg.PageCacheTTL, nil)
