@@ -267,12 +267,10 @@ func (s *server) watchRedis(ctx context.Context, switched func()) {
 		}
 		last = id
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		look() // now, without holding up the start should Redis be slow
-		s.every(ctx, redisWatchEvery, look)
-	}()
+	// The first look is part of the start (bounded by its timeout): a
+	// switch right after the start is then seen as one.
+	look()
+	s.every(ctx, redisWatchEvery, look)
 }
 
 // redisRunID is the run_id of the master that serves key.

@@ -60,7 +60,7 @@ func StartTLS(t testing.TB, f TLSFiles, args ...string) *Server {
 	if f.AuthClients {
 		auth = "yes"
 	}
-	s := &Server{t: t, bin: need(t, "redis-server"), Addr: net.JoinHostPort("127.0.0.1", port),
+	s := &Server{t: t, bin: need(t, "redis-server"), dir: t.TempDir(), Addr: net.JoinHostPort("127.0.0.1", port),
 		args: append([]string{"--port", "0", "--tls-port", port, "--tls-cert-file", f.Cert, "--tls-key-file", f.Key,
 			"--tls-ca-cert-file", f.CA, "--tls-auth-clients", auth}, args...)}
 	s.launch()
