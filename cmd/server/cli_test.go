@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,28 @@ func TestCommandLine(t *testing.T) {
 				t.Errorf("a flag's type shows as value:\n%s", stdout.String())
 			}
 		})
+	}
+}
+
+// TestStartLogNamesTheMetricsListener: with authentication off /metrics is
+// on the REST listener, and the start-up log says so rather than naming
+// LINKGATE_METRICS_ADDR, where nothing listens.
+func TestStartLogNamesTheMetricsListener(t *testing.T) {
+	s, logs := startServer(t, nil)
+	var logged string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"starting linkgate"`) {
+			logged, _ = field(t, line, "config", "security", "metrics").(string)
+		}
+	}
+	if logged != "the REST listener" {
+		t.Errorf("the start-up log names /metrics at %q, want the REST listener:\n%s", logged, logs)
+	}
+	if code, body, _ := rest(t, nil, http.MethodGet, "http://"+s.httpAddr+"/metrics", "", ""); code != http.StatusOK ||
+		!strings.Contains(body, "linkgate_") {
+		t.Errorf("GET /metrics on the REST listener: %d %.200s", code, body)
+	}
+	if !strings.Contains(s.welcome(), "metrics  http://"+s.httpAddr+"/metrics") {
+		t.Errorf("the banner does not say where /metrics is:\n%s", s.welcome())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -120,4 +121,51 @@ func (f flagValue) typeName() string {
 		return "size"
 	}
 	return "value"
+}
+
+// welcome is printed when the upstream is the built-in simulator: where
+// linkgate listens and first requests to try, each as it must be written
+// here (with the caller's key when authentication is on, over TLS when it
+// is on).
+func (s *server) welcome() string {
+	var b strings.Builder
+	what := "on its embedded default: the upstream is a built-in simulator"
+	auth := "authentication is off (loopback only)"
+	if s.cfg.TenantsFile != "" {
+		what = "with the built-in simulator as its upstream"
+		auth = "callers authenticate with the keys of " + s.cfg.TenantsFile
+	}
+	fmt.Fprintf(&b, "\nlinkgate is running %s,\nthe ledger is %s, %s.\n\n",
+		what, filepath.Join(s.cfg.DataDir, "ledger.db"), auth)
+
+	scheme, plaintext := "http", " -plaintext"
+	if s.cfg.TLSCertFile != "" {
+		scheme, plaintext = "https", ""
+	}
+	rest := scheme + "://" + s.httpAddr
+	metrics := rest + "/metrics"
+	if s.cfg.TenantsFile != "" {
+		metrics = "http://" + s.metricsAddr + "/metrics"
+		if s.metricsAddr == "" {
+			metrics = "off"
+		}
+	}
+	fmt.Fprintf(&b, "  REST     %s    (OpenAPI: %s/openapi.json)\n  gRPC     %s\n  metrics  %s\n\n", rest, rest, s.grpcAddr, metrics)
+
+	curl, grpcurl := "curl", "scripts/grpcurl"+plaintext
+	if s.cfg.TenantsFile != "" {
+		b.WriteString("Set KEY to a caller's API key (whose SHA-256 is in the tenants file), then try:\n")
+		curl += ` -H "Authorization: Bearer $KEY"`
+		grpcurl += ` -H "authorization: Bearer $KEY"`
+	} else {
+		b.WriteString("Try:\n")
+	}
+	fmt.Fprintf(&b, `  %[1]s '%[3]s/v1/backlinks?target=example.com&page_size=3'
+  %[1]s -N '%[3]s/v1/backlinks:stream?target=sized-2500.example&page_size=1000'
+  %[1]s '%[3]s/v1/quota'
+  %[2]s -d '{"target":"example.com","page_size":3}' %[4]s linkgate.v1.BacklinksService/ListBacklinks
+  %[2]s %[4]s list
+
+`, curl, grpcurl, rest, s.grpcAddr)
+	return b.String()
 }
