@@ -9,7 +9,9 @@
 #     lock file), with the Node they run on pinned there as npm's node
 #     package: Debian 12's Node 18 is below their minimum;
 #   - Jaeger v2, built once from the Go module cache into the user's cache
-#     (scripts/jaeger-build.sh), for TestJaegerOTLP.
+#     (scripts/jaeger-build.sh), for TestJaegerOTLP;
+#   - grpcurl (scripts/grpcurl), built into the Go cache before the test of
+#     the README's commands needs it.
 # Debian packages need root (or sudo).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,3 +58,5 @@ if ! jaeger=$("$here/jaeger-build.sh"); then
 else
   echo "install-test-deps: Jaeger at $jaeger"
 fi
+
+"$here/grpcurl" -version >/dev/null 2>&1 || echo "install-test-deps: grpcurl could not be built (scripts/grpcurl)" >&2
