@@ -54,7 +54,7 @@ breaking: ## Check proto/ for breaking changes against the main branch
 	fi
 
 .PHONY: run
-run: ## Run linkgate on its embedded default (simulated upstream, local bolt ledger); ARGS='-h' passes flags
+run: ## Run linkgate on its embedded default (simulated upstream, local bolt ledger); ARGS passes flags, e.g. ARGS=-h
 	$(GO) build -o bin/linkgate ./cmd/server
 	@# exec: make's child is then linkgate itself, so the SIGTERM that make
 	@# passes to its children when it is killed stops the server too (go run
