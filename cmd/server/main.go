@@ -125,8 +125,8 @@ func (f flagValue) typeName() string {
 
 // welcome is printed when the upstream is the built-in simulator: where
 // linkgate listens and first requests to try, each as it must be written
-// here (with the caller's key when authentication is on, over TLS when it
-// is on).
+// here (with the caller's key when authentication is on, over TLS when
+// that is on).
 func (s *server) welcome() string {
 	var b strings.Builder
 	what := "on its embedded default: the upstream is a built-in simulator"
@@ -138,9 +138,15 @@ func (s *server) welcome() string {
 	fmt.Fprintf(&b, "\nlinkgate is running %s,\nthe ledger is %s, %s.\n\n",
 		what, filepath.Join(s.cfg.DataDir, "ledger.db"), auth)
 
-	scheme, plaintext := "http", " -plaintext"
+	// Over TLS the clients trust the gateway's CA file, or the certificate
+	// itself (self-signed) without one.
+	scheme, curl, grpcurl := "http", "curl", "scripts/grpcurl -plaintext"
 	if s.cfg.TLSCertFile != "" {
-		scheme, plaintext = "https", ""
+		ca := s.cfg.TLSCAFile
+		if ca == "" {
+			ca = s.cfg.TLSCertFile
+		}
+		scheme, curl, grpcurl = "https", "curl --cacert "+ca, "scripts/grpcurl -cacert "+ca
 	}
 	rest := scheme + "://" + s.httpAddr
 	metrics := rest + "/metrics"
@@ -152,7 +158,6 @@ func (s *server) welcome() string {
 	}
 	fmt.Fprintf(&b, "  REST     %s    (OpenAPI: %s/openapi.json)\n  gRPC     %s\n  metrics  %s\n\n", rest, rest, s.grpcAddr, metrics)
 
-	curl, grpcurl := "curl", "scripts/grpcurl"+plaintext
 	if s.cfg.TenantsFile != "" {
 		b.WriteString("Set KEY to a caller's API key (whose SHA-256 is in the tenants file), then try:\n")
 		curl += ` -H "Authorization: Bearer $KEY"`

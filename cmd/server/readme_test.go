@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
 // TestREADMECommands runs the README's shell commands as a reader would,
@@ -130,7 +133,12 @@ func (r *readmeRun) start(vars map[string]string) {
 		}
 	})
 
-	// The banner's commands, with the caller's key where it asks for one.
+	r.run(bannerCommands(t, s))
+}
+
+// bannerCommands are the commands the start-up banner suggests, after
+// setting KEY from caller.key where it asks for a key.
+func bannerCommands(t *testing.T, s *server) []string {
 	var banner []string
 	for _, line := range strings.Split(s.welcome(), "\n") {
 		if c := strings.TrimSpace(line); strings.HasPrefix(c, "curl ") || strings.HasPrefix(c, "scripts/grpcurl ") {
@@ -140,10 +148,44 @@ func (r *readmeRun) start(vars map[string]string) {
 	if len(banner) < 5 {
 		t.Fatalf("the banner has %d commands:\n%s", len(banner), s.welcome())
 	}
-	if cfg.TenantsFile != "" {
+	if s.cfg.TenantsFile != "" {
 		banner = append([]string{"KEY=$(cat caller.key)"}, banner...)
 	}
-	r.run(banner)
+	return banner
+}
+
+// TestBannerOverTLS: with TLS on, the banner's commands trust the
+// listeners' CA and send the caller's key, and they work as printed.
+func TestBannerOverTLS(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed: scripts/install-test-deps.sh installs it")
+	}
+	ca := newCA(t, "server CA")
+	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
+	dir := t.TempDir()
+	cert := ca.issue(t, "linkgate", true)
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
+	writePEM(t, cfg.TLSCertFile, "CERTIFICATE", cert.Certificate[0])
+	writePEM(t, cfg.TLSKeyFile, "PRIVATE KEY", keyDER)
+	writePEM(t, cfg.TLSCAFile, "CERTIFICATE", ca.cert.Raw)
+	s, _ := startTest(t, cfg)
+
+	work := t.TempDir()
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	for _, name := range []string{"go.mod", "go.sum", "scripts", "tools"} {
+		if err := os.Symlink(filepath.Join(root, name), filepath.Join(work, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(work, "caller.key"), []byte(keyB), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &readmeRun{t: t, work: work, env: os.Environ(), s: s}
+	r.run(bannerCommands(t, s))
+	if !strings.Contains(s.welcome(), "https://") {
+		t.Errorf("the banner does not say https:\n%s", s.welcome())
+	}
 }
 
 // run runs commands in one bash, as lines typed into the reader's shell
