@@ -6,10 +6,14 @@
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
-# The toolchain go.mod names: patched releases come from the module proxy;
-# a machine whose Go is older fetches this one on first use.
-export GOTOOLCHAIN := go1.26.11
-BUF := $(GO) tool -modfile=tools/go.mod buf
+# The Go release go.mod names (a patched one: the go command fetches it
+# from the module proxy on first use), unless the environment chose one.
+GOTOOLCHAIN ?= go$(shell sed -n 's/^go //p' go.mod)
+export GOTOOLCHAIN
+TOOL := $(GO) tool -modfile=tools/go.mod
+BUF := $(TOOL) buf
+# test2json events of the last make test, for scripts/check-skips.sh.
+TEST_EVENTS ?= bin/test-events.json
 
 .PHONY: generate
 generate: ## Regenerate gen/ (Go, gRPC, gateway, OpenAPI) from proto/
@@ -50,16 +54,28 @@ breaking: ## Check proto/ for breaking changes against the main branch
 	fi
 
 .PHONY: run
-run: ## Run linkgate on its embedded default (simulated upstream, local bolt ledger)
-	$(GO) run ./cmd/server
+run: ## Run linkgate on its embedded default (simulated upstream, local bolt ledger); ARGS passes flags, e.g. ARGS=-h
+	$(GO) build -o bin/linkgate ./cmd/server
+	@# exec: make's child is then linkgate itself, so the SIGTERM that make
+	@# passes to its children when it is killed stops the server too (go run
+	@# would die and leave it running, holding the ports and the ledger).
+	exec bin/linkgate $(ARGS)
 
 .PHONY: test-deps
-test-deps: ## Install what the tests need beyond Go (Redis, Chromium)
+test-deps: ## Install what the tests need beyond Go (Redis, Chromium, curl, Node and the npm tools, Jaeger)
 	./scripts/install-test-deps.sh
 
 .PHONY: test
-test: test-deps lint ## Vet, check formatting, and run every test with the race detector
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: test-deps lint ## Vet, check formatting, and run every test with the race detector; ends with the counts and every skip
+	@mkdir -p $(dir $(TEST_EVENTS))
+	@# gotestsum (pinned in tools/go.mod) runs go test and ends with what
+	@# ran: the tests run, failed and skipped, and each skip with its reason.
+	LINKGATE_JAEGER_BIN=$${LINKGATE_JAEGER_BIN:-$$(./scripts/jaeger-build.sh --if-built)} \
+		$(TOOL) gotestsum --format pkgname --jsonfile $(TEST_EVENTS) -- -race -count=1 -timeout 20m ./...
+
+.PHONY: check-skips
+check-skips: ## Fail if the last make test skipped a test not in .ci/allowed-skips (CI)
+	./scripts/check-skips.sh $(TEST_EVENTS) .ci/allowed-skips
 
 .PHONY: lint
 lint: ## go vet and gofmt (generated code excepted)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // BoltStore keeps the ledger in one bbolt file. Every operation is one
@@ -38,11 +39,40 @@ func OpenBoltStore(path string, opts ...BoltOption) (*BoltStore, error) {
 		opt(o)
 	}
 	db, err := bolt.Open(path, 0o600, o)
+	if errors.Is(err, berrors.ErrTimeout) {
+		// bbolt's own word, "timeout", would send an operator looking
+		// for a network fault rather than for the process holding the file.
+		return nil, lockedError(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening %s: %v", ErrUnavailable, path, err)
 	}
 	return &BoltStore{db: db}, nil
 }
+
+// ErrLocked is a ledger file held by another process.
+var ErrLocked = errors.New("quota: the ledger file is locked by another process")
+
+// lockedError names the file and, where the system tells (Linux), the
+// process that holds it.
+func lockedError(path string) error {
+	e := &errLocked{path: path}
+	if pid, cmd := lockHolder(path); pid > 0 && cmd != "" {
+		e.holder = fmt.Sprintf(" (pid %d: %s)", pid, cmd)
+	} else if pid > 0 {
+		e.holder = fmt.Sprintf(" (pid %d)", pid)
+	}
+	return e
+}
+
+type errLocked struct{ path, holder string }
+
+func (e *errLocked) Error() string {
+	return "quota: the ledger file " + e.path + " is locked by another process" + e.holder +
+		"; a bolt ledger serves one process at a time: stop that process, or use another file"
+}
+
+func (e *errLocked) Is(target error) bool { return target == ErrLocked }
 
 // Close implements Store.
 func (s *BoltStore) Close() error { return s.db.Close() }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +135,41 @@ func TestBoltKill9(t *testing.T) {
 	if rep.Pool.Used != 55 || rep.Expired != 1 || rep.Settled != 5 || rep.SpendByTenant["a"] != 55 {
 		t.Fatalf("report %+v", rep)
 	}
+}
+
+// TestBoltLockedByAnotherProcess: a file another process holds is refused
+// as locked, naming that process where the system tells (Linux), not as a
+// store that "cannot be reached … timeout".
+func TestBoltLockedByAnotherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBoltCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashEnv+"="+path)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "RESERVED ") {
+	}
+
+	_, err = OpenBoltStore(path, WithBoltLockTimeout(50*time.Millisecond))
+	if !errors.Is(err, ErrLocked) || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("open a file another process holds: %v", err)
+	}
+	if runtime.GOOS == "linux" && !strings.Contains(err.Error(), fmt.Sprintf("(pid %d: %s", cmd.Process.Pid, os.Args[0])) {
+		t.Errorf("the error does not name the holder, pid %d: %v", cmd.Process.Pid, err)
+	}
+	t.Log(err)
 }

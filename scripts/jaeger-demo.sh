@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # jaeger-demo.sh shows one linkgate trace in a real OTLP backend, offline:
 #
-#   1. builds Jaeger v2 (pinned below) from the Go module cache into
-#      ./bin/jaeger unless it is already there (several minutes, ~110 MB);
+#   1. builds Jaeger v2 from the Go module cache unless it is already built
+#      (scripts/jaeger-build.sh: several minutes, ~110 MB, once);
 #   2. starts it with scripts/jaeger-config.yaml: in-memory storage, OTLP on
 #      127.0.0.1:4317/4318, query API and UI on 127.0.0.1:16686;
 #   3. starts linkgate on its embedded default (the simulator as upstream)
@@ -18,7 +18,6 @@
 # 18080 and 19090 (linkgate), all on 127.0.0.1.
 set -euo pipefail
 
-JAEGER_VERSION=v1.76.0 # the jaegertracing/jaeger module version of Jaeger v2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/bin
 WORK=$(mktemp -d)
@@ -43,20 +42,12 @@ wait_http() { # url, seconds
 	return 1
 }
 
+JAEGER=$("$ROOT/scripts/jaeger-build.sh")
 mkdir -p "$BIN"
-if [[ ! -x $BIN/jaeger ]]; then
-	echo "== building Jaeger $JAEGER_VERSION from the module cache (several minutes)"
-	# Outside any module, so that linkgate's go.mod is left alone.
-	dir=$(cd "$WORK" && GOFLAGS=-mod=mod go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" |
-		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	cp -r "$dir" "$WORK/jaeger-src"
-	chmod -R u+w "$WORK/jaeger-src"
-	(cd "$WORK/jaeger-src" && go build -o "$BIN/jaeger" ./cmd/jaeger)
-fi
 
 echo "== starting Jaeger (logs: $WORK/jaeger.log)"
 # OTEL_TRACES_EXPORTER=none: Jaeger would otherwise trace itself.
-OTEL_TRACES_EXPORTER=none "$BIN/jaeger" --config "$ROOT/scripts/jaeger-config.yaml" >"$WORK/jaeger.log" 2>&1 &
+OTEL_TRACES_EXPORTER=none "$JAEGER" --config "$ROOT/scripts/jaeger-config.yaml" >"$WORK/jaeger.log" 2>&1 &
 jaeger_pid=$!
 pids+=("$jaeger_pid")
 wait_http "http://$QUERY/api/services" 60

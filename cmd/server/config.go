@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -116,6 +117,7 @@ func defaultConfig() config {
 func loadConfig(args []string, getenv func(string) string) (config, error) {
 	c := defaultConfig()
 	fs := flag.NewFlagSet("linkgate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // main prints the error, and the usage for -h
 	vars := []setting{
 		{"grpc-addr", "gRPC listen address", &c.GRPCAddr},
 		{"http-addr", "REST listen address", &c.HTTPAddr},
@@ -155,7 +157,10 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 	level := getenv("LINKGATE_LOG_LEVEL")
 	fs.StringVar(&level, "log-level", level, "debug, info, warn or error ($LINKGATE_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return c, usageError{fs, err}
+	}
+	if fs.NArg() > 0 {
+		return c, usageError{fs, fmt.Errorf("unexpected argument %q: linkgate takes flags only", fs.Arg(0))}
 	}
 	if level != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {

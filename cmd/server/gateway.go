@@ -160,7 +160,7 @@ func checkQuery(r *http.Request) error {
 // that a field the request does not have, or a value of the wrong type,
 // is named in BadRequest (the generated code would flatten the error to
 // its text). The body, already bounded by withBodyLimit, is put back for
-// the gateway.
+// the gateway, its enum values spelled as protojson reads them.
 func checkBody(r *http.Request, rt *route) error {
 	if r.Body == nil {
 		return nil
@@ -174,10 +174,19 @@ func checkBody(r *http.Request, rt *route) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil
 	}
-	m := dynamicpb.NewMessage(rt.input)
-	if err := protojson.Unmarshal(b, m); err != nil {
+	if protojson.Unmarshal(b, dynamicpb.NewMessage(rt.input)) == nil {
+		return nil
+	}
+	// Enum values in another spelling than their proto name are the
+	// usual reason; the gateway then reads the body with proto names.
+	canonical, qe := canonicalEnums(rt.input, b)
+	if qe != nil {
+		return qe.GRPCStatus().Err()
+	}
+	if err := protojson.Unmarshal(canonical, dynamicpb.NewMessage(rt.input)); err != nil {
 		return bodyError(err).GRPCStatus().Err()
 	}
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(canonical)), int64(len(canonical))
 	return nil
 }
 

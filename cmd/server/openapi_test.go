@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +27,27 @@ func TestOpenAPITypeScriptClient(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(bin, "openapi-typescript")); err != nil {
 		requireOrSkip(t, "the npm tools are not installed: run scripts/install-test-deps.sh")
 	}
+	// The npm tools run on the Node that package.json pins (npm's node
+	// package), whatever Node the system has: Debian 12's is below their
+	// minimum.
+	absBin, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "PATH="+absBin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var pkg struct {
+		DevDependencies map[string]string `json:"devDependencies"`
+	}
+	if b, err := os.ReadFile(filepath.Join(openapiTools, "package.json")); err != nil || json.Unmarshal(b, &pkg) != nil {
+		t.Fatalf("package.json: %v", err)
+	}
+	// As the tools' "#!/usr/bin/env node" lines find it.
+	node := exec.Command("/usr/bin/env", "node", "--version")
+	node.Env = env
+	if out, err := node.Output(); err != nil || strings.TrimSpace(string(out)) != "v"+pkg.DevDependencies["node"] {
+		t.Fatalf("node --version with the npm tools on PATH: %q %v, want v%s (the pinned node package)", out, err, pkg.DevDependencies["node"])
+	}
+
 	s, _ := startServer(t, nil)
 	resp, err := http.Get("http://" + s.httpAddr + "/openapi.json")
 	if err != nil {
@@ -45,9 +67,8 @@ func TestOpenAPITypeScriptClient(t *testing.T) {
 
 	run := func(name string, args ...string) {
 		t.Helper()
-		abs, _ := filepath.Abs(filepath.Join(bin, name))
-		cmd := exec.Command(abs, args...)
-		cmd.Dir = dir
+		cmd := exec.Command(filepath.Join(absBin, name), args...)
+		cmd.Dir, cmd.Env = dir, env
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 		}

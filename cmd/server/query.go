@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -32,10 +36,11 @@ import (
 // other rows than asked and billed for them: a name the request message
 // does not have, a value that is not of the field's type, an enum value
 // that does not exist, or a field given twice is INVALID_ARGUMENT naming
-// the parameter. Enums take their proto names and the upstream's own
-// values (mode=exact, aggregation=1_per_domain) that every Ahrefs v3 user
-// knows. The bounds of every field (service.CheckBounds) apply as over
-// gRPC, so an oversized value is named before the message is sent.
+// the parameter. Enums take their proto names, their short forms and the
+// upstream's own values (aggregation=AGGREGATION_ONE_PER_DOMAIN,
+// one_per_domain or 1_per_domain; see enumValue). The bounds of every
+// field (service.CheckBounds) apply as over gRPC, so an oversized value is
+// named before the message is sent.
 type queryParser struct{}
 
 // Parse implements runtime.QueryParameterParser.
@@ -314,30 +319,214 @@ func parseUint(key, s string, bits int) (uint64, error) {
 	return n, nil
 }
 
-// parseEnum accepts a value's proto name (any case), the upstream's
-// spelling of it, or its number; anything else lists what is accepted.
+// parseEnum reads one enum value as enumValue does, or its number.
 func parseEnum(e protoreflect.EnumDescriptor, key, s string) (protoreflect.Value, error) {
-	if n, ok := service.UpstreamEnumValue(e, strings.ToLower(s)); ok {
+	if n, ok := enumValue(e, s); ok {
 		return protoreflect.ValueOfEnum(n), nil
 	}
-	vals := e.Values()
-	if v := vals.ByName(protoreflect.Name(strings.ToUpper(s))); v != nil {
-		return protoreflect.ValueOfEnum(v.Number()), nil
-	}
 	if n, err := strconv.ParseInt(s, 10, 32); err == nil {
-		if v := vals.ByNumber(protoreflect.EnumNumber(n)); v != nil {
+		if v := e.Values().ByNumber(protoreflect.EnumNumber(n)); v != nil {
 			return protoreflect.ValueOfEnum(v.Number()), nil
 		}
 	}
-	accepted := service.UpstreamEnumNames(e)
-	names := make([]string, 0, vals.Len())
+	return protoreflect.Value{}, unknownEnumValue(e, key, s)
+}
+
+// enumValue is the one reading of an enum value a REST caller wrote, in
+// the query string and in JSON bodies alike. Each value has three
+// spellings, in any case: its proto name (AGGREGATION_ONE_PER_DOMAIN), the
+// same without the enum's prefix (one_per_domain), and the upstream's
+// value where Ahrefs has the parameter (1_per_domain).
+func enumValue(e protoreflect.EnumDescriptor, s string) (protoreflect.EnumNumber, bool) {
+	if n, ok := service.UpstreamEnumValue(e, strings.ToLower(s)); ok {
+		return n, true
+	}
+	name := strings.ToUpper(s)
+	vals := e.Values()
+	if v := vals.ByName(protoreflect.Name(name)); v != nil {
+		return v.Number(), true
+	}
+	if v := vals.ByName(protoreflect.Name(enumPrefix(e) + name)); v != nil {
+		return v.Number(), true
+	}
+	return 0, false
+}
+
+// enumPrefix is the prefix every value name of e carries, its name in
+// upper snake case (ChangeFilter: CHANGE_FILTER_), as buf's STANDARD lint
+// requires of the protos.
+func enumPrefix(e protoreflect.EnumDescriptor) string {
+	var b strings.Builder
+	for i, r := range string(e.Name()) {
+		if i > 0 && unicode.IsUpper(r) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String() + "_"
+}
+
+// unknownEnumValue lists what is accepted, short forms first.
+func unknownEnumValue(e protoreflect.EnumDescriptor, key, s string) *queryError {
+	var short, names []string
+	vals := e.Values()
 	for i := range vals.Len() {
-		names = append(names, string(vals.Get(i).Name()))
+		if v := vals.Get(i); v.Number() != 0 {
+			names = append(names, string(v.Name()))
+			short = append(short, strings.ToLower(strings.TrimPrefix(string(v.Name()), enumPrefix(e))))
+		}
 	}
-	if len(accepted) > 0 {
-		return protoreflect.Value{}, badParam(key, "unknown value %q: use %s (or %s)", clip(s), strings.Join(accepted, ", "), strings.Join(names, ", "))
+	var ahrefs []string
+	for _, a := range service.UpstreamEnumNames(e) {
+		if !slices.Contains(short, a) {
+			ahrefs = append(ahrefs, a)
+		}
 	}
-	return protoreflect.Value{}, badParam(key, "unknown value %q: use %s", clip(s), strings.Join(names, ", "))
+	also := "the proto names " + strings.Join(names, ", ")
+	if len(ahrefs) > 0 {
+		also += " and Ahrefs' " + strings.Join(ahrefs, ", ")
+	}
+	return badParam(key, "unknown value %q: use %s (%s are accepted too, in any case)", clip(s), strings.Join(short, ", "), also)
+}
+
+// canonicalEnums rewrites the enum values of a JSON request body of
+// message md into their proto names, the only spelling protojson reads,
+// so that a body takes every spelling the query string takes. A value no
+// spelling matches is refused naming its field; anything else is left
+// for protojson to judge.
+func canonicalEnums(md protoreflect.MessageDescriptor, body []byte) ([]byte, *queryError) {
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	v, err := decodeStrictJSON(d, "")
+	if qe := (*queryError)(nil); errors.As(err, &qe) {
+		return nil, qe
+	}
+	if _, end := d.Token(); err != nil || end != io.EOF {
+		return body, nil // not one JSON value: protojson says why
+	}
+	if qe := canonicalMessage(md, v, ""); qe != nil {
+		return nil, qe
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return body, nil
+	}
+	return out, nil
+}
+
+// decodeStrictJSON decodes one JSON value, refusing a name given twice in an
+// object as protojson does (a map would keep the last silently).
+func decodeStrictJSON(d *json.Decoder, path string) (any, error) {
+	tok, err := d.Token()
+	if err != nil {
+		return nil, err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil
+	}
+	switch delim {
+	case '{':
+		obj := map[string]any{}
+		for d.More() {
+			k, err := d.Token()
+			if err != nil {
+				return nil, err
+			}
+			name, _ := k.(string)
+			p := name
+			if path != "" {
+				p = path + "." + name
+			}
+			if _, dup := obj[name]; dup {
+				return nil, badParam(p, "is given twice; give it once")
+			}
+			if obj[name], err = decodeStrictJSON(d, p); err != nil {
+				return nil, err
+			}
+		}
+		_, err = d.Token()
+		return obj, err
+	case '[':
+		var list []any
+		for d.More() {
+			v, err := decodeStrictJSON(d, path)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err = d.Token()
+		return list, err
+	}
+	return nil, fmt.Errorf("unexpected %v", delim)
+}
+
+func canonicalMessage(md protoreflect.MessageDescriptor, v any, path string) *queryError {
+	obj, ok := v.(map[string]any)
+	if !ok || strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return nil // a well-known type has a JSON form of its own
+	}
+	for k, val := range obj {
+		fd := md.Fields().ByTextName(k)
+		if fd == nil {
+			fd = md.Fields().ByJSONName(k)
+		}
+		if fd == nil {
+			continue
+		}
+		p := k
+		if path != "" {
+			p = path + "." + k
+		}
+		if fd.IsMap() {
+			fd = fd.MapValue()
+			if m, ok := val.(map[string]any); ok {
+				for mk, mv := range m {
+					nv, qe := canonicalValue(fd, mv, p+"."+mk)
+					if qe != nil {
+						return qe
+					}
+					m[mk] = nv
+				}
+			}
+			continue
+		}
+		if l, ok := val.([]any); ok && fd.IsList() {
+			for i := range l {
+				nv, qe := canonicalValue(fd, l[i], p)
+				if qe != nil {
+					return qe
+				}
+				l[i] = nv
+			}
+			continue
+		}
+		nv, qe := canonicalValue(fd, val, p)
+		if qe != nil {
+			return qe
+		}
+		obj[k] = nv
+	}
+	return nil
+}
+
+func canonicalValue(fd protoreflect.FieldDescriptor, v any, path string) (any, *queryError) {
+	switch fd.Kind() {
+	case protoreflect.EnumKind:
+		s, ok := v.(string)
+		if !ok || fd.Enum().FullName() == "google.protobuf.NullValue" {
+			return v, nil
+		}
+		n, ok := enumValue(fd.Enum(), s)
+		if !ok {
+			return nil, unknownEnumValue(fd.Enum(), path, s)
+		}
+		return string(fd.Enum().Values().ByNumber(n).Name()), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return v, canonicalMessage(fd.Message(), v, path)
+	}
+	return v, nil
 }
 
 // route is one REST endpoint as the protos declare it.

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -9,6 +12,9 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
@@ -53,7 +59,8 @@ func TestQueryParserRefuses(t *testing.T) {
 		{"/v1/backlinks", "page_size=", "page_size", "is empty"},
 		{"/v1/backlinks", "page_size=ten", "page_size", `needs a whole number, got "ten"`},
 		{"/v1/backlinks", "page_size=99999999999", "page_size", "out of range"},
-		{"/v1/backlinks", "mode=7", "mode", `unknown value "7": use exact, prefix, domain, subdomains`},
+		{"/v1/backlinks", "mode=7", "mode", `unknown value "7": use exact, prefix, domain, subdomains (the proto names MODE_EXACT`},
+		{"/v1/backlinks", "aggregation=one", "aggregation", `use similar_links, one_per_domain, all (the proto names AGGREGATION_SIMILAR_LINKS, AGGREGATION_ONE_PER_DOMAIN, AGGREGATION_ALL and Ahrefs' 1_per_domain are accepted too`},
 		{"/v1/backlinks", "protocol=ftp", "protocol", "use both, http, https"},
 		{"/v1/new-lost-backlinks", "changes=SOME", "changes", "CHANGE_FILTER_NEW"},
 		{"/v1/backlinks", "target=a&target=b", "target", "given 2 times"},
@@ -207,5 +214,74 @@ func TestRetryAfterOnEvery429And503(t *testing.T) {
 		if got := h.Get("Retry-After"); got != tc.want {
 			t.Errorf("%v: Retry-After %q, want %q", tc.st.Code(), got, tc.want)
 		}
+	}
+}
+
+// TestEnumSpellings: every enum a request takes reads its proto name, its
+// short form and Ahrefs' value, in any case, in the query string and in a
+// JSON body alike. aggregation=ONE_PER_DOMAIN and changes=lost used to be
+// refused while mode=domain was accepted.
+func TestEnumSpellings(t *testing.T) {
+	for _, tc := range []struct {
+		path, param, body string // the REST path, the parameter, and its EstimateCost request
+		spellings         []string
+		want              protoreflect.EnumNumber
+	}{
+		{"/v1/backlinks", "mode", "backlinks", []string{"MODE_DOMAIN", "mode_domain", "DOMAIN", "domain", "Domain"}, 3},
+		{"/v1/backlinks", "protocol", "backlinks", []string{"PROTOCOL_HTTPS", "HTTPS", "https"}, 3},
+		{"/v1/backlinks", "aggregation", "backlinks", []string{"AGGREGATION_ONE_PER_DOMAIN", "ONE_PER_DOMAIN", "one_per_domain", "1_per_domain"}, 2},
+		{"/v1/backlinks", "aggregation", "backlinks", []string{"AGGREGATION_SIMILAR_LINKS", "SIMILAR_LINKS", "similar_links"}, 1},
+		{"/v1/broken-backlinks", "aggregation", "broken_backlinks", []string{"AGGREGATION_ALL", "ALL", "all"}, 3},
+		{"/v1/new-lost-backlinks", "changes", "new_lost_backlinks", []string{"CHANGE_FILTER_LOST", "LOST", "lost", "Lost"}, 3},
+		{"/v1/new-lost-backlinks", "changes", "new_lost_backlinks", []string{"CHANGE_FILTER_NEW", "new"}, 2},
+		{"/v1/new-lost-backlinks", "changes", "new_lost_backlinks", []string{"CHANGE_FILTER_BOTH", "both"}, 1},
+		{"/v1/refdomains", "mode", "ref_domains", []string{"MODE_EXACT", "exact", "EXACT"}, 1},
+	} {
+		for _, s := range tc.spellings {
+			t.Run(tc.param+"="+s, func(t *testing.T) {
+				rt, _ := routeFor(http.MethodGet, tc.path)
+				m := dynamicpb.NewMessage(rt.input)
+				if err := parseQuery(m, url.Values{"target": {"example.com"}, tc.param: {s}}, nil); err != nil {
+					t.Fatalf("query: %v", err)
+				}
+				if got := m.Get(rt.input.Fields().ByName(protoreflect.Name(tc.param))).Enum(); got != tc.want {
+					t.Errorf("query: %d, want %d", got, tc.want)
+				}
+
+				body := fmt.Sprintf(`{"%s": {"target": "example.com", "%s": %q}, "rows": 10}`, tc.body, tc.param, s)
+				req := httptest.NewRequest(http.MethodPost, "/v1/cost:estimate", strings.NewReader(body))
+				if err := checkQuery(req); err != nil {
+					t.Fatalf("body %s: %v", body, err)
+				}
+				b, _ := io.ReadAll(req.Body)
+				var est v1.EstimateCostRequest
+				if err := protojson.Unmarshal(b, &est); err != nil {
+					t.Fatalf("the body the gateway reads: %v: %s", err, b)
+				}
+				inner := est.ProtoReflect().Get(est.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(tc.body))).Message()
+				if got := inner.Get(inner.Descriptor().Fields().ByName(protoreflect.Name(tc.param))).Enum(); got != tc.want {
+					t.Errorf("body: %d, want %d", got, tc.want)
+				}
+			})
+		}
+	}
+
+	// Refused alike, naming the field and what it takes.
+	err := checkQuery(httptest.NewRequest(http.MethodGet, "/v1/new-lost-backlinks?target=example.com&changes=maybe", nil))
+	st := status.Convert(err)
+	if violationField(st) != "changes" || !strings.Contains(st.Message(), `unknown value "maybe": use both, new, lost`) {
+		t.Errorf("changes=maybe: %v", err)
+	}
+	err = checkQuery(httptest.NewRequest(http.MethodPost, "/v1/cost:estimate",
+		strings.NewReader(`{"backlinks": {"target": "example.com", "aggregation": "one_per_page"}}`)))
+	st = status.Convert(err)
+	if violationField(st) != "backlinks.aggregation" || !strings.Contains(st.Message(), "similar_links, one_per_domain, all") ||
+		!strings.Contains(st.Message(), "Ahrefs' 1_per_domain") {
+		t.Errorf("aggregation one_per_page in a body: %v", err)
+	}
+	err = checkQuery(httptest.NewRequest(http.MethodPost, "/v1/cost:estimate",
+		strings.NewReader(`{"backlinks": {"target": "example.com", "mode": "exact", "mode": "domain"}}`)))
+	if st := status.Convert(err); violationField(st) != "backlinks.mode" || !strings.Contains(st.Message(), "twice") {
+		t.Errorf("a field given twice in a body: %v", err)
 	}
 }

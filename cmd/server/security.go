@@ -220,12 +220,21 @@ func (c securityConfig) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("auth", auth), slog.String("tls", tls), slog.Any("cors_origins", c.corsOrigins()),
 		slog.Int("max_streams_per_tenant", c.MaxStreamsPerTenant), slog.Int("max_streams", c.maxStreams()),
-		slog.Int64("memory_limit", c.memoryLimit()), slog.String("metrics_addr", c.MetricsAddr),
+		slog.Int64("memory_limit", c.memoryLimit()), slog.String("metrics", c.metricsListener()),
 		slog.Int("max_request_bytes", c.MaxRequestBytes), slog.Int("max_header_bytes", c.MaxHeaderBytes),
 		slog.Int("max_connections", c.maxConnections()), slog.Int("max_streams_per_connection", c.MaxStreamsPerConnection),
 		slog.String("header_timeout", c.HeaderTimeout.String()), slog.String("body_timeout", c.BodyTimeout.String()),
 		slog.String("idle_timeout", c.IdleTimeout.String()),
 	)
+}
+
+// metricsListener says where /metrics is served: with authentication off
+// on the REST listener, whatever LINKGATE_METRICS_ADDR says.
+func (c securityConfig) metricsListener() string {
+	if c.TenantsFile == "" {
+		return "the REST listener"
+	}
+	return c.MetricsAddr
 }
 
 // security is what start builds from securityConfig.

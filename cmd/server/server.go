@@ -572,26 +572,3 @@ func (s *server) runCleanups() error {
 	s.cleanups = nil
 	return errors.Join(errs...)
 }
-
-// welcome is printed on the embedded default: where linkgate listens and a
-// first request to try with each protocol.
-func (s *server) welcome() string {
-	auth := "authentication is off (loopback only)"
-	if s.cfg.TenantsFile != "" {
-		auth = "callers authenticate with the keys of " + s.cfg.TenantsFile
-	}
-	return fmt.Sprintf(`
-linkgate is running on its embedded default: the upstream is a built-in
-simulator, the ledger is %s, %s.
-
-  REST  http://%[3]s    (OpenAPI: http://%[3]s/openapi.json)
-  gRPC  %[4]s
-
-Try:
-  curl 'http://%[3]s/v1/backlinks?target=example.com&page_size=3'
-  curl -N 'http://%[3]s/v1/backlinks:stream?target=sized-2500.example&page_size=1000'
-  curl 'http://%[3]s/v1/quota'
-  grpcurl -plaintext -d '{"target":"example.com","page_size":3}' %[4]s linkgate.v1.BacklinksService/ListBacklinks
-
-`, filepath.Join(s.cfg.DataDir, "ledger.db"), auth, s.httpAddr, s.grpcAddr)
-}
