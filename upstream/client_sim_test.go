@@ -251,6 +251,7 @@ func TestSimErrors(t *testing.T) {
 		e := newSimEnv(t)
 		e.sim.SetRequestsPerMinute(1)
 		e.sim.SetRateLimitStyle(ahrefssim.RateLimitAlternate)
+		e.sim.Update(func(c *ahrefssim.Config) { c.RetryAfter = true })
 		if _, _, err := e.list(t, q()); err != nil {
 			t.Fatal(err)
 		}
