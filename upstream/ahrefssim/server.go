@@ -2,13 +2,13 @@ package ahrefssim
 
 import (
 	"container/list"
-	"math"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -782,7 +782,7 @@ func (s *Server) limitsAndUsage(w http.ResponseWriter, r *http.Request) {
 	now := s.cfg.Clock.Now().UTC()
 	reset := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 	body := map[string]any{"limits_and_usage": map[string]any{
-		"subscription":            s.cfg.Subscription,
+		"subscription": s.cfg.Subscription,
 		// A date-time, as real answers write it (the spec says date).
 		"usage_reset_date":        reset.Format(time.RFC3339),
 		"units_limit_workspace":   s.cfg.UnitsLimitWorkspace,
