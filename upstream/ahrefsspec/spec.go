@@ -90,7 +90,7 @@ func Load() (*Spec, error) {
 }
 
 var (
-	whereColumn  = regexp.MustCompile(`\*\*([a-z0-9_.]+)\*\*:`)
+	whereColumn  = regexp.MustCompile(`\*\*([a-z0-9_.]+)\*\*( \(\d+ units\))?:`)
 	exceptClause = regexp.MustCompile(`except for ([^.]*)`)
 	backticked   = regexp.MustCompile("`([a-z0-9_]+)`")
 	listedField  = regexp.MustCompile("(?m)^- `([a-z0-9_]+)`")
@@ -164,9 +164,6 @@ func (s *Spec) Check(r *http.Request, body []byte) error {
 		if !declared[key] {
 			return fmt.Errorf("%s: query parameter %q is not defined by the spec", name, key)
 		}
-	}
-	if r.URL.RawQuery != "" && len(declared) == 0 {
-		return fmt.Errorf("%s: the spec defines no query string, got %q", name, r.URL.RawQuery)
 	}
 	err = openapi3filter.ValidateRequest(req.Context(), &openapi3filter.RequestValidationInput{
 		Request: req, PathParams: params, Route: route,
