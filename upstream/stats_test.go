@@ -40,6 +40,20 @@ func TestLimitsAndUsage(t *testing.T) {
 	}
 }
 
+// TestUsageResetDateForms: the spec says usage_reset_date is a date, real
+// answers write a date-time; both read as the same instant.
+func TestUsageResetDateForms(t *testing.T) {
+	for _, form := range []string{"2026-09-04", "2026-09-04T00:00:00Z"} {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, `{"limits_and_usage":{"usage_reset_date":%q,"units_usage_api_key":1,"units_limit_api_key":null}}`, form)
+		})
+		l, err := h.c.LimitsAndUsage(context.Background())
+		if err != nil || !l.UsageResetDate.Equal(time.Date(2026, 9, 4, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("%s: %v, %v", form, l.UsageResetDate, err)
+		}
+	}
+}
+
 func TestLimitsAndUsageMalformed(t *testing.T) {
 	for name, body := range map[string]string{
 		"no key":      `{}`,
