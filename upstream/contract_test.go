@@ -324,7 +324,12 @@ func TestContractRefusesWhatTheSpecDoesNotDefine(t *testing.T) {
 		{"where grammar", func(v url.Values) { v.Set("where", `{"field":"url_from","is":["like","a"]}`) }, path, "unknown operator"},
 		{"history", func(v url.Values) { v.Set("history", "since:yesterday") }, path, "history"},
 		{"history on broken-backlinks", func(v url.Values) { v.Set("history", "live") }, upstream.BrokenBacklinks.Path(), `"history" is not defined`},
-		{"aggregation on refdomains", func(v url.Values) { v.Set("aggregation", "all"); v.Set("select", "domain"); v.Del("order_by"); v.Del("where") },
+		{"aggregation on refdomains", func(v url.Values) {
+			v.Set("aggregation", "all")
+			v.Set("select", "domain")
+			v.Del("order_by")
+			v.Del("where")
+		},
 			upstream.RefDomains.Path(), `"aggregation" is not defined`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
