@@ -687,7 +687,8 @@ func (s *Server) batchAnalysis(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return nil, err
 			}
-			row := map[string]any{"index": k, "url": t.URL}
+			// Every row names its target, whatever select says.
+			row := map[string]any{"index": k, "url": t.URL, "mode": t.Mode, "protocol": t.Protocol}
 			for _, f := range req.Select {
 				row[f] = batchValue(x, s.now().UTC(), k, t, f)
 			}

@@ -168,7 +168,8 @@ func TestBatchAnalysisAsSpecified(t *testing.T) {
 	if w.Header().Get("x-api-units-cost-row") != "20" || w.Header().Get("x-api-units-cost-total") != "2000" {
 		t.Errorf("cost-row %s total %s", w.Header().Get("x-api-units-cost-row"), w.Header().Get("x-api-units-cost-total"))
 	}
-	if _, ok := doc.Targets[0]["domain_rating"].(float64); !ok || doc.Targets[0]["ip"] != nil || doc.Targets[5]["index"] != 5.0 {
+	if _, ok := doc.Targets[0]["domain_rating"].(float64); !ok || doc.Targets[0]["ip"] != nil || doc.Targets[5]["index"] != 5.0 ||
+		doc.Targets[5]["url"] != "t5.example" || doc.Targets[5]["mode"] != "domain" || doc.Targets[5]["protocol"] != "both" {
 		t.Errorf("row %v", doc.Targets[0])
 	}
 	for name, body := range map[string]string{
