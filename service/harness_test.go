@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,11 +20,14 @@ import (
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
+	"github.com/linkgate/linkgate/upstream/ahrefsspec"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const simKey = "test-upstream-key"
+
+var loadSpec = sync.OnceValues(ahrefsspec.Load)
 
 // harness is the service over the simulator (through the real HTTP client)
 // and a memory ledger, served over an in-memory gRPC connection.
@@ -55,7 +59,15 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
 	h := &harness{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, RowCap: opts.rowCap, Logger: slog.New(slog.DiscardHandler)})
-	simServer := httptest.NewServer(h.sim)
+	// Every request the service sends upstream is checked against Ahrefs'
+	// OpenAPI document on its way to the simulator.
+	spec, err := loadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	simServer := httptest.NewServer(spec.Checking(h.sim, func(err error) {
+		t.Errorf("a request outside Ahrefs' contract: %v", err)
+	}))
 	t.Cleanup(simServer.Close)
 	h.simURL = simServer.URL
 	client, err := upstream.New(upstream.Config{BaseURL: simServer.URL, Key: simKey, KeepBody: 8 << 20})

@@ -132,6 +132,23 @@ func Endpoints() []Endpoint {
 	return eps
 }
 
+// listParams are the query parameters every list endpoint defines.
+var listParams = map[string]bool{
+	"select": true, "target": true, "mode": true, "protocol": true, "where": true,
+	"order_by": true, "limit": true, "timeout": true, "output": true,
+}
+
+// HasParam reports whether the endpoint defines a query parameter.
+func (s *Schema) HasParam(name string) bool {
+	switch name {
+	case "aggregation":
+		return s.HasAggregation
+	case "history":
+		return s.HasHistory
+	}
+	return listParams[name]
+}
+
 // Field looks a field up by its Ahrefs name.
 func (s *Schema) Field(name string) (*Field, bool) {
 	f, ok := s.byName[name]

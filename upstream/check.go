@@ -2,7 +2,10 @@ package upstream
 
 import (
 	"fmt"
+	"math"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -45,6 +48,14 @@ func (s *Schema) CheckWhere(e Expr) error {
 		}
 		if f.Kind.IsList() && e.Cond.Op != OpEmpty && e.Cond.Op != OpIsNull {
 			return invalid("where", f.Name, "is a %s: test its elements with list_is, or use empty", f.Kind)
+		}
+		if e.Modifier != "" {
+			if !Modifiers[e.Modifier] {
+				return invalid("where", f.Name, "unknown modifier %q", e.Modifier)
+			}
+			if f.Kind != KindString {
+				return invalid("where", f.Name, "modifier %s applies to strings, not to a %s", e.Modifier, f.Kind)
+			}
 		}
 		return checkCond(f, f.Kind, e.Cond)
 	case ListIs:
@@ -138,6 +149,85 @@ func checkCond(f *Field, k Kind, c Cond) error {
 		return checkValue(f, k, c)
 	}
 	return invalid("where", f.Name, "unknown operator %q", c.Op)
+}
+
+// Loosen rewrites the value forms the API accepts beyond a field's own type
+// into that type: 1 and 0 for booleans and numeric strings for numbers, as
+// the Ahrefs web app itself writes them (["eq",1], ["gte","500"]). Values
+// that fit neither form are left for CheckWhere to refuse.
+func (s *Schema) Loosen(e Expr) Expr {
+	switch e := e.(type) {
+	case And:
+		out := make(And, len(e))
+		for i, x := range e {
+			out[i] = s.Loosen(x)
+		}
+		return out
+	case Or:
+		out := make(Or, len(e))
+		for i, x := range e {
+			out[i] = s.Loosen(x)
+		}
+		return out
+	case Not:
+		return Not{X: s.Loosen(e.X)}
+	case Is:
+		if f, ok := s.Field(e.Field); ok && e.Modifier == "" {
+			e.Cond.Value = loosen(f.Kind, e.Cond.Value)
+		}
+		return e
+	case ListIs:
+		if f, ok := s.Field(e.Field); ok {
+			e.Pred = loosenPred(f.Kind.Elem(), e.Pred)
+		}
+		return e
+	}
+	return e
+}
+
+func loosenPred(k Kind, p Pred) Pred {
+	switch p := p.(type) {
+	case PredAnd:
+		out := make(PredAnd, len(p))
+		for i, x := range p {
+			out[i] = loosenPred(k, x)
+		}
+		return out
+	case PredOr:
+		out := make(PredOr, len(p))
+		for i, x := range p {
+			out[i] = loosenPred(k, x)
+		}
+		return out
+	case PredNot:
+		return PredNot{X: loosenPred(k, p.X)}
+	case Cond:
+		p.Value = loosen(k, p.Value)
+		return p
+	}
+	return p
+}
+
+func loosen(k Kind, v any) any {
+	switch k {
+	case KindBool:
+		if n, ok := v.(int64); ok && (n == 0 || n == 1) {
+			return n == 1
+		}
+	case KindInt:
+		if s, ok := v.(string); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+				return n
+			}
+		}
+	case KindFloat:
+		if s, ok := v.(string); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+				return f
+			}
+		}
+	}
+	return v
 }
 
 func checkValue(f *Field, k Kind, c Cond) error {

@@ -365,7 +365,10 @@ func (c *Client) call(ctx context.Context, path string, v url.Values, perRow int
 // (batch-analysis takes its targets in the body).
 func (c *Client) send(ctx context.Context, path string, v url.Values, body []byte, perRow int, decode decodeFunc) (Result, error) {
 	var res Result
-	u := c.base + path + "?" + v.Encode()
+	u := c.base + path
+	if len(v) > 0 {
+		u += "?" + v.Encode()
+	}
 	for attempt := 1; ; attempt++ {
 		if c.cfg.Gate != nil {
 			if err := c.cfg.Gate.Wait(ctx); err != nil {

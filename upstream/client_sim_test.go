@@ -251,6 +251,7 @@ func TestSimErrors(t *testing.T) {
 		e := newSimEnv(t)
 		e.sim.SetRequestsPerMinute(1)
 		e.sim.SetRateLimitStyle(ahrefssim.RateLimitAlternate)
+		e.sim.Update(func(c *ahrefssim.Config) { c.RetryAfter = true })
 		if _, _, err := e.list(t, q()); err != nil {
 			t.Fatal(err)
 		}
@@ -273,6 +274,27 @@ func TestSimErrors(t *testing.T) {
 		var apiErr *upstream.APIError
 		if !errors.Is(err, upstream.ErrRateLimited) || !errors.As(err, &apiErr) || !strings.Contains(apiErr.Message, "429 Too Many Requests") {
 			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("429 without Retry-After, as Ahrefs answers", func(t *testing.T) {
+		// No Retry-After: the client backs off exponentially (500ms, then
+		// 1s) and tells the gate, which pauses the key for its own interval.
+		gate := &throttleGate{}
+		e := newSimEnv(t, func(c *upstream.Config) { c.Gate = gate })
+		e.sim.Update(func(c *ahrefssim.Config) { c.RequestsPerMinute, c.RateWindow = 1, time.Second })
+		if _, _, err := e.list(t, q()); err != nil {
+			t.Fatal(err)
+		}
+		start := e.clock.Now()
+		qq := q()
+		qq.Limit = 11
+		_, res, err := e.list(t, qq)
+		waited := e.clock.Now().Sub(start)
+		if err != nil || res.Attempts != 3 || waited != 1500*time.Millisecond {
+			t.Errorf("err = %v, attempts = %d, waited %v", err, res.Attempts, waited)
+		}
+		if fmt.Sprint(gate.throttled) != "[0s 0s]" {
+			t.Errorf("gate told %v, want two 429s without Retry-After", gate.throttled)
 		}
 	})
 	t.Run("body cut short after the headers", func(t *testing.T) {
@@ -312,4 +334,18 @@ func TestSimStatsAndUsage(t *testing.T) {
 	if err != nil || used != upstream.MinUnits || !reset.After(e.clock.Now()) {
 		t.Errorf("used = %d, reset = %v, err = %v", used, reset, err)
 	}
+}
+
+// throttleGate admits every attempt and records what Throttled was told.
+type throttleGate struct {
+	mu        sync.Mutex
+	throttled []time.Duration
+}
+
+func (g *throttleGate) Wait(context.Context) error { return nil }
+
+func (g *throttleGate) Throttled(_ context.Context, d time.Duration) {
+	g.mu.Lock()
+	g.throttled = append(g.throttled, d)
+	g.mu.Unlock()
 }

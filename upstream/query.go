@@ -259,8 +259,19 @@ func (q *Query) Values() (url.Values, error) {
 }
 
 // ParseQuery reads a list request from its URL parameters and validates it,
-// as the API does before it charges anything.
+// as the API does before it charges anything: a parameter the endpoint does
+// not define is refused, and where values in the forms the API accepts
+// beyond the field's type are read as that type (Schema.Loosen).
 func ParseQuery(ep Endpoint, v url.Values) (*Query, error) {
+	s, err := SchemaOf(ep)
+	if err != nil {
+		return nil, &InvalidError{Param: "endpoint", Problem: err.Error()}
+	}
+	for name := range v {
+		if !s.HasParam(name) {
+			return nil, invalid(name, "", "unknown parameter of %s", ep)
+		}
+	}
 	q := &Query{
 		Endpoint:    ep,
 		Target:      v.Get("target"),
@@ -282,7 +293,7 @@ func ParseQuery(ep Endpoint, v url.Values) (*Query, error) {
 		if err != nil {
 			return nil, &InvalidError{Param: "where", Problem: err.Error()}
 		}
-		q.Where = expr
+		q.Where = s.Loosen(expr)
 	}
 	order, err := ParseOrder(v.Get("order_by"))
 	if err != nil {
@@ -298,6 +309,11 @@ func ParseQuery(ep Endpoint, v url.Values) (*Query, error) {
 	}
 	if o := v.Get("output"); o != "" && o != "json" {
 		return nil, invalid("output", "", "only json is supported, not %q", o)
+	}
+	if t := v.Get("timeout"); t != "" {
+		if _, err := strconv.Atoi(t); err != nil {
+			return nil, invalid("timeout", "", "must be an integer number of seconds, not %q", t)
+		}
 	}
 	if err := q.Validate(); err != nil {
 		return nil, err

@@ -111,15 +111,19 @@ type Stats struct {
 // 1 unit, the two refdomains counts at 5 (the spec's field descriptions).
 const statsPerRow = 1 + 1 + 5 + 5
 
-// BatchAnalysisPath is v3's batch-analysis, a POST of up to 200 targets
-// with the metrics to select.
+// BatchAnalysisPath is v3's batch-analysis, a POST of up to
+// MaxBatchTargets targets with the metrics to select. The spec gives it no
+// query parameters: everything, output included, is in the JSON body.
 const BatchAnalysisPath = "/v3/batch-analysis/batch-analysis"
 
-// ipsPerRow is the price linkgate reserves for refips and refips_subnets of
-// one target. The reference gives no price for batch-analysis fields; they
-// are counted like the other aggregate counts (the refdomains counts, 5
-// units each). What is settled is what the response headers report.
-const ipsPerRow = 5 + 5
+// MaxBatchTargets is the most targets one batch-analysis request may carry
+// (the spec's maxItems).
+const MaxBatchTargets = 100
+
+// ipsPerRow is the price of refips and refips_subnets for one target. The
+// spec annotates the fields that cost more (5 or 10 units); these two carry
+// no annotation, so they cost the default 1 unit each.
+const ipsPerRow = 1 + 1
 
 // StatsUnits is the most a stats query costs: one backlinks-stats row, and
 // with IPs one batch-analysis row, each with its 50-unit floor.
@@ -213,12 +217,12 @@ func (c *Client) refIPs(ctx context.Context, q StatsQuery) (Stats, Cost, error) 
 	if q.Protocol == "" {
 		target["protocol"] = string(ProtocolBoth)
 	}
-	body, err := json.Marshal(map[string]any{"select": []string{"refips", "refips_subnets"}, "targets": []any{target}})
+	body, err := json.Marshal(map[string]any{"select": []string{"refips", "refips_subnets"}, "targets": []any{target}, "output": "json"})
 	if err != nil {
 		return Stats{}, Cost{}, err
 	}
 	var out Stats
-	res, err := c.send(ctx, BatchAnalysisPath, url.Values{"output": {"json"}}, body, ipsPerRow, func(body io.Reader) (int, error) {
+	res, err := c.send(ctx, BatchAnalysisPath, nil, body, ipsPerRow, func(body io.Reader) (int, error) {
 		var doc struct {
 			Targets []struct {
 				RefIPs        *int64 `json:"refips"`

@@ -40,6 +40,20 @@ func TestLimitsAndUsage(t *testing.T) {
 	}
 }
 
+// TestUsageResetDateForms: the spec says usage_reset_date is a date, real
+// answers write a date-time; both read as the same instant.
+func TestUsageResetDateForms(t *testing.T) {
+	for _, form := range []string{"2026-09-04", "2026-09-04T00:00:00Z"} {
+		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, `{"limits_and_usage":{"usage_reset_date":%q,"units_usage_api_key":1,"units_limit_api_key":null}}`, form)
+		})
+		l, err := h.c.LimitsAndUsage(context.Background())
+		if err != nil || !l.UsageResetDate.Equal(time.Date(2026, 9, 4, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("%s: %v, %v", form, l.UsageResetDate, err)
+		}
+	}
+}
+
 func TestLimitsAndUsageMalformed(t *testing.T) {
 	for name, body := range map[string]string{
 		"no key":      `{}`,
@@ -222,10 +236,12 @@ func BenchmarkDecodeRows(b *testing.B) {
 }
 
 // TestBacklinksStatsWithIPs: IPs add a POST of batch-analysis with the
-// target in its JSON body, and the two costs add up.
+// target and output in its JSON body and no query string (the spec gives
+// the operation no query parameters), and the two costs add up.
 func TestBacklinksStatsWithIPs(t *testing.T) {
 	var calls []string
 	var body map[string]any
+	var batchQuery string
 	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
 		calls = append(calls, r.Method+" "+r.URL.Path)
 		w.Header().Set("x-api-rows", "1")
@@ -240,8 +256,9 @@ func TestBacklinksStatsWithIPs(t *testing.T) {
 			if r.Header.Get("Content-Type") != "application/json" {
 				t.Errorf("batch-analysis Content-Type %q", r.Header.Get("Content-Type"))
 			}
+			batchQuery = r.URL.RawQuery
 			json.NewDecoder(r.Body).Decode(&body)
-			w.Header().Set("x-api-units-cost-row", "10")
+			w.Header().Set("x-api-units-cost-row", "2")
 			w.Header().Set("x-api-units-cost-total", "50")
 			w.Header().Set("x-api-units-cost-total-actual", "50")
 			io.WriteString(w, `{"targets":[{"index":0,"url":"example.com","refips":7,"refips_subnets":5}]}`)
@@ -258,13 +275,20 @@ func TestBacklinksStatsWithIPs(t *testing.T) {
 	targets, _ := body["targets"].([]any)
 	target, _ := targets[0].(map[string]any)
 	if len(targets) != 1 || target["url"] != "example.com" || target["mode"] != "domain" || target["protocol"] != "both" ||
-		fmt.Sprint(body["select"]) != "[refips refips_subnets]" {
+		fmt.Sprint(body["select"]) != "[refips refips_subnets]" || body["output"] != "json" {
 		t.Errorf("batch-analysis body %v", body)
+	}
+	if batchQuery != "" {
+		t.Errorf("batch-analysis query string %q, want none", batchQuery)
 	}
 	if st.RefIPs != 7 || st.RefIPsSubnets != 5 || st.Live != 10 || cost.Actual != 100 || cost.Total != 100 || !cost.Known {
 		t.Errorf("stats %+v, cost %+v", st, cost)
 	}
 	if StatsUnits(true) != 100 || StatsUnits(false) != 50 {
 		t.Errorf("StatsUnits: %d with IPs, %d without", StatsUnits(true), StatsUnits(false))
+	}
+	// refips and refips_subnets carry no price annotation in the spec: 1 unit each.
+	if StatsPerRow(true) != 12+2 || StatsPerRow(false) != 12 {
+		t.Errorf("StatsPerRow: %d with IPs, %d without", StatsPerRow(true), StatsPerRow(false))
 	}
 }

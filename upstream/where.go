@@ -26,11 +26,20 @@ type Or []Expr
 // Not negates its operand.
 type Not struct{ X Expr }
 
-// Is tests the value of a field.
+// Is tests the value of a field, or of the field transformed by a
+// modifier.
 type Is struct {
 	Field string
 	Cond  Cond
+	// Modifier transforms the field's value before the test, e.g.
+	// "uppercase"; "" for none. The grammar documents the key but not the
+	// set of modifiers; Modifiers lists the ones linkgate knows.
+	Modifier string
 }
+
+// Modifiers are the where modifiers linkgate knows, each applying to
+// strings: the one the filter grammar's example uses and its counterpart.
+var Modifiers = map[string]bool{"uppercase": true, "lowercase": true}
 
 // ListIs tests the elements of a list field: any element (or all of them)
 // must satisfy Pred.
@@ -142,6 +151,10 @@ func encodeExpr(buf *bytes.Buffer, e Expr) error {
 	case Is:
 		buf.WriteString(`{"field":`)
 		writeJSONString(buf, e.Field)
+		if e.Modifier != "" {
+			buf.WriteString(`,"modifier":`)
+			writeJSONString(buf, e.Modifier)
+		}
 		buf.WriteString(`,"is":`)
 		if err := encodeCond(buf, e.Cond); err != nil {
 			return err
@@ -304,10 +317,18 @@ func parseFieldExpr(obj map[string]any, depth int) (Expr, error) {
 	}
 	is, hasIs := obj["is"]
 	listIs, hasListIs := obj["list_is"]
+	mod, hasMod := obj["modifier"]
 	for key := range obj {
-		if key != "field" && key != "is" && key != "list_is" {
+		if key != "field" && key != "is" && key != "list_is" && key != "modifier" {
 			return nil, fmt.Errorf("where: field %q: unknown key %q", field, key)
 		}
+	}
+	modifier, ok := mod.(string)
+	switch {
+	case hasMod && (!ok || modifier == ""):
+		return nil, fmt.Errorf(`where: field %q: "modifier" must be a non-empty string`, field)
+	case hasMod && hasListIs:
+		return nil, fmt.Errorf(`where: field %q: "modifier" applies to "is", not to "list_is"`, field)
 	}
 	switch {
 	case hasIs && hasListIs:
@@ -317,7 +338,7 @@ func parseFieldExpr(obj map[string]any, depth int) (Expr, error) {
 		if err != nil {
 			return nil, fmt.Errorf("where: field %q: %w", field, err)
 		}
-		return Is{Field: field, Cond: c}, nil
+		return Is{Field: field, Cond: c, Modifier: modifier}, nil
 	case hasListIs:
 		q, ok := listIs.(map[string]any)
 		if !ok || len(q) != 1 {

@@ -10,7 +10,8 @@ func TestWhereRoundTrip(t *testing.T) {
 	docs := []string{
 		`{"field":"foo","is":["eq",3]}`,
 		`{"and":[{"field":"foo","is":["eq",3]},{"field":"bar","is":["lt",10]}]}`,
-		`{"or":[{"field":"foo","is":["eq","AHREFS"]},{"field":"bar","list_is":{"any":{"and":[["prefix","Ahrefs"],["suffix","seo"]]}}}]}`,
+		// The grammar's own example, modifier included.
+		`{"or":[{"field":"foo","modifier":"uppercase","is":["eq","AHREFS"]},{"field":"bar","list_is":{"any":{"and":[["prefix","Ahrefs"],["suffix","seo"]]}}}]}`,
 		`{"field":"last_seen","is":"is_null"}`,
 		`{"not":{"field":"root_name_source","is":["isubstring","fortraders"]}}`,
 		`{"field":"domain_rating_source","is":["gte",19.5]}`,
@@ -39,7 +40,9 @@ func TestParseWhereRejects(t *testing.T) {
 		{`{"field":"x","is":["like","a"]}`, `unknown operator "like"`},
 		{`{"field":"x","is":"eq"}`, "stand alone"},
 		{`{"field":"x","is":["eq",null]}`, "got null"},
-		{`{"field":"x","is":["eq",1],"modifier":"uppercase"}`, `unknown key "modifier"`},
+		{`{"field":"x","is":["eq",1],"modifier":3}`, `"modifier" must be a non-empty string`},
+		{`{"field":"x","list_is":{"any":["eq","a"]},"modifier":"uppercase"}`, `applies to "is"`},
+		{`{"field":"x","is":["eq",1],"modify":"uppercase"}`, `unknown key "modify"`},
 		{`{"field":"x","list_is":{"some":["eq",1]}}`, "any"},
 		{`{"field":"x","is":["eq",1]} {}`, "trailing data"},
 		{strings.Repeat(`{"not":`, 100) + `{"field":"x","is":"empty"}` + strings.Repeat("}", 100), "nested deeper"},
@@ -59,18 +62,18 @@ func TestCheckWhere(t *testing.T) {
 		e    Expr
 		want string // "" = valid
 	}{
-		{"int comparison", Is{"http_code", Cond{OpEq, int64(200)}}, ""},
-		{"float accepts an integer", Is{"domain_rating_source", Cond{OpGte, int64(30)}}, ""},
-		{"date", Is{"first_seen_link", Cond{OpGte, "2025-01-01"}}, ""},
-		{"where-only field", Is{"is_homepage_link", Cond{OpEq, true}}, ""},
+		{"int comparison", Is{Field: "http_code", Cond: Cond{Op: OpEq, Value: int64(200)}}, ""},
+		{"float accepts an integer", Is{Field: "domain_rating_source", Cond: Cond{Op: OpGte, Value: int64(30)}}, ""},
+		{"date", Is{Field: "first_seen_link", Cond: Cond{Op: OpGte, Value: "2025-01-01"}}, ""},
+		{"where-only field", Is{Field: "is_homepage_link", Cond: Cond{Op: OpEq, Value: true}}, ""},
 		{"list any", ListIs{"languages", false, Cond{OpEq, "en"}}, ""},
-		{"unknown field", Is{"nope", Cond{OpEq, int64(1)}}, `field "nope": unknown field`},
-		{"int given a string", Is{"http_code", Cond{OpEq, "200"}}, "needs a integer value, got a string"},
-		{"bool ordered", Is{"is_dofollow", Cond{OpGt, true}}, "does not apply to a boolean"},
-		{"substring of a number", Is{"traffic", Cond{OpSubstring, "1"}}, "applies to strings"},
-		{"bad regex", Is{"anchor", Cond{OpRegex, "("}}, "invalid RE2"},
-		{"bad date", Is{"last_seen", Cond{OpLt, "yesterday"}}, "needs a date"},
-		{"is on a list", Is{"languages", Cond{OpEq, "en"}}, "list_is"},
+		{"unknown field", Is{Field: "nope", Cond: Cond{Op: OpEq, Value: int64(1)}}, `field "nope": unknown field`},
+		{"int given a string", Is{Field: "http_code", Cond: Cond{Op: OpEq, Value: "200"}}, "needs a integer value, got a string"},
+		{"bool ordered", Is{Field: "is_dofollow", Cond: Cond{Op: OpGt, Value: true}}, "does not apply to a boolean"},
+		{"substring of a number", Is{Field: "traffic", Cond: Cond{Op: OpSubstring, Value: "1"}}, "applies to strings"},
+		{"bad regex", Is{Field: "anchor", Cond: Cond{Op: OpRegex, Value: "("}}, "invalid RE2"},
+		{"bad date", Is{Field: "last_seen", Cond: Cond{Op: OpLt, Value: "yesterday"}}, "needs a date"},
+		{"is on a list", Is{Field: "languages", Cond: Cond{Op: OpEq, Value: "en"}}, "list_is"},
 		{"list_is on a scalar", ListIs{"anchor", true, Cond{OpEq, "x"}}, "not a list"},
 	}
 	for _, tt := range tests {
@@ -93,7 +96,7 @@ func TestQueryValuesRoundTrip(t *testing.T) {
 	q := &Query{
 		Endpoint: AllBacklinks, Target: "example.com", Mode: ModeDomain, Protocol: ProtocolHTTPS,
 		Select:      []string{"url_from", "url_to", "domain_rating_source"},
-		Where:       And{Is{"domain_rating_source", Cond{OpGte, 19.5}}, Not{Is{"anchor", Cond{OpISubstring, "casino"}}}},
+		Where:       And{Is{Field: "domain_rating_source", Cond: Cond{Op: OpGte, Value: 19.5}}, Not{Is{Field: "anchor", Cond: Cond{Op: OpISubstring, Value: "casino"}}}},
 		OrderBy:     []Order{{"domain_rating_source", true}, {"url_from", false}},
 		Limit:       250,
 		Aggregation: AggregationOnePerDomain,

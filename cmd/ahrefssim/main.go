@@ -37,7 +37,8 @@ func run(ctx context.Context, args []string) error {
 	addr := fs.String("addr", env("AHREFSSIM_ADDR", "127.0.0.1:8787"), "listen address (env AHREFSSIM_ADDR)")
 	keys := fs.String("key", env("AHREFSSIM_KEY", ahrefssim.DefaultKey), "accepted API key(s), comma-separated (env AHREFSSIM_KEY)")
 	rpm := fs.Int("rpm", 0, "requests per minute per key before 429 (0: unlimited)")
-	style := fs.String("429", "json", "shape of a 429: json (with Retry-After), html, alternate")
+	style := fs.String("429", "json", "shape of a 429: json, html, alternate")
+	retryAfter := fs.Bool("retry-after", false, "send Retry-After on a JSON 429 (Ahrefs is reported not to)")
 	latency := fs.Duration("latency", 0, "latency added to every data response")
 	errRate := fs.Float64("error-rate", 0, "fraction of data requests answered 500")
 	truncRate := fs.Float64("truncate-rate", 0, "fraction of list bodies cut mid-row")
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string) error {
 	cfg := ahrefssim.Config{
 		Keys: strings.Split(*keys, ","), RequestsPerMinute: *rpm, Latency: *latency,
 		ErrorRate: *errRate, TruncateRate: *truncRate, Seed: *seed, CacheTTL: *cacheTTL, RowCap: *rowCap, Logger: log,
+		RetryAfter: *retryAfter,
 	}
 	switch *style {
 	case "json":

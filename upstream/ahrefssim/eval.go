@@ -85,6 +85,9 @@ func (c *compiled) expr(ep upstream.Endpoint, s *upstream.Schema, e upstream.Exp
 		if err != nil {
 			return nil, &upstream.InvalidError{Param: "where", Field: e.Field, Problem: err.Error()}
 		}
+		if e.Modifier != "" {
+			g = modified(g, e.Modifier)
+		}
 		return func(r *row) bool { return test(g(r)) }, nil
 	case upstream.ListIs:
 		g, f, err := c.field(ep, s, e.Field)
@@ -147,6 +150,22 @@ func (c *compiled) field(ep upstream.Endpoint, s *upstream.Schema, name string) 
 		}, f, nil
 	}
 	return g, f, nil
+}
+
+// modified applies a where modifier (upstream.Modifiers, checked before) to
+// a string field's values.
+func modified(g getter, modifier string) getter {
+	change := strings.ToUpper
+	if modifier == "lowercase" {
+		change = strings.ToLower
+	}
+	return func(r *row) val {
+		v := g(r)
+		if v.k == vStr {
+			v.s = change(v.s)
+		}
+		return v
+	}
 }
 
 type valTest func(v val) bool

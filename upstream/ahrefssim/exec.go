@@ -150,7 +150,7 @@ func isGenOrder(ep upstream.Endpoint, order []upstream.Order) bool {
 func lowerBound(e upstream.Expr, field string) (string, bool) {
 	switch e := e.(type) {
 	case upstream.Is:
-		if e.Field != field {
+		if e.Field != field || e.Modifier != "" {
 			return "", false
 		}
 		s, ok := e.Cond.Value.(string)

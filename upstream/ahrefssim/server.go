@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,7 +36,8 @@ const DefaultCacheTTL = time.Minute
 type RateLimitStyle int
 
 const (
-	// RateLimitJSON answers {"error": …} with a Retry-After header.
+	// RateLimitJSON answers {"error": …}, with a Retry-After header only
+	// when Config.RetryAfter asks for one.
 	RateLimitJSON RateLimitStyle = iota
 	// RateLimitHTML answers an HTML page without Retry-After, as the CDN in
 	// front of the API does on bursts.
@@ -65,6 +68,10 @@ type Config struct {
 	RateWindow time.Duration
 	// RateLimitStyle is the shape of a 429.
 	RateLimitStyle RateLimitStyle
+	// RetryAfter sends Retry-After (the seconds until the window admits the
+	// key again) on a JSON 429. Off by default: Ahrefs is reported to send
+	// none, so a client must pace itself without it.
+	RetryAfter bool
 	// Latency is added to every data response (list and stats).
 	Latency time.Duration
 	// ErrorRate is the fraction of data requests answered with a 500,
@@ -314,7 +321,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, data bool) (strin
 				w.WriteHeader(http.StatusTooManyRequests)
 				fmt.Fprint(w, "<html><head><title>429 Too Many Requests</title></head><body><h1>429 Too Many Requests</h1></body></html>")
 			} else {
-				w.Header().Set("Retry-After", strconv.Itoa(retry))
+				if s.cfg.RetryAfter {
+					w.Header().Set("Retry-After", strconv.Itoa(retry))
+				}
 				writeError(w, http.StatusTooManyRequests, "Too many requests: rate limit exceeded")
 			}
 			return "", false
@@ -590,6 +599,9 @@ func (s *Server) backlinksStats(w http.ResponseWriter, r *http.Request) {
 	}
 	s.serve(w, r, key, false, func() (*response, error) {
 		v := r.URL.Query()
+		if err := checkParams(v, "target", "mode", "protocol", "date", "output"); err != nil {
+			return nil, err
+		}
 		q := &upstream.Query{Endpoint: upstream.AllBacklinks, Target: v.Get("target"), Mode: upstream.Mode(v.Get("mode")),
 			Protocol: upstream.Protocol(v.Get("protocol")), Select: []string{"url_from"}}
 		ds := v.Get("date")
@@ -611,42 +623,58 @@ func (s *Server) backlinksStats(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// batchFields are the batch-analysis metrics the simulator knows, with the
-// unit cost it charges for each per target.
-var batchFields = map[string]int{"refips": 5, "refips_subnets": 5}
+// batchFields are the fields batch-analysis may select, with their unit
+// price per target as the spec annotates it (unannotated fields cost 1).
+var batchFields = map[string]int{
+	"ahrefs_rank": 1, "backlinks": 1, "backlinks_dofollow": 1, "backlinks_internal": 1, "backlinks_nofollow": 1,
+	"backlinks_redirect": 1, "domain_rating": 1, "index": 1, "ip": 1, "linked_domains": 1, "linked_domains_dofollow": 1,
+	"mode": 1, "org_cost": 10, "org_keywords": 1, "org_keywords_11_20": 1, "org_keywords_1_3": 1, "org_keywords_21_50": 1,
+	"org_keywords_4_10": 1, "org_keywords_51_plus": 1, "org_traffic": 10, "org_traffic_top_by_country": 10,
+	"outgoing_links": 1, "outgoing_links_dofollow": 1, "paid_ads": 1, "paid_cost": 10, "paid_keywords": 1,
+	"paid_traffic": 10, "protocol": 1, "refdomains": 5, "refdomains_dofollow": 5, "refdomains_nofollow": 5,
+	"refips": 1, "refips_subnets": 1, "url": 1, "url_rating": 1,
+}
 
-// batchAnalysis answers POST batch-analysis for the refips and
-// refips_subnets metrics: a JSON body of select and targets, one row per
-// target.
+// batchRequest is the JSON body of batch-analysis. Fields the simulator
+// does not use (order_by, country, volume_mode) are accepted and ignored.
+type batchRequest struct {
+	Select  []string      `json:"select"`
+	Targets []batchTarget `json:"targets"`
+	Output  string        `json:"output"`
+}
+
+type batchTarget struct {
+	URL      string `json:"url"`
+	Mode     string `json:"mode"`
+	Protocol string `json:"protocol"`
+}
+
+// batchAnalysis answers POST batch-analysis: a JSON body of select and 1 to
+// upstream.MaxBatchTargets targets, no query string, one row per target.
+// refips, refips_subnets, backlinks and refdomains are computed from the
+// target's data; the other metrics (traffic, keywords, ranks) have no
+// counterpart in the simulated data and are derived from the target's name.
 func (s *Server) batchAnalysis(w http.ResponseWriter, r *http.Request) {
 	key, ok := s.admit(w, r, true)
 	if !ok {
 		return
 	}
-	var req struct {
-		Select  []string `json:"select"`
-		Targets []struct {
-			URL      string `json:"url"`
-			Mode     string `json:"mode"`
-			Protocol string `json:"protocol"`
-		} `json:"targets"`
+	if err := checkParams(r.URL.Query()); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
+	var req batchRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "the body must be a JSON object with select and targets: "+err.Error())
 		return
 	}
+	if err := req.check(); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	perRow := 0
 	for _, f := range req.Select {
-		c, ok := batchFields[f]
-		if !ok {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("select: unknown field %q", f))
-			return
-		}
-		perRow += c
-	}
-	if perRow == 0 || len(req.Targets) == 0 || len(req.Targets) > 200 {
-		writeError(w, http.StatusBadRequest, "select and 1 to 200 targets are required")
-		return
+		perRow += batchFields[f]
 	}
 	// The cache is keyed by the query string: give it the body's content.
 	b, _ := json.Marshal(req)
@@ -659,10 +687,10 @@ func (s *Server) batchAnalysis(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return nil, err
 			}
-			ips, nets := x.refIPs()
-			row := map[string]any{"index": k, "url": t.URL}
+			// Every row names its target, whatever select says.
+			row := map[string]any{"index": k, "url": t.URL, "mode": t.Mode, "protocol": t.Protocol}
 			for _, f := range req.Select {
-				row[f] = map[string]int{"refips": ips, "refips_subnets": nets}[f]
+				row[f] = batchValue(x, s.now().UTC(), k, t, f)
 			}
 			out = append(out, row)
 		}
@@ -672,17 +700,92 @@ func (s *Server) batchAnalysis(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// check refuses what the spec refuses: a missing select or targets, more
+// than upstream.MaxBatchTargets targets, unknown fields, targets without
+// url, mode or protocol, an output other than json or php.
+func (req *batchRequest) check() error {
+	if len(req.Select) == 0 {
+		return errors.New("select: is required")
+	}
+	for _, f := range req.Select {
+		if _, ok := batchFields[f]; !ok {
+			return fmt.Errorf("select: unknown field %q", f)
+		}
+	}
+	if n := len(req.Targets); n == 0 || n > upstream.MaxBatchTargets {
+		return fmt.Errorf("targets: 1 to %d targets are required, got %d", upstream.MaxBatchTargets, n)
+	}
+	for k, t := range req.Targets {
+		if t.URL == "" {
+			return fmt.Errorf("targets[%d].url: is required", k)
+		}
+		switch upstream.Mode(t.Mode) {
+		case upstream.ModeExact, upstream.ModePrefix, upstream.ModeDomain, upstream.ModeSubdomains:
+		default:
+			return fmt.Errorf("targets[%d].mode: must be exact, prefix, domain or subdomains, not %q", k, t.Mode)
+		}
+		switch upstream.Protocol(t.Protocol) {
+		case upstream.ProtocolBoth, upstream.ProtocolHTTP, upstream.ProtocolHTTPS:
+		default:
+			return fmt.Errorf("targets[%d].protocol: must be both, http or https, not %q", k, t.Protocol)
+		}
+	}
+	if req.Output != "" && req.Output != "json" {
+		return fmt.Errorf("output: only json is supported, not %q", req.Output)
+	}
+	return nil
+}
+
+func batchValue(x *plan, now time.Time, index int, t batchTarget, field string) any {
+	switch field {
+	case "index":
+		return index
+	case "url":
+		return t.URL
+	case "mode":
+		return t.Mode
+	case "protocol":
+		return t.Protocol
+	case "refips", "refips_subnets":
+		ips, nets := x.refIPs()
+		if field == "refips" {
+			return ips
+		}
+		return nets
+	case "backlinks", "refdomains":
+		live, _, liveDoms, _ := x.stats(now)
+		if field == "backlinks" {
+			return live
+		}
+		return liveDoms
+	case "ip":
+		return nil
+	case "org_traffic_top_by_country":
+		return [][]any{}
+	}
+	h := hash3(seedOf(t.URL), seedOf(field), 0xba)
+	if field == "domain_rating" || field == "url_rating" {
+		return math.Round(unit(h)*1000) / 10
+	}
+	return int(h % 100000)
+}
+
 func (s *Server) limitsAndUsage(w http.ResponseWriter, r *http.Request) {
 	key, ok := s.admit(w, r, false)
 	if !ok {
+		return
+	}
+	if err := checkParams(r.URL.Query(), "output"); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	s.mu.Lock()
 	now := s.cfg.Clock.Now().UTC()
 	reset := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 	body := map[string]any{"limits_and_usage": map[string]any{
-		"subscription":            s.cfg.Subscription,
-		"usage_reset_date":        reset.Format(time.DateOnly),
+		"subscription": s.cfg.Subscription,
+		// A date-time, as real answers write it (the spec says date).
+		"usage_reset_date":        reset.Format(time.RFC3339),
 		"units_limit_workspace":   s.cfg.UnitsLimitWorkspace,
 		"units_usage_workspace":   s.total,
 		"units_limit_api_key":     s.cfg.UnitsLimitAPIKey,
@@ -690,8 +793,24 @@ func (s *Server) limitsAndUsage(w http.ResponseWriter, r *http.Request) {
 		"api_key_expiration_date": s.start.UTC().AddDate(1, 0, 0).Truncate(time.Second).Format(time.RFC3339),
 	}}
 	s.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
+	// The free endpoint's cost headers, as real answers carry them.
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("x-api-rows", "1")
+	h.Set("x-api-units-cost-total-actual", "0")
+	h.Set("x-api-cache", "no_cache")
 	json.NewEncoder(w).Encode(body)
+}
+
+// checkParams refuses a query parameter the operation does not define, as
+// the API does; allowed are the ones the spec gives it.
+func checkParams(v url.Values, allowed ...string) error {
+	for name := range v {
+		if !slices.Contains(allowed, name) {
+			return &upstream.InvalidError{Param: name, Problem: "unknown parameter"}
+		}
+	}
+	return nil
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

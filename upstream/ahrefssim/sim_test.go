@@ -197,17 +197,19 @@ func TestLimitsAndUsage(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		style RateLimitStyle
-		html  []bool // per rejected request
+		name       string
+		style      RateLimitStyle
+		retryAfter bool
+		html       []bool // per rejected request
 	}{
-		{"json", RateLimitJSON, []bool{false, false}},
-		{"html", RateLimitHTML, []bool{true, true}},
-		{"alternate", RateLimitAlternate, []bool{false, true}},
+		{"json", RateLimitJSON, true, []bool{false, false}},
+		{"html", RateLimitHTML, true, []bool{true, true}},
+		{"alternate", RateLimitAlternate, true, []bool{false, true}},
+		{"json without Retry-After", RateLimitJSON, false, []bool{false, false}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-			s := New(Config{Clock: clock, RequestsPerMinute: 2, RateLimitStyle: tt.style})
+			s := New(Config{Clock: clock, RequestsPerMinute: 2, RateLimitStyle: tt.style, RetryAfter: tt.retryAfter})
 			p := vals("target", "x.com", "select", "url_from")
 			for range 2 {
 				if w := do(t, s, blPath, p, DefaultKey); w.Code != 200 {
@@ -220,8 +222,9 @@ func TestRateLimit(t *testing.T) {
 					t.Fatalf("code %d, want 429", w.Code)
 				}
 				isHTML := strings.HasPrefix(w.Header().Get("Content-Type"), "text/html")
-				if isHTML != html || (w.Header().Get("Retry-After") != "") == html {
-					t.Errorf("html %v Retry-After %q, want html %v", isHTML, w.Header().Get("Retry-After"), html)
+				wantRetryAfter := tt.retryAfter && !html
+				if isHTML != html || (w.Header().Get("Retry-After") != "") != wantRetryAfter {
+					t.Errorf("html %v Retry-After %q, want html %v and Retry-After %v", isHTML, w.Header().Get("Retry-After"), html, wantRetryAfter)
 				}
 			}
 			clock.Add(61 * time.Second)
