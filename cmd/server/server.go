@@ -179,7 +179,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("grpc listener: %w", err)
 	}
 	s.grpcAddr = grpcLis.Addr().String()
-	grpcLimit := newConnLimit(grpcLis, "grpc", cfg.maxConnections(), cfg.HeaderTimeout, log)
+	grpcLimit := newConnLimit(grpcLis, "grpc", cfg.maxConnections(), cfg.HeaderTimeout, log, obs.conns)
 	// Peers reach one server; the gateway reaches another with the same
 	// services and interceptors, on a loopback listener of its own: the
 	// bounds put on a peer's connection would put them on every REST
@@ -212,7 +212,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s.httpAddr = httpLis.Addr().String()
-	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log)
+	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log, obs.conns)
 	authOff := cfg.TenantsFile == ""
 	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, httpLimit, gw), authOff),
 		ReadHeaderTimeout: cfg.HeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
