@@ -95,8 +95,8 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	return s.checkServer(ctx)
 }
 
-// wrap marks as ErrUnavailable every failure except a Redis reply error
-// that says nothing about reachability (a script bug, a wrong type).
+// wrap marks as ErrUnavailable every failure but a Redis reply that says
+// the request itself is wrong (a script bug, a wrong type).
 func (s *RedisStore) wrap(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
@@ -105,17 +105,26 @@ func (s *RedisStore) wrap(ctx context.Context, err error) error {
 		return fmt.Errorf("quota: redis: %w", ctx.Err())
 	}
 	var re redis.Error
-	if errors.As(err, &re) && !errors.Is(err, redis.ErrClosed) {
-		msg := re.Error()
-		transient := false
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY"} {
-			transient = transient || strings.HasPrefix(msg, p)
-		}
-		if !transient {
-			return fmt.Errorf("quota: redis: %w", err)
-		}
+	if errors.As(err, &re) && !errors.Is(err, redis.ErrClosed) && !notNow(err, re) {
+		return fmt.Errorf("quota: redis: %w", err)
 	}
 	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+}
+
+// notNow reports a reply of a server that cannot take the request for now,
+// whatever the request: loading its data, a replica (a client still on a
+// demoted master), cut from its master or short of the replicas
+// min-replicas-to-write asks, a cluster without the slot or moving it, out
+// of memory, failing to persist (stop-writes-on-bgsave-error), busy in a
+// script. The operator's to fix, the caller's to retry.
+func notNow(err error, re redis.Error) bool {
+	if redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
+		redis.IsNoReplicasError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+		redis.IsOOMError(err) {
+		return true
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "MISCONF ") || strings.HasPrefix(msg, "BUSY ")
 }
 
 func (s *RedisStore) base(budget string) string { return s.prefix + ":{" + budget + "}" }

@@ -47,6 +47,10 @@ type Config struct {
 	// SharePageCache lets tenants share cached and coalesced pages; by
 	// default each tenant only ever sees its own.
 	SharePageCache bool
+	// RowCap is what the key taught of its plan's row cap, shared by every
+	// reading. Nil means one of the server's own; the caller passes one to
+	// make it Forget when the key's plan changes.
+	RowCap *upstream.RowCap
 	// PageCacheBytes and PageCacheTTL size the default scheduler's cache:
 	// zero values mean 32 MiB and one minute; a negative size turns it off.
 	PageCacheBytes int
@@ -93,6 +97,9 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.PageCacheTTL == 0 {
 		cfg.PageCacheTTL = time.Minute
 	}
+	if cfg.RowCap == nil {
+		cfg.RowCap = &upstream.RowCap{}
+	}
 	if cfg.StreamDeadlineMargin <= 0 {
 		cfg.StreamDeadlineMargin = time.Second
 	}
@@ -121,7 +128,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		s.cfg.Scheduler = sched
 	}
 	s.pager = pager{up: cfg.Upstream, sched: cfg.Scheduler, ledger: cfg.Ledger, tel: cfg.Telemetry, log: cfg.Logger,
-		sharedCache: cfg.SharePageCache, caps: &upstream.RowCap{}}
+		sharedCache: cfg.SharePageCache, caps: cfg.RowCap}
 	return s, nil
 }
 

@@ -14,6 +14,14 @@ import (
 // MaxTokenBytes bounds the size of a page token a caller may send.
 const MaxTokenBytes = 4096
 
+// TokenLeeway is how long past its expiry a token is still accepted, as
+// JWT's leeway on exp: a token's expiry is set by the clock of the replica
+// that issued it and checked by the clock of the one it comes back to.
+// With every two replicas' clocks within TokenLeeway of each other, a
+// token resumes on any replica for at least its lifetime, and on none
+// later than its lifetime and twice the leeway after it was issued.
+const TokenLeeway = 5 * time.Minute
+
 // cursor is the position of a pager: just after the row whose sort key is
 // Key, of which Skip rows (counting from the first row with that key, in the
 // upstream's deterministic order) have already been returned.
@@ -178,7 +186,7 @@ func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	if err := json.Unmarshal(payload, &body); err != nil || body.V != 1 {
 		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
-	if t.now().Unix() > body.Expires {
+	if t.now().Add(-TokenLeeway).Unix() > body.Expires {
 		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", errBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	if body.Request != fp {

@@ -59,3 +59,48 @@ func TestTokenKeyRotation(t *testing.T) {
 		t.Fatal("an older key under 16 bytes was accepted")
 	}
 }
+
+// TestTokenExpiryToleratesClockSkew: a token issued by a replica whose clock
+// is off by up to TokenLeeway resumes on another for its whole lifetime,
+// and on none once its lifetime and twice the leeway have passed.
+func TestTokenExpiryToleratesClockSkew(t *testing.T) {
+	key, ttl := []byte("skew-key-0123456789abcdef"), time.Hour
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name             string
+		issuer, verifier time.Duration // each replica's clock, against the true time
+		after            time.Duration // true time from issue to use
+		ok               bool
+	}{
+		{"the issuer 3 min slow, at the end of the lifetime", -3 * time.Minute, 0, ttl - time.Second, true},
+		{"the verifier 3 min fast, at the end of the lifetime", 0, 3 * time.Minute, ttl - time.Second, true},
+		{"the clocks a whole leeway apart, at the end of the lifetime", -TokenLeeway, 0, ttl - time.Second, true},
+		{"the same clocks, within the leeway", 0, 0, ttl + TokenLeeway - time.Second, true},
+		{"the same clocks, past the leeway", 0, 0, ttl + TokenLeeway + time.Second, false},
+		{"the issuer a whole leeway fast, at the latest", TokenLeeway, 0, ttl + 2*TokenLeeway - time.Second, true},
+		{"the issuer a whole leeway fast, past the latest", TokenLeeway, 0, ttl + 2*TokenLeeway + time.Second, false},
+		{"clocks further apart than the leeway refuse early", -2 * TokenLeeway, 0, ttl - time.Minute, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			issuer, err := NewTokens(key, ttl, func() time.Time { return t0.Add(c.issuer) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			verifier, err := NewTokens(key, ttl, func() time.Time { return t0.Add(c.after + c.verifier) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := issuer.Encode("fp", cursor{Skip: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = verifier.Decode(tok, "fp", nil)
+			if c.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !c.ok && !errors.Is(err, errBadToken) {
+				t.Fatalf("accepted (%v); want it expired", err)
+			}
+		})
+	}
+}

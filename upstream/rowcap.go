@@ -27,6 +27,11 @@ import "sync/atomic"
 //   - A request asked at the learned cap keeps its probe row (the one row
 //     more than a reading keeps, which tells that rows follow), so a full
 //     page at the cap still says, at no cost, that the data goes on.
+//
+// What it learned holds for one plan only: under a lower cap every capped
+// page would be shorter than the most ever served, and so taken for the end
+// of the data. Whoever sees the plan change (the reconciler, in the name
+// limits-and-usage reports) calls Forget.
 type RowCap struct {
 	cap    atomic.Int64 // the learned cap; 0 while unknown
 	served atomic.Int64 // the most rows one request was served
@@ -60,4 +65,12 @@ func (c *RowCap) Continued(n int) {
 	if n > 0 && int64(n) >= c.served.Load() {
 		c.cap.Store(int64(n))
 	}
+}
+
+// Forget drops what was learned, as after a change of the key's plan: the
+// next short page may be the new cap again, and the next request tells.
+// Its price is the one of a fresh key: at most one confirming request.
+func (c *RowCap) Forget() {
+	c.cap.Store(0)
+	c.served.Store(0)
 }

@@ -80,3 +80,38 @@ func TestRowCapConcurrent(t *testing.T) {
 		t.Fatal("the most rows served is not the largest of the concurrent pages")
 	}
 }
+
+// TestRowCapForgetsAPlan: what a key taught under one plan would take every
+// page of a lower cap for the end of the data; forgotten, the next short
+// page may be the cap again, and rows after it teach the new one.
+func TestRowCapForgetsAPlan(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		teach func(*RowCap)
+	}{
+		{"a key without a cap", func(c *RowCap) { c.Served(1001, 1001) }},
+		{"a learned cap of 500", func(c *RowCap) {
+			c.Served(1001, 500)
+			c.Continued(500)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c RowCap
+			tc.teach(&c)
+			if c.Served(1001, 300) {
+				t.Fatal("a page of the lower cap may be capped before the plan is forgotten: the test shows nothing")
+			}
+			c.Forget()
+			if c.Cap() != 0 {
+				t.Fatalf("cap %d after Forget, want 0", c.Cap())
+			}
+			if !c.Served(1001, 300) {
+				t.Fatal("after Forget, a page of the lower cap is taken for the end of the data")
+			}
+			c.Continued(300)
+			if c.Cap() != 300 {
+				t.Fatalf("cap %d after rows followed a page of 300, want 300", c.Cap())
+			}
+		})
+	}
+}

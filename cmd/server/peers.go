@@ -60,6 +60,7 @@ type connLimit struct {
 	max       int
 	probation time.Duration
 	log       *slog.Logger
+	metrics   *connMetrics // nil: none
 
 	mu       sync.Mutex
 	room     *sync.Cond // signalled when a connection closes
@@ -72,10 +73,19 @@ type connLimit struct {
 	lastLog          time.Time
 }
 
-func newConnLimit(lis net.Listener, name string, max int, probation time.Duration, log *slog.Logger) *connLimit {
-	l := &connLimit{Listener: lis, name: name, max: max, probation: probation, log: log, conns: map[string]*limitedConn{}}
+func newConnLimit(lis net.Listener, name string, max int, probation time.Duration, log *slog.Logger, m *connMetrics) *connLimit {
+	l := &connLimit{Listener: lis, name: name, max: max, probation: probation, log: log, metrics: m,
+		conns: map[string]*limitedConn{}}
 	l.room = sync.NewCond(&l.mu)
+	m.watch(l)
 	return l
+}
+
+// counts are the connections the listener holds and those on probation.
+func (l *connLimit) counts() (open, onProbation int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns), l.unproven.Len()
 }
 
 // Accept returns the next connection once the listener has room for it or
@@ -87,8 +97,11 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	l.mu.Lock()
-	for len(l.conns) >= l.max && l.unproven.Len() == 0 && !l.closed {
+	for waited := false; len(l.conns) >= l.max && l.unproven.Len() == 0 && !l.closed; waited = true {
 		l.noteFull()
+		if !waited {
+			l.metrics.waited(l.name)
+		}
 		l.room.Wait()
 	}
 	if l.closed {
@@ -101,6 +114,7 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		evict = l.unproven.Front().Value.(*limitedConn)
 		l.endProbation(evict)
 		l.evicted++
+		l.metrics.closedOnProbation(l.name, "room")
 		l.noteFull()
 	}
 	lc := &limitedConn{Conn: c, l: l, addr: c.RemoteAddr().String()}
@@ -184,6 +198,7 @@ func (c *limitedConn) expire() {
 	onProbation := c.probation != nil
 	if onProbation {
 		l.expired++
+		l.metrics.closedOnProbation(l.name, "probation_ended")
 	}
 	l.mu.Unlock()
 	if onProbation {

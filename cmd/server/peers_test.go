@@ -105,6 +105,27 @@ func TestConnectionsOnProbation(t *testing.T) {
 	if !strings.Contains(logs.String(), "connection limit reached") {
 		t.Errorf("no log line says the connection limit was reached:\n%s", logs)
 	}
+	// So do the metrics: three keyless connections made room, a tenant
+	// waited, and the listener holds the three tenants.
+	text := scrape(t, s)
+	for _, want := range []struct {
+		name   string
+		labels []string
+		ok     func(float64) bool
+	}{
+		{"linkgate_connections_closed_total", []string{`listener="grpc"`, `reason="room"`}, func(v float64) bool { return v == 3 }},
+		{"linkgate_connections_limit_waits_total", []string{`listener="grpc"`}, func(v float64) bool { return v >= 1 }},
+		{"linkgate_connections_open", []string{`listener="grpc"`}, func(v float64) bool { return v == 3 }},
+		{"linkgate_connections_on_probation", []string{`listener="grpc"`}, func(v float64) bool { return v == 0 }},
+		{"linkgate_connections_open", []string{`listener="http"`}, func(v float64) bool { return v == 0 }},
+	} {
+		if v, ok := metricValue(text, want.name, want.labels...); !ok || !want.ok(v) {
+			t.Errorf("%s%v = %v (found %v)", want.name, want.labels, v, ok)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", grepLines(text, "linkgate_connections"))
+	}
 }
 
 // TestConnectionsWithoutARequestAreClosed: a connection that sends

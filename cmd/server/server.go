@@ -162,9 +162,10 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	if err != nil {
 		return nil, err
 	}
+	caps := &upstream.RowCap{}
 	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Scheduler: sched,
 		Tokens: tokens, UpstreamPageRows: cfg.UpstreamPageRows, SharePageCache: cfg.PageCacheShared,
-		Logger: log, Telemetry: obs.tel})
+		RowCap: caps, Logger: log, Telemetry: obs.tel})
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +179,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("grpc listener: %w", err)
 	}
 	s.grpcAddr = grpcLis.Addr().String()
-	grpcLimit := newConnLimit(grpcLis, "grpc", cfg.maxConnections(), cfg.HeaderTimeout, log)
+	grpcLimit := newConnLimit(grpcLis, "grpc", cfg.maxConnections(), cfg.HeaderTimeout, log, obs.conns)
 	// Peers reach one server; the gateway reaches another with the same
 	// services and interceptors, on a loopback listener of its own: the
 	// bounds put on a peer's connection would put them on every REST
@@ -211,7 +212,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s.httpAddr = httpLis.Addr().String()
-	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log)
+	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log, obs.conns)
 	authOff := cfg.TenantsFile == ""
 	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, httpLimit, gw), authOff),
 		ReadHeaderTimeout: cfg.HeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
@@ -225,7 +226,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 
 	s.watchReadiness(bg, ledger)
-	s.reconcile(bg, ledger, client)
+	s.reconcile(bg, ledger, &planWatch{src: client, caps: caps, log: log})
 	if s.rdb != nil {
 		// Another Redis server holds the budget than before (a failover, a
 		// restart): the new one may lack writes the old one acknowledged,
@@ -424,7 +425,9 @@ func (s *server) publishHealth() {
 // holder stops another replica takes over within that. Runs at start and
 // on request need no lease: each replica writes back what it saw of a
 // store that lost its data, and a rebuild must not wait for the holder.
-func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *upstream.Client) {
+// A replica without the lease still reads the key's plan each period, as
+// its row cap is its own (planWatch).
+func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, usage *planWatch) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	holder := hex.EncodeToString(id[:])
@@ -435,12 +438,15 @@ func (s *server) reconcile(ctx context.Context, ledger *quota.Ledger, client *up
 				s.log.Warn("reconciliation skipped: the reconciler's lease cannot be read", "err", err)
 			}
 			if !held {
+				rctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
+				defer cancel()
+				usage.check(rctx)
 				return
 			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
 		defer cancel()
-		d, err := ledger.Reconcile(rctx, client)
+		d, err := ledger.Reconcile(rctx, usage)
 		switch {
 		case err != nil:
 			s.log.Warn("reconciliation failed", "err", err)

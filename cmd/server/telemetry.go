@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +18,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -49,6 +52,7 @@ type observability struct {
 	propagator propagation.TextMapPropagator
 	registry   *prometheus.Registry
 	tel        *service.Telemetry
+	conns      *connMetrics
 	// shutdown flushes and stops the providers this server created.
 	shutdown []func(context.Context) error
 }
@@ -135,7 +139,81 @@ func setupTelemetry(ctx context.Context, override *otelOverride) (_ *observabili
 	if err != nil {
 		return nil, fmt.Errorf("telemetry instruments: %w", err)
 	}
+	if o.conns, err = newConnMetrics(o.meter.Meter(instrumentationName)); err != nil {
+		return nil, fmt.Errorf("telemetry instruments: %w", err)
+	}
 	return o, nil
+}
+
+// instrumentationName is the scope of the instruments cmd/server makes.
+const instrumentationName = "github.com/linkgate/linkgate/cmd/server"
+
+// connMetrics are the instruments of the listeners' connection limits
+// (peers.go): the connections a listener holds, those that have not shown
+// a key yet, and what the limit closed or made wait. Its methods do
+// nothing on nil.
+type connMetrics struct {
+	closed, waits metric.Int64Counter
+	mu            sync.Mutex
+	limits        []*connLimit // observed by the gauges
+}
+
+func newConnMetrics(m metric.Meter) (*connMetrics, error) {
+	c := &connMetrics{}
+	var errs [5]error
+	c.closed, errs[0] = m.Int64Counter("linkgate.connections.closed", metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections closed on probation (before they showed a key), by listener and reason: "+
+			"probation_ended (the header timeout passed), room (the listener was full and a new connection came)."))
+	c.waits, errs[1] = m.Int64Counter("linkgate.connections.limit_waits", metric.WithUnit("{connection}"),
+		metric.WithDescription("New connections that waited for another to close, by listener: every connection held had shown a key."))
+	open, err := m.Int64ObservableGauge("linkgate.connections.open", metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections a listener holds, by listener."))
+	errs[2] = err
+	probation, err := m.Int64ObservableGauge("linkgate.connections.on_probation", metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections that have not shown a key yet, by listener."))
+	errs[3] = err
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, err
+	}
+	_, errs[4] = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		c.mu.Lock()
+		limits := slices.Clone(c.limits)
+		c.mu.Unlock()
+		for _, l := range limits {
+			n, unproven := l.counts()
+			at := metric.WithAttributes(attribute.String("listener", l.name))
+			o.ObserveInt64(open, int64(n), at)
+			o.ObserveInt64(probation, int64(unproven), at)
+		}
+		return nil
+	}, open, probation)
+	return c, errs[4]
+}
+
+// watch adds a listener's limit to the gauges.
+func (c *connMetrics) watch(l *connLimit) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.limits = append(c.limits, l)
+}
+
+// closedOnProbation counts a connection closed before it showed a key.
+func (c *connMetrics) closedOnProbation(listener, reason string) {
+	if c == nil {
+		return
+	}
+	c.closed.Add(context.Background(), 1, metric.WithAttributes(attribute.String("listener", listener), attribute.String("reason", reason)))
+}
+
+// waited counts a new connection that waited for room.
+func (c *connMetrics) waited(listener string) {
+	if c == nil {
+		return
+	}
+	c.waits.Add(context.Background(), 1, metric.WithAttributes(attribute.String("listener", listener)))
 }
 
 // close flushes pending spans and metrics and stops the providers. It runs

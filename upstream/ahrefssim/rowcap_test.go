@@ -1,8 +1,11 @@
 package ahrefssim
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/upstream"
 )
 
 // TestRowCap: a plan's cap serves fewer rows than asked, silently: 200, the
@@ -36,5 +39,31 @@ func TestRowCap(t *testing.T) {
 	}
 	if r.Requests() != 4 {
 		t.Fatalf("Requests() = %d, want 4", r.Requests())
+	}
+}
+
+// TestSetPlan: a plan changed while serving names itself in
+// limits-and-usage and caps the next requests at its rows.
+func TestSetPlan(t *testing.T) {
+	s := New(Config{CacheTTL: -1})
+	p := vals("target", "sized-2000.example", "select", "url_from", "limit", "1000")
+	plan := func() (name, rows string) {
+		var lu struct {
+			L struct {
+				Subscription string `json:"subscription"`
+			} `json:"limits_and_usage"`
+		}
+		w := do(t, s, upstream.LimitsAndUsagePath, nil, DefaultKey)
+		if err := json.Unmarshal(w.Body.Bytes(), &lu); err != nil {
+			t.Fatal(err)
+		}
+		return lu.L.Subscription, do(t, s, blPath, p, DefaultKey).Header().Get("x-api-rows")
+	}
+	if name, rows := plan(); name != "Enterprise" || rows != "1000" {
+		t.Fatalf("before: plan %q serving %s rows, want Enterprise serving 1000", name, rows)
+	}
+	s.SetPlan("Advanced", 300)
+	if name, rows := plan(); name != "Advanced" || rows != "300" {
+		t.Fatalf("after SetPlan: plan %q serving %s rows, want Advanced serving 300", name, rows)
 	}
 }

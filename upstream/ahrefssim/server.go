@@ -219,6 +219,13 @@ func (s *Server) SetCacheTTL(d time.Duration) { s.Update(func(c *Config) { c.Cac
 // SetUnitsLimitAPIKey sets the per-key unit cap (nil: unlimited).
 func (s *Server) SetUnitsLimitAPIKey(n *int64) { s.Update(func(c *Config) { c.UnitsLimitAPIKey = n }) }
 
+// SetPlan changes the key's plan while serving, as an upgrade or a
+// downgrade does: the name limits-and-usage reports and the rows per
+// request it allows (0: no cap).
+func (s *Server) SetPlan(subscription string, rowCap int) {
+	s.Update(func(c *Config) { c.Subscription, c.RowCap = subscription, rowCap })
+}
+
 // FailNext answers the next n authorised data requests with 500,
 // regardless of ErrorRate.
 func (s *Server) FailNext(n int) { s.mu.Lock(); s.fail = n; s.mu.Unlock() }
