@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -136,28 +135,6 @@ func TestCSVOverREST(t *testing.T) {
 
 // TestCSVQuoting: RFC 4180 quoting of text with commas, quotes and line
 // breaks, read back by encoding/csv; lists as JSON arrays; absent as empty.
-func TestCSVQuoting(t *testing.T) {
-	rec := httptest.NewRecorder()
-	rec.Header().Set("Content-Type", csvContentType)
-	w := &csvWriter{ResponseWriter: rec, key: "backlinks", columns: []string{"anchor", "languages", "alt", "domain_rating_source", "is_dofollow"}}
-	body := `{"backlinks":[{"anchor":"a, \"quoted\"\nline","languages":["en","de"],"domain_rating_source":12.5,"is_dofollow":true}],"next_page_token":"tok"}`
-	if _, err := w.Write([]byte(body)); err != nil {
-		t.Fatal(err)
-	}
-	w.finish()
-	got, err := csv.NewReader(strings.NewReader(rec.Body.String())).ReadAll()
-	if err != nil {
-		t.Fatalf("%q: %v", rec.Body.String(), err)
-	}
-	want := [][]string{{"anchor", "languages", "alt", "domain_rating_source", "is_dofollow"}, {"a, \"quoted\"\nline", `["en","de"]`, "", "12.5", "true"}}
-	if !slices.EqualFunc(got, want, slices.Equal) {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-	if !strings.Contains(rec.Body.String(), "\r\n") || rec.Header().Get("Linkgate-Next-Page-Token") != "tok" {
-		t.Errorf("want CRLF line ends and the token header: %q %v", rec.Body.String(), rec.Header())
-	}
-}
-
 // TestCSVStreamFailureTrailers: a CSV stream stopped by the budget keeps a
 // valid body and reports the error and the token to resume in trailers.
 func TestCSVStreamFailureTrailers(t *testing.T) {
@@ -172,31 +149,4 @@ func TestCSVStreamFailureTrailers(t *testing.T) {
 	if resp.Trailer.Get("Linkgate-Next-Page-Token") == "" {
 		t.Error("no token trailer to resume the failed stream")
 	}
-}
-
-// BenchmarkCSVWriter: turning one 1,000-row stream message of six fields
-// into CSV, as the gateway hands it over.
-func BenchmarkCSVWriter(b *testing.B) {
-	var msg strings.Builder
-	msg.WriteString(`{"result":{"backlinks":[`)
-	for i := range 1000 {
-		if i > 0 {
-			msg.WriteString(",")
-		}
-		msg.WriteString(`{"url_from":"https://abcdef-news.example/000123/how-to-seo","url_to":"https://example.com/blog/post","anchor":"read, \"more\"","domain_rating_source":42.5,"first_seen_link":"2025-08-10T12:34:56Z","languages":["en","de"]}`)
-	}
-	msg.WriteString(`],"next_page_token":"tok"}}`)
-	body := []byte(msg.String())
-	cols := []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "languages"}
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		rec.Header().Set("Content-Type", csvContentType)
-		w := &csvWriter{ResponseWriter: rec, key: "backlinks", columns: cols, stream: true}
-		if _, err := w.Write(body); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/row")
 }

@@ -192,3 +192,11 @@ func mustDate(s string) time.Time {
 	}
 	return t
 }
+
+// clip shortens what a test repeats in its messages.
+func clip(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:64] + "…"
+}

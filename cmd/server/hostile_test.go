@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,31 +58,45 @@ var unknownParams = []string{"limit", "where", "offset", "output", "timeout", "f
 
 // restEndpoint is a GET endpoint and a valid request to mutate.
 type restEndpoint struct {
-	path string
-	base url.Values
+	path  string
+	input protoreflect.MessageDescriptor
+	base  url.Values
 }
 
+// restEndpoints are the GET endpoints the protos declare.
 func restEndpoints() []restEndpoint {
 	var out []restEndpoint
-	for _, r := range routes {
-		if r.method != http.MethodGet {
-			continue
+	for _, sd := range []protoreflect.ServiceDescriptor{
+		v1.File_linkgate_v1_backlinks_service_proto.Services().ByName("BacklinksService"),
+		v1.File_linkgate_v1_quota_service_proto.Services().ByName("QuotaService"),
+	} {
+		methods := sd.Methods()
+		for i := range methods.Len() {
+			md := methods.Get(i)
+			rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+			if rule.GetGet() == "" {
+				continue
+			}
+			base := url.Values{}
+			if md.Input().Fields().ByName("target") != nil {
+				base.Set("target", "example.com")
+			}
+			if md.Input().Fields().ByName("since") != nil {
+				base.Set("since", "2025-06-01")
+			}
+			out = append(out, restEndpoint{path: rule.GetGet(), input: md.Input(), base: base})
 		}
-		base := url.Values{}
-		if r.input.Fields().ByName("target") != nil {
-			base.Set("target", "example.com")
-		}
-		if r.input.Fields().ByName("since") != nil {
-			base.Set("since", "2025-06-01")
-		}
-		out = append(out, restEndpoint{path: r.path, base: base})
 	}
 	return out
 }
 
 func takes(path, param string) bool {
-	rt, _ := routeFor(http.MethodGet, path)
-	return rt != nil && rt.input.Fields().ByName(protoreflect.Name(param)) != nil
+	for _, ep := range restEndpoints() {
+		if ep.path == path {
+			return ep.input.Fields().ByName(protoreflect.Name(param)) != nil
+		}
+	}
+	return false
 }
 
 // hostileServer is a server with an upstream whose spend is visible, for

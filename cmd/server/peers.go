@@ -3,17 +3,13 @@ package main
 import (
 	"container/list"
 	"context"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -234,69 +230,4 @@ func publicOptions(c securityConfig, auth *service.Authenticator, lim *connLimit
 		grpc.MaxConcurrentStreams(uint32(c.MaxStreamsPerConnection)),
 		grpc.ConnectionTimeout(c.HeaderTimeout),
 	}
-}
-
-// withCredentials refuses a REST request without valid credentials as soon
-// as its headers are read, before its body, with the gRPC service's own
-// answer (401), and closes its connection; a request with them takes its
-// connection off probation. /healthz and /openapi.json need no key. The
-// gRPC service still authenticates what the gateway forwards.
-func withCredentials(auth *service.Authenticator, lim *connLimit, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/openapi.json" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		md := metadata.MD{"authorization": r.Header.Values("Authorization")}
-		ctx := metadata.NewIncomingContext(r.Context(), md)
-		if r.TLS != nil {
-			ctx = peer.NewContext(ctx, &peer.Peer{AuthInfo: credentials.TLSInfo{State: *r.TLS}})
-		}
-		if _, err := auth.Authenticate(ctx); err != nil {
-			// The body is never read: reading stops now, and the
-			// connection closes after the answer rather than wait for
-			// the rest of a body nobody will use.
-			http.NewResponseController(w).SetReadDeadline(time.Now())
-			w.Header().Set("Connection", "close")
-			writeStatus(w, status.Convert(err))
-			return
-		}
-		if lim != nil {
-			lim.prove(r.RemoteAddr)
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// withBodyTimeout gives a REST request's body d to arrive once its headers
-// have: a body trickled a byte at a time is cut there. The deadline is
-// lifted once the body has been read, so that a long response stream is
-// not cut by it.
-func withBodyTimeout(d time.Duration, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		rc := http.NewResponseController(w)
-		if err := rc.SetReadDeadline(time.Now().Add(d)); err == nil {
-			r.Body = &timedBody{ReadCloser: r.Body, lift: func() { rc.SetReadDeadline(time.Time{}) }}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// timedBody lifts its read deadline when the body has been read to its end.
-type timedBody struct {
-	io.ReadCloser
-	lift func()
-	once sync.Once
-}
-
-func (b *timedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
-		b.once.Do(b.lift)
-	}
-	return n, err
 }

@@ -22,11 +22,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	restapi "github.com/linkgate/linkgate/internal/rest"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/service"
@@ -202,11 +204,14 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 	s.serve("gateway's grpc", func() error { return s.gatewayGRPC.Serve(gwLis) })
 
-	gw, closeGW, err := newGateway(bg, gwLis.Addr().String(), s.health, append(sec.tls.gatewayDial(), obs.dialOption())...)
+	// The gateway reaches its listener over a connection of its own; dial
+	// adds TLS (tls.go) and tracing to it.
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, sec.tls.gatewayDial()...)
+	gwConn, err := grpc.NewClient(gwLis.Addr().String(), append(dial, obs.dialOption())...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
-	s.cleanups = append(s.cleanups, closeGW)
+	s.cleanups = append(s.cleanups, gwConn.Close)
 	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
@@ -214,7 +219,13 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	s.httpAddr = httpLis.Addr().String()
 	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log, obs.conns)
 	authOff := cfg.TenantsFile == ""
-	s.http = &http.Server{Handler: obs.httpHandler(restHandler(cfg.securityConfig, sec.auth, httpLimit, gw), authOff),
+	restAPI, err := restapi.New(restapi.Config{Conn: gwConn, Health: s.health, Auth: sec.auth,
+		CORSOrigins: cfg.corsOrigins(), BodyTimeout: cfg.BodyTimeout, MaxRequestBytes: int64(cfg.MaxRequestBytes),
+		Proved: httpLimit.prove})
+	if err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{Handler: obs.httpHandler(restAPI, authOff),
 		ReadHeaderTimeout: cfg.HeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxStreamsPerConnection}}
 	httpLis = sec.tls.listenHTTP(httpLimit)

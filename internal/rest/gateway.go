@@ -1,23 +1,22 @@
-package main
+package rest
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -25,46 +24,46 @@ import (
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/gen/openapi"
+	"github.com/linkgate/linkgate/service"
 )
 
-// newGateway returns the REST handler: the gateway over a loopback gRPC
-// connection (never in-process registration, which cannot stream), the
-// OpenAPI document, and /healthz. dial adds to (and may replace the
-// credentials of) the gateway's connection, e.g. TLS (tls.go).
-func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServer, dial ...grpc.DialOption) (http.Handler, func() error, error) {
-	conn, err := grpc.NewClient(grpcAddr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("gateway connection: %w", err)
+// Config is what the REST edge needs from the server that runs it.
+type Config struct {
+	// Conn reaches the gRPC services the gateway forwards to: a loopback
+	// connection, never in-process registration, which cannot stream.
+	Conn grpc.ClientConnInterface
+	// Health answers /healthz.
+	Health healthpb.HealthServer
+	// Auth checks credentials before a request's body is read, and names
+	// the caller of a verified client certificate.
+	Auth *service.Authenticator
+	// CORSOrigins are the origins whose pages may call the API (exact
+	// matches); none turns CORS off.
+	CORSOrigins []string
+	// BodyTimeout is how long a request's body may take to arrive once
+	// its headers have; MaxRequestBytes bounds its size.
+	BodyTimeout     time.Duration
+	MaxRequestBytes int64
+	// Proved, when set, learns the remote address of each request whose
+	// credentials were valid (its connection has shown a key).
+	Proved func(remoteAddr string)
+}
+
+// New returns the REST handler: the gateway behind CORS, the credentials
+// (checked before any body is read), the body's time and size limits and
+// the strict query parser; the OpenAPI document; and /healthz.
+func New(c Config) (http.Handler, error) {
+	if c.Conn == nil || c.Health == nil || c.Auth == nil {
+		return nil, errors.New("rest: Conn, Health and Auth are required")
 	}
-	// strictQuery answers through the mux, which exists only once
-	// NewServeMux returns: it holds the variable, not the value.
-	var gw *runtime.ServeMux
-	gw = runtime.NewServeMux(
-		// Ahrefs' snake_case names on the wire, as the protos spell them. A
-		// JSON body with a field the request does not have is refused, as
-		// an unknown query parameter is: ignoring it would answer another
-		// request than the one asked.
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
-		}),
-		runtime.WithMarshalerOption(mimeCSV, newCSVMarshaler()),
-		runtime.SetQueryParameterParser(queryParser{}),
-		runtime.WithMiddlewares(strictQuery(&gw)),
-		runtime.WithErrorHandler(errorHandler),
-		runtime.WithStreamErrorHandler(streamErrorHandler),
-		runtime.WithRoutingErrorHandler(routingErrorHandler),
-		// gRPC metadata (content-type: application/grpc among it) is the
-		// transport's business, not a REST response header.
-		runtime.WithOutgoingHeaderMatcher(dropMetadata),
-		runtime.WithOutgoingTrailerMatcher(dropMetadata),
-	)
-	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		v1.RegisterBacklinksServiceHandler, v1.RegisterQuotaServiceHandler,
-	} {
-		if err := register(ctx, gw, conn); err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
+	gw := newServeMux()
+	// The handlers ignore the context they are registered with.
+	ctx := context.Background()
+	if err := v1.RegisterBacklinksServiceHandlerClient(ctx, gw, v1.NewBacklinksServiceClient(c.Conn)); err != nil {
+		return nil, err
+	}
+	if err := v1.RegisterQuotaServiceHandlerClient(ctx, gw, v1.NewQuotaServiceClient(c.Conn)); err != nil {
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", csvOutput(gw))
@@ -82,7 +81,7 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 			"quota":     v1.QuotaService_ServiceDesc.ServiceName,
 		} {
 			st := healthpb.HealthCheckResponse_NOT_SERVING
-			if resp, err := health.Check(r.Context(), &healthpb.HealthCheckRequest{Service: name}); err == nil {
+			if resp, err := c.Health.Check(r.Context(), &healthpb.HealthCheckRequest{Service: name}); err == nil {
 				st = resp.GetStatus()
 			}
 			out[key] = st.String()
@@ -93,19 +92,35 @@ func newGateway(ctx context.Context, grpcAddr string, health healthpb.HealthServ
 		}
 		json.NewEncoder(w).Encode(out)
 	}))
-	return mux, conn.Close, nil
+	return withCORS(c.CORSOrigins, withCredentials(c.Auth, c.Proved, withBodyTimeout(c.BodyTimeout,
+		withBodyLimit(c.MaxRequestBytes, withQuery(withCertificateCaller(c.Auth, mux)))))), nil
 }
 
-// onlyGET answers other methods than GET and HEAD with 405 and Allow.
-func onlyGET(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, r.Method+" is not allowed on "+r.URL.Path+": use GET", http.StatusMethodNotAllowed)
-			return
-		}
-		h(w, r)
-	}
+// newServeMux is the gateway's mux with linkgate's marshalers, query
+// parser and error handlers.
+func newServeMux() *runtime.ServeMux {
+	// strictQuery answers through the mux, which exists only once
+	// NewServeMux returns: it holds the variable, not the value.
+	var gw *runtime.ServeMux
+	gw = runtime.NewServeMux(
+		// Ahrefs' snake_case names on the wire, as the protos spell them. A
+		// JSON body with a field the request does not have is refused, as
+		// an unknown query parameter is: ignoring it would answer another
+		// request than the one asked.
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
+		runtime.WithMarshalerOption(mimeCSV, newCSVMarshaler()),
+		runtime.SetQueryParameterParser(queryParser{}),
+		runtime.WithMiddlewares(strictQuery(&gw)),
+		runtime.WithForwardResponseOption(writeCSVRows),
+		runtime.WithErrorHandler(errorHandler),
+		runtime.WithStreamErrorHandler(streamErrorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		// gRPC metadata (content-type: application/grpc among it) is the
+		// transport's business, not a REST response header.
+		runtime.WithOutgoingHeaderMatcher(dropMetadata),
+		runtime.WithOutgoingTrailerMatcher(dropMetadata),
+	)
+	return gw
 }
 
 // strictQuery checks the query string of every gateway request with the
@@ -117,7 +132,7 @@ func onlyGET(h http.HandlerFunc) http.HandlerFunc {
 func strictQuery(gw **runtime.ServeMux) runtime.Middleware {
 	return func(next runtime.HandlerFunc) runtime.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
-			ctx := context.WithValue(r.Context(), responseHeaderKey{}, w.Header())
+			ctx := context.WithValue(r.Context(), responseWriterKey{}, w)
 			r = r.WithContext(ctx)
 			if err := checkQuery(r); err != nil {
 				_, m := runtime.MarshalerForRequest(*gw, r)
@@ -129,17 +144,17 @@ func strictQuery(gw **runtime.ServeMux) runtime.Middleware {
 	}
 }
 
-// checkQuery parses r's query string into a fresh request message of its
-// endpoint, and refuses any query parameter on an endpoint whose request
-// is its body.
+// checkQuery parses r's query parameters into a fresh request message of
+// its endpoint, and refuses any query parameter on an endpoint whose
+// request is its body.
 func checkQuery(r *http.Request) error {
 	rt, _ := routeFor(r.Method, r.URL.Path)
 	if rt == nil {
 		return nil
 	}
-	values, err := url.ParseQuery(r.URL.RawQuery)
+	values, err := query(r)
 	if err != nil {
-		return (&queryError{Param: "query", Description: "is malformed: " + err.Error()}).GRPCStatus().Err()
+		return err.GRPCStatus().Err()
 	}
 	if rt.body == "*" {
 		for k := range values {
@@ -225,19 +240,23 @@ func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 	}
 }
 
-// responseHeaderKey holds the response headers of a gateway request, for
+// responseWriterKey holds the response writer of a gateway request, for
 // the stream error handler, which gets only the context.
-type responseHeaderKey struct{}
+type responseWriterKey struct{}
 
 // streamErrorHandler converts a stream's error with every detail of its
 // status, so that ErrorInfo.metadata.page_token (the deadline, a shutdown,
 // the budget) reaches HTTP callers in the last NDJSON line as it reaches
 // gRPC ones, and sets Retry-After from its RetryInfo: a stream refused
-// before its first message (429, 503) is then answered like a List.
+// before its first message (429, 503) is then answered like a List. A CSV
+// stream reports the error in its trailers.
 func streamErrorHandler(ctx context.Context, err error) *status.Status {
 	st := status.Convert(err)
-	if h, ok := ctx.Value(responseHeaderKey{}).(http.Header); ok {
-		setRetryAfter(h, st)
+	if w, ok := ctx.Value(responseWriterKey{}).(http.ResponseWriter); ok {
+		setRetryAfter(w.Header(), st)
+		if cw, ok := w.(*csvWriter); ok {
+			cw.fail(st)
+		}
 	}
 	return st
 }
@@ -274,3 +293,18 @@ func setRetryAfter(h http.Header, st *status.Status) {
 
 // defaultRetryAfter is the hint of a 429 or 503 that came without one.
 const defaultRetryAfter = "5"
+
+// jsonMarshaler is the gateway's JSON, with Ahrefs' snake_case names as
+// the protos spell them, and names its streams for what they are:
+// newline-delimited JSON, as the OpenAPI document says. An error answered
+// before a stream's first message is one JSON object, application/json.
+type jsonMarshaler struct{ runtime.JSONPb }
+
+func newJSONMarshaler() *jsonMarshaler {
+	return &jsonMarshaler{runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}}}
+}
+
+// StreamContentType implements runtime.StreamContentType.
+func (*jsonMarshaler) StreamContentType(any) string { return mimeNDJSON }
+
+const mimeNDJSON = "application/x-ndjson"

@@ -1,14 +1,20 @@
-package main
+package rest
 
 import (
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -100,14 +106,17 @@ func withBodyLimit(limit int64, h http.Handler) http.Handler {
 	})
 }
 
-// withValidText refuses a path or query that is not UTF-8 once decoded:
-// protobuf strings must be UTF-8, and the gateway would otherwise fail to
-// marshal the request and answer 500 for the caller's mistake.
-func withValidText(h http.Handler) http.Handler {
+// withQuery parses a request's query string, the one time it is parsed:
+// the values go on in r.Form, where the CSV output, the strict query check
+// and the gateway read them. A path or query that is not UTF-8 once
+// decoded is refused: protobuf strings must be UTF-8, and the gateway
+// would otherwise fail to marshal the request and answer 500 for the
+// caller's mistake.
+func withQuery(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			writeStatus(w, badParam("query", "is malformed: %v", err).GRPCStatus())
+		q, qe := query(r)
+		if qe != nil {
+			writeStatus(w, qe.GRPCStatus())
 			return
 		}
 		if !utf8.ValidString(r.URL.Path) {
@@ -126,8 +135,22 @@ func withValidText(h http.Handler) http.Handler {
 				}
 			}
 		}
+		r.Form = q
 		h.ServeHTTP(w, r)
 	})
+}
+
+// query is r's query parameters: r.Form once withQuery has parsed them,
+// else (a request that did not come through it) its query string parsed.
+func query(r *http.Request) (url.Values, *queryError) {
+	if r.Form != nil {
+		return r.Form, nil
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badParam("query", "is malformed: %v", err)
+	}
+	return q, nil
 }
 
 // writeStatus answers with a status as the gateway would: its HTTP code
@@ -141,14 +164,6 @@ func writeStatus(w http.ResponseWriter, st *status.Status) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(runtime.HTTPStatusFromCode(st.Code()))
 	w.Write(b)
-}
-
-// restHandler is the REST listener's handler: the gateway behind CORS,
-// the credentials (checked before any body is read; lim learns which
-// connections showed a key), and the body's time and size limits.
-func restHandler(c securityConfig, auth *service.Authenticator, lim *connLimit, gw http.Handler) http.Handler {
-	return withCORS(c.corsOrigins(), withCredentials(auth, lim, withBodyTimeout(c.BodyTimeout,
-		withBodyLimit(int64(c.MaxRequestBytes), withValidText(withCertificateCaller(auth, gw))))))
 }
 
 // withCertificateCaller forwards the identity of a REST caller who
@@ -173,4 +188,81 @@ func withCertificateCaller(auth *service.Authenticator, next http.Handler) http.
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// withCredentials refuses a REST request without valid credentials as soon
+// as its headers are read, before its body, with the gRPC service's own
+// answer (401), and closes its connection; a request with them takes its
+// connection off probation. /healthz and /openapi.json need no key. The
+// gRPC service still authenticates what the gateway forwards.
+func withCredentials(auth *service.Authenticator, proved func(remoteAddr string), next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/openapi.json" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		md := metadata.MD{"authorization": r.Header.Values("Authorization")}
+		ctx := metadata.NewIncomingContext(r.Context(), md)
+		if r.TLS != nil {
+			ctx = peer.NewContext(ctx, &peer.Peer{AuthInfo: credentials.TLSInfo{State: *r.TLS}})
+		}
+		if _, err := auth.Authenticate(ctx); err != nil {
+			// The body is never read: reading stops now, and the
+			// connection closes after the answer rather than wait for
+			// the rest of a body nobody will use.
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+			w.Header().Set("Connection", "close")
+			writeStatus(w, status.Convert(err))
+			return
+		}
+		if proved != nil {
+			proved(r.RemoteAddr)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withBodyTimeout gives a REST request's body d to arrive once its headers
+// have: a body trickled a byte at a time is cut there. The deadline is
+// lifted once the body has been read, so that a long response stream is
+// not cut by it.
+func withBodyTimeout(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err == nil {
+			r.Body = &timedBody{ReadCloser: r.Body, lift: func() { rc.SetReadDeadline(time.Time{}) }}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// timedBody lifts its read deadline when the body has been read to its end.
+type timedBody struct {
+	io.ReadCloser
+	lift func()
+	once sync.Once
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.lift)
+	}
+	return n, err
+}
+
+// onlyGET answers other methods than GET and HEAD with 405 and Allow.
+func onlyGET(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, r.Method+" is not allowed on "+r.URL.Path+": use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		h(w, r)
+	}
 }

@@ -1,0 +1,399 @@
+package rest
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/linkgate/linkgate/service"
+)
+
+// CSV over REST. The gateway picks a marshaler by the Accept header; the
+// csvOutput middleware puts a csvWriter in front of the gateway for row
+// requests, and the gateway hands it each response (a List page or one
+// stream message) before marshaling it (writeCSVRows, a forward-response
+// option): the writer turns the message's rows into CSV from their fields,
+// in the order of the request's select. Rows are written message by
+// message, so memory stays bounded by one message whatever the length of
+// a stream. The marshaler registered for text/csv thus writes nothing for
+// rows, and JSON for an error answered before any row.
+//
+// A CSV client resumes with the Linkgate-Next-Page-Token header of a List
+// response, or the trailer of the same name of a stream (the token after
+// the last row sent; absent at the end of the data). A stream that fails
+// after its first rows ends its body cleanly and reports the error in the
+// Linkgate-Error trailer, with the token to resume in
+// Linkgate-Next-Page-Token.
+
+const (
+	mimeCSV          = "text/csv"
+	headerPageToken  = "Linkgate-Next-Page-Token"
+	trailerError     = "Linkgate-Error"
+	csvContentType   = "text/csv; charset=utf-8"
+	csvHeaderPresent = "header=present"
+)
+
+// rowsMessage is a List response or a stream message: rows and the token
+// that follows them.
+type rowsMessage interface {
+	proto.Message
+	GetNextPageToken() string
+}
+
+// csvMarshaler is the gateway's marshaler for Accept: text/csv.
+type csvMarshaler struct{ runtime.JSONPb }
+
+func newCSVMarshaler() *csvMarshaler {
+	return &csvMarshaler{runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}}}
+}
+
+// ContentType is CSV for rows (a List response, a stream message) and
+// JSON for an error answered before any row, which then reads as every
+// other REST error.
+func (*csvMarshaler) ContentType(v any) string {
+	if _, rows := v.(rowsMessage); rows {
+		return csvContentType + "; " + csvHeaderPresent
+	}
+	return "application/json"
+}
+
+// StreamContentType is the content type of a stream's body.
+func (m *csvMarshaler) StreamContentType(v any) string { return m.ContentType(v) }
+
+// Marshal writes nothing for rows, which the csvWriter has written from
+// the message already, and JSON for anything else (an error).
+func (m *csvMarshaler) Marshal(v any) ([]byte, error) {
+	if chunk, ok := v.(map[string]any); ok {
+		v = chunk["result"]
+	}
+	if _, rows := v.(rowsMessage); rows {
+		return nil, nil
+	}
+	return m.JSONPb.Marshal(v)
+}
+
+// Delimiter separates stream messages; csvWriter drops it.
+func (*csvMarshaler) Delimiter() []byte { return []byte("\n") }
+
+// writeCSVRows hands each response of a CSV request to its csvWriter.
+func writeCSVRows(_ context.Context, w http.ResponseWriter, resp proto.Message) error {
+	cw, ok := w.(*csvWriter)
+	if !ok {
+		return nil
+	}
+	rows, ok := resp.(rowsMessage)
+	if !ok {
+		return nil // the stream's start, before any message
+	}
+	return cw.rows(rows)
+}
+
+// csvDatasets maps the REST collections to the field of their rows in a
+// response and their dataset label.
+var csvDatasets = map[string]struct{ key, label string }{
+	"/v1/backlinks":          {"backlinks", "backlinks"},
+	"/v1/refdomains":         {"ref_domains", "refdomains"},
+	"/v1/broken-backlinks":   {"broken_backlinks", "broken_backlinks"},
+	"/v1/new-lost-backlinks": {"new_lost_backlinks", "new_lost_backlinks"},
+}
+
+// csvOutput turns output=csv (or output=json) into the Accept header the
+// gateway chooses its marshaler by, and removes it from the query, which
+// the gateway would otherwise refuse as an unknown parameter. A CSV
+// request for rows gets a csvWriter; CSV of anything else is 406.
+func csvOutput(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, qe := query(r)
+		if qe != nil {
+			writeStatus(w, qe.GRPCStatus())
+			return
+		}
+		r.Form = q
+		if q.Has("output") {
+			switch out := q.Get("output"); out {
+			case "csv":
+				r.Header.Set("Accept", mimeCSV)
+			case "json":
+				r.Header.Set("Accept", "application/json")
+			default:
+				writeStatus(w, badParam("output", "must be csv or json, not %q", clip(out)).GRPCStatus())
+				return
+			}
+			q.Del("output")
+		}
+		if !acceptsCSV(r.Header.Values("Accept")) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Header.Set("Accept", mimeCSV) // the exact value the gateway matches
+		ds, ok := csvDatasets[strings.TrimSuffix(r.URL.Path, ":stream")]
+		if !ok || r.Method != http.MethodGet {
+			writeJSONError(w, http.StatusNotAcceptable, "text/csv is offered for the List and Stream rows only; ask for application/json")
+			return
+		}
+		cw := &csvWriter{ResponseWriter: w, key: protoreflect.Name(ds.key), columns: columns(q["select"], ds.label),
+			stream: strings.HasSuffix(r.URL.Path, ":stream")}
+		defer cw.finish()
+		next.ServeHTTP(cw, r)
+	})
+}
+
+// acceptsCSV reports whether an Accept header asks for CSV.
+func acceptsCSV(values []string) bool {
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == mimeCSV {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// columns are the CSV columns: the selected fields in order (the dataset's
+// default when none), after change and change_time for new/lost.
+func columns(sel []string, label string) []string {
+	events := label == "new_lost_backlinks"
+	var cols []string
+	for _, item := range sel {
+		for _, name := range strings.Split(item, ",") {
+			name = strings.TrimSpace(name)
+			if events && (name == "change" || name == "change_time") {
+				continue // always the first two columns
+			}
+			if name != "" && !slices.Contains(cols, name) {
+				cols = append(cols, name)
+			}
+		}
+	}
+	if len(cols) == 0 {
+		cols = service.DefaultSelect(label)
+	}
+	if events {
+		cols = append([]string{"change", "change_time"}, cols...)
+	}
+	return cols
+}
+
+func writeJSONError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"code": code, "message": msg})
+}
+
+// csvWriter writes the rows of each message the gateway hands it as CSV,
+// and drops what the gateway writes for them.
+type csvWriter struct {
+	http.ResponseWriter
+	key     protoreflect.Name
+	columns []string
+	stream  bool
+
+	csv        *csv.Writer // set once the header row is out
+	record     []string
+	lastToken  string
+	streamFail string
+}
+
+// rows writes the rows of one message, after the header row if it is the
+// first.
+func (w *csvWriter) rows(msg rowsMessage) error {
+	token := msg.GetNextPageToken()
+	w.lastToken = token
+	if w.csv == nil {
+		h := w.Header()
+		h.Set("Content-Type", csvContentType+"; "+csvHeaderPresent)
+		h.Del("Content-Length")
+		if w.stream {
+			h.Set("Trailer", headerPageToken+", "+trailerError)
+		} else if token != "" {
+			h.Set(headerPageToken, token)
+		}
+		w.startCSV()
+	}
+	m := msg.ProtoReflect()
+	if fd := m.Descriptor().Fields().ByName(w.key); fd != nil && fd.IsList() && fd.Kind() == protoreflect.MessageKind {
+		list := m.Get(fd).List()
+		for i := range list.Len() {
+			row := list.Get(i).Message()
+			for j, c := range w.columns {
+				w.record[j] = rowCell(row, c)
+			}
+			w.csv.Write(w.record)
+		}
+	}
+	w.csv.Flush()
+	return w.csv.Error()
+}
+
+func (w *csvWriter) startCSV() {
+	w.csv = csv.NewWriter(w.ResponseWriter)
+	w.csv.UseCRLF = true // RFC 4180
+	w.csv.Write(w.columns)
+	w.record = make([]string, len(w.columns))
+}
+
+// fail records the error that ended a stream, for its trailers, and the
+// token to resume it if the error carries one.
+func (w *csvWriter) fail(st *status.Status) {
+	w.streamFail = fmt.Sprintf("%d %s", st.Code(), st.Message())
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			if t := info.GetMetadata()["page_token"]; t != "" {
+				w.lastToken = t
+			}
+		}
+	}
+}
+
+// Write passes an answer without rows (an error) and drops what the
+// gateway writes after rows: their empty marshaling, the delimiter and a
+// stream's error line, which goes into the trailers instead.
+func (w *csvWriter) Write(b []byte) (int, error) {
+	if w.csv != nil {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// finish sets the stream's trailers.
+func (w *csvWriter) finish() {
+	if w.csv == nil || !w.stream {
+		return
+	}
+	if w.lastToken != "" {
+		w.Header().Set(headerPageToken, w.lastToken)
+	}
+	if w.streamFail != "" {
+		w.Header().Set(trailerError, w.streamFail)
+	}
+}
+
+// Flush sends what was written, for the gateway's per-message flush.
+func (w *csvWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *csvWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// rowCell is the text of one column of a row: a field of the row, or of
+// the backlink a new/lost row carries (whose fields come first).
+func rowCell(row protoreflect.Message, column string) string {
+	fields := row.Descriptor().Fields()
+	if bl := fields.ByName("backlink"); bl != nil && bl.Kind() == protoreflect.MessageKind && row.Has(bl) {
+		inner := row.Get(bl).Message()
+		if fd := inner.Descriptor().Fields().ByName(protoreflect.Name(column)); fd != nil && inner.Has(fd) {
+			return cell(fd, inner.Get(fd))
+		}
+	}
+	fd := fields.ByName(protoreflect.Name(column))
+	if fd == nil || !row.Has(fd) {
+		return "" // absent, as the JSON of the row leaves it out
+	}
+	return cell(fd, row.Get(fd))
+}
+
+// cell renders one value as the JSON of the row spells it: text as is,
+// numbers and booleans as JSON writes them, timestamps in RFC 3339 (UTC),
+// lists as a JSON array, and the change of a new/lost row as new or lost.
+func cell(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
+	if fd.IsList() {
+		l := v.List()
+		items := make([]string, l.Len())
+		for i := range l.Len() {
+			items[i] = scalar(fd, l.Get(i))
+		}
+		b, _ := json.Marshal(items)
+		return string(b)
+	}
+	if fd.Kind() == protoreflect.EnumKind && fd.Name() == "change" {
+		return strings.ToLower(strings.TrimPrefix(scalar(fd, v), "CHANGE_"))
+	}
+	return scalar(fd, v)
+}
+
+// scalar is one value in protojson's text: 64-bit integers, which JSON
+// quotes, and floats as their shortest form (an exponent outside
+// [1e-6, 1e21)); NaN and the infinities by name.
+func scalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return v.String()
+	case protoreflect.BoolKind:
+		return strconv.FormatBool(v.Bool())
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return strconv.FormatInt(v.Int(), 10)
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return strconv.FormatUint(v.Uint(), 10)
+	case protoreflect.DoubleKind:
+		return jsonFloat(v.Float(), 64)
+	case protoreflect.FloatKind:
+		return jsonFloat(v.Float(), 32)
+	case protoreflect.EnumKind:
+		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+			return string(ev.Name())
+		}
+		return strconv.Itoa(int(v.Enum()))
+	case protoreflect.MessageKind:
+		if ts, ok := v.Message().Interface().(*timestamppb.Timestamp); ok {
+			return rfc3339(ts)
+		}
+	}
+	b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(v.Message().Interface())
+	return string(b)
+}
+
+// jsonFloat formats f as protojson (and encoding/json) do.
+func jsonFloat(f float64, bits int) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (bits == 64 && (abs < 1e-6 || abs >= 1e21) || bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21)) {
+		format = 'e'
+	}
+	s := strconv.FormatFloat(f, format, -1, bits)
+	if format == 'e' {
+		// e-09 to e-9, as JSON writes exponents.
+		if n := len(s); n >= 4 && s[n-4] == 'e' && s[n-3] == '-' && s[n-2] == '0' {
+			s = s[:n-2] + s[n-1:]
+		}
+	}
+	return s
+}
+
+// rfc3339 is a timestamp as protojson writes it: UTC, with 0, 3, 6 or 9
+// digits of fraction.
+func rfc3339(ts *timestamppb.Timestamp) string {
+	t := time.Unix(ts.GetSeconds(), int64(ts.GetNanos())).UTC()
+	s := t.Format("2006-01-02T15:04:05.000000000")
+	s = strings.TrimSuffix(s, "000")
+	s = strings.TrimSuffix(s, "000")
+	s = strings.TrimSuffix(s, ".000")
+	return s + "Z"
+}
