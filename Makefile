@@ -89,7 +89,7 @@ bench: ## Cost per row and memory (P1, P4, P5, P6), each against its baseline in
 
 .PHONY: bench-all
 bench-all: ## Every in-process benchmark of the ledger, the client, the simulator and the service
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./quota/ ./upstream/... ./service/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./quota/ ./upstream/... ./service/ ./internal/rest/
 
 .PHONY: help
 help: ## List the targets
