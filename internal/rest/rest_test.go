@@ -32,7 +32,7 @@ func page(anchor, token string) []*v1.Backlink {
 }
 
 func (backlinks) ListBacklinks(_ context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
-	return &v1.ListBacklinksResponse{Backlinks: page("one", "t1"), NextPageToken: "t1"}, nil
+	return &v1.ListBacklinksResponse{Backlinks: page(req.GetTarget(), "t1"), NextPageToken: "t1"}, nil
 }
 
 func (backlinks) StreamBacklinks(req *v1.StreamBacklinksRequest, s grpc.ServerStreamingServer[v1.StreamBacklinksResponse]) error {
@@ -54,6 +54,21 @@ func (backlinks) StreamBacklinks(req *v1.StreamBacklinksRequest, s grpc.ServerSt
 // services on a loopback port.
 func newTestHandler(t *testing.T) http.Handler {
 	t.Helper()
+	auth, err := service.NewAuthenticator(service.AuthConfig{Disabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Conn: testConn(t), Health: health.NewServer(), Auth: auth, BodyTimeout: 10e9, MaxRequestBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// testConn is a connection to a gRPC server of the fake services on a
+// loopback port.
+func testConn(t *testing.T) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,15 +82,26 @@ func newTestHandler(t *testing.T) http.Handler {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	auth, err := service.NewAuthenticator(service.AuthConfig{Disabled: true})
-	if err != nil {
+	return conn
+}
+
+// TestQueryParsedOnce: the query string is parsed once, at the edge; what
+// comes after (the CSV output, the strict check, the gateway) reads the
+// values parsed then, never the query string again.
+func TestQueryParsedOnce(t *testing.T) {
+	gw := newServeMux()
+	if err := v1.RegisterBacklinksServiceHandlerClient(t.Context(), gw, v1.NewBacklinksServiceClient(testConn(t))); err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(Config{Conn: conn, Health: health.NewServer(), Auth: auth, BodyTimeout: 10e9, MaxRequestBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
+	h := withQuery(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.RawQuery = "target=again.example&select=nosuch" // what a second parse would read
+		csvOutput(gw).ServeHTTP(w, r)
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/backlinks?target=once.example&output=csv&select=anchor", nil))
+	if want := "anchor\r\nonce.example\r\n"; rec.Code != http.StatusOK || rec.Body.String() != want {
+		t.Errorf("%d %q, want %q", rec.Code, rec.Body, want)
 	}
-	return h
 }
 
 // TestContentTypes: the Content-Type sent is the one the OpenAPI document
