@@ -66,7 +66,7 @@ func TestStartLogNamesTheMetricsListener(t *testing.T) {
 	if logged != "the REST listener" {
 		t.Errorf("the start-up log names /metrics at %q, want the REST listener:\n%s", logged, logs)
 	}
-	if code, body, _ := rest(t, nil, http.MethodGet, "http://"+s.httpAddr+"/metrics", "", ""); code != http.StatusOK ||
+	if code, body, _ := restCall(t, nil, http.MethodGet, "http://"+s.httpAddr+"/metrics", "", ""); code != http.StatusOK ||
 		!strings.Contains(body, "linkgate_") {
 		t.Errorf("GET /metrics on the REST listener: %d %.200s", code, body)
 	}

@@ -119,15 +119,15 @@ func TestCSVOverREST(t *testing.T) {
 	}
 
 	// Errors stay JSON; a bad output value is 400 naming it.
-	code, body, hdr := rest(t, nil, http.MethodGet, base+"/v1/backlinks?target=sized-300.example&filter=nope&output=csv", "", "")
+	code, body, hdr := restCall(t, nil, http.MethodGet, base+"/v1/backlinks?target=sized-300.example&filter=nope&output=csv", "", "")
 	if code != 400 || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") || !strings.Contains(body, "filter") {
 		t.Errorf("bad filter as CSV: %d %s %s", code, hdr.Get("Content-Type"), body)
 	}
-	code, body, _ = rest(t, nil, http.MethodGet, base+"/v1/backlinks?target=sized-300.example&output=xml", "", "")
+	code, body, _ = restCall(t, nil, http.MethodGet, base+"/v1/backlinks?target=sized-300.example&output=xml", "", "")
 	if code != 400 || !strings.Contains(body, `xml`) || !strings.Contains(body, "output") {
 		t.Errorf("output=xml: %d %s", code, body)
 	}
-	code, _, _ = rest(t, nil, http.MethodGet, base+"/v1/quota?output=csv", "", "")
+	code, _, _ = restCall(t, nil, http.MethodGet, base+"/v1/quota?output=csv", "", "")
 	if code != http.StatusNotAcceptable {
 		t.Errorf("quota as CSV: %d, want 406", code)
 	}

@@ -141,9 +141,9 @@ func as(ctx context.Context, key string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
 }
 
-// rest calls the REST API with an optional key and returns the status and
+// restCall calls the REST API with an optional key and returns the status and
 // body.
-func rest(t testing.TB, c *http.Client, method, url, key, body string) (int, string, http.Header) {
+func restCall(t testing.TB, c *http.Client, method, url, key, body string) (int, string, http.Header) {
 	t.Helper()
 	var r io.Reader
 	if body != "" {

@@ -300,7 +300,7 @@ func assertNothingSpent(t *testing.T, s *server, sim *ahrefssim.Server) {
 	if u := sim.Usage(); u != 0 {
 		t.Errorf("the upstream charged %d units for refused requests", u)
 	}
-	code, body, _ := rest(t, nil, http.MethodGet, "http://"+s.httpAddr+"/v1/quota/tenants", keyAdmin, "")
+	code, body, _ := restCall(t, nil, http.MethodGet, "http://"+s.httpAddr+"/v1/quota/tenants", keyAdmin, "")
 	if code != http.StatusOK {
 		t.Fatalf("quota: %d %s", code, body)
 	}

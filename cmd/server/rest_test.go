@@ -24,7 +24,7 @@ func TestRESTMethodsAndRetryAfter(t *testing.T) {
 		{http.MethodPost, "/healthz", "GET, HEAD"},
 		{http.MethodPost, "/openapi.json", "GET, HEAD"},
 	} {
-		code, body, h := rest(t, nil, tc.method, base+tc.path, keyB, "")
+		code, body, h := restCall(t, nil, tc.method, base+tc.path, keyB, "")
 		if code != http.StatusMethodNotAllowed || h.Get("Allow") != tc.allow {
 			t.Errorf("%s %s: %d Allow %q, want 405 Allow %q: %s", tc.method, tc.path, code, h.Get("Allow"), tc.allow, body)
 		}
@@ -38,7 +38,7 @@ func TestRESTMethodsAndRetryAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	code, body, h := rest(t, nil, http.MethodGet, base+"/v1/refdomains:stream?target=example.com", keyA, "")
+	code, body, h := restCall(t, nil, http.MethodGet, base+"/v1/refdomains:stream?target=example.com", keyA, "")
 	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" || !strings.Contains(body, "SERVER_BUSY") {
 		t.Errorf("a second stream: %d Retry-After %q: %s", code, h.Get("Retry-After"), clip(body))
 	}

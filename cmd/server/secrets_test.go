@@ -52,7 +52,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			err := call.call(as(t.Context(), call.key))
 			record("grpc error", err, status.Convert(err).Proto())
 			if call.path != "" {
-				code, body, hdr := rest(t, nil, "GET", base+call.path, call.key, "")
+				code, body, hdr := restCall(t, nil, "GET", base+call.path, call.key, "")
 				record("rest", code, body, hdr)
 			}
 		}

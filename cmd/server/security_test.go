@@ -57,7 +57,7 @@ func TestRefuseUnauthenticatedOffLoopback(t *testing.T) {
 		cfg.TenantsFile = ""
 		cfg.UpstreamKey = ""
 		s, _ := startTest(t, cfg)
-		code, body, _ := rest(t, nil, "GET", "http://"+s.httpAddr+"/v1/quota", "", "")
+		code, body, _ := restCall(t, nil, "GET", "http://"+s.httpAddr+"/v1/quota", "", "")
 		if code != 200 || field(t, body, "tenant", "tenant") != service.DefaultTenant {
 			t.Errorf("quota without auth: %d %s", code, body)
 		}
@@ -92,7 +92,7 @@ func TestAuthentication(t *testing.T) {
 				t.Errorf("gRPC: %v, want %v", err, tc.wantCode)
 			}
 			if tc.path != "" {
-				if code, body, _ := rest(t, nil, "GET", base+tc.path, tc.key, ""); code != tc.wantHTTP {
+				if code, body, _ := restCall(t, nil, "GET", base+tc.path, tc.key, ""); code != tc.wantHTTP {
 					t.Errorf("REST: %d %s, want %d", code, body, tc.wantHTTP)
 				}
 			}
@@ -286,13 +286,13 @@ func TestInputLimits(t *testing.T) {
 		}
 	})
 	t.Run("REST target of 10 KB", func(t *testing.T) {
-		code, body, _ := rest(t, nil, "GET", "http://"+s.httpAddr+"/v1/backlinks?target="+strings.Repeat("a", 10_000), keyA, "")
+		code, body, _ := restCall(t, nil, "GET", "http://"+s.httpAddr+"/v1/backlinks?target="+strings.Repeat("a", 10_000), keyA, "")
 		if code != http.StatusBadRequest || !strings.Contains(body, "target: is 10000 bytes long; the limit is 2048") {
 			t.Errorf("%d %s, want 400 naming target", code, clip(body))
 		}
 	})
 	t.Run("REST body too large", func(t *testing.T) {
-		code, _, _ := rest(t, nil, "POST", "http://"+s.httpAddr+"/v1/cost:estimate", keyA, `{"target":"`+strings.Repeat("a", 100_000)+`"}`)
+		code, _, _ := restCall(t, nil, "POST", "http://"+s.httpAddr+"/v1/cost:estimate", keyA, `{"target":"`+strings.Repeat("a", 100_000)+`"}`)
 		if code != http.StatusRequestEntityTooLarge {
 			t.Errorf("%d, want 413", code)
 		}

@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
-	restapi "github.com/linkgate/linkgate/internal/rest"
+	"github.com/linkgate/linkgate/internal/rest"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/service"
@@ -219,7 +219,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	s.httpAddr = httpLis.Addr().String()
 	httpLimit := newConnLimit(httpLis, "http", cfg.maxConnections(), cfg.HeaderTimeout, log, obs.conns)
 	authOff := cfg.TenantsFile == ""
-	restAPI, err := restapi.New(restapi.Config{Conn: gwConn, Health: s.health, Auth: sec.auth,
+	restAPI, err := rest.New(rest.Config{Conn: gwConn, Health: s.health, Auth: sec.auth,
 		CORSOrigins: cfg.corsOrigins(), BodyTimeout: cfg.BodyTimeout, MaxRequestBytes: int64(cfg.MaxRequestBytes),
 		Proved: httpLimit.prove})
 	if err != nil {

@@ -269,10 +269,10 @@ func TestMetricsAfterStream(t *testing.T) {
 		t.Fatalf("got %d stream messages the second time, want 2", n)
 	}
 	// A stream of 5,000 rows asks for more than the budget has left: denied.
-	rest(t, nil, http.MethodGet, "http://"+s.httpAddr+"/v1/backlinks:stream?target=sized-5000.example&select=url_from,url_to,domain_rating_source,traffic&max_rows=5000", keyB, "")
+	restCall(t, nil, http.MethodGet, "http://"+s.httpAddr+"/v1/backlinks:stream?target=sized-5000.example&select=url_from,url_to,domain_rating_source,traffic&max_rows=5000", keyB, "")
 
 	// With authentication on, /metrics is on its own listener only.
-	if code, _, _ := rest(t, nil, http.MethodGet, "http://"+s.httpAddr+"/metrics", keyAdmin, ""); code != http.StatusNotFound {
+	if code, _, _ := restCall(t, nil, http.MethodGet, "http://"+s.httpAddr+"/metrics", keyAdmin, ""); code != http.StatusNotFound {
 		t.Errorf("/metrics on the REST listener with authentication on: %d, want 404", code)
 	}
 	resp, err := http.Get("http://" + s.metricsAddr + "/metrics")

@@ -134,18 +134,18 @@ func TestMutualTLS(t *testing.T) {
 	})
 	t.Run("REST over TLS through the gateway's TLS connection", func(t *testing.T) {
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "linkgate.test"}}}
-		code, body, _ := rest(t, c, "GET", "https://"+s.httpAddr+"/v1/backlinks?target=example.com&page_size=2", keyB, "")
+		code, body, _ := restCall(t, c, "GET", "https://"+s.httpAddr+"/v1/backlinks?target=example.com&page_size=2", keyB, "")
 		if code != 200 {
 			t.Errorf("%d %s", code, body)
 		}
-		if code, _, _ := rest(t, c, "GET", "https://"+s.httpAddr+"/v1/quota", "", ""); code != 401 {
+		if code, _, _ := restCall(t, c, "GET", "https://"+s.httpAddr+"/v1/quota", "", ""); code != 401 {
 			t.Errorf("REST without a key: %d", code)
 		}
 	})
 	t.Run("REST with a client certificate names tenant a", func(t *testing.T) {
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "linkgate.test",
 			Certificates: []tls.Certificate{clientCA.issue(t, "client-a", false)}}}}
-		code, body, _ := rest(t, c, "GET", "https://"+s.httpAddr+"/v1/quota", "", "")
+		code, body, _ := restCall(t, c, "GET", "https://"+s.httpAddr+"/v1/quota", "", "")
 		if code != 200 || field(t, body, "tenant", "tenant") != "a" {
 			t.Errorf("%d %s", code, body)
 		}
