@@ -237,6 +237,17 @@ func pageSize(requested int32, def int) (int, error) {
 }
 
 // listed is one page of a List RPC.
+// resumeToken is the token a List error carries: where to resume when the
+// error is the upstream's order, which an operator may fix; none otherwise.
+func (s *BacklinksServer) resumeToken(pl *plan, pos cursor, err error) string {
+	var oerr *orderError
+	if !errors.As(err, &oerr) || pos.Key == nil {
+		return ""
+	}
+	t, _ := s.cfg.Tokens.Encode(pl.fingerprint, pos)
+	return t
+}
+
 type listed struct {
 	rows  []upstream.Record
 	token string
@@ -263,7 +274,7 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 		out.rows = append(out.rows, pg.rows...)
 		pos = pos.afterAll(pr.plan.keys, pg.rows)
 		if pg.err != nil {
-			return nil, nil, toStatus(pg.err, "")
+			return nil, nil, toStatus(pg.err, s.resumeToken(pr.plan, pos, pg.err))
 		}
 		if pg.more {
 			if out.token, err = s.cfg.Tokens.Encode(pr.plan.fingerprint, pos); err != nil {

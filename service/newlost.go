@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -411,6 +412,10 @@ func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.List
 	for len(evs) < pr.pageSize {
 		ev, ok, err := run.next(ctx, pr.pageSize)
 		if err != nil {
+			var oerr *orderError
+			if errors.As(err, &oerr) {
+				return nil, toStatus(err, run.token())
+			}
 			return nil, toStatus(err, "")
 		}
 		if !ok {
