@@ -272,10 +272,11 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 		addCost(out.cost, pg)
 		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(pg.rows), pg.charged)
 		out.rows = append(out.rows, pg.rows...)
-		pos = pos.afterAll(pr.plan.keys, pg.rows)
 		if pg.err != nil {
+			pos = pos.afterAll(pr.plan.keys, pg.rows)
 			return nil, nil, toStatus(pg.err, s.resumeToken(pr.plan, pos, pg.err))
 		}
+		pos = pg.next // at the probe row when the page showed it: the next page is checked to start there
 		if pg.more {
 			if out.token, err = s.cfg.Tokens.Encode(pr.plan.fingerprint, pos); err != nil {
 				return nil, nil, toStatus(err, "")
@@ -371,7 +372,16 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 			chunks = [][]upstream.Record{nil}
 		}
 		for i, chunk := range chunks {
-			pos = pos.afterAll(pr.plan.keys, chunk)
+			// A token resumes at the row after the message when it is known,
+			// so that the next page is checked to start with it.
+			switch {
+			case i < len(chunks)-1:
+				pos = pos.afterAll(pr.plan.keys, chunk).at(pr.plan.keys, chunks[i+1][0])
+			case pg.err == nil:
+				pos = pg.next
+			default:
+				pos = pos.afterAll(pr.plan.keys, chunk)
+			}
 			msg := streamPage{rows: chunk, cost: cost}
 			if !(pg.end && i == len(chunks)-1) {
 				msg.token = token()

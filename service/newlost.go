@@ -335,7 +335,11 @@ func (r *eventRun) more() bool {
 func (r *eventRun) token() string {
 	cs := make([]feedCursor, len(r.feeds))
 	for i, fs := range r.feeds {
-		cs[i] = feedCursor{cursor: fs.cur, Done: fs.done && len(fs.buf) == 0}
+		cur := fs.cur
+		if len(fs.buf) > 0 {
+			cur = cur.at(fs.feed.plan.keys, fs.buf[0]) // checked to come first on resuming
+		}
+		cs[i] = feedCursor{cursor: cur, Done: fs.done && len(fs.buf) == 0}
 	}
 	t, _ := r.s.cfg.Tokens.EncodeFeeds(r.pl.fingerprint, cs)
 	return t

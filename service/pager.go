@@ -69,7 +69,10 @@ type page struct {
 	// suspect is the size of this page when the key's row cap may have
 	// cut it short: only the next request can tell (upstream.RowCap).
 	suspect int
-	err     error
+	// next is where the run goes on after this page (valid with err nil):
+	// at the row after it when the page showed that row.
+	next cursor
+	err  error
 }
 
 // pager fetches the pages of a run.
@@ -155,7 +158,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			}
 		}
 		if want <= 0 {
-			send(ctx, out, page{more: true, suspect: suspect})
+			send(ctx, out, page{more: true, suspect: suspect, next: cur})
 			return
 		}
 		limit := cur.Skip + int(want) + probe
@@ -171,7 +174,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 					requests: pg.requests, remaining: pg.remaining})
 				return
 			}
-			pg.rows, cur = rows, next
+			pg.rows, cur, pg.next = rows, next, next
 			got += int64(len(pg.rows))
 		}
 		if pg.err == nil {
@@ -335,11 +338,19 @@ func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]up
 	}
 	cur = cur.afterAll(keys, rows)
 	if next != nil {
-		if k := keyOf(keys, next); !sameKey(k, cur.Key) {
-			cur = cur.moved(k, 0)
-		}
+		cur = cur.at(keys, next)
 	}
 	return rows, cur, nil
+}
+
+// at is the cursor c moved to row r, which follows it and is not yet
+// returned: the next page must start with r, which the checks verify.
+func (c cursor) at(keys []sortKey, r upstream.Record) cursor {
+	k := keyOf(keys, r)
+	if sameKey(k, c.Key) {
+		return c
+	}
+	return c.moved(k, 0)
 }
 
 // after is the cursor just after row r, which follows c.
