@@ -38,6 +38,10 @@ type run struct {
 // differ by their bytes (a caseless collation's "A" and "a").
 const tailRuns = 4
 
+// tailLook is how many rows after the cursor's own are looked at for a row
+// of the tail coming again.
+const tailLook = 16
+
 // moved is the cursor at key k with skip rows of it returned, after the
 // rows of c: c's own run joins the tail.
 func (c cursor) moved(k []any, skip int) cursor {
@@ -169,6 +173,18 @@ func reread(keys []sortKey, c cursor, rows []upstream.Record) (int, *orderError)
 		}
 	}
 	m += c.Skip
+	// A row of the tail after the cursor's own rows would come twice: the
+	// rows the upstream holds equal to the cursor's key are looked at.
+	if len(c.Tail) > 0 {
+		for _, r := range rows[m:min(len(rows), m+tailLook)] {
+			id := keyHash(keyOf(keys, r))
+			for _, t := range c.Tail {
+				if t.ID == id {
+					return 0, violation(keys, keyOf(keys, r), "the upstream returned this row again after rows it had returned after it")
+				}
+			}
+		}
+	}
 	if c.Skip == 0 {
 		// The page before showed the row at c.Key next: it must come first.
 		switch {
