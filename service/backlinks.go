@@ -236,7 +236,6 @@ func pageSize(requested int32, def int) (int, error) {
 	return min(int(requested), MaxPageSize), nil
 }
 
-// listed is one page of a List RPC.
 // resumeToken is the token a List error carries: where to resume when the
 // error is the upstream's order, which an operator may fix; none otherwise.
 func (s *BacklinksServer) resumeToken(pl *plan, pos cursor, err error) string {
@@ -248,6 +247,7 @@ func (s *BacklinksServer) resumeToken(pl *plan, pos cursor, err error) string {
 	return t
 }
 
+// listed is one page of a List RPC.
 type listed struct {
 	rows  []upstream.Record
 	token string

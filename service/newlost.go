@@ -416,9 +416,11 @@ func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.List
 	for len(evs) < pr.pageSize {
 		ev, ok, err := run.next(ctx, pr.pageSize)
 		if err != nil {
+			// No event of this call is returned: an order error resumes
+			// where the call started.
 			var oerr *orderError
 			if errors.As(err, &oerr) {
-				return nil, toStatus(err, run.token())
+				return nil, toStatus(err, req.GetPageToken())
 			}
 			return nil, toStatus(err, "")
 		}
