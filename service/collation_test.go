@@ -90,7 +90,8 @@ func orderFailure(t *testing.T, err error) (token string) {
 // TestPagingUnderEveryCollation is the paging property under every way the
 // upstream may collate text and keep floats: for every dataset and every
 // field it accepts in order_by (both directions over the knobs), a stream
-// of small pages, and streams resumed from tokens taken mid-stream, are
+// of small pages, List pages followed by token, and streams resumed from
+// tokens taken mid-stream, are
 // exactly the simulator's ordered answer when the upstream is consistent;
 // when it is not, they are a prefix of it ended by the order error, whose
 // token resumes before the refused page: no row skipped, none repeated.
@@ -148,6 +149,12 @@ func TestPagingUnderEveryCollation(t *testing.T) {
 							orderFailure(t, err)
 						}
 						continue
+					}
+					// List pages followed by token are the same rows.
+					if knob.consistent && fi%4 == 0 {
+						if got := h.listAll(t, q); !slices.Equal(got, want) {
+							t.Fatalf("%s order_by %s: List pages: %d rows, want %d; first difference at %d", ds.data.label, order, len(got), len(want), firstDiff(got, want))
+						}
 					}
 					// Tokens taken mid-stream resume exactly.
 					for _, k := range []int{len(pages) / 3, 2 * len(pages) / 3} {
