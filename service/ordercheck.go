@@ -161,6 +161,9 @@ func reread(keys []sortKey, c cursor, rows []upstream.Record) (int, *orderError)
 			break
 		}
 	}
+	if c.Settled {
+		return m + settledSkip(keys, c, rows[m:]), nil
+	}
 	for j := 0; j < c.Skip; j++ {
 		switch {
 		case m+j == len(rows) && len(rows) > 0:
@@ -193,11 +196,22 @@ func reread(keys []sortKey, c cursor, rows []upstream.Record) (int, *orderError)
 		case m == len(rows):
 			return 0, violation(keys, c.Key, "the upstream placed a row at this key next on the page before, but returns no row from this key on")
 		case !sameKey(keyOf(keys, rows[m]), c.Key):
-			return 0, violation(keys, c.Key, "the upstream placed a row at this key next on the page before, but asked for the rows from this key on it returns %s first: its where compares otherwise than its order_by sorts",
+			return 0, violation(keys, c.Key, "the upstream placed a row at this key next on the page before, but asked for the rows from this key on it returns %s first: its where compares otherwise than its order_by sorts (or that row has just gone: a page token older than a few minutes resumes without this check)",
 				formatKey(keys, keyOf(keys, rows[m])))
 		}
 	}
 	return m, nil
+}
+
+// settledSkip is how many of rows are the cursor's own rows returned before
+// it, when the data may have changed since: as many rows at its key as it
+// returned, and no more than are still there.
+func settledSkip(keys []sortKey, c cursor, rows []upstream.Record) int {
+	skip := 0
+	for skip < len(rows) && skip < c.Skip && sameKey(keyOf(keys, rows[skip]), c.Key) {
+		skip++
+	}
+	return skip
 }
 
 // matchRuns reports whether rows start with the rows of runs, in order,

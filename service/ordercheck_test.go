@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -128,5 +129,36 @@ func TestOrderCheckSeesNumbersOutOfOrder(t *testing.T) {
 		if err != nil && !errors.As(error(err), &oe) {
 			t.Errorf("not an orderError: %T", err)
 		}
+	}
+}
+
+// TestSettledTokenResumesPastAVanishedRow: a token minutes old may point at
+// a row the upstream has since dropped (a link lost). Fresh, the page that
+// does not start with it is refused; settled, it resumes after the rows it
+// returned, and the pages after are checked in full again.
+func TestSettledTokenResumesPastAVanishedRow(t *testing.T) {
+	keys := domainKeys(t)
+	h := newHarness(t, harnessOptions{})
+	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, terr := h.server.cfg.Tokens.Encode("fp", cur)
+	if terr != nil {
+		t.Fatal(terr)
+	}
+	gone := domains("c.example", "d.example") // b.example was dropped upstream
+	fresh, _ := h.server.cfg.Tokens.Decode(tok, "fp", keys)
+	if _, _, err := advance(keys, fresh, gone, 5); err == nil {
+		t.Fatal("a fresh token resumed past the row it pointed at")
+	}
+	h.now = h.now.Add(settleAfter + time.Second)
+	settled, _ := h.server.cfg.Tokens.Decode(tok, "fp", keys)
+	rows, next, oerr := advance(keys, settled, gone, 1)
+	if oerr != nil || names(rows) != "c.example" {
+		t.Fatalf("settled token: %s, %v", names(rows), oerr)
+	}
+	if next.Settled {
+		t.Fatal("the cursor after the first page is still settled: later pages would go unchecked")
 	}
 }

@@ -290,6 +290,7 @@ func (c cursor) afterAll(keys []sortKey, rows []upstream.Record) cursor {
 		}
 		out = out.moved(k, runs[r].n)
 	}
+	out.Settled = false // rows read since the token: the next page is checked in full
 	return out
 }
 

@@ -21,11 +21,20 @@ const MaxTokenBytes = 4096
 // Tail is what came before: the last runs of rows returned with other keys,
 // oldest first, which an upstream that holds them equal to Key returns again
 // first (see reread).
+//
+// Settled marks a cursor from a token older than settleAfter: the rows it
+// expects first may have changed upstream since, so that their absence is
+// not taken for an inconsistent order.
 type cursor struct {
-	Key  []any // nil at the start
-	Skip int
-	Tail []run
+	Key     []any // nil at the start
+	Skip    int
+	Tail    []run
+	Settled bool
 }
+
+// settleAfter is the age from which a token's cursor is Settled. Pages of a
+// run, and List calls paging on, follow each other well within it.
+const settleAfter = 5 * time.Minute
 
 // tokenBody is what a page token carries. It is signed, not encrypted: it
 // holds nothing but a position in data the caller may read anyway.
@@ -142,7 +151,9 @@ func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
 	if body.Feeds != nil {
 		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
-	return decodeCursor(body.Key, body.Skip, body.Tail, keys)
+	c, err := decodeCursor(body.Key, body.Skip, body.Tail, keys)
+	c.Settled = t.settled(body)
+	return c, err
 }
 
 // DecodeFeeds is Decode for the token of a merged run of len(keys) feeds.
@@ -160,9 +171,15 @@ func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, 
 		if err != nil {
 			return nil, err
 		}
+		c.Settled = t.settled(body)
 		out[i] = feedCursor{cursor: c, Done: f.Done}
 	}
 	return out, nil
+}
+
+// settled reports whether a token was issued more than settleAfter ago.
+func (t *Tokens) settled(body tokenBody) bool {
+	return t.now().Sub(time.Unix(body.Expires, 0).Add(-t.ttl)) > settleAfter
 }
 
 func (t *Tokens) open(token, fp string) (tokenBody, error) {
