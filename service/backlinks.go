@@ -243,6 +243,17 @@ func pageSize(requested int32, def int) (int, error) {
 	return min(int(requested), MaxPageSize), nil
 }
 
+// resumeToken is the token a List error carries: where to resume when the
+// error is the upstream's order, which an operator may fix; none otherwise.
+func (s *BacklinksServer) resumeToken(pl *plan, pos cursor, err error) string {
+	var oerr *orderError
+	if !errors.As(err, &oerr) || pos.Key == nil {
+		return ""
+	}
+	t, _ := s.cfg.Tokens.Encode(pl.fingerprint, pos)
+	return t
+}
+
 // listed is one page of a List RPC.
 type listed struct {
 	rows  []upstream.Record
@@ -268,10 +279,11 @@ func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest)
 		addCost(out.cost, pg)
 		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(pg.rows), pg.charged)
 		out.rows = append(out.rows, pg.rows...)
-		pos = pos.afterAll(pr.plan.keys, pg.rows)
 		if pg.err != nil {
-			return nil, nil, toStatus(pg.err, "")
+			pos = pos.afterAll(pr.plan.keys, pg.rows)
+			return nil, nil, toStatus(pg.err, s.resumeToken(pr.plan, pos, pg.err))
 		}
+		pos = pg.next // at the probe row when the page showed it: the next page is checked to start there
 		if pg.more {
 			if out.token, err = s.cfg.Tokens.Encode(pr.plan.fingerprint, pos); err != nil {
 				return nil, nil, toStatus(err, "")
@@ -367,7 +379,16 @@ func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequ
 			chunks = [][]upstream.Record{nil}
 		}
 		for i, chunk := range chunks {
-			pos = pos.afterAll(pr.plan.keys, chunk)
+			// A token resumes at the row after the message when it is known,
+			// so that the next page is checked to start with it.
+			switch {
+			case i < len(chunks)-1:
+				pos = pos.afterAll(pr.plan.keys, chunk).at(pr.plan.keys, chunks[i+1][0])
+			case pg.err == nil:
+				pos = pg.next
+			default:
+				pos = pos.afterAll(pr.plan.keys, chunk)
+			}
 			msg := streamPage{rows: chunk, cost: cost}
 			if !(pg.end && i == len(chunks)-1) {
 				msg.token = token()

@@ -39,6 +39,9 @@ const (
 	ReasonQueueDeadline       = "QUEUE_DEADLINE"
 	ReasonShuttingDown        = "SHUTTING_DOWN"
 	ReasonRateLimiterDown     = "RATE_LIMITER_UNAVAILABLE"
+	// ReasonUpstreamOrder: a page contradicted the order asked for or the
+	// rows returned before; paging on would skip or repeat rows.
+	ReasonUpstreamOrder = "UPSTREAM_ORDER_INCONSISTENT"
 )
 
 // errDraining ends streams at shutdown; errStreamDeadline ends them a
@@ -83,8 +86,14 @@ func toStatus(err error, resumeToken string) error {
 		queued    *scheduler.QueueError
 		apiErr    *upstream.APIError
 		upInvalid *upstream.InvalidError
+		orderErr  *orderError
 	)
 	switch {
+	case errors.As(err, &orderErr):
+		meta["page"] = strconv.Itoa(orderErr.Page)
+		meta["key"] = orderErr.Key
+		return withDetails(codes.FailedPrecondition, orderErr.Error()+"; an operator must check the upstream's collation (the page token resumes before that page)",
+			&errdetails.ErrorInfo{Reason: ReasonUpstreamOrder, Domain: ErrorDomain, Metadata: meta})
 	case errors.As(err, &invalid):
 		return withDetails(codes.InvalidArgument, invalid.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Description}},

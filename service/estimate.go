@@ -71,9 +71,9 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		}
 		feeds = []*plan{pr.plan}
 	}
-	// Under the key's learned row cap pages keep fewer rows: a stream's
-	// start at the previous page's probe row, a List's at its token's row.
-	streamRows, listRows := s.pager.pageRows(s.cfg.UpstreamPageRows, 0), s.pager.pageRows(pr.pageSize, 1)
+	// Under the key's learned row cap pages keep fewer rows beside the
+	// probe row.
+	streamRows, listRows := s.pager.pageRows(s.cfg.UpstreamPageRows, 0), s.pager.pageRows(pr.pageSize, 0)
 	resp := &v1.EstimateCostResponse{PageSize: int32(pr.pageSize), StreamPageRows: int32(streamRows)}
 	rows := req.GetRows()
 	if rows == 0 {
@@ -85,11 +85,10 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		resp.PerRowUnits = max(resp.PerRowUnits, int64(perRow))
 		// A List page asks for page_size rows and one more, to tell whether
 		// another page follows.
-		resumed := lr.GetPageToken() != ""
-		resp.FirstPageUnits += upstream.Units(perRow, s.pager.pageRows(pr.pageSize, boolInt(resumed))+1+boolInt(resumed))
-		u, n := streamCost(perRow, rows, streamRows, resumed)
+		resp.FirstPageUnits += upstream.Units(perRow, listRows+1)
+		u, n := pagedCost(perRow, rows, streamRows)
 		resp.UnitsForRows, resp.Pages = resp.UnitsForRows+u, resp.Pages+n
-		u, n = listCost(perRow, rows, listRows, resumed)
+		u, n = pagedCost(perRow, rows, listRows)
 		resp.ListUnitsForRows, resp.ListPages = resp.ListUnitsForRows+u, max(resp.ListPages, n)
 		for _, c := range fp.query.Charges() {
 			cf := seen[c.Field]
@@ -142,42 +141,20 @@ func within(prefix string, err error) error {
 	return status.FromProto(p).Err()
 }
 
-// streamCost is what reading rows rows costs and how many upstream
-// requests it makes, in pages of pageRows rows. Every page asks for one row
-// more than it keeps, which tells whether the data goes on (so the end never
-// costs a request of its own); within a run the next page starts at that
-// row, so it is not paid twice. A page that starts from a page token asks
-// again for the token's last row (the keyset continuation starts at the
-// last key): resumed says the first page does. It is closed-form, so any
-// rows costs the same few operations: a first page, pages-2 full middle
-// pages and a last page.
-func streamCost(perRow int, rows int64, pageRows int, resumed bool) (units, pages int64) {
-	return pagedCost(perRow, rows, pageRows, int64(boolInt(resumed)), 0)
-}
-
-// listCost is what reading rows rows through List costs: every call starts
-// from the previous call's token, so each page after the first asks again
-// for the token's last row.
-func listCost(perRow int, rows int64, pageSize int, resumed bool) (units, pages int64) {
-	return pagedCost(perRow, rows, pageSize, int64(boolInt(resumed)), 1)
-}
-
-// pagedCost prices rows read in pages of size rows, each asking for one
-// probe row more than it keeps; the first page asks first more rows again,
-// every later one next more.
-func pagedCost(perRow int, rows int64, size int, first, next int64) (units, pages int64) {
+// pagedCost is what reading rows rows costs and how many upstream requests
+// it makes, in pages of size rows, by stream or by List. Every page asks for
+// one row more than it keeps, which tells whether the data goes on (so the
+// end never costs a request of its own); the next page, or the page a token
+// resumes, starts at that row, so it is not paid twice. It is closed-form,
+// so any rows costs the same few operations.
+func pagedCost(perRow int, rows int64, size int) (units, pages int64) {
 	if rows <= 0 || size <= 0 {
 		return 0, 0
 	}
 	n := int64(size)
 	pages = (rows + n - 1) / n
-	if pages == 1 {
-		return upstream.Units(perRow, int(first+rows+1)), 1
-	}
 	last := rows - (pages-1)*n
-	units = upstream.Units(perRow, int(first+n+1)) +
-		(pages-2)*upstream.Units(perRow, int(next+n+1)) +
-		upstream.Units(perRow, int(next+last+1))
+	units = (pages-1)*upstream.Units(perRow, int(n+1)) + upstream.Units(perRow, int(last+1))
 	return units, pages
 }
 

@@ -30,7 +30,9 @@ func TestEstimateAgreesWithCharges(t *testing.T) {
 		return h.sim.Usage() - before
 	}
 
-	// Three 10-row List pages (the report: 210 units charged, 186 estimated).
+	// Three 10-row List pages, each of 11 rows: the next starts at the
+	// probe row of the one before (the report: 210 units charged, 186
+	// estimated, when a token started at the last row returned).
 	lr := &v1.ListBacklinksRequest{Target: "sized-500.example", PageSize: 10}
 	e := estimate(&v1.EstimateCostRequest{Request: &v1.EstimateCostRequest_Backlinks{Backlinks: lr}, Rows: 30})
 	got := spent(func() {

@@ -53,12 +53,19 @@ type harnessOptions struct {
 	rowCap  int
 	meter   metric.MeterProvider
 	noCache bool // turn the page cache off
+	// sim edits the simulator's configuration (its collation knobs).
+	sim func(*ahrefssim.Config)
+	log *slog.Logger // the service's logger; nil discards
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
 	h := &harness{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, RowCap: opts.rowCap, Logger: slog.New(slog.DiscardHandler)})
+	simCfg := ahrefssim.Config{Keys: []string{simKey}, RowCap: opts.rowCap, Logger: slog.New(slog.DiscardHandler)}
+	if opts.sim != nil {
+		opts.sim(&simCfg)
+	}
+	h.sim = ahrefssim.New(simCfg)
 	// Every request the service sends upstream is checked against Ahrefs'
 	// OpenAPI document on its way to the simulator.
 	spec, err := loadSpec()
@@ -92,8 +99,11 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opts.log == nil {
+		opts.log = slog.New(slog.DiscardHandler)
+	}
 	cfg := Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
-		UpstreamPageRows: opts.pageRows, Logger: slog.New(slog.DiscardHandler)}
+		UpstreamPageRows: opts.pageRows, Logger: opts.log}
 	if opts.meter != nil {
 		if cfg.Telemetry, err = NewTelemetry(TelemetryConfig{MeterProvider: opts.meter}); err != nil {
 			t.Fatal(err)

@@ -23,18 +23,14 @@ import (
 )
 
 // costByPages walks the pages one iteration at a time: the reference the
-// closed forms must match. Every page asks for one probe row more than it
-// keeps; the first page asks again for a token's last row when resumed,
-// and List pages after the first (each from the previous page's token)
-// always do.
-func costByPages(perRow int, rows int64, size int, resumed, list bool) (units, pages int64) {
-	skip := int64(boolInt(resumed))
+// closed form must match. Every page asks for one probe row more than it
+// keeps, and the next page (or a token's) starts at that row.
+func costByPages(perRow int, rows int64, size int) (units, pages int64) {
 	for left := rows; left > 0; {
 		want := min(int64(size), left)
-		units += upstream.Units(perRow, int(skip+want+1))
+		units += upstream.Units(perRow, int(want+1))
 		pages++
 		left -= want
-		skip = int64(boolInt(list))
 	}
 	return units, pages
 }
@@ -43,17 +39,10 @@ func TestCostClosedFormsMatchThePages(t *testing.T) {
 	for _, perRow := range []int{1, 6, 25} {
 		for _, size := range []int{1, 7, 1000} {
 			for _, rows := range []int64{0, 1, 2, 6, 7, 8, 49, 50, 999, 1000, 1001, 1999, 2000, 2001, 12345} {
-				for _, resumed := range []bool{false, true} {
-					gu, gp := streamCost(perRow, rows, size, resumed)
-					wu, wp := costByPages(perRow, rows, size, resumed, false)
-					if gu != wu || gp != wp {
-						t.Errorf("stream: perRow %d, rows %d, pages of %d, resumed %v: %d units in %d pages, want %d in %d", perRow, rows, size, resumed, gu, gp, wu, wp)
-					}
-					gu, gp = listCost(perRow, rows, size, resumed)
-					wu, wp = costByPages(perRow, rows, size, resumed, true)
-					if gu != wu || gp != wp {
-						t.Errorf("list: perRow %d, rows %d, pages of %d, resumed %v: %d units in %d pages, want %d in %d", perRow, rows, size, resumed, gu, gp, wu, wp)
-					}
+				gu, gp := pagedCost(perRow, rows, size)
+				wu, wp := costByPages(perRow, rows, size)
+				if gu != wu || gp != wp {
+					t.Errorf("perRow %d, rows %d, pages of %d: %d units in %d pages, want %d in %d", perRow, rows, size, gu, gp, wu, wp)
 				}
 			}
 		}

@@ -190,6 +190,21 @@ func after(k sortKey, v any, orEqual bool) bound {
 			return isNull
 		}
 	}
+	if f, ok := v.(float64); ok {
+		// Never eq on a float: the upstream may keep another value than
+		// the decimal it wrote (see floatSlack).
+		lo, hi := f-floatSlack(f), f+floatSlack(f)
+		switch {
+		case !k.desc && orEqual:
+			return is(upstream.OpGte, lo)
+		case !k.desc:
+			return is(upstream.OpGt, hi)
+		case orEqual:
+			return orNull(is(upstream.OpLte, hi))
+		default:
+			return orNull(is(upstream.OpLt, lo))
+		}
+	}
 	switch {
 	case v == nil && !k.desc && orEqual:
 		return allRows
@@ -210,7 +225,21 @@ func after(k sortKey, v any, orEqual bool) bound {
 	}
 }
 
+// floatSlack is how far the value an upstream keeps may lie from the
+// decimal it writes in JSON: a 32-bit float shown as 97.3 is 97.30000305,
+// which ["eq", 97.3] misses. A float key is compared as the interval of this
+// half-width around the value shown, which holds the value kept as long as
+// the upstream writes seven significant digits or more and no two values it
+// keeps that close apart show differently. Should they, the page checks
+// (reread) see rows come back or go missing at the boundary and stop.
+func floatSlack(f float64) float64 { return math.Abs(f) * 1e-6 }
+
 func equalTo(k sortKey, v any) bound {
+	if f, ok := v.(float64); ok {
+		lo, hi := f-floatSlack(f), f+floatSlack(f)
+		return allOf(match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpGte, Value: lo}}),
+			match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpLte, Value: hi}}))
+	}
 	if v == nil {
 		return match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpIsNull}})
 	}

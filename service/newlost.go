@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -334,7 +335,11 @@ func (r *eventRun) more() bool {
 func (r *eventRun) token() string {
 	cs := make([]feedCursor, len(r.feeds))
 	for i, fs := range r.feeds {
-		cs[i] = feedCursor{cursor: fs.cur, Done: fs.done && len(fs.buf) == 0}
+		cur := fs.cur
+		if len(fs.buf) > 0 {
+			cur = cur.at(fs.feed.plan.keys, fs.buf[0]) // checked to come first on resuming
+		}
+		cs[i] = feedCursor{cursor: cur, Done: fs.done && len(fs.buf) == 0}
 	}
 	t, _ := r.s.cfg.Tokens.EncodeFeeds(r.pl.fingerprint, cs)
 	return t
@@ -411,6 +416,12 @@ func (s *BacklinksServer) ListNewLostBacklinks(ctx context.Context, req *v1.List
 	for len(evs) < pr.pageSize {
 		ev, ok, err := run.next(ctx, pr.pageSize)
 		if err != nil {
+			// No event of this call is returned: an order error resumes
+			// where the call started.
+			var oerr *orderError
+			if errors.As(err, &oerr) {
+				return nil, toStatus(err, req.GetPageToken())
+			}
 			return nil, toStatus(err, "")
 		}
 		if !ok {

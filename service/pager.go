@@ -69,7 +69,10 @@ type page struct {
 	// suspect is the size of this page when the key's row cap may have
 	// cut it short: only the next request can tell (upstream.RowCap).
 	suspect int
-	err     error
+	// next is where the run goes on after this page (valid with err nil):
+	// at the row after it when the page showed that row.
+	next cursor
+	err  error
 }
 
 // pager fetches the pages of a run.
@@ -155,7 +158,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			}
 		}
 		if want <= 0 {
-			send(ctx, out, page{more: true, suspect: suspect})
+			send(ctx, out, page{more: true, suspect: suspect, next: cur})
 			return
 		}
 		limit := cur.Skip + int(want) + probe
@@ -163,7 +166,15 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		spent += pg.charged
 		served := len(pg.rows)
 		if pg.err == nil || served > 0 {
-			pg.rows, cur = advance(f.plan.keys, cur, pg.rows, int(want))
+			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want))
+			if oerr != nil {
+				oerr.Page = n
+				p.orderViolation(ctx, f, oerr)
+				send(ctx, out, page{err: oerr, charged: pg.charged, reserved: pg.reserved, cached: pg.cached,
+					requests: pg.requests, remaining: pg.remaining})
+				return
+			}
+			pg.rows, cur, pg.next = rows, next, next
 			got += int64(len(pg.rows))
 		}
 		if pg.err == nil {
@@ -192,6 +203,15 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 	}
+}
+
+// orderViolation records a page refused by the order checks: a metric and
+// a log line for the operator, who alone can tell the upstream changed.
+func (p *pager) orderViolation(ctx context.Context, f fetch, err *orderError) {
+	p.tel.orderViolation(ctx, f.plan.data.label)
+	p.log.ErrorContext(ctx, "upstream order inconsistent: paging stopped before the page",
+		"dataset", f.plan.data.label, "endpoint", string(f.plan.query.Endpoint),
+		"order_by", upstream.FormatOrder(f.plan.query.OrderBy), "page", err.Page, "key", err.Key, "problem", err.Problem)
 }
 
 // pageRows is what a page asked for n rows keeps under the key's learned
@@ -296,16 +316,20 @@ func responseOf(r upstream.Result) scheduler.Response {
 	}
 }
 
-// advance drops the rows at the start of a page that earlier pages already
-// returned (the first cur.Skip rows at key cur.Key), keeps at most want of
-// the rest, and returns the cursor the next page starts from. When the page
-// holds a row beyond those kept (the probe row that told rows follow), the
-// cursor starts at that row rather than after the last row kept, so the
-// next page's first row is the probe and no row is paid for twice.
-func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor) {
-	skip := 0
-	for skip < len(rows) && skip < cur.Skip && sameKey(keyOf(keys, rows[skip]), cur.Key) {
-		skip++
+// advance checks a page against the order asked and the rows earlier pages
+// returned (see reread and inOrder), drops the rows at its start that those
+// pages returned, keeps at most want of the rest, and returns the cursor the
+// next page starts from. When the page holds a row beyond those kept (the
+// probe row that told rows follow), the cursor starts at that row rather
+// than after the last row kept, so the next page's first row is the probe
+// and no row is paid for twice.
+func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor, *orderError) {
+	if err := inOrder(keys, rows); err != nil {
+		return nil, cur, err
+	}
+	skip, err := reread(keys, cur, rows)
+	if err != nil {
+		return nil, cur, err
 	}
 	rows = rows[skip:]
 	var next upstream.Record
@@ -314,18 +338,26 @@ func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]up
 	}
 	cur = cur.afterAll(keys, rows)
 	if next != nil {
-		if k := keyOf(keys, next); !sameKey(k, cur.Key) {
-			cur = cursor{Key: k}
-		}
+		cur = cur.at(keys, next)
 	}
-	return rows, cur
+	return rows, cur, nil
+}
+
+// at is the cursor c moved to row r, which follows it and is not yet
+// returned: the next page must start with r, which the checks verify.
+func (c cursor) at(keys []sortKey, r upstream.Record) cursor {
+	k := keyOf(keys, r)
+	if sameKey(k, c.Key) {
+		return c
+	}
+	return c.moved(k, 0)
 }
 
 // after is the cursor just after row r, which follows c.
 func (c cursor) after(keys []sortKey, r upstream.Record) cursor {
 	k := keyOf(keys, r)
 	if c.Key != nil && sameKey(k, c.Key) {
-		return cursor{Key: c.Key, Skip: c.Skip + 1}
+		return cursor{Key: c.Key, Skip: c.Skip + 1, Tail: c.Tail}
 	}
-	return cursor{Key: k, Skip: 1}
+	return c.moved(k, 1)
 }

@@ -260,22 +260,38 @@ func (s *slabs[T]) put(msgs []T) {
 }
 
 // afterAll is the cursor after rows, which follow c: what c.after gives row
-// by row, read from the run of equal keys that ends the rows, so that only
-// one key per page is built.
+// by row, read from the runs of equal keys that end the rows, so that only
+// a few keys per page are built.
 func (c cursor) afterAll(keys []sortKey, rows []upstream.Record) cursor {
 	if len(rows) == 0 {
 		return c
 	}
-	last := rows[len(rows)-1]
-	run := 1
-	for run < len(rows) && sameRecordKey(keys, rows[len(rows)-1-run], last) {
-		run++
+	// The runs that end the rows, last first: the cursor's own and its tail.
+	type span struct{ start, n int }
+	var runs []span
+	i := len(rows)
+	for len(runs) <= tailRuns && i > 0 {
+		j := i - 1
+		for j > 0 && sameRecordKey(keys, rows[j-1], rows[i-1]) {
+			j--
+		}
+		runs = append(runs, span{j, i - j})
+		i = j
 	}
-	k := keyOf(keys, last)
-	if run == len(rows) && c.Key != nil && sameKey(k, c.Key) {
-		return cursor{Key: c.Key, Skip: c.Skip + run}
+	out := c
+	if i > 0 {
+		out = cursor{} // rows before the runs read push c out of the tail
 	}
-	return cursor{Key: k, Skip: run}
+	for r := len(runs) - 1; r >= 0; r-- {
+		k := keyOf(keys, rows[runs[r].start])
+		if runs[r].start == 0 && out.Key != nil && sameKey(k, out.Key) {
+			out.Skip += runs[r].n
+			continue
+		}
+		out = out.moved(k, runs[r].n)
+	}
+	out.Settled = false // rows read since the token: the next page is checked in full
+	return out
 }
 
 func sameRecordKey(keys []sortKey, a, b upstream.Record) bool {

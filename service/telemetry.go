@@ -64,6 +64,7 @@ type Telemetry struct {
 	upstreamRequests, retries, rateLimitWaits  metric.Int64Counter
 	upstreamDuration, rateLimitWaitDuration    metric.Float64Histogram
 	rowsStreamed, pages                        metric.Int64Counter
+	orderViolations                            metric.Int64Counter
 	pageDuration                               metric.Float64Histogram
 	activeStreams                              metric.Int64UpDownCounter
 
@@ -125,6 +126,7 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	t.rateLimitWaitDuration = hist("linkgate.upstream.rate_limit.wait.duration", "How long requests waited for linkgate's limiter of the upstream key.")
 	t.rowsStreamed = count("linkgate.rows", "Rows sent to callers (List responses and Stream messages), by tenant and dataset.", "{row}")
 	t.pages = count("linkgate.pages", "Upstream pages fetched by the pager, by tenant, dataset and cache status.", "{page}")
+	t.orderViolations = count("linkgate.paging.order_violations", "Upstream pages refused because they contradict the order asked for or rows returned before (paging on would skip or repeat rows), by dataset.", "{page}")
 	t.pageDuration = hist("linkgate.page.duration", "Duration of one upstream page in the pager (reserve, fetch, settle), by dataset.")
 	asc, err := m.Int64UpDownCounter("linkgate.streams.active", metric.WithDescription("Stream RPCs in progress, by dataset."), metric.WithUnit("{stream}"))
 	errs = append(errs, err)
@@ -321,6 +323,11 @@ func (t *Telemetry) streamStarted(ctx context.Context, dataset string) func() {
 	attrs := metric.WithAttributes(attribute.String("dataset", dataset))
 	t.activeStreams.Add(ctx, 1, attrs)
 	return func() { t.activeStreams.Add(context.WithoutCancel(ctx), -1, attrs) }
+}
+
+// orderViolation counts a page refused by the pager's order checks.
+func (t *Telemetry) orderViolation(ctx context.Context, dataset string) {
+	t.orderViolations.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(attribute.String("dataset", dataset)))
 }
 
 // sent counts rows sent to the caller, for the metrics and the request's

@@ -25,10 +25,24 @@ const TokenLeeway = 5 * time.Minute
 // cursor is the position of a pager: just after the row whose sort key is
 // Key, of which Skip rows (counting from the first row with that key, in the
 // upstream's deterministic order) have already been returned.
+//
+// Tail is what came before: the last runs of rows returned with other keys,
+// oldest first, which an upstream that holds them equal to Key returns again
+// first (see reread).
+//
+// Settled marks a cursor from a token older than settleAfter: the rows it
+// expects first may have changed upstream since, so that their absence is
+// not taken for an inconsistent order.
 type cursor struct {
-	Key  []any // nil at the start
-	Skip int
+	Key     []any // nil at the start
+	Skip    int
+	Tail    []run
+	Settled bool
 }
+
+// settleAfter is the age from which a token's cursor is Settled. Pages of a
+// run, and List calls paging on, follow each other well within it.
+const settleAfter = 5 * time.Minute
 
 // tokenBody is what a page token carries. It is signed, not encrypted: it
 // holds nothing but a position in data the caller may read anyway.
@@ -37,6 +51,7 @@ type tokenBody struct {
 	Request string            `json:"r"` // fingerprint of the request the token continues
 	Key     []json.RawMessage `json:"k"`
 	Skip    int               `json:"s"`
+	Tail    []run             `json:"t,omitempty"`
 	Expires int64             `json:"e"` // unix seconds
 	// Feeds are the cursors of a merged run (new/lost), one per feed, in
 	// place of Key and Skip.
@@ -46,6 +61,7 @@ type tokenBody struct {
 type feedToken struct {
 	Key  []json.RawMessage `json:"k"`
 	Skip int               `json:"s"`
+	Tail []run             `json:"t,omitempty"`
 	Done bool              `json:"d,omitempty"`
 }
 
@@ -96,7 +112,7 @@ func (t *Tokens) Encode(fp string, c cursor) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip})
+	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip, Tail: c.Tail})
 }
 
 // EncodeFeeds issues a token for the cursors of a merged run.
@@ -107,7 +123,7 @@ func (t *Tokens) EncodeFeeds(fp string, cs []feedCursor) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		body.Feeds = append(body.Feeds, feedToken{Key: key, Skip: c.Skip, Done: c.Done})
+		body.Feeds = append(body.Feeds, feedToken{Key: key, Skip: c.Skip, Tail: c.Tail, Done: c.Done})
 	}
 	return t.seal(body)
 }
@@ -143,7 +159,9 @@ func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
 	if body.Feeds != nil {
 		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
-	return decodeCursor(body.Key, body.Skip, keys)
+	c, err := decodeCursor(body.Key, body.Skip, body.Tail, keys)
+	c.Settled = t.settled(body)
+	return c, err
 }
 
 // DecodeFeeds is Decode for the token of a merged run of len(keys) feeds.
@@ -157,13 +175,19 @@ func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, 
 	}
 	out := make([]feedCursor, len(keys))
 	for i, f := range body.Feeds {
-		c, err := decodeCursor(f.Key, f.Skip, keys[i])
+		c, err := decodeCursor(f.Key, f.Skip, f.Tail, keys[i])
 		if err != nil {
 			return nil, err
 		}
+		c.Settled = t.settled(body)
 		out[i] = feedCursor{cursor: c, Done: f.Done}
 	}
 	return out, nil
+}
+
+// settled reports whether a token was issued more than settleAfter ago.
+func (t *Tokens) settled(body tokenBody) bool {
+	return t.now().Sub(time.Unix(body.Expires, 0).Add(-t.ttl)) > settleAfter
 }
 
 func (t *Tokens) open(token, fp string) (tokenBody, error) {
@@ -195,11 +219,16 @@ func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	return body, nil
 }
 
-func decodeCursor(key []json.RawMessage, skip int, keys []sortKey) (cursor, error) {
-	if skip < 0 || (len(key) != 0 && len(key) != len(keys)) {
+func decodeCursor(key []json.RawMessage, skip int, tail []run, keys []sortKey) (cursor, error) {
+	if skip < 0 || (len(key) != 0 && len(key) != len(keys)) || len(tail) > tailRuns || (len(key) == 0 && len(tail) > 0) {
 		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
 	}
-	c := cursor{Skip: skip}
+	for _, r := range tail {
+		if r.N <= 0 {
+			return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		}
+	}
+	c := cursor{Skip: skip, Tail: tail}
 	for i, raw := range key {
 		v, err := keys[i].decode(raw)
 		if err != nil {

@@ -46,6 +46,9 @@ func run(ctx context.Context, args []string) error {
 	cacheTTL := fs.Duration("cache-ttl", ahrefssim.DefaultCacheTTL, "upstream cache lifetime (negative: off)")
 	keyLimit := fs.Int64("key-limit", 0, "units a key may spend before 403 (0: unlimited)")
 	rowCap := fs.Int("row-cap", 0, "rows per request a key's plan allows; a larger limit is silently capped (0: none)")
+	collation := fs.String("collation", "bytes", "how order_by sorts and where compares text: bytes, caseless or locale")
+	whereCollation := fs.String("where-collation", "", "make where compare text another way than order_by sorts it (an inconsistent upstream); empty: as -collation")
+	float32s := fs.Bool("float32", false, "keep numbers as 32-bit floats: sorting and where see 97.30000305 where the JSON shows 97.3")
 	verbose := fs.Bool("v", false, "log every request")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,6 +75,16 @@ func run(ctx context.Context, args []string) error {
 	if *keyLimit > 0 {
 		cfg.UnitsLimitAPIKey = keyLimit
 	}
+	var err error
+	if cfg.Collation, err = ahrefssim.ParseCollation(*collation); err != nil {
+		return fmt.Errorf("-collation: %w", err)
+	}
+	if *whereCollation != "" {
+		if cfg.WhereCollation, err = ahrefssim.ParseCollation(*whereCollation); err != nil {
+			return fmt.Errorf("-where-collation: %w", err)
+		}
+	}
+	cfg.Float32 = *float32s
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sim := ahrefssim.New(cfg)
@@ -81,7 +94,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	// The keys are secrets: log how many there are, never what they are.
 	log.Info("ahrefssim serving", "addr", "http://"+bound+"/v3", "keys", len(cfg.Keys), "rpm", *rpm,
-		"latency", *latency, "error_rate", *errRate, "truncate_rate", *truncRate, "cache_ttl", *cacheTTL, "row_cap", *rowCap)
+		"latency", *latency, "error_rate", *errRate, "truncate_rate", *truncRate, "cache_ttl", *cacheTTL, "row_cap", *rowCap,
+		"collation", cfg.Collation, "where_collation", cfg.WhereCollation, "float32", cfg.Float32)
 	select {
 	case err := <-done:
 		return err

@@ -334,6 +334,8 @@ func words(list []string, h uint64, n int, sep string) string {
 // datasets is a bounded LRU of precomputed targets: big targets cost a few
 // megabytes each, so only the recently used ones stay.
 type datasets struct {
+	// ord is how requests sort and compare, per the current configuration.
+	ord   orderings
 	mu    sync.Mutex
 	cap   int
 	ll    *list.List

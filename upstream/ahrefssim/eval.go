@@ -15,14 +15,15 @@ type pred func(r *row) bool
 // its regular expressions and dates parsed once per request.
 type compiled struct {
 	eval      pred
+	ord       *ordering
 	linkLevel bool // mentions a per-link field (matters for refdomains)
 }
 
 // compileWhere compiles a where tree that upstream.ParseQuery has already
 // type-checked; the checks here only guard the simulator against trees built
 // in-process that skipped it.
-func compileWhere(ep upstream.Endpoint, e upstream.Expr) (*compiled, error) {
-	c := &compiled{}
+func compileWhere(ep upstream.Endpoint, e upstream.Expr, ord *ordering) (*compiled, error) {
+	c := &compiled{ord: ord}
 	if e == nil {
 		c.eval = func(*row) bool { return true }
 		return c, nil
@@ -81,7 +82,7 @@ func (c *compiled) expr(ep upstream.Endpoint, s *upstream.Schema, e upstream.Exp
 		if err != nil {
 			return nil, err
 		}
-		test, err := condTest(f.Kind, e.Cond)
+		test, err := condTest(f.Kind, e.Cond, c.ord)
 		if err != nil {
 			return nil, &upstream.InvalidError{Param: "where", Field: e.Field, Problem: err.Error()}
 		}
@@ -94,7 +95,7 @@ func (c *compiled) expr(ep upstream.Endpoint, s *upstream.Schema, e upstream.Exp
 		if err != nil {
 			return nil, err
 		}
-		elem, err := predTest(f.Kind.Elem(), e.Pred)
+		elem, err := predTest(f.Kind.Elem(), e.Pred, c.ord)
 		if err != nil {
 			return nil, &upstream.InvalidError{Param: "where", Field: e.Field, Problem: err.Error()}
 		}
@@ -170,10 +171,10 @@ func modified(g getter, modifier string) getter {
 
 type valTest func(v val) bool
 
-func predTest(k upstream.Kind, p upstream.Pred) (valTest, error) {
+func predTest(k upstream.Kind, p upstream.Pred, ord *ordering) (valTest, error) {
 	switch p := p.(type) {
 	case upstream.PredAnd:
-		ts, err := predTests(k, p)
+		ts, err := predTests(k, p, ord)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +187,7 @@ func predTest(k upstream.Kind, p upstream.Pred) (valTest, error) {
 			return true
 		}, nil
 	case upstream.PredOr:
-		ts, err := predTests(k, p)
+		ts, err := predTests(k, p, ord)
 		if err != nil {
 			return nil, err
 		}
@@ -199,21 +200,21 @@ func predTest(k upstream.Kind, p upstream.Pred) (valTest, error) {
 			return false
 		}, nil
 	case upstream.PredNot:
-		t, err := predTest(k, p.X)
+		t, err := predTest(k, p.X, ord)
 		if err != nil {
 			return nil, err
 		}
 		return func(v val) bool { return !t(v) }, nil
 	case upstream.Cond:
-		return condTest(k, p)
+		return condTest(k, p, ord)
 	}
 	return nil, fmt.Errorf("unknown condition node %T", p)
 }
 
-func predTests(k upstream.Kind, ps []upstream.Pred) ([]valTest, error) {
+func predTests(k upstream.Kind, ps []upstream.Pred, ord *ordering) ([]valTest, error) {
 	ts := make([]valTest, len(ps))
 	for i, p := range ps {
-		t, err := predTest(k, p)
+		t, err := predTest(k, p, ord)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +227,7 @@ func predTests(k upstream.Kind, ps []upstream.Pred) ([]valTest, error) {
 // with a value is false for a null field (even neq), which agrees with
 // nulls sorting below every value only as far as a where can see: use
 // is_null to find them.
-func condTest(k upstream.Kind, c upstream.Cond) (valTest, error) {
+func condTest(k upstream.Kind, c upstream.Cond, ord *ordering) (valTest, error) {
 	switch c.Op {
 	case upstream.OpIsNull:
 		return func(v val) bool { return v.k == vNull }, nil
@@ -273,7 +274,7 @@ func condTest(k upstream.Kind, c upstream.Cond) (valTest, error) {
 	default:
 		return nil, fmt.Errorf("unknown operator %q", c.Op)
 	}
-	return func(v val) bool { return v.k != vNull && ok(compare(v, ref)) }, nil
+	return func(v val) bool { return v.k != vNull && ok(ord.whereCompare(v, ref)) }, nil
 }
 
 // refValue converts a where value to the field's runtime kind, so that the

@@ -45,6 +45,7 @@ type plan struct {
 	order      []orderKey
 	sel        []selField
 	genOrder   bool // the order is generation order: rows can be streamed
+	ord        *ordering
 	lowKey     string
 	hasLow     bool
 }
@@ -57,7 +58,7 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 	if strings.HasSuffix(sp.root, ".invalid") || sp.root == "invalid" {
 		return nil, errNotFound
 	}
-	x := &plan{ds: dss.get(sp.root), q: q, ep: q.Endpoint, agg: q.Aggregation}
+	x := &plan{ds: dss.get(sp.root), q: q, ep: q.Endpoint, agg: q.Aggregation, ord: dss.ord.get()}
 	if x.agg == "" {
 		x.agg = upstream.AggregationSimilarLinks
 	}
@@ -83,7 +84,7 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 		x.allAllowed = x.allAllowed && ok
 	}
 	var err error
-	if x.where, err = compileWhere(q.Endpoint, q.Where); err != nil {
+	if x.where, err = compileWhere(q.Endpoint, q.Where, x.ord); err != nil {
 		return nil, err
 	}
 	for _, name := range q.Select {
@@ -99,6 +100,10 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 			return nil, &upstream.InvalidError{Param: "order_by", Field: o.Field, Problem: "not supported by the simulator"}
 		}
 		x.order = append(x.order, orderKey{g: g, desc: o.Desc})
+	}
+	if !x.ord.plain() {
+		// Generation order and the binary search are byte order.
+		return x, nil
 	}
 	x.genOrder = isGenOrder(q.Endpoint, q.OrderBy)
 	keyField := "url_from"
@@ -353,7 +358,7 @@ func (x *plan) sortAggregate(rows []row, limit int) []row {
 	for k := range rows {
 		keys[k] = make([]val, len(x.order))
 		for o, ok := range x.order {
-			keys[k][o] = ok.g(&rows[k])
+			keys[k][o] = x.ord.sortKey(ok.g(&rows[k]))
 		}
 	}
 	idx := make([]int, len(rows))

@@ -106,6 +106,14 @@ type Config struct {
 	Clock Clock
 	// Logger receives one line per request; nil means slog.Default().
 	Logger *slog.Logger
+	// Collation is how text is sorted by order_by and compared by where;
+	// "" is Bytes. WhereCollation, when set, makes where compare another
+	// way than order_by sorts: an upstream whose order is inconsistent.
+	Collation, WhereCollation Collation
+	// Float32 keeps numbers as 32-bit floats while the JSON shows the
+	// decimal they were made from: sorting and where see 97.30000305 where
+	// the row shows 97.3.
+	Float32 bool
 }
 
 // Server is the simulated Ahrefs API v3. It is an http.Handler; its knobs can
@@ -170,6 +178,7 @@ func cmp0(v, def int) int {
 
 func (s *Server) setConfig(cfg Config) {
 	s.cfg = cfg
+	s.dss.ord.p.Store(orderingOf(cfg))
 	s.keys = map[string]bool{}
 	for _, k := range cfg.Keys {
 		s.keys[k] = true
