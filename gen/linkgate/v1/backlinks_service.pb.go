@@ -2351,8 +2351,8 @@ type EstimateCostResponse struct {
 	FirstPageUnits int64 `protobuf:"varint,2,opt,name=first_page_units,json=firstPageUnits,proto3" json:"first_page_units,omitempty"`
 	// Units for `rows` rows streamed: `max(50, per_row_units × rows_asked)`
 	// summed over the upstream pages of `stream_page_rows` rows a Stream call
-	// makes (each page after the first asks again for the previous page's
-	// last row, and each asks for one row more to know whether rows follow).
+	// makes (each asks for one row more to know whether rows follow, and
+	// the next page starts at that row, so it is paid twice).
 	UnitsForRows int64 `protobuf:"varint,3,opt,name=units_for_rows,json=unitsForRows,proto3" json:"units_for_rows,omitempty"`
 	// Every field the upstream charges for, once each, with its unit cost and
 	// why it is counted.
