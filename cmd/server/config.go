@@ -125,7 +125,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"upstream-key", "Ahrefs API key (prefer LINKGATE_UPSTREAM_KEY_FILE)", &c.UpstreamKey},
 		{"upstream-key-file", "file holding the Ahrefs API key", &c.UpstreamKeyFile},
 		{"upstream-rpm", "requests per minute of the upstream key as a whole, shared by every replica", &c.UpstreamRPM},
-		{"upstream-page-rows", "rows a stream asks per upstream request (at most the plan's cap)", &c.UpstreamPageRows},
+		{"upstream-page-rows", "rows a stream asks per upstream request (a plan's row cap lowers it once learned)", &c.UpstreamPageRows},
 		{"page-cache-ttl", "how long an upstream page stays fresh in the page cache", &c.PageCacheTTL},
 		{"page-cache-bytes", "bytes of upstream pages the page cache keeps (0: off); in Redis when redis-addr is set", &c.PageCacheBytes},
 		{"page-cache-shared", "let tenants share cached and coalesced pages (true/false)", &c.PageCacheShared},
