@@ -123,15 +123,21 @@ func NewRedisLimiter(c redis.UniversalClient, prefix, name string, rpm float64) 
 
 // Take implements Limiter.
 func (l *RedisLimiter) Take(ctx context.Context, urgent bool) (time.Duration, error) {
-	u := "0"
-	if urgent {
-		u = "1"
-	}
-	us, err := scriptTake.Run(ctx, l.c, l.keys, strconv.FormatInt(l.interval.Microseconds(), 10), u).Int64()
+	us, err := l.take(ctx, l.c, urgent).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrLimiterUnavailable, err)
 	}
 	return time.Duration(us) * time.Microsecond, nil
+}
+
+// take runs the take script through c: the client, or a transaction
+// that also notes the order of slots.
+func (l *RedisLimiter) take(ctx context.Context, c redis.Scripter, urgent bool) *redis.Cmd {
+	u := "0"
+	if urgent {
+		u = "1"
+	}
+	return scriptTake.Run(ctx, c, l.keys, strconv.FormatInt(l.interval.Microseconds(), 10), u)
 }
 
 // Pause implements Limiter.

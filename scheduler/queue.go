@@ -31,6 +31,9 @@ type queue struct {
 	// estimate of a new call's wait.
 	nextFree time.Time
 	closed   bool // no dispatcher any more: calls fail with ErrClosed
+	// granted, when set (by tests), learns the class each slot went to, on
+	// the dispatcher's goroutine, right after the slot was taken.
+	granted func(Class)
 }
 
 type classQueue struct {
@@ -135,13 +138,16 @@ func (q *queue) remove(w *waiter) bool {
 	return true
 }
 
-// urgent reports whether the next slot would go to interactive work (a
-// call or a retry of one), which then claims the key's next slot ahead of
-// every replica's bulk work.
+// urgent reports whether interactive work (a call or a retry of one)
+// waits, which then claims the key's next slot ahead of every replica's
+// bulk work. It claims also when that slot goes to this replica's bulk
+// work after a run of interactive slots: left unclaimed, the slot would go
+// to whichever replica's bulk work asked first, and the interactive call
+// would wait behind every replica's bulk queue.
 func (q *queue) urgent() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.classes[retry].n > 0 || q.classes[Interactive].n > 0 && (!q.bulkWaits() || q.run < q.interactiveRun)
+	return q.classes[retry].n > 0 || q.classes[Interactive].n > 0
 }
 
 func (q *queue) waiting() bool {
@@ -195,6 +201,9 @@ func (q *queue) next(err error) bool {
 	cq.vnow = best.vtime
 	best.vtime += 1 / q.weight(name)
 	w.done = true
+	if err == nil && q.granted != nil {
+		q.granted(c)
+	}
 	w.ready <- err
 	return true
 }

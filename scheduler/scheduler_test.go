@@ -523,6 +523,37 @@ func TestRedisLimiterClaimsAfterAPause(t *testing.T) {
 	}
 }
 
+// TestClaimsThroughTheBulkTurn: a replica whose interactive work has had
+// its run of slots while its bulk work waited still claims the key's next
+// slot, which its bulk work then gets; left unclaimed, the slot would go to
+// whichever replica's bulk work asked first, and the interactive call
+// would wait while every other replica's bulk work went.
+func TestClaimsThroughTheBulkTurn(t *testing.T) {
+	q := newQueue(nil, 2)
+	wait := func(c Class) *waiter {
+		w := &waiter{tenant: "t", class: c, ready: make(chan error, 1)}
+		q.push(w)
+		return w
+	}
+	bulk := wait(Bulk)
+	for i := range 2 { // the run: interactive slots while bulk work waits
+		w := wait(Interactive)
+		if !q.urgent() || !q.next(nil) || !w.done {
+			t.Fatalf("interactive call %d of the run did not claim and get the slot", i)
+		}
+	}
+	person := wait(Interactive)
+	if !q.urgent() {
+		t.Fatal("interactive work waits and its replica does not claim the next slot")
+	}
+	if !q.next(nil) || !bulk.done || person.done {
+		t.Fatal("after the run, the claimed slot must go to the bulk call")
+	}
+	if !q.urgent() || !q.next(nil) || !person.done {
+		t.Fatal("the interactive call must claim and get the slot after the bulk turn")
+	}
+}
+
 func TestMemoryCache(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
 	c := NewMemoryCache(350, time.Minute, clk.Now)
