@@ -5,13 +5,10 @@
 package redistest
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 
@@ -43,31 +40,13 @@ func start() {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
+	cmd, err := spawn(bin, "Ready to accept connections", "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "")
-	cmd.SysProcAttr = ownSession()
-	out, err := cmd.StdoutPipe()
 	if err != nil {
 		server.err = err
 		return
 	}
-	if err := cmd.Start(); err != nil {
-		server.err = err
-		return
-	}
-	// Redis says when it accepts connections: read its log rather than poll.
-	sc := bufio.NewScanner(out)
-	var log strings.Builder
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "Ready to accept connections") {
-			server.addr, server.cmd = fmt.Sprintf("127.0.0.1:%d", port), cmd
-			go func() { _, _ = io.Copy(io.Discard, out) }() // ends when the server does
-			return
-		}
-	}
-	_ = cmd.Wait()
-	server.err = fmt.Errorf("redis-server did not start:\n%s", log.String())
+	server.addr, server.cmd = fmt.Sprintf("127.0.0.1:%d", port), cmd
 }
 
 // Addr returns the test server's address, or skips the test (fails it
@@ -95,7 +74,7 @@ func Client(t testing.TB) *redis.Client {
 // IgnoreLeak is the goleak option for the goroutine that drains the
 // server's log until Stop.
 func IgnoreLeak() goleak.Option {
-	return goleak.IgnoreAnyFunction("github.com/linkgate/linkgate/internal/redistest.start.func1")
+	return goleak.IgnoreAnyFunction("github.com/linkgate/linkgate/internal/redistest.spawn.func1")
 }
 
 // Stop kills the server this binary started, if any; call it from

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -32,19 +32,8 @@ type Server struct {
 // it with LINKGATE_REQUIRE_REDIS=1).
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("LINKGATE_REQUIRE_REDIS") == "1" {
-			t.Fatalf("LINKGATE_REQUIRE_REDIS=1 but redis-server is not on PATH")
-		}
-		t.Skip("skipping: redis-server is not on PATH")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{t: t, bin: bin, args: args, dir: t.TempDir(), Addr: l.Addr().String()}
-	_ = l.Close()
+	s := &Server{t: t, bin: need(t, "redis-server"), args: args, dir: t.TempDir(),
+		Addr: net.JoinHostPort("127.0.0.1", freePort(t))}
 	s.launch()
 	t.Cleanup(s.kill)
 	return s
@@ -55,27 +44,37 @@ func (s *Server) launch() {
 	_, port, _ := net.SplitHostPort(s.Addr)
 	args := append([]string{"--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
 		"--daemonize", "no", "--logfile", "", "--dir", s.dir}, s.args...)
-	cmd := exec.Command(s.bin, args...)
-	cmd.SysProcAttr = ownSession()
-	out, err := cmd.StdoutPipe()
+	cmd, err := spawn(s.bin, "Ready to accept connections", args...)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	s.cmd = cmd
+}
+
+// spawn starts a Redis program in a session of its own and returns once
+// its log prints ready; a program that exits first is an error holding
+// what its log said.
+func spawn(bin, ready string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = ownSession()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
+		return nil, err
 	}
 	sc := bufio.NewScanner(out)
 	var log strings.Builder
 	for sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "Ready to accept connections") {
-			s.cmd = cmd
-			go func() { _, _ = io.Copy(io.Discard, out) }() // ends with the server
-			return
+		if strings.Contains(sc.Text(), ready) {
+			go func() { _, _ = io.Copy(io.Discard, out) }() // ends with the program
+			return cmd, nil
 		}
 	}
 	_ = cmd.Wait()
-	s.t.Fatalf("redis-server did not start:\n%s", log.String())
+	return nil, fmt.Errorf("%s did not start:\n%s", filepath.Base(bin), log.String())
 }
 
 // Restart kills the server (SIGKILL: nothing is saved on the way out) and

@@ -1,10 +1,8 @@
 package redistest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -164,28 +162,12 @@ func startSentinel(t testing.TB, bin, name, host, port string) *Sentinel {
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, conf, "--daemonize", "no", "--logfile", "")
-	cmd.SysProcAttr = ownSession()
-	out, err := cmd.StdoutPipe()
+	cmd, err := spawn(bin, "+monitor master", conf, "--daemonize", "no", "--logfile", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &Sentinel{Addr: net.JoinHostPort("127.0.0.1", p)}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	sc := bufio.NewScanner(out)
-	var log strings.Builder
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "+monitor master") {
-			go func() { _, _ = io.Copy(io.Discard, out) }() // ends with the sentinel
-			return s
-		}
-	}
-	t.Fatalf("redis-sentinel did not start:\n%s", log.String())
-	return nil
+	return &Sentinel{Addr: net.JoinHostPort("127.0.0.1", p)}
 }
 
 // Failover makes the sentinels promote the replica now (SENTINEL FAILOVER)
