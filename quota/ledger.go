@@ -125,6 +125,10 @@ type Usage struct {
 	Tenant Account
 }
 
+// Remaining is what the tenant may still spend: its own room, which the
+// ledger already caps at what the pool has left.
+func (u Usage) Remaining() int64 { return min(u.Pool.Remaining, u.Tenant.Remaining) }
+
 // Report is the whole budget in the current period, for operators.
 type Report struct {
 	Pool          Account

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
@@ -95,7 +96,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if _, err := h.ledger.Reconcile(context.Background(), unusedKey{}); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, func() time.Time { return h.now })
+	tokens, err := paging.NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, func() time.Time { return h.now })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,33 +22,6 @@ import (
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// costByPages walks the pages one iteration at a time: the reference the
-// closed form must match. Every page asks for one probe row more than it
-// keeps, and the next page (or a token's) starts at that row.
-func costByPages(perRow int, rows int64, size int) (units, pages int64) {
-	for left := rows; left > 0; {
-		want := min(int64(size), left)
-		units += upstream.Units(perRow, int(want+1))
-		pages++
-		left -= want
-	}
-	return units, pages
-}
-
-func TestCostClosedFormsMatchThePages(t *testing.T) {
-	for _, perRow := range []int{1, 6, 25} {
-		for _, size := range []int{1, 7, 1000} {
-			for _, rows := range []int64{0, 1, 2, 6, 7, 8, 49, 50, 999, 1000, 1001, 1999, 2000, 2001, 12345} {
-				gu, gp := pagedCost(perRow, rows, size)
-				wu, wp := costByPages(perRow, rows, size)
-				if gu != wu || gp != wp {
-					t.Errorf("perRow %d, rows %d, pages of %d: %d units in %d pages, want %d in %d", perRow, rows, size, gu, gp, wu, wp)
-				}
-			}
-		}
-	}
-}
-
 // TestEstimateCostOfHugeRowsReturns: rows at the bound is answered (in a
 // few operations, whatever the number: the call returns, it does not walk
 // a billion pages), and rows past it is INVALID_ARGUMENT on rows.

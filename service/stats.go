@@ -30,9 +30,8 @@ func (s *BacklinksServer) backlinksStats(ctx context.Context, tenant string, q u
 	}
 	res, err := s.cfg.Scheduler.Do(ctx, call)
 	err = panicked(s.cfg.Logger, "stats", err)
-	pt.record(ctx, res, err)
-	pg := page{charged: res.Charged, requests: res.Requests, err: err}
-	pt.end(ctx, pg, res)
+	pt.Scheduled(ctx, res, err)
+	pt.End(ctx, res, 0, err)
 	s.cfg.Telemetry.sent(ctx, tenant, statsLabel, 0, res.Charged)
 	if err != nil {
 		return upstream.Stats{}, nil, err

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"github.com/linkgate/linkgate/upstream"

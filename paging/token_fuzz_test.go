@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"testing"
@@ -12,7 +12,7 @@ func FuzzDecodeToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pl, err := compile(backlinksData, params{Target: "example.com"}, "a")
+	pl, err := Compile(Backlinks, Params{Target: "example.com"}, "a")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func FuzzDecodeFeedsToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pl, err := compile(newLostData, params{Target: "example.com", Since: "2025-01-01", OrderBy: "change_time:desc"}, "a")
+	pl, err := Compile(NewLost, Params{Target: "example.com", Since: "2025-01-01", OrderBy: "change_time:desc"}, "a")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"errors"
@@ -45,7 +45,7 @@ func TestTokenKeyRotation(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := c.verifier.Decode(issue(c.issuer), "fp", nil)
 			if !c.ok {
-				if !errors.Is(err, errBadToken) {
+				if !errors.Is(err, ErrBadToken) {
 					t.Fatalf("got %v, %v; want the token refused", got, err)
 				}
 				return
@@ -98,7 +98,7 @@ func TestTokenExpiryToleratesClockSkew(t *testing.T) {
 			if c.ok && err != nil {
 				t.Fatalf("refused: %v", err)
 			}
-			if !c.ok && !errors.Is(err, errBadToken) {
+			if !c.ok && !errors.Is(err, ErrBadToken) {
 				t.Fatalf("accepted (%v); want it expired", err)
 			}
 		})

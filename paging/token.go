@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"bytes"
@@ -102,9 +102,9 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]b
 	return &Tokens{keys: keys, ttl: ttl, now: now}, nil
 }
 
-// errBadToken is wrapped by every token error so the service answers
+// ErrBadToken is wrapped by every token error so the service answers
 // INVALID_ARGUMENT on the page_token field.
-var errBadToken = errors.New("invalid page_token")
+var ErrBadToken = errors.New("invalid page_token")
 
 // Encode issues a token for a cursor of the request with the fingerprint fp.
 func (t *Tokens) Encode(fp string, c cursor) (string, error) {
@@ -157,7 +157,7 @@ func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
 		return cursor{}, err
 	}
 	if body.Feeds != nil {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	c, err := decodeCursor(body.Key, body.Skip, body.Tail, keys)
 	c.Settled = t.settled(body)
@@ -171,7 +171,7 @@ func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, 
 		return nil, err
 	}
 	if len(body.Feeds) != len(keys) || body.Key != nil {
-		return nil, fmt.Errorf("%w: malformed", errBadToken)
+		return nil, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	out := make([]feedCursor, len(keys))
 	for i, f := range body.Feeds {
@@ -192,47 +192,47 @@ func (t *Tokens) settled(body tokenBody) bool {
 
 func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	if len(token) > MaxTokenBytes {
-		return tokenBody{}, fmt.Errorf("%w: longer than %d bytes", errBadToken, MaxTokenBytes)
+		return tokenBody{}, fmt.Errorf("%w: longer than %d bytes", ErrBadToken, MaxTokenBytes)
 	}
 	p64, s64, ok := bytes.Cut([]byte(token), []byte("."))
 	if !ok {
-		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(string(p64))
 	sig, err2 := base64.RawURLEncoding.DecodeString(string(s64))
 	if err1 != nil || err2 != nil {
-		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	if !t.verify(payload, sig) {
-		return tokenBody{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", ErrBadToken)
 	}
 	var body tokenBody
 	if err := json.Unmarshal(payload, &body); err != nil || body.V != 1 {
-		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	if t.now().Add(-TokenLeeway).Unix() > body.Expires {
-		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", errBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
+		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", ErrBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	if body.Request != fp {
-		return tokenBody{}, fmt.Errorf("%w: it was issued for a request with other parameters", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: it was issued for a request with other parameters", ErrBadToken)
 	}
 	return body, nil
 }
 
 func decodeCursor(key []json.RawMessage, skip int, tail []run, keys []sortKey) (cursor, error) {
 	if skip < 0 || (len(key) != 0 && len(key) != len(keys)) || len(tail) > tailRuns || (len(key) == 0 && len(tail) > 0) {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	for _, r := range tail {
 		if r.N <= 0 {
-			return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+			return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 		}
 	}
 	c := cursor{Skip: skip, Tail: tail}
 	for i, raw := range key {
 		v, err := keys[i].decode(raw)
 		if err != nil {
-			return cursor{}, fmt.Errorf("%w: malformed key", errBadToken)
+			return cursor{}, fmt.Errorf("%w: malformed key", ErrBadToken)
 		}
 		c.Key = append(c.Key, v)
 	}

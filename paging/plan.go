@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"crypto/sha256"
@@ -8,12 +8,12 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/linkgate/linkgate/service/filter"
+	"github.com/linkgate/linkgate/paging/filter"
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// dataset is one of the four datasets linkgate serves.
-type dataset struct {
+// Dataset is one of the four datasets linkgate serves.
+type Dataset struct {
 	label    string // the ledger label and the name in errors and telemetry
 	endpoint upstream.Endpoint
 	// tieBreakers are appended to every order so that it is total: rows
@@ -23,28 +23,35 @@ type dataset struct {
 	defaultSelect []string
 }
 
+// The datasets.
 var (
-	backlinksData = &dataset{
+	Backlinks = &Dataset{
 		label: "backlinks", endpoint: upstream.AllBacklinks,
 		tieBreakers:   []string{"url_from", "url_to"},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen"},
 	}
-	refDomainsData = &dataset{
+	RefDomains = &Dataset{
 		label: "refdomains", endpoint: upstream.RefDomains,
 		tieBreakers:   []string{"domain"},
 		defaultSelect: []string{"domain", "domain_rating", "links_to_target", "first_seen", "last_seen"},
 	}
-	brokenBacklinksData = &dataset{
+	BrokenBacklinks = &Dataset{
 		label: "broken_backlinks", endpoint: upstream.BrokenBacklinks,
 		tieBreakers:   []string{"url_from", "url_to"},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "last_visited_target"},
 	}
-	newLostData = &dataset{
+	NewLost = &Dataset{
 		label: "new_lost_backlinks", endpoint: upstream.AllBacklinks,
 		tieBreakers:   []string{"url_from", "url_to"},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "first_seen_link", "last_seen"},
 	}
 )
+
+// Label names the dataset in the ledger, errors and telemetry.
+func (d *Dataset) Label() string { return d.label }
+
+// Endpoint is the upstream endpoint the dataset reads.
+func (d *Dataset) Endpoint() upstream.Endpoint { return d.endpoint }
 
 // Changes picks the changes a new/lost request reports.
 type Changes int
@@ -56,8 +63,8 @@ const (
 	ChangesLost
 )
 
-// params are the parameters every list request shares, whatever its message.
-type params struct {
+// Params are the parameters every list request shares, whatever its message.
+type Params struct {
 	Target      string
 	Mode        upstream.Mode
 	Protocol    upstream.Protocol
@@ -71,11 +78,11 @@ type params struct {
 	Changes      Changes
 }
 
-// plan is a request compiled for the upstream: the query without its
+// Plan is a request compiled for the upstream: the query without its
 // continuation and limit, the total order the pager seeks on, and what the
 // caller asked to see.
-type plan struct {
-	data     *dataset
+type Plan struct {
+	data     *Dataset
 	query    upstream.Query
 	keys     []sortKey
 	selected []string // the fields returned to the caller
@@ -97,20 +104,21 @@ type InvalidArgument struct {
 
 func (e *InvalidArgument) Error() string { return e.Field + ": " + e.Description }
 
-func badField(field, format string, args ...any) *InvalidArgument {
+// BadField is the caller error on field, described by format and args.
+func BadField(field, format string, args ...any) *InvalidArgument {
 	return &InvalidArgument{Field: field, Description: fmt.Sprintf(format, args...)}
 }
 
-// compile checks a request and turns it into a plan without calling the
+// Compile checks a request and turns it into a plan without calling the
 // upstream, so an invalid request costs nothing.
-func compile(d *dataset, p params, tenant string) (*plan, error) {
-	if d == newLostData {
+func Compile(d *Dataset, p Params, tenant string) (*Plan, error) {
+	if d == NewLost {
 		return compileNewLost(p, tenant)
 	}
 	s := upstream.MustSchema(d.endpoint)
-	pl := &plan{data: d}
+	pl := &Plan{data: d}
 	if strings.TrimSpace(p.Target) == "" {
-		return nil, badField("target", "is required: a domain or URL")
+		return nil, BadField("target", "is required: a domain or URL")
 	}
 	sel, err := selection(s, p.Select, d.defaultSelect)
 	if err != nil {
@@ -122,18 +130,18 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 	}
 	order, err := upstream.ParseOrder(p.OrderBy)
 	if err != nil {
-		return nil, upstreamInvalid(err)
+		return nil, UpstreamInvalid(err)
 	}
 	for _, o := range order {
 		f, ok := s.Field(o.Field)
 		if !ok {
-			return nil, badField("order_by", "field %q: %s", o.Field, unknownFieldHint(s, o.Field, d.label))
+			return nil, BadField("order_by", "field %q: %s", o.Field, unknownFieldHint(s, o.Field, d.label))
 		}
 		if !f.Order {
-			return nil, badField("order_by", "field %q: cannot be used to order %s", o.Field, d.label)
+			return nil, BadField("order_by", "field %q: cannot be used to order %s", o.Field, d.label)
 		}
 		if slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
-			return nil, badField("order_by", "field %q: appears twice", o.Field)
+			return nil, BadField("order_by", "field %q: appears twice", o.Field)
 		}
 		pl.keys = append(pl.keys, sortKey{field: f, desc: o.Desc})
 	}
@@ -163,7 +171,7 @@ func compile(d *dataset, p params, tenant string) (*plan, error) {
 		return nil, err
 	}
 	if err := pl.query.Validate(); err != nil {
-		return nil, upstreamInvalid(err)
+		return nil, UpstreamInvalid(err)
 	}
 	pl.fingerprint = fingerprint(d, p, sel, tenant)
 	return pl, nil
@@ -182,9 +190,9 @@ func selection(s *upstream.Schema, raw []string, def []string) ([]string, error)
 			f, ok := s.Field(name)
 			switch {
 			case !ok:
-				return nil, badField("select", "field %q: %s", name, unknownFieldHint(s, name, string(s.Endpoint)))
+				return nil, BadField("select", "field %q: %s", name, unknownFieldHint(s, name, string(s.Endpoint)))
 			case !f.Select:
-				return nil, badField("select", "field %q: can be filtered but not selected", name)
+				return nil, BadField("select", "field %q: can be filtered but not selected", name)
 			}
 			if !slices.Contains(sel, name) {
 				sel = append(sel, name)
@@ -200,7 +208,7 @@ func selection(s *upstream.Schema, raw []string, def []string) ([]string, error)
 // fetched is what the pager selects upstream: the caller's fields plus the
 // sort keys, to read the last key of a page. Selecting them is free: a
 // field is charged once whether it is selected, filtered or ordered by.
-func fetched(pl *plan, extra ...string) []string {
+func fetched(pl *Plan, extra ...string) []string {
 	names := slices.Clone(pl.selected)
 	add := func(name string) {
 		if !slices.Contains(names, name) {
@@ -226,9 +234,9 @@ func andWhere(a, b upstream.Expr) upstream.Expr {
 	return upstream.And{a, b}
 }
 
-// upstreamInvalid turns the upstream package's validation error into the
+// UpstreamInvalid turns the upstream package's validation error into the
 // request field it is about.
-func upstreamInvalid(err error) error {
+func UpstreamInvalid(err error) error {
 	if ie, ok := err.(*upstream.InvalidError); ok {
 		desc := ie.Problem
 		if ie.Field != "" {
@@ -242,7 +250,7 @@ func upstreamInvalid(err error) error {
 // fingerprint identifies what a page token may continue: the dataset, every
 // parameter that changes the rows or their order, and the tenant, so that a
 // token cannot be replayed with other parameters or by another tenant.
-func fingerprint(d *dataset, p params, sel []string, tenant string) string {
+func fingerprint(d *Dataset, p Params, sel []string, tenant string) string {
 	b, _ := json.Marshal([]any{d.label, tenant, strings.TrimSpace(p.Target), p.Mode, p.Protocol, sel,
 		p.Filter, p.OrderBy, p.Aggregation, p.History, p.Since, p.Changes, p.Until})
 	sum := sha256.Sum256(b)
@@ -252,11 +260,11 @@ func fingerprint(d *dataset, p params, sel []string, tenant string) string {
 // perRow is the per-row cost of the plan's pages, continuation included:
 // the continuation filters on the sort keys only, which order_by already
 // charges.
-func (pl *plan) perRow() int { return pl.query.PerRowCost() }
+func (pl *Plan) perRow() int { return pl.query.PerRowCost() }
 
 // pageQuery is the upstream query for the page starting at c with limit
 // rows.
-func (pl *plan) pageQuery(c cursor, limit int) *upstream.Query {
+func (pl *Plan) pageQuery(c cursor, limit int) *upstream.Query {
 	q := pl.query
 	q.Limit = limit
 	if c.Key != nil {
@@ -268,7 +276,7 @@ func (pl *plan) pageQuery(c cursor, limit int) *upstream.Query {
 // tieBreakers are the keys that make a dataset's order total. Under
 // aggregation 1_per_domain the referring domain comes first, which keeps
 // each domain's links together (see checkAggregation).
-func tieBreakers(d *dataset, agg upstream.Aggregation) []string {
+func tieBreakers(d *Dataset, agg upstream.Aggregation) []string {
 	if agg == upstream.AggregationOnePerDomain {
 		return append([]string{upstream.DomainKeyField}, d.tieBreakers...)
 	}
@@ -290,7 +298,7 @@ func unknownFieldHint(s *upstream.Schema, name, label string) string {
 // boundary comes back on the next page unless every domain's links are
 // contiguous in the order: the order must start with fields that are the
 // same for all links of a domain, the domain itself among them.
-func checkAggregation(pl *plan, agg upstream.Aggregation) error {
+func checkAggregation(pl *Plan, agg upstream.Aggregation) error {
 	if agg != upstream.AggregationOnePerDomain {
 		return nil
 	}
@@ -299,7 +307,7 @@ func checkAggregation(pl *plan, agg upstream.Aggregation) error {
 			return nil
 		}
 		if !k.field.PerDomain {
-			return badField("order_by", "aggregation ONE_PER_DOMAIN returns each domain exactly once only when the order starts with fields of the referring domain, %s among them (e.g. %q or %q); %q comes before it and varies within a domain. Orders by: %s",
+			return BadField("order_by", "aggregation ONE_PER_DOMAIN returns each domain exactly once only when the order starts with fields of the referring domain, %s among them (e.g. %q or %q); %q comes before it and varies within a domain. Orders by: %s",
 				upstream.DomainKeyField, upstream.DomainKeyField, "domain_rating_source:desc,"+upstream.DomainKeyField, k.field.Name, strings.Join(upstream.PerDomainFields(pl.query.Endpoint), ", "))
 		}
 	}
@@ -310,10 +318,40 @@ func checkAggregation(pl *plan, agg upstream.Aggregation) error {
 // field, by the dataset's label (backlinks, refdomains, broken_backlinks,
 // new_lost_backlinks): what a CSV header shows when select is empty.
 func DefaultSelect(label string) []string {
-	for _, d := range []*dataset{backlinksData, refDomainsData, brokenBacklinksData, newLostData} {
+	for _, d := range []*Dataset{Backlinks, RefDomains, BrokenBacklinks, NewLost} {
 		if d.label == label {
 			return slices.Clone(d.defaultSelect)
 		}
 	}
 	return nil
 }
+
+// Dataset is the dataset the plan reads.
+func (pl *Plan) Dataset() *Dataset { return pl.data }
+
+// Selected is the fields returned to the caller.
+func (pl *Plan) Selected() []string { return pl.selected }
+
+// Fetched is the fields the plan's upstream query selects, in the order of
+// the columns of its records: the selected fields and the sort keys.
+func (pl *Plan) Fetched() []string { return pl.query.Select }
+
+// merged reports whether the plan merges feeds (new/lost), even none.
+func (pl *Plan) merged() bool { return pl.events != nil }
+
+// Layouts is the plans whose records a run of the plan yields, each laid
+// out as its Fetched says: the plan itself, or a merged plan's feeds.
+func (pl *Plan) Layouts() []*Plan {
+	if !pl.merged() {
+		return []*Plan{pl}
+	}
+	out := make([]*Plan, len(pl.feeds))
+	for i, f := range pl.feeds {
+		out[i] = f.plan
+	}
+	return out
+}
+
+// Query is the upstream query of a plan that reads one feed, without the
+// continuation and limit of its pages.
+func (pl *Plan) Query() upstream.Query { return pl.query }

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"encoding/json"
@@ -244,4 +244,48 @@ func equalTo(k sortKey, v any) bound {
 		return match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpIsNull}})
 	}
 	return match(upstream.Is{Field: k.field.Name, Cond: upstream.Cond{Op: upstream.OpEq, Value: keyLiteral(v)}})
+}
+
+// afterAll is the cursor after rows, which follow c: what c.after gives row
+// by row, read from the runs of equal keys that end the rows, so that only
+// a few keys per page are built.
+func (c cursor) afterAll(keys []sortKey, rows []upstream.Record) cursor {
+	if len(rows) == 0 {
+		return c
+	}
+	// The runs that end the rows, last first: the cursor's own and its tail.
+	type span struct{ start, n int }
+	var runs []span
+	i := len(rows)
+	for len(runs) <= tailRuns && i > 0 {
+		j := i - 1
+		for j > 0 && sameRecordKey(keys, rows[j-1], rows[i-1]) {
+			j--
+		}
+		runs = append(runs, span{j, i - j})
+		i = j
+	}
+	out := c
+	if i > 0 {
+		out = cursor{} // rows before the runs read push c out of the tail
+	}
+	for r := len(runs) - 1; r >= 0; r-- {
+		k := keyOf(keys, rows[runs[r].start])
+		if runs[r].start == 0 && out.Key != nil && sameKey(k, out.Key) {
+			out.Skip += runs[r].n
+			continue
+		}
+		out = out.moved(k, runs[r].n)
+	}
+	out.Settled = false // rows read since the token: the next page is checked in full
+	return out
+}
+
+func sameRecordKey(keys []sortKey, a, b upstream.Record) bool {
+	for _, k := range keys {
+		if !a[k.col].Equal(b[k.col]) {
+			return false
+		}
+	}
+	return true
 }
