@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 
 	"github.com/linkgate/linkgate/scheduler"
@@ -94,22 +95,6 @@ func (nobody) Charged(context.Context, int64)                     {}
 func (nobody) OrderViolation(context.Context, string)             {}
 func (nobody) Scheduled(context.Context, scheduler.Result, error) {}
 func (nobody) End(context.Context, scheduler.Result, int, error)  {}
-
-// Cost is what the pages behind a List page or a stream message cost.
-type Cost struct {
-	Units    int64 // charged
-	Cached   bool  // a page came from a cache
-	Requests int   // HTTP requests sent upstream, retries included
-	// Remaining is what is left of the caller's budget after the pages.
-	Remaining int64
-}
-
-func (c *Cost) add(pg page) {
-	c.Units += pg.charged
-	c.Cached = c.Cached || pg.cached
-	c.Requests += pg.requests
-	c.Remaining = pg.remaining
-}
 
 // Position is where a run starts: the start of the data, or where a page
 // token resumes.
@@ -202,67 +187,139 @@ func (e *Engine) List(ctx context.Context, r Request) (Chunk, error) {
 	return out, nil
 }
 
-// Stream runs a stream: upstream pages of UpstreamPageRows rows, handed to
-// send as chunks of PageSize rows, each with the token to resume after it.
-// While send works on a chunk the next page is fetched, and memory stays
-// bounded by about three pages. Stream returns when the data ends or a
-// bound stops it (nil), when send fails (with that error), when ctx ends
-// (with its error) or when a page fails; resume is the token after the
-// last chunk sent.
+// Stream runs a stream: upstream pages of UpstreamPageRows rows (for
+// new/lost, the merge of its feeds' pages), handed to send as chunks of
+// PageSize rows, each with the token to resume after it. While send works
+// on a chunk the next page is fetched, and memory stays bounded by about
+// three pages. Stream returns when the data ends or a bound stops it
+// (nil), when send fails (with that error), when ctx ends (with its
+// error) or when a page fails; resume is the token after the last chunk
+// sent.
 func (e *Engine) Stream(ctx context.Context, r Request, send func(Chunk) error) (resume string, err error) {
-	if r.Plan.merged() {
-		return e.streamEvents(ctx, r, send)
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	pages, wait := e.pager.run(ctx, fetch{plan: r.Plan, tenant: r.Tenant, start: r.From.cur,
-		pageRows: e.cfg.UpstreamPageRows, maxRows: r.MaxRows, maxUnits: r.MaxUnits, bulkFrom: 2, chunk: r.PageSize})
-	defer wait()
-	defer cancel() // before wait: the pager stops when its context does
-	sent := false
-	pos := r.From.cur
-	token := func() string {
-		if pos.Key == nil {
-			return ""
+	var batches iter.Seq[batch]
+	if r.Plan.merged() {
+		ch, wait := e.merge(ctx, r)
+		defer wait()
+		batches = func(yield func(batch) bool) {
+			for b := range ch {
+				if !yield(b) {
+					return
+				}
+			}
 		}
-		t, _ := e.cfg.Tokens.Encode(r.Plan.fingerprint, pos)
-		return t
+	} else {
+		pages, wait := e.pager.run(ctx, fetch{plan: r.Plan, tenant: r.Tenant, start: r.From.cur,
+			pageRows: e.cfg.UpstreamPageRows, maxRows: r.MaxRows, maxUnits: r.MaxUnits, bulkFrom: 2, chunk: r.PageSize})
+		defer wait()
+		batches = func(yield func(batch) bool) {
+			for pg := range pages {
+				if !yield(pageBatch(pg, r.PageSize)) {
+					return
+				}
+			}
+		}
 	}
-	for pg := range pages {
+	defer cancel() // before wait: the run stops when its context does
+	sent := false
+	resume = e.token(r.Plan, r.From)
+	for b := range batches {
 		// Units count when the page arrives, sent or not: they were spent.
-		e.cfg.Observer.Charged(ctx, pg.charged)
-		if pg.err != nil && len(pg.rows) == 0 {
-			return token(), pg.err
-		}
-		var cost Cost
-		cost.add(pg)
-		// An upstream page goes out as chunks of page_size rows, the first
-		// carrying its cost. A page without rows still makes one chunk
-		// when it has something to say: a cost, that the run stopped with
-		// rows left (its token), or that the result is empty.
-		chunks := chunked(pg.rows, r.PageSize)
-		if len(chunks) == 0 && (cost.Units > 0 || pg.more || !sent) {
-			chunks = [][]upstream.Record{nil}
-		}
-		for i, rows := range chunks {
-			pos = pg.next
-			if i < len(pg.marks) {
-				pos = pg.marks[i]
+		e.cfg.Observer.Charged(ctx, b.cost.Units)
+		if b.err != nil && len(b.chunks) == 0 {
+			if b.resumed {
+				resume = e.token(r.Plan, b.resume)
 			}
-			c := Chunk{Rows: rows, Cost: cost}
-			if !(pg.end && i == len(chunks)-1) {
-				c.Token = token()
+			return resume, b.err
+		}
+		cost := b.cost
+		// A batch goes out as its chunks, the first carrying its cost. A
+		// batch without rows still makes one chunk when it has something
+		// to say: a cost, that the run stopped with rows left (its token),
+		// or that the result is empty.
+		chunks := b.chunks
+		if len(chunks) == 0 && (cost.Units > 0 || b.more || !sent) {
+			chunks = []chunkAt{{pos: b.next}}
+		}
+		for i, c := range chunks {
+			resume = e.token(r.Plan, c.pos)
+			out := Chunk{Rows: c.rows, Events: c.events, Cost: cost}
+			if !(b.end && i == len(chunks)-1) {
+				out.Token = resume
 			}
-			if err := send(c); err != nil {
-				return token(), err
+			if err := send(out); err != nil {
+				return resume, err
 			}
 			sent = true
-			cost = Cost{Remaining: pg.remaining}
+			cost = Cost{Remaining: b.cost.Remaining}
 		}
-		if pg.err != nil {
-			return token(), pg.err
+		if b.err != nil {
+			return resume, b.err
 		}
 	}
-	return token(), ctx.Err()
+	return resume, ctx.Err()
+}
+
+// batch is what the stream driver sends of one upstream page, or of one
+// message of a merge: chunks of rows, each with the position after it.
+type batch struct {
+	chunks []chunkAt
+	cost   Cost
+	// next is where the run goes on when the batch has no chunk.
+	next Position
+	// end: no row follows; more: the run stopped with rows left.
+	end, more bool
+	err       error
+	// resume, when resumed, is where a merge that failed stands.
+	resume  Position
+	resumed bool
+}
+
+// chunkAt is one chunk of a batch and the position after it.
+type chunkAt struct {
+	rows   []upstream.Record
+	events []Event
+	pos    Position
+}
+
+func sendBatch(ctx context.Context, out chan<- batch, b batch) bool {
+	select {
+	case out <- b:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// pageBatch cuts a page of the pager into chunks of size rows, at the
+// cursors the page carries.
+func pageBatch(pg page, size int) batch {
+	b := batch{next: Position{cur: pg.next}, end: pg.end, more: pg.more, err: pg.err}
+	b.cost.add(pg)
+	for i, rows := range chunked(pg.rows, size) {
+		pos := pg.next
+		if i < len(pg.marks) {
+			pos = pg.marks[i]
+		}
+		b.chunks = append(b.chunks, chunkAt{rows: rows, pos: Position{cur: pos}})
+	}
+	return b
+}
+
+// token is the page token that resumes a plan at pos; none at the start.
+func (e *Engine) token(pl *Plan, pos Position) string {
+	if pl.merged() {
+		if pos.feeds == nil {
+			return ""
+		}
+		t, _ := e.cfg.Tokens.EncodeFeeds(pl.fingerprint, pos.feeds)
+		return t
+	}
+	if pos.cur.Key == nil {
+		return ""
+	}
+	t, _ := e.cfg.Tokens.Encode(pl.fingerprint, pos.cur)
+	return t
 }
 
 // chunked cuts rows into slices of size rows.

@@ -2,8 +2,6 @@ package paging
 
 import (
 	"slices"
-
-	"github.com/linkgate/linkgate/upstream"
 )
 
 // Estimate is what a request costs as the engine would run it.
@@ -57,14 +55,14 @@ func (e *Engine) Estimate(pl *Plan, pageSize int, rows int64) Estimate {
 	}
 	seen := map[string]int{}
 	for _, fp := range feeds {
-		perRow := fp.perRow()
+		perRow := fp.perRowUnits
 		out.PerRowUnits = max(out.PerRowUnits, int64(perRow))
 		// A List page asks for page_size rows and one more, to tell whether
 		// another page follows.
-		out.FirstPageUnits += upstream.Units(perRow, listRows+1)
-		u, n := pagedCost(perRow, rows, streamRows)
+		out.FirstPageUnits += fp.price(listRows + 1)
+		u, n := fp.pagedCost(rows, streamRows)
 		out.UnitsForRows, out.Pages = out.UnitsForRows+u, out.Pages+n
-		u, n = pagedCost(perRow, rows, listRows)
+		u, n = fp.pagedCost(rows, listRows)
 		out.ListUnitsForRows, out.ListPages = out.ListUnitsForRows+u, max(out.ListPages, n)
 		for _, c := range fp.query.Charges() {
 			i, ok := seen[c.Field]
@@ -93,21 +91,4 @@ func (e *Engine) Estimate(pl *Plan, pageSize int, rows int64) Estimate {
 		}
 	}
 	return out
-}
-
-// pagedCost is what reading rows rows costs and how many upstream requests
-// it makes, in pages of size rows, by stream or by List. Every page asks for
-// one row more than it keeps, which tells whether the data goes on (so the
-// end never costs a request of its own); the next page, or the page a token
-// resumes, starts at that row, so it is not paid twice. It is closed-form,
-// so any rows costs the same few operations.
-func pagedCost(perRow int, rows int64, size int) (units, pages int64) {
-	if rows <= 0 || size <= 0 {
-		return 0, 0
-	}
-	n := int64(size)
-	pages = (rows + n - 1) / n
-	last := rows - (pages-1)*n
-	units = (pages-1)*upstream.Units(perRow, int(n+1)) + upstream.Units(perRow, int(last+1))
-	return units, pages
 }

@@ -2,11 +2,10 @@ package paging
 
 import (
 	"context"
+	"runtime/debug"
 	"slices"
-	"strings"
-	"time"
+	"sync"
 
-	"github.com/linkgate/linkgate/paging/filter"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -24,134 +23,10 @@ type eventKey struct {
 	desc bool
 }
 
-// eventTieBreakers make the event order total: a link is unique by
-// (url_from, url_to), and has at most one event of each change.
-var eventTieBreakers = []string{"url_from", "url_to", upstream.ChangeFieldName}
-
 // feed is one kind of change with the plan that reads it.
 type feed struct {
 	cf   upstream.ChangeFeed
 	plan *Plan
-}
-
-// compileNewLost checks a new/lost request and plans one upstream reading
-// per kind of change that the request (changes, filter) can match.
-func compileNewLost(p Params, tenant string) (*Plan, error) {
-	d := NewLost
-	events := upstream.NewLostSchema()
-	links := upstream.MustSchema(d.endpoint)
-	pl := &Plan{data: d}
-	if strings.TrimSpace(p.Target) == "" {
-		return nil, BadField("target", "is required: a domain or URL")
-	}
-	// change and change_time are in every row; naming them selects nothing.
-	var names []string
-	for _, item := range p.Select {
-		for _, name := range strings.Split(item, ",") {
-			if n := strings.TrimSpace(name); n != upstream.ChangeFieldName && n != upstream.ChangeTimeFieldName {
-				names = append(names, n)
-			}
-		}
-	}
-	sel, err := selection(links, names, d.defaultSelect)
-	if err != nil {
-		return nil, err
-	}
-	pl.selected = sel
-	if pl.filter, err = filter.Compile(p.Filter, events); err != nil {
-		return nil, err
-	}
-	order, err := upstream.ParseOrder(p.OrderBy)
-	if err != nil {
-		return nil, UpstreamInvalid(err)
-	}
-	for _, o := range order {
-		f, ok := events.Field(o.Field)
-		if !ok {
-			return nil, BadField("order_by", "field %q: %s", o.Field, unknownFieldHint(events, o.Field, d.label))
-		}
-		if !f.Order {
-			return nil, BadField("order_by", "field %q: cannot be used to order %s", o.Field, d.label)
-		}
-		if slices.ContainsFunc(pl.events, func(k eventKey) bool { return k.name == o.Field }) {
-			return nil, BadField("order_by", "field %q: appears twice", o.Field)
-		}
-		pl.events = append(pl.events, eventKey{name: o.Field, desc: o.Desc})
-	}
-	ties := eventTieBreakers
-	if p.Aggregation == upstream.AggregationOnePerDomain {
-		ties = append([]string{upstream.DomainKeyField}, ties...)
-	}
-	for _, name := range ties {
-		if !slices.ContainsFunc(pl.events, func(k eventKey) bool { return k.name == name }) {
-			pl.events = append(pl.events, eventKey{name: name})
-			if name != upstream.ChangeFieldName {
-				pl.tieBreakerFields = append(pl.tieBreakerFields, name)
-			}
-		}
-	}
-	since, err := time.Parse(time.DateOnly, p.Since)
-	if err != nil {
-		return nil, BadField("since", "needs a date YYYY-MM-DD, got %q", p.Since)
-	}
-	var until time.Time
-	if p.Until != "" {
-		if until, err = time.Parse(time.DateOnly, p.Until); err != nil {
-			return nil, BadField("until", "needs a date YYYY-MM-DD, got %q", p.Until)
-		}
-		if !until.After(since) {
-			return nil, BadField("until", "must be after since (%s), got %s: the window is [since, until)", p.Since, p.Until)
-		}
-	}
-	for _, cf := range upstream.ChangeFeeds {
-		if (p.Changes == ChangesNew && cf.Change != upstream.ChangeNew) || (p.Changes == ChangesLost && cf.Change != upstream.ChangeLost) {
-			continue
-		}
-		where, matches, err := cf.Bind(pl.filter)
-		if err != nil {
-			return nil, UpstreamInvalid(err)
-		}
-		if !matches {
-			continue // the filter excludes this kind of change: nothing to read
-		}
-		fp := &Plan{data: d, selected: sel}
-		for _, k := range pl.events {
-			name, ok := cf.Field(k.name)
-			if !ok {
-				continue
-			}
-			f, _ := links.Field(name)
-			if !slices.ContainsFunc(fp.keys, func(s sortKey) bool { return s.field == f }) {
-				fp.keys = append(fp.keys, sortKey{field: f, desc: k.desc})
-			}
-		}
-		fp.query = upstream.Query{
-			Endpoint:    d.endpoint,
-			Target:      strings.TrimSpace(p.Target),
-			Mode:        p.Mode,
-			Protocol:    p.Protocol,
-			Select:      fetched(fp, cf.Fields()...),
-			Where:       andWhere(where, cf.Window(since, until)),
-			Aggregation: p.Aggregation,
-			History:     cf.History(since),
-		}
-		for i, k := range fp.keys {
-			fp.query.OrderBy = append(fp.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
-			fp.keys[i].col = slices.Index(fp.query.Select, k.field.Name)
-		}
-		if err := checkAggregation(fp, p.Aggregation); err != nil {
-			return nil, err
-		}
-		if err := fp.query.Validate(); err != nil {
-			return nil, UpstreamInvalid(err)
-		}
-		pl.feeds = append(pl.feeds, &feed{cf: cf, plan: fp})
-	}
-	pl.fingerprint = fingerprint(d, p, sel, tenant)
-	for _, f := range pl.feeds {
-		f.plan.fingerprint = pl.fingerprint
-	}
-	return pl, nil
 }
 
 // Event is one row of the merged feed: a change of a link.
@@ -275,7 +150,6 @@ func (r *eventRun) fill(ctx context.Context, want int) error {
 		for pg := range pages {
 			r.cost.add(pg)
 			r.spent += pg.charged
-			r.e.cfg.Observer.Charged(ctx, pg.charged)
 			fs.buf = append(fs.buf, pg.rows...)
 			fs.suspect = pg.suspect
 			switch {
@@ -335,8 +209,8 @@ func (r *eventRun) more() bool {
 	return false
 }
 
-// token resumes right after the events taken.
-func (r *eventRun) token() string {
+// position is right after the events taken.
+func (r *eventRun) position() Position {
 	cs := make([]feedCursor, len(r.feeds))
 	for i, fs := range r.feeds {
 		cur := fs.cur
@@ -345,8 +219,7 @@ func (r *eventRun) token() string {
 		}
 		cs[i] = feedCursor{cursor: cur, Done: fs.done && len(fs.buf) == 0}
 	}
-	t, _ := r.e.cfg.Tokens.EncodeFeeds(r.pl.fingerprint, cs)
-	return t
+	return Position{feeds: cs}
 }
 
 // takeCost returns the cost since the last call, with what is left of the
@@ -369,6 +242,7 @@ func (e *Engine) listEvents(ctx context.Context, r Request) (Chunk, error) {
 		if err != nil {
 			// No event of this call is returned: an order error resumes
 			// where the call started.
+			e.cfg.Observer.Charged(ctx, run.cost.Units)
 			return Chunk{}, err
 		}
 		if !ok {
@@ -377,62 +251,73 @@ func (e *Engine) listEvents(ctx context.Context, r Request) (Chunk, error) {
 		evs = append(evs, ev)
 	}
 	out := Chunk{Events: evs, Cost: run.takeCost()}
+	e.cfg.Observer.Charged(ctx, out.Cost.Units)
 	if run.more() {
-		out.Token = run.token()
+		out.Token = e.token(r.Plan, run.position())
 	}
 	return out, nil
 }
 
-// streamEvents is Stream for a merged plan.
-func (e *Engine) streamEvents(ctx context.Context, r Request, send func(Chunk) error) (string, error) {
-	run := e.newEventRun(r, r.MaxUnits)
-	run.stream = true
-	var taken int64
-	sent := false
-	emit := func(evs []Event) error {
-		c := Chunk{Events: evs, Cost: run.takeCost()}
-		if run.more() {
-			c.Token = run.token()
-		}
-		if err := send(c); err != nil {
-			return err
-		}
-		sent = true
-		return nil
-	}
-	for {
-		var evs []Event
-		ok := true
-		for len(evs) < r.PageSize && (r.MaxRows == 0 || taken < r.MaxRows) {
-			want := e.cfg.UpstreamPageRows
-			if r.MaxRows > 0 {
-				want = int(min(int64(want), r.MaxRows-taken))
+// merge runs the merge of a stream's feeds in a goroutine and delivers its
+// events on the returned channel, one message of PageSize events a batch:
+// while the driver sends a message, the next is being merged and its
+// pages fetched. The channel holds one batch, so memory stays bounded by
+// a page per feed and a few messages. It is closed after the last batch;
+// cancelling ctx stops the merge at once.
+func (e *Engine) merge(ctx context.Context, r Request) (<-chan batch, func()) {
+	ch := make(chan batch, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(ch)
+		defer func() {
+			if v := recover(); v != nil {
+				sendBatch(ctx, ch, batch{err: recovered(e.cfg.Logger, v, debug.Stack())})
 			}
-			var ev Event
-			var err error
-			ev, ok, err = run.next(ctx, want)
-			if err != nil {
-				if len(evs) > 0 {
-					if serr := emit(evs); serr != nil {
-						return run.token(), serr
-					}
+		}()
+		run := e.newEventRun(r, r.MaxUnits)
+		run.stream = true
+		var taken int64
+		produced := false
+		for {
+			var evs []Event
+			ok := true
+			for len(evs) < r.PageSize && (r.MaxRows == 0 || taken < r.MaxRows) {
+				want := e.cfg.UpstreamPageRows
+				if r.MaxRows > 0 {
+					want = int(min(int64(want), r.MaxRows-taken))
 				}
-				return run.token(), err
+				var ev Event
+				var err error
+				if ev, ok, err = run.next(ctx, want); err != nil {
+					b := batch{cost: run.takeCost(), err: err, resume: run.position(), resumed: true}
+					if len(evs) > 0 {
+						b.chunks = []chunkAt{{events: evs, pos: b.resume}}
+					}
+					sendBatch(ctx, ch, b)
+					return
+				}
+				if !ok {
+					break
+				}
+				evs = append(evs, ev)
+				taken++
 			}
-			if !ok {
-				break
+			last := !ok || (r.MaxRows > 0 && taken >= r.MaxRows) || !run.more()
+			if len(evs) > 0 || !produced || last {
+				// The message's token is where the merge stands: after
+				// its events, at the next row of each feed.
+				b := batch{cost: run.takeCost(), end: !run.more(), chunks: []chunkAt{{events: evs, pos: run.position()}}}
+				if !sendBatch(ctx, ch, b) {
+					return
+				}
+				produced = true
 			}
-			evs = append(evs, ev)
-			taken++
-		}
-		last := !ok || (r.MaxRows > 0 && taken >= r.MaxRows) || !run.more()
-		if len(evs) > 0 || !sent || last {
-			if err := emit(evs); err != nil {
-				return run.token(), err
+			if last {
+				return
 			}
 		}
-		if last {
-			return run.token(), nil
-		}
-	}
+	}()
+	return ch, wg.Wait
 }

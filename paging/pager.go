@@ -123,7 +123,6 @@ func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func(
 
 func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	cur := f.start
-	perRow := f.plan.perRow()
 	var got, spent int64
 	suspect := f.suspect
 	for n := 1; ; n++ {
@@ -156,11 +155,11 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		if f.maxUnits > 0 {
 			// The page costs max(50, perRow × rows); shrink it to what is
 			// left of max_units, and stop when even the floor is too much.
-			affordable := (f.maxUnits-spent)/int64(perRow) - int64(cur.Skip) - int64(probe)
+			affordable := f.plan.affordable(f.maxUnits-spent) - int64(cur.Skip) - int64(probe)
 			if affordable < want {
 				want, probe = affordable, 0
 			}
-			if upstream.Units(perRow, cur.Skip+int(want)+probe) > f.maxUnits-spent {
+			if f.plan.price(cur.Skip+int(want)+probe) > f.maxUnits-spent {
 				want = 0
 			}
 		}
@@ -279,7 +278,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	call := scheduler.Call{
 		Tenant: f.tenant, Label: f.plan.data.label, Class: class,
 		Key:   key,
-		Units: upstream.Units(f.plan.perRow(), limit),
+		Units: f.plan.price(limit),
 		Send: func(ctx context.Context) (scheduler.Response, error) {
 			if key == "" {
 				ctx = upstream.WithoutBody(ctx)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/linkgate/linkgate/paging/filter"
 	"github.com/linkgate/linkgate/upstream"
@@ -21,6 +22,9 @@ type Dataset struct {
 	tieBreakers []string
 	// defaultSelect is a cheap, useful selection for callers who name none.
 	defaultSelect []string
+	// merged: the dataset is a feed of events merged from upstream
+	// readings, one per kind of change (new/lost).
+	merged bool
 }
 
 // The datasets.
@@ -41,8 +45,10 @@ var (
 		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "last_visited_target"},
 	}
 	NewLost = &Dataset{
-		label: "new_lost_backlinks", endpoint: upstream.AllBacklinks,
-		tieBreakers:   []string{"url_from", "url_to"},
+		label: "new_lost_backlinks", endpoint: upstream.AllBacklinks, merged: true,
+		// A link is unique by (url_from, url_to), and has at most one
+		// event of each change.
+		tieBreakers:   []string{"url_from", "url_to", upstream.ChangeFieldName},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "first_seen_link", "last_seen"},
 	}
 )
@@ -94,6 +100,7 @@ type Plan struct {
 	// tieBreakerFields are the fields the order gained to become total.
 	tieBreakerFields []string
 	fingerprint      string
+	perRowUnits      int // see price
 }
 
 // InvalidArgument is a caller error: the request field and what is wrong.
@@ -110,21 +117,37 @@ func BadField(field, format string, args ...any) *InvalidArgument {
 }
 
 // Compile checks a request and turns it into a plan without calling the
-// upstream, so an invalid request costs nothing.
+// upstream, so an invalid request costs nothing. It is the one semantic
+// check of a request. A plan reads one upstream feed, or, for new/lost,
+// one per kind of change that the request (changes, filter) can match,
+// merged in the event order.
 func Compile(d *Dataset, p Params, tenant string) (*Plan, error) {
-	if d == NewLost {
-		return compileNewLost(p, tenant)
+	links := upstream.MustSchema(d.endpoint)
+	// The fields the filter and the order name: a backlink's, or for
+	// new/lost an event's (a backlink's, change and change_time).
+	s := links
+	if d.merged {
+		s = upstream.NewLostSchema()
 	}
-	s := upstream.MustSchema(d.endpoint)
-	pl := &Plan{data: d}
 	if strings.TrimSpace(p.Target) == "" {
 		return nil, BadField("target", "is required: a domain or URL")
 	}
-	sel, err := selection(s, p.Select, d.defaultSelect)
+	names := p.Select
+	if d.merged {
+		names = nil // change and change_time are in every row; naming them selects nothing
+		for _, item := range p.Select {
+			for _, name := range strings.Split(item, ",") {
+				if n := strings.TrimSpace(name); n != upstream.ChangeFieldName && n != upstream.ChangeTimeFieldName {
+					names = append(names, n)
+				}
+			}
+		}
+	}
+	sel, err := selection(links, names, d.defaultSelect)
 	if err != nil {
 		return nil, err
 	}
-	pl.selected = sel
+	pl := &Plan{data: d, selected: sel}
 	if pl.filter, err = filter.Compile(p.Filter, s); err != nil {
 		return nil, err // a *filter.Error, with the position in the string
 	}
@@ -132,7 +155,7 @@ func Compile(d *Dataset, p Params, tenant string) (*Plan, error) {
 	if err != nil {
 		return nil, UpstreamInvalid(err)
 	}
-	for _, o := range order {
+	for i, o := range order {
 		f, ok := s.Field(o.Field)
 		if !ok {
 			return nil, BadField("order_by", "field %q: %s", o.Field, unknownFieldHint(s, o.Field, d.label))
@@ -140,41 +163,104 @@ func Compile(d *Dataset, p Params, tenant string) (*Plan, error) {
 		if !f.Order {
 			return nil, BadField("order_by", "field %q: cannot be used to order %s", o.Field, d.label)
 		}
-		if slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
+		if slices.ContainsFunc(order[:i], func(prev upstream.Order) bool { return prev.Field == o.Field }) {
 			return nil, BadField("order_by", "field %q: appears twice", o.Field)
 		}
-		pl.keys = append(pl.keys, sortKey{field: f, desc: o.Desc})
 	}
 	for _, name := range tieBreakers(d, p.Aggregation) {
-		f, _ := s.Field(name)
-		if !slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
-			pl.keys = append(pl.keys, sortKey{field: f})
-			pl.tieBreakerFields = append(pl.tieBreakerFields, name)
+		if !slices.ContainsFunc(order, func(o upstream.Order) bool { return o.Field == name }) {
+			order = append(order, upstream.Order{Field: name})
+			if name != upstream.ChangeFieldName { // not an upstream field: charges nothing
+				pl.tieBreakerFields = append(pl.tieBreakerFields, name)
+			}
 		}
 	}
+	pl.fingerprint = fingerprint(d, p, sel, tenant)
+	if !d.merged {
+		if err := pl.read(p, order, pl.filter, p.History); err != nil {
+			return nil, err
+		}
+		return pl, nil
+	}
+	since, err := time.Parse(time.DateOnly, p.Since)
+	if err != nil {
+		return nil, BadField("since", "needs a date YYYY-MM-DD, got %q", p.Since)
+	}
+	var until time.Time
+	if p.Until != "" {
+		if until, err = time.Parse(time.DateOnly, p.Until); err != nil {
+			return nil, BadField("until", "needs a date YYYY-MM-DD, got %q", p.Until)
+		}
+		if !until.After(since) {
+			return nil, BadField("until", "must be after since (%s), got %s: the window is [since, until)", p.Since, p.Until)
+		}
+	}
+	for _, o := range order {
+		pl.events = append(pl.events, eventKey{name: o.Field, desc: o.Desc})
+	}
+	for _, cf := range upstream.ChangeFeeds {
+		if (p.Changes == ChangesNew && cf.Change != upstream.ChangeNew) || (p.Changes == ChangesLost && cf.Change != upstream.ChangeLost) {
+			continue
+		}
+		where, matches, err := cf.Bind(pl.filter)
+		if err != nil {
+			return nil, UpstreamInvalid(err)
+		}
+		if !matches {
+			continue // the filter excludes this kind of change: nothing to read
+		}
+		// The event order on this feed's fields: change_time is its time
+		// field; change is the same on every row of it.
+		var feedOrder []upstream.Order
+		for _, o := range order {
+			if name, ok := cf.Field(o.Field); ok {
+				feedOrder = append(feedOrder, upstream.Order{Field: name, Desc: o.Desc})
+			}
+		}
+		fp := &Plan{data: d, selected: sel, fingerprint: pl.fingerprint}
+		if err := fp.read(p, feedOrder, andWhere(where, cf.Window(since, until)), cf.History(since), cf.Fields()...); err != nil {
+			return nil, err
+		}
+		pl.feeds = append(pl.feeds, &feed{cf: cf, plan: fp})
+	}
+	return pl, nil
+}
 
+// read sets the upstream query of a plan that reads one feed: the order
+// (a field named twice counts once), the where tree, the history, and the
+// fields to fetch beyond the selected ones and the sort keys.
+func (pl *Plan) read(p Params, order []upstream.Order, where upstream.Expr, history string, extra ...string) error {
+	links := upstream.MustSchema(pl.data.endpoint)
+	for _, o := range order {
+		f, _ := links.Field(o.Field)
+		if !slices.ContainsFunc(pl.keys, func(k sortKey) bool { return k.field == f }) {
+			pl.keys = append(pl.keys, sortKey{field: f, desc: o.Desc})
+		}
+	}
 	pl.query = upstream.Query{
-		Endpoint:    d.endpoint,
+		Endpoint:    pl.data.endpoint,
 		Target:      strings.TrimSpace(p.Target),
 		Mode:        p.Mode,
 		Protocol:    p.Protocol,
-		Select:      fetched(pl),
-		Where:       pl.filter,
+		Select:      fetched(pl, extra...),
+		Where:       where,
 		Aggregation: p.Aggregation,
-		History:     p.History,
+		History:     history,
 	}
 	for i, k := range pl.keys {
 		pl.query.OrderBy = append(pl.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
 		pl.keys[i].col = slices.Index(pl.query.Select, k.field.Name)
 	}
 	if err := checkAggregation(pl, p.Aggregation); err != nil {
-		return nil, err
+		return err
 	}
 	if err := pl.query.Validate(); err != nil {
-		return nil, UpstreamInvalid(err)
+		return UpstreamInvalid(err)
 	}
-	pl.fingerprint = fingerprint(d, p, sel, tenant)
-	return pl, nil
+	// The continuation filters on the sort keys only, which order_by
+	// already charges: every page of the plan costs this per row.
+	pl.perRowUnits = pl.query.PerRowCost()
+	return nil
 }
 
 // selection flattens select (repeated, each possibly comma-separated),
@@ -257,11 +343,6 @@ func fingerprint(d *Dataset, p Params, sel []string, tenant string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
-// perRow is the per-row cost of the plan's pages, continuation included:
-// the continuation filters on the sort keys only, which order_by already
-// charges.
-func (pl *Plan) perRow() int { return pl.query.PerRowCost() }
-
 // pageQuery is the upstream query for the page starting at c with limit
 // rows.
 func (pl *Plan) pageQuery(c cursor, limit int) *upstream.Query {
@@ -337,7 +418,7 @@ func (pl *Plan) Selected() []string { return pl.selected }
 func (pl *Plan) Fetched() []string { return pl.query.Select }
 
 // merged reports whether the plan merges feeds (new/lost), even none.
-func (pl *Plan) merged() bool { return pl.events != nil }
+func (pl *Plan) merged() bool { return pl.data.merged }
 
 // Layouts is the plans whose records a run of the plan yields, each laid
 // out as its Fetched says: the plan itself, or a merged plan's feeds.
