@@ -197,6 +197,16 @@ func (w *rowWriter) fill(msg unsafe.Pointer, rec upstream.Record, b *block, i in
 	}
 }
 
+// writerOf is the writer of T's messages from the records of a plan.
+func writerOf[T any](pl *paging.Plan) (*rowWriter, error) {
+	w, err := writerFor[T](upstream.MustSchema(pl.Dataset().Endpoint()), pl.Selected(), pl.Fetched())
+	if err != nil {
+		// The protos and the catalog disagree: a bug, not the caller's.
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	return w, nil
+}
+
 // message is a generated row message type T whose pointer is a proto.Message.
 type message[T any] interface {
 	*T
@@ -213,10 +223,9 @@ func rowsOf[T any, M message[T]](pl *paging.Plan, rows []upstream.Record) ([]M, 
 
 // rowsIn is rowsOf writing into msgs, zeroed messages, one per row.
 func rowsIn[T any, M message[T]](pl *paging.Plan, rows []upstream.Record, msgs []T) ([]M, error) {
-	w, err := writerFor[T](upstream.MustSchema(pl.Dataset().Endpoint()), pl.Selected(), pl.Fetched())
+	w, err := writerOf[T](pl)
 	if err != nil {
-		// The protos and the catalog disagree: a bug, not the caller's.
-		return nil, status.Error(codes.Internal, "internal error")
+		return nil, err
 	}
 	b := w.block(len(rows))
 	out := make([]M, len(rows))
