@@ -121,7 +121,7 @@ func formatKey(keys []sortKey, vals []any) string {
 	parts := make([]string, len(vals))
 	for i, v := range vals {
 		var s string
-		switch v := keyLiteral(v).(type) {
+		switch v := upstream.KeyLiteral(v).(type) {
 		case nil:
 			s = "null"
 		case string:

@@ -27,7 +27,7 @@ type Scheduler interface {
 
 // Upstream is the part of the upstream client the engine calls.
 type Upstream interface {
-	ListRecords(ctx context.Context, q *upstream.Query, fn func(upstream.Record) error) (upstream.Result, error)
+	ListPage(ctx context.Context, r *upstream.PageRequest, fn func(upstream.Record) error) (upstream.Result, error)
 }
 
 // fetch is one run of the pager: where it starts and when it stops.
@@ -265,7 +265,10 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	ctx, pt := p.obs.StartPage(ctx, f.tenant, f.plan.data.label, n)
 	var res scheduler.Result
 	defer func() { pt.End(ctx, res, len(pg.rows), pg.err) }()
-	q := f.plan.pageQuery(cur, limit)
+	q, err := f.plan.pageRequest(cur, limit)
+	if err != nil {
+		return page{err: err}
+	}
 	// Follow-on pages of a stream are bulk. They are neither cached nor
 	// coalesced: callers ask again for first pages (a UI reloading, two
 	// services reading one target), and an export that cached every page
@@ -284,14 +287,14 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 				ctx = upstream.WithoutBody(ctx)
 			}
 			rows = make([]upstream.Record, 0, limit)
-			r, err := p.up.ListRecords(ctx, q, func(r upstream.Record) error {
+			r, err := p.up.ListPage(ctx, q, func(r upstream.Record) error {
 				rows = append(rows, r)
 				return nil
 			})
 			return responseOf(r), err
 		},
 	}
-	res, err := p.sched.Do(ctx, call)
+	res, err = p.sched.Do(ctx, call)
 	err = panicked(p.log, err)
 	pg = page{charged: res.Charged, reserved: res.Reserved, requests: res.Requests, err: err,
 		cached: res.Cached || res.Shared || res.UpstreamCached}
@@ -299,7 +302,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	switch {
 	case res.Cached || res.Shared:
 		if err == nil {
-			if _, derr := upstream.DecodePage(bytes.NewReader(res.Body), q, func(r upstream.Record) error {
+			if _, derr := q.Decode(bytes.NewReader(res.Body), func(r upstream.Record) error {
 				pg.rows = append(pg.rows, r)
 				return nil
 			}); derr != nil {
@@ -322,7 +325,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 func responseOf(r upstream.Result) scheduler.Response {
 	return scheduler.Response{
 		Body: r.Body, Charged: r.Spent, Reported: r.Cost.Known || r.Spent > 0,
-		Unanswered: r.Unanswered, UpstreamCached: r.Cost.Cache == "hit", Requests: r.Attempts,
+		Unanswered: r.Unanswered, UpstreamCached: r.Cost.CacheHit(), Requests: r.Attempts,
 	}
 }
 

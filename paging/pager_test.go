@@ -45,8 +45,11 @@ func TestPagingInsideRunsOfEqualKeys(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				pl.keys = pl.keys[:1] // the caller's key only: runs of equal keys
+				pl.keys, pl.seek = pl.keys[:1], pl.seek[:1] // the caller's key only: runs of equal keys
 				pl.query.OrderBy = pl.query.OrderBy[:1]
+				if pl.prep, err = upstream.Prepare(pl.query); err != nil {
+					t.Fatal(err)
+				}
 				all, err := h.sim.All(&pl.query)
 				if err != nil {
 					t.Fatal(err)

@@ -100,7 +100,10 @@ type Plan struct {
 	// tieBreakerFields are the fields the order gained to become total.
 	tieBreakerFields []string
 	fingerprint      string
-	perRowUnits      int // see price
+	perRowUnits      int                // see price
+	seek             []upstream.SeekKey // keys, for the continuation of pages
+	// prep is query, checked and encoded once for every page.
+	prep *upstream.Prepared
 }
 
 // InvalidArgument is a caller error: the request field and what is wrong.
@@ -250,16 +253,18 @@ func (pl *Plan) read(p Params, order []upstream.Order, where upstream.Expr, hist
 	for i, k := range pl.keys {
 		pl.query.OrderBy = append(pl.query.OrderBy, upstream.Order{Field: k.field.Name, Desc: k.desc})
 		pl.keys[i].col = slices.Index(pl.query.Select, k.field.Name)
+		pl.seek = append(pl.seek, upstream.SeekKey{Field: k.field, Desc: k.desc})
 	}
 	if err := checkAggregation(pl, p.Aggregation); err != nil {
 		return err
 	}
-	if err := pl.query.Validate(); err != nil {
+	prep, err := upstream.Prepare(pl.query)
+	if err != nil {
 		return UpstreamInvalid(err)
 	}
 	// The continuation filters on the sort keys only, which order_by
 	// already charges: every page of the plan costs this per row.
-	pl.perRowUnits = pl.query.PerRowCost()
+	pl.prep, pl.perRowUnits = prep, prep.PerRow()
 	return nil
 }
 
@@ -343,15 +348,14 @@ func fingerprint(d *Dataset, p Params, sel []string, tenant string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
-// pageQuery is the upstream query for the page starting at c with limit
-// rows.
-func (pl *Plan) pageQuery(c cursor, limit int) *upstream.Query {
-	q := pl.query
-	q.Limit = limit
+// pageRequest is the upstream request of the page starting at c with
+// limit rows.
+func (pl *Plan) pageRequest(c cursor, limit int) (*upstream.PageRequest, error) {
+	var after upstream.Expr
 	if c.Key != nil {
-		q.Where = andWhere(atOrAfter(pl.keys, c.Key), q.Where)
+		after = upstream.Seek(pl.seek, c.Key)
 	}
-	return &q
+	return pl.prep.Page(after, limit)
 }
 
 // tieBreakers are the keys that make a dataset's order total. Under

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/linkgate/linkgate/upstream"
 )
 
 // MaxTokenBytes bounds the size of a page token a caller may send.
@@ -131,7 +133,7 @@ func (t *Tokens) EncodeFeeds(fp string, cs []feedCursor) (string, error) {
 func encodeKey(vals []any) ([]json.RawMessage, error) {
 	var key []json.RawMessage
 	for _, v := range vals {
-		raw, err := json.Marshal(keyLiteral(v))
+		raw, err := json.Marshal(upstream.KeyLiteral(v))
 		if err != nil {
 			return nil, err
 		}

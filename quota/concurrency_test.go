@@ -74,10 +74,10 @@ func hammer(t *testing.T, stores []Store, workers, ops int) {
 				}
 				granted.Add(1)
 				if rng.IntN(4) == 0 {
-					err = l.Release(ctx, r)
+					err = release(l, ctx, r)
 				} else {
 					actual := rng.Int64N(units + 1)
-					if err = l.Settle(ctx, r, actual); err == nil {
+					if err = settle(l, ctx, r, actual); err == nil {
 						settled.Add(actual)
 					}
 				}

@@ -89,13 +89,13 @@ var conformanceCases = []struct {
 		mustSettle(t, l, r, 7)
 		mustSettle(t, l, r, 7)
 		mustSettle(t, l, r, 9)
-		if err := l.Release(ctx, r); err != nil {
+		if err := release(l, ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		checkPool(t, l, 7, 0)
 		r2 := mustReserve(t, l, "a", "x", 10)
 		for range 2 {
-			if err := l.Release(ctx, r2); err != nil {
+			if err := release(l, ctx, r2); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -105,7 +105,7 @@ var conformanceCases = []struct {
 		cctx, cancel := context.WithCancel(ctx)
 		r3 := mustReserve(t, l, "a", "x", 10)
 		cancel()
-		if err := l.Settle(cctx, r3, 3); err != nil {
+		if err := settle(l, cctx, r3, 3); err != nil {
 			t.Fatal(err)
 		}
 		if rep := mustReport(t, l); rep.Pool.Used != 10 || rep.Settled != 2 {
@@ -113,7 +113,7 @@ var conformanceCases = []struct {
 		}
 		bogus := r3
 		bogus.Budget = "another"
-		if err := l.Settle(ctx, bogus, 1); !errors.Is(err, ErrUnknownReservation) {
+		if err := settle(l, ctx, bogus, 1); !errors.Is(err, ErrUnknownReservation) {
 			t.Fatalf("a reservation of another budget: %v", err)
 		}
 	}},
@@ -129,7 +129,7 @@ var conformanceCases = []struct {
 			t.Fatalf("Finish of an unknown reservation = %d, %v; want %d left", left, err, 500-40-10)
 		}
 		mustSettle(t, l, lost, 40) // a retry counts once
-		if err := l.Release(ctx, Reservation{ID: "never-seen", Budget: r.Budget, Tenant: "a", Label: "x",
+		if err := release(l, ctx, Reservation{ID: "never-seen", Budget: r.Budget, Tenant: "a", Label: "x",
 			Units: 5, Period: r.Period}); err != nil {
 			t.Fatalf("Release of an unknown reservation: %v", err)
 		}
@@ -153,7 +153,7 @@ var conformanceCases = []struct {
 		clk.Advance(time.Second)
 		checkPool(t, l, 40, 0)
 		mustSettle(t, l, r, 10) // late and lower: the full charge stands
-		if err := l.Release(ctx, r); err != nil {
+		if err := release(l, ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		checkPool(t, l, 40, 0)

@@ -142,7 +142,7 @@ func mustReserve(t testing.TB, l *Ledger, tenant, label string, units int64) Res
 
 func mustSettle(t testing.TB, l *Ledger, r Reservation, actual int64) {
 	t.Helper()
-	if err := l.Settle(context.Background(), r, actual); err != nil {
+	if err := settle(l, context.Background(), r, actual); err != nil {
 		t.Fatalf("Settle(%d): %v", actual, err)
 	}
 }
@@ -186,4 +186,16 @@ func emptyLike(t testing.TB, s Store) Store {
 	}
 	t.Fatalf("no empty store like %T", s)
 	return nil
+}
+
+// settle finishes r with actual units spent.
+func settle(l *Ledger, ctx context.Context, r Reservation, actual int64) error {
+	_, err := l.Finish(ctx, r, Outcome{Actual: actual})
+	return err
+}
+
+// release finishes r unspent.
+func release(l *Ledger, ctx context.Context, r Reservation) error {
+	_, err := l.Finish(ctx, r, Outcome{Release: true})
+	return err
 }

@@ -394,8 +394,17 @@ type Outcome struct {
 }
 
 // Finish settles or releases r as o says, in one store operation, and
-// returns what r's tenant may still reserve. Settle and Release are its
-// two common forms.
+// returns what r's tenant may still reserve.
+//
+// Settling turns r into spend of o.Actual units, charged to r's own period
+// even after a rollover. Below the estimate the difference returns to the
+// pool; above it the actual is recorded anyway and counted as an overrun,
+// since the units are already spent. Releasing returns r's units unspent.
+// Finishing again, or a reservation the lease already charged in full,
+// changes nothing but the part of a settled actual above its units.
+//
+// Finish ignores cancellation of ctx (a cancelled caller must not leave
+// units reserved) and is bounded by Config.FinishTimeout instead.
 func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remaining int64, err error) {
 	if o.Actual < 0 || o.Actual > maxUnits {
 		return 0, fmt.Errorf("quota: actual %d must be in 0..%d", o.Actual, int64(maxUnits))
@@ -425,28 +434,6 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 		l.RequestReconcile()
 	}
 	return res.Remaining, err
-}
-
-// Settle turns r into spend of actual units, charged to r's own period even
-// after a rollover. Below the estimate the difference returns to the pool;
-// above it the actual is recorded anyway and counted as an overrun, since
-// the units are already spent. Settling again, or after Release, changes
-// nothing. A reservation already charged in full after its lease only gains
-// the part of actual above its units.
-//
-// Settle ignores cancellation of ctx (a cancelled caller must not leave units
-// reserved) and is bounded by Config.FinishTimeout instead.
-func (l *Ledger) Settle(ctx context.Context, r Reservation, actual int64) error {
-	_, err := l.Finish(ctx, r, Outcome{Actual: actual})
-	return err
-}
-
-// Release returns r's units unspent. After Settle, after an earlier Release,
-// or after the lease charged it, it changes nothing. Like Settle it ignores
-// cancellation of ctx.
-func (l *Ledger) Release(ctx context.Context, r Reservation) error {
-	_, err := l.Finish(ctx, r, Outcome{Release: true})
-	return err
 }
 
 func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {

@@ -129,8 +129,7 @@ func notNow(err error, re redis.Error) bool {
 
 func (s *RedisStore) base(budget string) string { return s.prefix + ":{" + budget + "}" }
 
-// period returns the key of a period's hash (lua/common.lua). The keys of
-// the earlier layout, which the functions fold into it, share its prefix.
+// period returns the key of a period's hash (lua/common.lua).
 func (s *RedisStore) period(budget string, p Period) string {
 	return s.base(budget) + ":p:" + p.Key + ":pool"
 }
@@ -220,7 +219,7 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 
 // needsSweep runs op, and when it replies that period p needs a sweep
 // first (a lease may have run out, a finished record may be due to go, or
-// the period is of the earlier layout), sweeps and runs it once more. The
+// the period's hash was never written), sweeps and runs it once more. The
 // sweep takes the same now as op, which then finds nothing left to sweep.
 func (s *RedisStore) needsSweep(ctx context.Context, budget string, p Period, now time.Time, op func() (any, error)) (any, error) {
 	v, err := op()

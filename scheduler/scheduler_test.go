@@ -748,5 +748,5 @@ func TestHeldInFlightWaits(t *testing.T) {
 	if _, err := s.Do(dctx, Call{Tenant: "c", Label: "x", Units: 5000, Send: ok(1)}); !errors.As(err, &d) || !d.HeldInFlight() || dctx.Err() != nil {
 		t.Fatalf("held until the deadline: %v (context: %v), want the held-in-flight denial before the deadline", err, dctx.Err())
 	}
-	_ = ledger.Release(context.Background(), hold)
+	_, _ = ledger.Finish(context.Background(), hold, quota.Outcome{Release: true})
 }

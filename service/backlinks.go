@@ -220,6 +220,9 @@ func (s *BacklinksServer) prepare(ctx context.Context, d *paging.Dataset, req li
 	if !ok {
 		return paging.Request{}, status.Error(codes.Unauthenticated, "no caller")
 	}
+	if _, err := checkOnce(ctx, req); err != nil {
+		return paging.Request{}, err
+	}
 	pl, err := paging.Compile(d, paramsOf(req), caller.Tenant)
 	if err != nil {
 		return paging.Request{}, toStatus(err, "")
@@ -265,27 +268,12 @@ func pageCost(c paging.Cost) *v1.PageCost {
 	return &v1.PageCost{UnitsCharged: c.Units, Cached: c.Cached, UpstreamRequests: int32(c.Requests), RemainingUnits: c.Remaining}
 }
 
-// streamRequest is what every Stream request message has beyond a List's.
+// streamRequest is what every Stream request message has beyond a List's:
+// its bounds, 0 meaning none (never negative: CheckBounds).
 type streamRequest interface {
 	listRequest
-	streamBounds
-}
-
-// streamBounds are the caller's bounds on a stream, 0 meaning none.
-type streamBounds interface {
 	GetMaxRows() int64
 	GetMaxUnits() int64
-}
-
-// checkStreamBounds refuses negative bounds.
-func checkStreamBounds(req streamBounds) error {
-	if n := req.GetMaxRows(); n < 0 {
-		return toStatus(paging.BadField("max_rows", "must not be negative, got %d", n), "")
-	}
-	if n := req.GetMaxUnits(); n < 0 {
-		return toStatus(paging.BadField("max_units", "must not be negative, got %d", n), "")
-	}
-	return nil
 }
 
 // stream runs a Stream RPC (paging.Engine.Stream), each chunk sent by
@@ -294,9 +282,6 @@ func checkStreamBounds(req streamBounds) error {
 func (s *BacklinksServer) stream(ctx context.Context, d *paging.Dataset, req streamRequest, send func(*paging.Plan, paging.Chunk) error) error {
 	r, err := s.prepare(ctx, d, req, DefaultStreamPageSize)
 	if err != nil {
-		return err
-	}
-	if err := checkStreamBounds(req); err != nil {
 		return err
 	}
 	r.MaxRows, r.MaxUnits = req.GetMaxRows(), req.GetMaxUnits()

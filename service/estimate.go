@@ -22,6 +22,10 @@ const statsLabel = "backlinks_stats"
 // the upstream. It refuses what the RPC it prices would refuse, page token
 // included.
 func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCostRequest) (*v1.EstimateCostResponse, error) {
+	ctx, err := checkOnce(ctx, req) // rows, and the inner request's fields by their paths
+	if err != nil {
+		return nil, err
+	}
 	var (
 		d      *paging.Dataset
 		lr     listRequest
@@ -41,17 +45,11 @@ func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCost
 		if err != nil {
 			return nil, err
 		}
-		units, requests := upstream.StatsUnits(sq.IPs), int64(1)
-		if sq.IPs {
-			requests = 2
-		}
+		units, requests := upstream.StatsUnits(sq.IPs), int64(upstream.StatsRequests(sq.IPs))
 		return &v1.EstimateCostResponse{PerRowUnits: int64(upstream.StatsPerRow(sq.IPs)), FirstPageUnits: units, UnitsForRows: units,
 			Pages: requests, ListUnitsForRows: units, ListPages: requests, PageSize: 1, StreamPageRows: 1}, nil
 	default:
 		return nil, toStatus(paging.BadField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
-	}
-	if n := req.GetRows(); n < 0 || n > MaxRows {
-		return nil, toStatus(paging.BadField("rows", "must be between 0 and %d, got %d", int64(MaxRows), n), "")
 	}
 	r, err := s.prepare(ctx, d, lr, DefaultListPageSize)
 	if err != nil {
@@ -144,13 +142,6 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 	}
 	return upstream.StatsQuery{Target: target, Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
 		IPs: req.GetIncludeIps()}, nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // DefaultSelect is the selection a dataset uses when a request names no

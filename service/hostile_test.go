@@ -198,11 +198,11 @@ func TestMaxStreamsFor(t *testing.T) {
 	}
 }
 
-// panickingUpstream panics in ListRecords, which the pager calls from its own
+// panickingUpstream panics in ListPage, which the pager calls from its own
 // goroutine, outside the handler's recovery.
 type panickingUpstream struct{ Upstream }
 
-func (panickingUpstream) ListRecords(context.Context, *upstream.Query, func(upstream.Record) error) (upstream.Result, error) {
+func (panickingUpstream) ListPage(context.Context, *upstream.PageRequest, func(upstream.Record) error) (upstream.Result, error) {
 	panic("upstream decoder bug")
 }
 

@@ -240,12 +240,33 @@ func enumNames(e protoreflect.EnumDescriptor) string {
 	return strings.Join(names, ", ")
 }
 
+type checkedKey struct{}
+
+// boundsChecked returns ctx marked as the context of a request whose
+// bounds have been checked (CheckBounds), as openfga's validator marks it.
+func boundsChecked(ctx context.Context) context.Context {
+	return context.WithValue(ctx, checkedKey{}, true)
+}
+
+// checkOnce checks the bounds of req unless the interceptor already has
+// (a handler called in process, without the interceptors, has not), and
+// returns ctx marked as checked.
+func checkOnce(ctx context.Context, req any) (context.Context, error) {
+	if checked, _ := ctx.Value(checkedKey{}).(bool); checked {
+		return ctx, nil
+	}
+	if err := CheckBounds(req); err != nil {
+		return ctx, err
+	}
+	return boundsChecked(ctx), nil
+}
+
 func boundsUnary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := CheckBounds(req); err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		return handler(boundsChecked(ctx), req)
 	}
 }
 
@@ -315,12 +336,18 @@ func limitStream(l *streamLimiter) grpc.StreamServerInterceptor {
 			return err
 		}
 		defer release()
-		return handler(srv, &boundedStream{ServerStream: ss})
+		return handler(srv, &boundedStream{ServerStream: ss, ctx: boundsChecked(ss.Context())})
 	}
 }
 
-// boundedStream checks the bounds of every message received.
-type boundedStream struct{ grpc.ServerStream }
+// boundedStream checks the bounds of every message received. Its context
+// says so: a server stream's handler runs once its request is received.
+type boundedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *boundedStream) Context() context.Context { return s.ctx }
 
 func (s *boundedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {

@@ -24,8 +24,8 @@ func (s *BacklinksServer) backlinksStats(ctx context.Context, tenant string, q u
 		Send: func(ctx context.Context) (scheduler.Response, error) {
 			st, cost, err := s.cfg.Upstream.BacklinksStats(ctx, q)
 			stats = st
-			return scheduler.Response{Charged: cost.Actual, Reported: cost.Known, Unanswered: !cost.Known && upstream.MayHaveCharged(err),
-				UpstreamCached: cost.Cache == "hit", Requests: 1 + boolInt(q.IPs)}, err
+			return scheduler.Response{Charged: cost.Actual, Reported: cost.Known, Unanswered: upstream.Unanswered(cost, err),
+				UpstreamCached: cost.CacheHit(), Requests: upstream.StatsRequests(q.IPs)}, err
 		},
 	}
 	res, err := s.cfg.Scheduler.Do(ctx, call)

@@ -21,7 +21,6 @@ import (
 // Defaults of Config.
 const (
 	DefaultBaseURL               = "https://api.ahrefs.com"
-	DefaultRequestsPerMinute     = 60
 	DefaultMaxAttempts           = 3
 	DefaultBackoffBase           = 500 * time.Millisecond
 	DefaultBackoffMax            = 8 * time.Second
@@ -257,6 +256,10 @@ type Cost struct {
 	Estimated bool
 }
 
+// CacheHit reports whether the upstream served the answer from its cache,
+// free.
+func (c Cost) CacheHit() bool { return c.Cache == "hit" }
+
 // Result is the outcome of a List call.
 type Result struct {
 	Rows int  // rows handed to fn
@@ -303,18 +306,18 @@ func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result
 	if err != nil {
 		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
 	}
-	return c.keeping(ctx, q, v, func(body io.Reader) (int, error) { return decodeRows(body, s, fn) })
+	return c.keeping(ctx, q.Endpoint, q.PerRowCost(), v, func(body io.Reader) (int, error) { return decodeRows(body, s, fn) })
 }
 
 // keeping runs a list call whose decoder reads the body while, up to
 // KeepBody bytes, it is kept in Result.Body for the page cache, unless ctx
 // says no cache will take it (WithoutBody).
-func (c *Client) keeping(ctx context.Context, q *Query, v url.Values, decode decodeFunc) (Result, error) {
+func (c *Client) keeping(ctx context.Context, ep Endpoint, perRow int, v url.Values, decode decodeFunc) (Result, error) {
 	if c.cfg.KeepBody <= 0 || ctx.Value(noBodyKey{}) != nil {
-		return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), decode)
+		return c.call(ctx, ep.Path(), v, perRow, decode)
 	}
 	var raw *keptBody
-	res, err := c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
+	res, err := c.call(ctx, ep.Path(), v, perRow, func(body io.Reader) (int, error) {
 		raw = &keptBody{limit: c.cfg.KeepBody}
 		return decode(io.TeeReader(body, raw))
 	})
@@ -388,7 +391,7 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 		}
 		var apiErr *APIError
 		isAPI := errors.As(err, &apiErr)
-		res.Unanswered = !cost.Known && MayHaveCharged(err)
+		res.Unanswered = Unanswered(cost, err)
 		if isAPI && apiErr.Status == http.StatusTooManyRequests && c.cfg.Gate != nil {
 			c.cfg.Gate.Throttled(ctx, apiErr.RetryAfter)
 		}

@@ -116,5 +116,5 @@ func (c *Client) ListRecords(ctx context.Context, q *Query, fn func(Record) erro
 	if err != nil {
 		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
 	}
-	return c.keeping(ctx, q, v, func(body io.Reader) (int, error) { return decodeRecords(body, cols, nil, fn) })
+	return c.keeping(ctx, q.Endpoint, q.PerRowCost(), v, func(body io.Reader) (int, error) { return decodeRecords(body, cols, nil, fn) })
 }
