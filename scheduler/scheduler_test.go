@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/linkgate/linkgate/internal/poll"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/quota"
 )
@@ -118,13 +119,7 @@ func pool(t *testing.T, l *quota.Ledger) quota.Report {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, time.Millisecond, what, cond)
 }
 
 // ok is a Send that answers at once with a reported cost.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -212,7 +212,7 @@ func (panickingUpstream) ListPage(context.Context, *upstream.PageRequest, func(u
 // request may have left).
 func TestPagerPanicEndsOnlyItsRequest(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	logs := &lockedWriter{}
+	logs := &logsink.Buffer{}
 	srv, err := NewBacklinksServer(Config{Upstream: panickingUpstream{}, Ledger: h.ledger, Tokens: h.server.cfg.Tokens,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
@@ -234,24 +234,6 @@ func TestPagerPanicEndsOnlyItsRequest(t *testing.T) {
 	if _, reserved := h.used(t); reserved != 0 {
 		t.Errorf("%d units left reserved", reserved)
 	}
-}
-
-// lockedWriter is a log sink for several goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // discardStream is a server stream that drops what it is sent.
@@ -325,7 +307,7 @@ func TestInternalKeepsItsCause(t *testing.T) {
 	if st.Code() != codes.Internal || st.Message() != "internal error" {
 		t.Fatalf("%v %q", st.Code(), st.Message())
 	}
-	logs := &lockedWriter{}
+	logs := &logsink.Buffer{}
 	logRequest(t.Context(), slog.New(slog.NewJSONHandler(logs, nil)), "/m", time.Now(), &requestLog{}, err)
 	if !strings.Contains(logs.String(), `"cause":"bolt: database not open"`) || !strings.Contains(logs.String(), `"level":"ERROR"`) {
 		t.Errorf("log: %s", logs)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/service"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
@@ -31,7 +32,7 @@ func TestRefuseUnauthenticatedOffLoopback(t *testing.T) {
 			cfg := testConfig(t, "")
 			cfg.TenantsFile = ""
 			cfg.GRPCAddr, cfg.HTTPAddr = tc.grpcAddr, tc.httpAddr
-			logs := &syncBuffer{}
+			logs := &logsink.Buffer{}
 			s, err := start(t.Context(), cfg, newLogger(cfg, logs))
 			if err == nil {
 				s.shutdown()
