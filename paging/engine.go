@@ -115,10 +115,10 @@ func (t *Tokens) Resume(pl *Plan, token string) (Position, error) {
 		for i, f := range pl.feeds {
 			keys[i] = f.plan.keys
 		}
-		fs, err := t.DecodeFeeds(token, pl.fingerprint, keys)
+		fs, err := t.decodeFeeds(token, pl.fingerprint, keys)
 		return Position{feeds: fs}, err
 	}
-	c, err := t.Decode(token, pl.fingerprint, pl.keys)
+	c, err := t.decode(token, pl.fingerprint, pl.keys)
 	return Position{cur: c}, err
 }
 
@@ -170,13 +170,13 @@ func (e *Engine) List(ctx context.Context, r Request) (Chunk, error) {
 		if pg.err != nil {
 			var oerr *OrderError
 			if errors.As(pg.err, &oerr) && pos.Key != nil {
-				out.Token, _ = e.cfg.Tokens.Encode(r.Plan.fingerprint, pos)
+				out.Token, _ = e.cfg.Tokens.encode(r.Plan.fingerprint, pos)
 			}
 			return Chunk{Token: out.Token}, pg.err
 		}
 		if pg.more {
 			var err error
-			if out.Token, err = e.cfg.Tokens.Encode(r.Plan.fingerprint, pos); err != nil {
+			if out.Token, err = e.cfg.Tokens.encode(r.Plan.fingerprint, pos); err != nil {
 				return Chunk{}, err
 			}
 		}
@@ -312,13 +312,13 @@ func (e *Engine) token(pl *Plan, pos Position) string {
 		if pos.feeds == nil {
 			return ""
 		}
-		t, _ := e.cfg.Tokens.EncodeFeeds(pl.fingerprint, pos.feeds)
+		t, _ := e.cfg.Tokens.encodeFeeds(pl.fingerprint, pos.feeds)
 		return t
 	}
 	if pos.cur.Key == nil {
 		return ""
 	}
-	t, _ := e.cfg.Tokens.Encode(pl.fingerprint, pos.cur)
+	t, _ := e.cfg.Tokens.encode(pl.fingerprint, pos.cur)
 	return t
 }
 

@@ -86,11 +86,11 @@ func TestCursorTailSurvivesTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, terr := h.tokens.Encode("fp", cur)
+	tok, terr := h.tokens.encode("fp", cur)
 	if terr != nil {
 		t.Fatal(terr)
 	}
-	back, derr := h.tokens.Decode(tok, "fp", keys)
+	back, derr := h.tokens.decode(tok, "fp", keys)
 	if derr != nil {
 		t.Fatal(derr)
 	}
@@ -143,17 +143,17 @@ func TestSettledTokenResumesPastAVanishedRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, terr := h.tokens.Encode("fp", cur)
+	tok, terr := h.tokens.encode("fp", cur)
 	if terr != nil {
 		t.Fatal(terr)
 	}
 	gone := domains("c.example", "d.example") // b.example was dropped upstream
-	fresh, _ := h.tokens.Decode(tok, "fp", keys)
+	fresh, _ := h.tokens.decode(tok, "fp", keys)
 	if _, _, err := advance(keys, fresh, gone, 5); err == nil {
 		t.Fatal("a fresh token resumed past the row it pointed at")
 	}
 	h.now = h.now.Add(settleAfter + time.Second)
-	settled, _ := h.tokens.Decode(tok, "fp", keys)
+	settled, _ := h.tokens.decode(tok, "fp", keys)
 	rows, next, oerr := advance(keys, settled, gone, 1)
 	if oerr != nil || names(rows) != "c.example" {
 		t.Fatalf("settled token: %s, %v", names(rows), oerr)

@@ -108,8 +108,8 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]b
 // INVALID_ARGUMENT on the page_token field.
 var ErrBadToken = errors.New("invalid page_token")
 
-// Encode issues a token for a cursor of the request with the fingerprint fp.
-func (t *Tokens) Encode(fp string, c cursor) (string, error) {
+// encode issues a token for a cursor of the request with the fingerprint fp.
+func (t *Tokens) encode(fp string, c cursor) (string, error) {
 	key, err := encodeKey(c.Key)
 	if err != nil {
 		return "", err
@@ -117,8 +117,8 @@ func (t *Tokens) Encode(fp string, c cursor) (string, error) {
 	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip, Tail: c.Tail})
 }
 
-// EncodeFeeds issues a token for the cursors of a merged run.
-func (t *Tokens) EncodeFeeds(fp string, cs []feedCursor) (string, error) {
+// encodeFeeds issues a token for the cursors of a merged run.
+func (t *Tokens) encodeFeeds(fp string, cs []feedCursor) (string, error) {
 	body := tokenBody{V: 1, Request: fp}
 	for _, c := range cs {
 		key, err := encodeKey(c.Key)
@@ -151,9 +151,9 @@ func (t *Tokens) seal(body tokenBody) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(sign(t.keys[0], payload)), nil
 }
 
-// Decode checks a token's signature, expiry and request fingerprint and
+// decode checks a token's signature, expiry and request fingerprint and
 // returns its cursor; key values are decoded by the kinds of the sort keys.
-func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
+func (t *Tokens) decode(token, fp string, keys []sortKey) (cursor, error) {
 	body, err := t.open(token, fp)
 	if err != nil {
 		return cursor{}, err
@@ -166,8 +166,8 @@ func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
 	return c, err
 }
 
-// DecodeFeeds is Decode for the token of a merged run of len(keys) feeds.
-func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, error) {
+// decodeFeeds is decode for the token of a merged run of len(keys) feeds.
+func (t *Tokens) decodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, error) {
 	body, err := t.open(token, fp)
 	if err != nil {
 		return nil, err

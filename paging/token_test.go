@@ -24,7 +24,7 @@ func TestTokenKeyRotation(t *testing.T) {
 	}
 	at := cursor{Skip: 7} // a position before any key: no sort keys needed
 	issue := func(codec *Tokens) string {
-		tok, err := codec.Encode("fp", at)
+		tok, err := codec.encode("fp", at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestTokenKeyRotation(t *testing.T) {
 		{"old token after the old key is dropped", before, after, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := c.verifier.Decode(issue(c.issuer), "fp", nil)
+			got, err := c.verifier.decode(issue(c.issuer), "fp", nil)
 			if !c.ok {
 				if !errors.Is(err, ErrBadToken) {
 					t.Fatalf("got %v, %v; want the token refused", got, err)
@@ -90,11 +90,11 @@ func TestTokenExpiryToleratesClockSkew(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tok, err := issuer.Encode("fp", cursor{Skip: 3})
+			tok, err := issuer.encode("fp", cursor{Skip: 3})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = verifier.Decode(tok, "fp", nil)
+			_, err = verifier.decode(tok, "fp", nil)
 			if c.ok && err != nil {
 				t.Fatalf("refused: %v", err)
 			}
