@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
@@ -29,12 +30,12 @@ type harness struct {
 	ledger *quota.Ledger
 	tokens *Tokens
 	engine *Engine
-	now    time.Time
+	clock  *clock.Fake
 }
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	h := &harness{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	h := &harness{clock: clock.NewFake(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))}
 	h.sim = ahrefssim.New(ahrefssim.Config{Keys: []string{simKey}, Logger: slog.New(slog.DiscardHandler)})
 	simServer := httptest.NewServer(h.sim)
 	t.Cleanup(simServer.Close)
@@ -49,7 +50,7 @@ func newHarness(t testing.TB) *harness {
 	if _, err := h.ledger.Reconcile(context.Background(), unusedKey{}); err != nil {
 		t.Fatal(err)
 	}
-	h.tokens, err = NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, func() time.Time { return h.now })
+	h.tokens, err = NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, h.clock)
 	if err != nil {
 		t.Fatal(err)
 	}

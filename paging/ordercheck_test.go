@@ -152,7 +152,7 @@ func TestSettledTokenResumesPastAVanishedRow(t *testing.T) {
 	if _, _, err := advance(keys, fresh, gone, 5); err == nil {
 		t.Fatal("a fresh token resumed past the row it pointed at")
 	}
-	h.now = h.now.Add(settleAfter + time.Second)
+	h.clock.Advance(settleAfter + time.Second)
 	settled, _ := h.tokens.decode(tok, "fp", keys)
 	rows, next, oerr := advance(keys, settled, gone, 1)
 	if oerr != nil || names(rows) != "c.example" {

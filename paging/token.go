@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -78,17 +79,17 @@ type feedCursor struct {
 type Tokens struct {
 	// keys[0] signs; every key verifies, so that a key can be rotated
 	// while tokens signed with the one before it are still alive.
-	keys [][]byte
-	ttl  time.Duration
-	now  func() time.Time
+	keys  [][]byte
+	ttl   time.Duration
+	clock clock.Clock
 }
 
 // NewTokens returns a token codec that signs with key and also accepts
 // tokens signed with any of the older keys. Every replica must share the
 // keys so that a token issued by one is accepted by another; during a
 // rolling rotation, replicas configured with [new, old] accept what those
-// still on [old] issue.
-func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]byte) (*Tokens, error) {
+// still on [old] issue. A nil clock means clock.System.
+func NewTokens(key []byte, ttl time.Duration, c clock.Clock, older ...[]byte) (*Tokens, error) {
 	keys := append([][]byte{key}, older...)
 	for _, k := range keys {
 		if len(k) < 16 {
@@ -98,10 +99,7 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]b
 	if ttl <= 0 {
 		return nil, errors.New("page token lifetime must be positive")
 	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Tokens{keys: keys, ttl: ttl, now: now}, nil
+	return &Tokens{keys: keys, ttl: ttl, clock: clock.Or(c)}, nil
 }
 
 // ErrBadToken is wrapped by every token error so the service answers
@@ -143,7 +141,7 @@ func encodeKey(vals []any) ([]json.RawMessage, error) {
 }
 
 func (t *Tokens) seal(body tokenBody) (string, error) {
-	body.Expires = t.now().Add(t.ttl).Unix()
+	body.Expires = t.clock.Now().Add(t.ttl).Unix()
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return "", err
@@ -189,7 +187,7 @@ func (t *Tokens) decodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, 
 
 // settled reports whether a token was issued more than settleAfter ago.
 func (t *Tokens) settled(body tokenBody) bool {
-	return t.now().Sub(time.Unix(body.Expires, 0).Add(-t.ttl)) > settleAfter
+	return t.clock.Now().Sub(time.Unix(body.Expires, 0).Add(-t.ttl)) > settleAfter
 }
 
 func (t *Tokens) open(token, fp string) (tokenBody, error) {
@@ -212,7 +210,7 @@ func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	if err := json.Unmarshal(payload, &body); err != nil || body.V != 1 {
 		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
-	if t.now().Add(-TokenLeeway).Unix() > body.Expires {
+	if t.clock.Now().Add(-TokenLeeway).Unix() > body.Expires {
 		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", ErrBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	if body.Request != fp {

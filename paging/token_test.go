@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // TestTokenKeyRotation: a codec signs with its first key and accepts tokens
@@ -82,11 +84,11 @@ func TestTokenExpiryToleratesClockSkew(t *testing.T) {
 		{"clocks further apart than the leeway refuse early", -2 * TokenLeeway, 0, ttl - time.Minute, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			issuer, err := NewTokens(key, ttl, func() time.Time { return t0.Add(c.issuer) })
+			issuer, err := NewTokens(key, ttl, clock.NewFake(t0.Add(c.issuer)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			verifier, err := NewTokens(key, ttl, func() time.Time { return t0.Add(c.after + c.verifier) })
+			verifier, err := NewTokens(key, ttl, clock.NewFake(t0.Add(c.after+c.verifier)))
 			if err != nil {
 				t.Fatal(err)
 			}

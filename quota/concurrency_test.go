@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -19,7 +20,7 @@ import (
 func hammer(t *testing.T, stores []Store, workers, ops int) {
 	t.Helper()
 	ctx := context.Background()
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	budget := uniqueBudget()
 	limits := map[string]int64{"a": 600, "b": 900}
 	const pool = 2000

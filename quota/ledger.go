@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // Config describes one budget.
@@ -37,12 +39,12 @@ type Config struct {
 	// has no limit of its own, only the pool's. A run-time override set with
 	// SetTenantLimit wins over this.
 	Tenants map[string]int64
-	// Clock is the replica's clock; nil means time.Now. On a store with a
-	// clock of its own (Redis) it only counts the time elapsed since the
-	// ledger last read the store's clock, which decides periods and
+	// Clock is the replica's clock; nil means clock.System. On a store
+	// with a clock of its own (Redis) it only counts the time elapsed since
+	// the ledger last read the store's clock, which decides periods and
 	// leases; elsewhere it decides them itself.
-	Clock func() time.Time
-	// FinishTimeout bounds Settle and Release, which ignore the caller's
+	Clock clock.Clock
+	// FinishTimeout bounds Finish, which ignores the caller's
 	// cancellation; 0 means 5s.
 	FinishTimeout time.Duration
 }
@@ -171,7 +173,7 @@ type Ledger struct {
 	// failed is why the last reconciliation failed; nil after one that
 	// did not (RebuildError).
 	failed atomic.Pointer[error]
-	clock  *clock
+	clock  *ledgerClock
 }
 
 // seen is what this replica last read of the state a store may lose, so
@@ -300,9 +302,7 @@ func New(store Store, cfg Config) (*Ledger, error) {
 			return nil, fmt.Errorf("quota: bad tenant limit %q=%d", t, v)
 		}
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.FinishTimeout <= 0 {
 		cfg.FinishTimeout = 5 * time.Second
 	}

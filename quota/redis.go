@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // RedisStore keeps the ledger in Redis (7 or later), shared by every
@@ -32,7 +34,7 @@ type RedisStore struct {
 	watch   func(RedisServer)
 	// clock replaces the server's TIME where set: in tests, which put the
 	// whole deployment at a moment of their choosing.
-	clock func() time.Time
+	clock clock.Clock
 }
 
 type stepKeys struct {
@@ -73,7 +75,7 @@ var timeScript = redis.NewScript("return redis.call('TIME')")
 // (storeClock): the Redis server's TIME.
 func (s *RedisStore) Time(ctx context.Context, budget string) (time.Time, error) {
 	if s.clock != nil {
-		return s.clock(), nil
+		return s.clock.Now(), nil
 	}
 	v, err := timeScript.Run(ctx, s.c, []string{s.base(budget) + ":limits"}).Int64Slice()
 	if err == nil && len(v) != 2 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -23,7 +24,7 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 	_ = l.Close() // nothing listens there any more
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
-	led := newUnopened(t, NewRedisStore(c), newClock(t0), nil)
+	led := newUnopened(t, NewRedisStore(c), clock.NewFake(t0), nil)
 	ctx := context.Background()
 	_, err = led.Reserve(ctx, "a", "x", 1)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "cannot be reached") {
@@ -41,7 +42,7 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 func TestRedisKeys(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	s := NewRedisStore(c, WithRedisRetention(24*time.Hour))
 	l := newLedger(t, s, clk, nil)
 	done := mustReserve(t, l, "a", "x", 10)
@@ -103,7 +104,7 @@ func TestRedisKeys(t *testing.T) {
 func TestRedisReserveChargesLapsedLease(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	s := NewRedisStore(c)
 	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 	pool := s.period(l.cfg.Budget, l.Period())
@@ -124,7 +125,7 @@ func TestRedisReserveChargesLapsedLease(t *testing.T) {
 func TestRedisSweepsThePreviousPeriod(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	clk := newClock(time.Date(2025, 3, 14, 23, 59, 30, 0, time.UTC))
+	clk := clock.NewFake(time.Date(2025, 3, 14, 23, 59, 30, 0, time.UTC))
 	s := NewRedisStore(c)
 	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 	old := l.Period()
@@ -152,13 +153,13 @@ func TestRedisTenantLimitCopy(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
 	s := NewRedisStore(c)
-	late := newClock(time.Date(2025, 3, 14, 23, 59, 59, 0, time.UTC)) // one replica, still in the old period
-	early := newClock(time.Date(2025, 3, 15, 0, 0, 1, 0, time.UTC))   // another, already in the new one
+	late := clock.NewFake(time.Date(2025, 3, 14, 23, 59, 59, 0, time.UTC)) // one replica, still in the old period
+	early := clock.NewFake(time.Date(2025, 3, 15, 0, 0, 1, 0, time.UTC))   // another, already in the new one
 	limits := func(c *Config) { c.Tenants = map[string]int64{"a": 10} }
 	l := newLedger(t, s, late, limits)
 	// Even on one clock, a reading taken just before the reset and one just
 	// after meet at the boundary.
-	l2, err := New(redisStoreAt(c, early.Now), func() Config { cfg := l.cfg; cfg.Clock = early.Now; return cfg }())
+	l2, err := New(redisStoreAt(c, early), func() Config { cfg := l.cfg; cfg.Clock = early; return cfg }())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +183,7 @@ func TestRedisTenantLimitCopy(t *testing.T) {
 func TestRedisLoadsItsFunctions(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	l := newLedger(t, NewRedisStore(c), newClock(t0), nil)
+	l := newLedger(t, NewRedisStore(c), clock.NewFake(t0), nil)
 	mustSettle(t, l, mustReserve(t, l, "a", "x", 10), 10)
 	if err := c.FunctionDelete(ctx, ledgerLibrary.name).Err(); err != nil {
 		t.Fatal(err)

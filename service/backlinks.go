@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
@@ -67,7 +68,9 @@ type Config struct {
 	// Default 1s, and never more than a quarter of the stream's time.
 	StreamDeadlineMargin time.Duration
 	Logger               *slog.Logger
-	Now                  func() time.Time
+	// Clock tells the time: the default page cache's freshness and the
+	// stats' default date. Nil means clock.System.
+	Clock clock.Clock
 	// Telemetry records spans and metrics; nil means one over the global
 	// OpenTelemetry providers.
 	Telemetry *Telemetry
@@ -95,9 +98,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.PageCacheBytes == 0 {
 		cfg.PageCacheBytes = 32 << 20
 	}
@@ -125,7 +126,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		}
 		var cache scheduler.Cache
 		if cfg.PageCacheBytes > 0 {
-			cache = scheduler.NewMemoryCache(cfg.PageCacheBytes, cfg.PageCacheTTL, cfg.Now)
+			cache = scheduler.NewMemoryCache(cfg.PageCacheBytes, cfg.PageCacheTTL, cfg.Clock)
 		}
 		sched, err := scheduler.New(scheduler.Config{Limiter: scheduler.Unlimited{}, Ledger: l, Cache: cache})
 		if err != nil {

@@ -118,8 +118,8 @@ func TestTokensAreBoundAndSigned(t *testing.T) {
 		})
 	}
 	t.Run("expired", func(t *testing.T) {
-		h.now = h.now.Add(2 * time.Hour)
-		defer func() { h.now = h.now.Add(-2 * time.Hour) }()
+		h.clock.Advance(2 * time.Hour)
+		defer h.clock.Advance(-2 * time.Hour)
 		r := q
 		r.token = first.token
 		if _, err := h.list(ctx, r); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "expired") {

@@ -133,7 +133,7 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 	if target == "" {
 		return upstream.StatsQuery{}, toStatus(paging.BadField("target", "is required: a domain or URL"), "")
 	}
-	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
+	day := s.cfg.Clock.Now().UTC().Truncate(24 * time.Hour)
 	if req.GetDate() != "" {
 		var err error
 		if day, err = time.Parse(time.DateOnly, req.GetDate()); err != nil {

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
@@ -48,8 +49,9 @@ type TelemetryConfig struct {
 	// BudgetEvery is the longest the budget gauge reuses a reading of the
 	// ledger: scrapes must not turn into a load on a shared Redis. Default 5s.
 	BudgetEvery time.Duration
-	// Now is the clock of the budget gauge's cache. Default time.Now.
-	Now func() time.Time
+	// Clock is the clock of the budget gauge's cache; nil means
+	// clock.System.
+	Clock clock.Clock
 }
 
 // Telemetry holds linkgate's tracer and instruments. It is also the
@@ -88,9 +90,7 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	if cfg.BudgetEvery <= 0 {
 		cfg.BudgetEvery = 5 * time.Second
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	t := &Telemetry{
 		cfg:    cfg,
 		tracer: cfg.TracerProvider.Tracer(instrumentationName),
@@ -184,7 +184,7 @@ func (t *Telemetry) Close() error {
 func (t *Telemetry) readBudget(ctx context.Context, l BudgetReader) (quota.Report, error) {
 	t.budgetMu.Lock()
 	defer t.budgetMu.Unlock()
-	now := t.cfg.Now()
+	now := t.cfg.Clock.Now()
 	if !t.budgetAt.IsZero() && now.Sub(t.budgetAt) < t.cfg.BudgetEvery {
 		return t.budget, t.budgetErr
 	}

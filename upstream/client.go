@@ -16,6 +16,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // Defaults of Config.
@@ -72,11 +74,10 @@ type Config struct {
 	// Nil means none.
 	Observer Observer
 
-	// Now, Sleep and Jitter are the clock, injectable so that tests never
-	// sleep. Defaults: time.Now, a timer that stops when ctx is done, and a
-	// uniform draw in [0, d).
-	Now    func() time.Time
-	Sleep  func(ctx context.Context, d time.Duration) error
+	// Clock tells the time and waits out backoffs; nil means
+	// clock.System. Jitter draws a backoff's share of d; nil means a
+	// uniform draw in [0, d). Both are injected so that tests never sleep.
+	Clock  clock.Clock
 	Jitter func(d time.Duration) time.Duration
 }
 
@@ -186,12 +187,7 @@ func New(cfg Config) (*Client, error) {
 	case cfg.MaxRetryAfter < 0, cfg.ResponseHeaderTimeout < 0, cfg.MaxIdleConnsPerHost < 0:
 		return nil, errors.New("upstream: MaxRetryAfter, ResponseHeaderTimeout and MaxIdleConnsPerHost must be positive")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Sleep == nil {
-		cfg.Sleep = sleepContext
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.Jitter == nil {
 		cfg.Jitter = uniformJitter
 	}
@@ -402,7 +398,7 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 			return res, err
 		}
 		wait := c.backoff(attempt, apiErr)
-		if pastDeadline(ctx, c.cfg.Now(), wait) {
+		if pastDeadline(ctx, c.cfg.Clock.Now(), wait) {
 			return res, err
 		}
 		c.obs.Retry(ctx, attempt, wait, err)
@@ -412,7 +408,7 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 			attribute.Int("http.status", apiErr.Status),
 			attribute.String("error", err.Error()),
 		))
-		if serr := c.cfg.Sleep(ctx, wait); serr != nil {
+		if serr := c.cfg.Clock.Sleep(ctx, wait); serr != nil {
 			return res, fmt.Errorf("%w (gave up retrying: %w)", err, serr)
 		}
 	}
@@ -421,10 +417,10 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 // attempt sends one request and decodes its body. It returns the cost when
 // the headers said (or implied) one, and the rows handed on.
 func (c *Client) attempt(ctx context.Context, path, u string, body []byte, perRow int, decode decodeFunc) (cost Cost, rows int, err error) {
-	start := c.cfg.Now()
+	start := c.cfg.Clock.Now()
 	status := 0
 	defer func() {
-		c.obs.Response(ctx, path, status, cost, c.cfg.Now().Sub(start))
+		c.obs.Response(ctx, path, status, cost, c.cfg.Clock.Now().Sub(start))
 	}()
 	method, reqBody := http.MethodGet, io.Reader(nil)
 	if body != nil {
@@ -457,7 +453,7 @@ func (c *Client) attempt(ctx context.Context, path, u string, body []byte, perRo
 			transient: retryableStatus(status),
 		}
 		if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Now(), c.cfg.MaxRetryAfter)
+			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Clock.Now(), c.cfg.MaxRetryAfter)
 		}
 		return cost, 0, e
 	}

@@ -172,7 +172,7 @@ func (c *Client) BacklinksStats(ctx context.Context, q StatsQuery) (Stats, Cost,
 	}
 	date := q.Date
 	if date.IsZero() {
-		date = c.cfg.Now()
+		date = c.cfg.Clock.Now()
 	}
 	v := url.Values{
 		"target": {q.Target},
