@@ -112,3 +112,41 @@ type Chunk struct {
 type Source interface {
 	Run(ctx context.Context, tenant string, r Request, token string, emit func(Chunk) error) error
 }
+
+// Store keeps jobs where every replica finds them. Every write by a job's
+// owner is fenced on the Epoch its claim returned: once another claim bumped
+// it, the write fails with ErrFenced and changes nothing.
+type Store interface {
+	// Create stores j, a new pending job with its ID set. When the tenant
+	// already has a job with j.RequestID, or a job not yet done with the
+	// same Request, it stores nothing and returns that job and false.
+	Create(ctx context.Context, j *Job) (*Job, bool, error)
+	// Get returns the job id, or ErrNotFound.
+	Get(ctx context.Context, id string) (*Job, error)
+	// List returns the jobs of tenant ("" = every tenant), oldest first.
+	List(ctx context.Context, tenant string) ([]*Job, error)
+	// Claim gives owner the oldest pending job, or a running one whose lease
+	// ran out, until lease from now, and bumps its Epoch. It skips a tenant
+	// whose live leases already number maxPerTenant (0 = no limit). It
+	// returns nil, nil when there is nothing to claim.
+	Claim(ctx context.Context, owner string, lease time.Duration, maxPerTenant int) (*Job, error)
+	// Renew extends the lease of j (fenced on j.Epoch) and returns the job
+	// as stored, so its owner sees CancelRequested.
+	Renew(ctx context.Context, j *Job, lease time.Duration) (*Job, error)
+	// Commit writes j's progress and state (fenced on j.Epoch); a final
+	// state drops the lease.
+	Commit(ctx context.Context, j *Job) error
+	// Release drops j's lease now (fenced on j.Epoch), so another replica
+	// claims it without waiting for the lease to run out.
+	Release(ctx context.Context, j *Job) error
+	// Cancel asks job id to stop: a pending job ends cancelled at once, a
+	// running one when its owner next looks. It returns the job.
+	Cancel(ctx context.Context, id string) (*Job, error)
+	// Delete forgets job id (its objects are the caller's to delete).
+	Delete(ctx context.Context, id string) error
+	// Expired returns up to n jobs whose Expires is not after now.
+	Expired(ctx context.Context, now time.Time, n int) ([]*Job, error)
+	// Counts returns how many jobs wait for a claim and how many run
+	// under a live lease.
+	Counts(ctx context.Context) (pending, running int64, err error)
+}
