@@ -150,3 +150,12 @@ type Store interface {
 	// under a live lease.
 	Counts(ctx context.Context) (pending, running int64, err error)
 }
+
+// codeCancelled is google.rpc.Code CANCELLED.
+const codeCancelled = 1
+
+// cancelled ends j as a cancelled job; its parts and checkpoint stay.
+func cancelled(j *Job) {
+	j.State, j.ErrorCode, j.ErrorMessage = StateCancelled, codeCancelled, "export cancelled"
+	j.Owner, j.LeaseUntil = "", time.Time{}
+}
