@@ -64,7 +64,10 @@ type Job struct {
 	// Checkpoint is the page token after the last committed part ("" before
 	// the first): where a takeover resumes.
 	Checkpoint string
-	Parts      []parts.Part
+	// End is set once the Source has emitted its last row: a takeover then
+	// has nothing left to fetch.
+	End   bool
+	Parts []parts.Part
 	// Rows and Units are those of the committed parts; EstimatedUnits is the
 	// estimate before the start; TargetRows is the upstream's count of the
 	// target's rows when a free count exists (0 when unknown).

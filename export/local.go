@@ -225,7 +225,7 @@ func (s *localStore) Commit(ctx context.Context, j *Job) error {
 // identity, request, lease and the cancel request.
 func progress(cur, j *Job, now time.Time) {
 	cur.State, cur.ErrorCode, cur.ErrorMessage = j.State, j.ErrorCode, j.ErrorMessage
-	cur.Checkpoint, cur.Parts = j.Checkpoint, append([]parts.Part(nil), j.Parts...)
+	cur.Checkpoint, cur.End, cur.Parts = j.Checkpoint, j.End, append([]parts.Part(nil), j.Parts...)
 	cur.Rows, cur.Units, cur.EstimatedUnits, cur.TargetRows = j.Rows, j.Units, j.EstimatedUnits, j.TargetRows
 	cur.Expires, cur.Updated = j.Expires, now
 	if cur.State.Done() {
