@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/longrunning/autogen/longrunningpb"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -48,9 +47,9 @@ var doneFilter = regexp.MustCompile(`^\s*done\s*=\s*(true|false)\s*$`)
 // ListOperations lists the caller's export operations, oldest first; an
 // admin's list holds every tenant's.
 func (s *OperationsServer) ListOperations(ctx context.Context, req *longrunningpb.ListOperationsRequest) (*longrunningpb.ListOperationsResponse, error) {
-	caller, ok := CallerFrom(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no caller")
+	tenant, err := scope(ctx)
+	if err != nil {
+		return nil, err
 	}
 	// Google's REST binding sends name=operations; gRPC callers may
 	// leave it empty.
@@ -78,10 +77,6 @@ func (s *OperationsServer) ListOperations(ctx context.Context, req *longrunningp
 	after, err := decodeOperationsToken(req.GetPageToken())
 	if err != nil {
 		return nil, err
-	}
-	tenant := caller.Tenant
-	if caller.Role == RoleAdmin {
-		tenant = ""
 	}
 	jobs, err := s.cfg.Jobs.List(ctx, tenant)
 	if err != nil {
@@ -155,14 +150,14 @@ func (s *OperationsServer) CancelOperation(ctx context.Context, req *longrunning
 	if job.State.Done() {
 		return &emptypb.Empty{}, nil
 	}
-	if _, err := s.cfg.Jobs.Cancel(ctx, id); err != nil {
+	if _, err := s.cfg.Jobs.Cancel(ctx, job.Tenant, id); err != nil {
 		return nil, jobError(err)
 	}
 	return &emptypb.Empty{}, nil
 }
 
-// DeleteOperation forgets a finished export and deletes its parts. An
-// export still pending or running must be cancelled first.
+// DeleteOperation forgets an export and deletes its parts; one still
+// running is cancelled first.
 func (s *OperationsServer) DeleteOperation(ctx context.Context, req *longrunningpb.DeleteOperationRequest) (*emptypb.Empty, error) {
 	id, err := operationID(req.GetName())
 	if err != nil {
@@ -172,11 +167,7 @@ func (s *OperationsServer) DeleteOperation(ctx context.Context, req *longrunning
 	if err != nil {
 		return nil, err
 	}
-	if !job.State.Done() {
-		return nil, status.Errorf(codes.FailedPrecondition,
-			"export %q is %s: cancel it first (POST /v1/%s:cancel), then delete it", "exports/"+id, job.State, req.GetName())
-	}
-	if err := s.cfg.Jobs.Delete(ctx, id); err != nil {
+	if err := s.cfg.Jobs.Delete(ctx, job.Tenant, id); err != nil {
 		return nil, jobError(err)
 	}
 	return &emptypb.Empty{}, nil
@@ -201,24 +192,19 @@ func (s *OperationsServer) WaitOperation(ctx context.Context, req *longrunningpb
 		// Answer with the latest state a little before the caller gives up.
 		wait = min(wait, time.Until(dl)*9/10)
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	tick := time.NewTicker(s.cfg.WaitPoll)
-	defer tick.Stop()
-	for {
-		job, err := s.visible(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if job.State.Done() {
-			return s.operation(ctx, job)
-		}
-		select {
-		case <-timer.C:
-			return s.operation(ctx, job)
-		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
-		case <-tick.C:
-		}
+	tenant, err := scope(ctx)
+	if err != nil {
+		return nil, err
 	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	job, err := s.cfg.Jobs.Wait(wctx, tenant, id)
+	switch {
+	case err == nil || job != nil && wctx.Err() != nil && ctx.Err() == nil:
+		// Done, or the wait is over: the latest state either way.
+		return s.operation(ctx, job)
+	case ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return nil, jobError(err)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -31,16 +30,21 @@ import (
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 )
 
-// ExportJobs is what the export services need of the job runner.
+// ExportJobs is what the export services need of the job runner
+// (*export.Runner). tenant "" reaches every tenant's jobs; another
+// tenant's job is export.ErrNotFound.
 type ExportJobs interface {
 	// Submit stores a new job, or returns the tenant's job with the same
 	// request id (or the same request, not yet done).
 	Submit(ctx context.Context, j *export.Job) (*export.Job, error)
-	Get(ctx context.Context, id string) (*export.Job, error)
-	// List returns the jobs of tenant ("" = every tenant), oldest first.
+	Get(ctx context.Context, tenant, id string) (*export.Job, error)
+	// List returns the jobs of tenant, oldest first.
 	List(ctx context.Context, tenant string) ([]*export.Job, error)
-	Cancel(ctx context.Context, id string) (*export.Job, error)
-	Delete(ctx context.Context, id string) error
+	Cancel(ctx context.Context, tenant, id string) (*export.Job, error)
+	// Delete cancels the job if it runs, forgets it and deletes its objects.
+	Delete(ctx context.Context, tenant, id string) error
+	// Wait returns the job once done, or as last read with ctx's error.
+	Wait(ctx context.Context, tenant, id string) (*export.Job, error)
 }
 
 // ExportsConfig configures the export services.
@@ -55,10 +59,8 @@ type ExportsConfig struct {
 	// SignedURLExpiry is how long a part's signed URL works, where the
 	// bucket signs. Default 1h.
 	SignedURLExpiry time.Duration
-	// WaitPoll is how often WaitOperation looks at a job; default 1s.
-	WaitPoll time.Duration
-	Logger   *slog.Logger
-	Now      func() time.Time
+	Logger          *slog.Logger
+	Now             func() time.Time
 }
 
 // exports is the state both export services share.
@@ -84,9 +86,6 @@ func NewExportServers(cfg ExportsConfig) (*ExportServer, *OperationsServer, erro
 	}
 	if cfg.SignedURLExpiry <= 0 {
 		cfg.SignedURLExpiry = time.Hour
-	}
-	if cfg.WaitPoll <= 0 {
-		cfg.WaitPoll = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -319,18 +318,27 @@ func operationID(name string) (string, error) {
 	return id, nil
 }
 
-// visible returns job id if the caller may see it: its own, or any for an
-// admin. Another tenant's job is NOT_FOUND, as a job that does not exist,
-// so that ids tell nothing about other tenants.
-func (e *exports) visible(ctx context.Context, id string) (*export.Job, error) {
+// scope is the tenant whose jobs the caller reaches: its own, or every
+// tenant's ("") for an admin. Another tenant's job is NOT_FOUND, as a job
+// that does not exist, so that ids tell nothing about other tenants.
+func scope(ctx context.Context) (string, error) {
 	caller, ok := CallerFrom(ctx)
 	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no caller")
+		return "", status.Error(codes.Unauthenticated, "no caller")
 	}
-	job, err := e.cfg.Jobs.Get(ctx, id)
-	if err == nil && caller.Role != RoleAdmin && job.Tenant != caller.Tenant {
-		err = export.ErrNotFound
+	if caller.Role == RoleAdmin {
+		return "", nil
 	}
+	return caller.Tenant, nil
+}
+
+// visible returns job id if the caller may see it.
+func (e *exports) visible(ctx context.Context, id string) (*export.Job, error) {
+	tenant, err := scope(ctx)
+	if err != nil {
+		return nil, err
+	}
+	job, err := e.cfg.Jobs.Get(ctx, tenant, id)
 	if err != nil {
 		return nil, jobError(err)
 	}
@@ -354,7 +362,7 @@ func (e *exports) operation(ctx context.Context, j *export.Job) (*longrunningpb.
 	meta, err := anypb.New(&v1.ExportMetadata{
 		State: v1.ExportState(j.State), Export: "exports/" + j.ID,
 		RowsWritten: j.Rows, UnitsCharged: j.Units, UnitsEstimated: j.EstimatedUnits,
-		Parts: ps, CheckpointToken: j.Checkpoint, TargetRows: j.TargetRows,
+		Parts: ps, CheckpointToken: CheckpointPageToken(j.Checkpoint), TargetRows: j.TargetRows,
 		CreateTime: stamp(j.Created), UpdateTime: stamp(j.Updated), ExpireTime: stamp(j.Expires),
 	})
 	if err != nil {
@@ -401,12 +409,8 @@ func (e *exports) parts(ctx context.Context, j *export.Job) []*v1.ExportPart {
 // objectURI is where key lives in the bucket of bucketURL: the bucket's
 // URL without its options, then the key.
 func objectURI(bucketURL, key string) string {
-	u, err := url.Parse(bucketURL)
-	if err != nil || bucketURL == "" {
-		return key
-	}
-	u.RawQuery, u.Fragment = "", ""
-	return strings.TrimSuffix(u.String(), "/") + "/" + key
+	base, _, _ := strings.Cut(bucketURL, "?")
+	return strings.TrimSuffix(base, "/") + "/" + key
 }
 
 func stamp(t time.Time) *timestamppb.Timestamp {
