@@ -267,9 +267,11 @@ func (s *ExportServer) GetExportPart(req *v1.GetExportPartRequest, srv grpc.Serv
 		return err
 	}
 	buf := make([]byte, partChunkBytes)
-	for {
+	for first := true; ; first = false {
 		k, rerr := io.ReadFull(r, buf)
-		if k > 0 {
+		// The first message goes out even for an empty part: it carries
+		// the content type.
+		if k > 0 || first {
 			if err := srv.Send(&httpbody.HttpBody{ContentType: p.ContentType, Data: buf[:k]}); err != nil {
 				return err
 			}
