@@ -167,9 +167,7 @@ func (s *ExportServer) CreateExport(ctx context.Context, req *v1.CreateExportReq
 	}
 	job, err := s.cfg.Jobs.Submit(ctx, &export.Job{
 		Tenant: caller.Tenant, RequestID: req.GetRequestId(),
-		Request: export.Request{Dataset: dataset, Message: msg, Format: format,
-			// Parquet compresses its own columns.
-			Gzip: req.GetGzip() && format != parts.FormatParquet},
+		Request:        export.Request{Dataset: dataset, Message: msg, Format: format, Gzip: req.GetGzip()},
 		EstimatedUnits: estimated,
 	})
 	if err != nil {

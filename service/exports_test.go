@@ -250,6 +250,13 @@ func TestOperationsOfAnotherTenantAreNotFound(t *testing.T) {
 			t.Errorf("%s by another tenant: %v, want NOT_FOUND", name, err)
 		}
 	}
+	// Without a key, nothing at all.
+	if _, err := h.ops().ListOperations(t.Context(), &longrunningpb.ListOperationsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("ListOperations without a key: %v, want UNAUTHENTICATED", err)
+	}
+	if _, err := h.exports().CreateExport(t.Context(), backlinksExport("sized-10.example")); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("CreateExport without a key: %v, want UNAUTHENTICATED", err)
+	}
 	list, err := h.ops().ListOperations(ctx, &longrunningpb.ListOperationsRequest{Name: "operations"})
 	if err != nil || len(list.GetOperations()) != 0 {
 		t.Errorf("tenant b lists %v (%v), want nothing", list.GetOperations(), err)

@@ -168,8 +168,9 @@ type CreateExportRequest struct {
 	Request isCreateExportRequest_Request `protobuf_oneof:"request"`
 	// The format of the parts. Unspecified means EXPORT_FORMAT_NDJSON.
 	Format ExportFormat `protobuf:"varint,5,opt,name=format,proto3,enum=linkgate.v1.ExportFormat" json:"format,omitempty"`
-	// Compress NDJSON and CSV parts with gzip (ignored for Parquet, which
-	// compresses its columns itself).
+	// Compress the parts with gzip: NDJSON and CSV parts are gzip files
+	// (served with `Content-Encoding: gzip`); a Parquet part compresses its
+	// pages with Parquet's GZIP codec instead of Snappy.
 	Gzip bool `protobuf:"varint,6,opt,name=gzip,proto3" json:"gzip,omitempty"`
 	// A caller's id for this request (AIP-155), e.g. a UUID: the same id from
 	// the same tenant returns the operation it started the first time instead
