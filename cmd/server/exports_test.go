@@ -164,6 +164,22 @@ func TestExportEndToEndREST(t *testing.T) {
 	if code != http.StatusBadRequest || !strings.Contains(body, `"backlinks.filter"`) {
 		t.Errorf("an export with a bad filter: %d %s", code, clip(body))
 	}
+	// Mistakes are 4xx naming what is wrong, as on every other route.
+	for _, tc := range []struct{ method, path, body, names string }{
+		{http.MethodPost, "/v1/exports", `{"backlinks": {"target": "sized-10.example"}, "fromat": "EXPORT_FORMAT_CSV"}`, "fromat"},
+		{http.MethodPost, "/v1/exports", `{"backlinks": {"target": "sized-10.example"}, "format": "EXPORT_FORMAT_XLS"}`, "format"},
+		{http.MethodGet, "/v1/operations?nosuch=1", "", "nosuch"},
+		{http.MethodGet, "/v1/operations?page_size=-1", "", "page_size"},
+		{http.MethodGet, "/v1/operations/nosuch", "", "no such export"},
+		{http.MethodGet, "/v1/exports/" + id + "/parts/99", "", "no part 99"},
+		{http.MethodGet, "/v1/exports/" + id + "/parts/x", "", "part number"},
+		{http.MethodPut, "/v1/exports", "", "PUT"},
+	} {
+		code, body, _ := restCall(t, nil, tc.method, base+tc.path, keyB, tc.body)
+		if code < 400 || code >= 500 || !strings.Contains(body, tc.names) {
+			t.Errorf("%s %s: %d %s; want a 4xx naming %q", tc.method, tc.path, code, clip(body), tc.names)
+		}
+	}
 	// Deleting it removes the operation and its parts.
 	if code, body, _ := restCall(t, nil, http.MethodDelete, base+"/v1/"+op.GetName(), keyB, ""); code != http.StatusOK {
 		t.Fatalf("DELETE: %d %s", code, body)
