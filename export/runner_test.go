@@ -126,9 +126,8 @@ func TestExactlyOnceAcrossCrashes(t *testing.T) {
 				}
 				stop := start(t, r)
 				done := make(chan struct{})
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-					defer cancel()
 					_, _ = r.Wait(ctx, "", id)
 					close(done)
 				}()
@@ -137,6 +136,7 @@ func TestExactlyOnceAcrossCrashes(t *testing.T) {
 					crashes++
 				case <-done:
 				}
+				cancel()
 				stop()
 				<-done
 				if j, _ := st.Get(context.Background(), id); j.State.Done() {
