@@ -354,7 +354,7 @@ func (run *jobRun) manifest(j *Job, final bool) bool {
 		m.State, m.Error, m.EndTime = j.State.String(), j.ErrorMessage, run.r.cfg.Now().UTC()
 	}
 	if !j.End {
-		m.NextPageToken = j.Checkpoint
+		m.NextPageToken = run.r.cfg.PageToken(j.Checkpoint)
 	}
 	if run.desc.Row != nil {
 		cols, err := parts.Schema(run.desc.Row, run.desc.Columns)

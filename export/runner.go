@@ -59,6 +59,10 @@ type RunnerConfig struct {
 	// take every field of the row type and the manifest has no request.
 	// An error fails the job (INVALID_ARGUMENT).
 	Describe func(Request) (Description, error)
+	// PageToken turns a checkpoint into the page token a stream of the
+	// same request resumes from, for the manifest's next_page_token
+	// (default: the checkpoint is that token).
+	PageToken func(checkpoint string) string
 	Logger   *slog.Logger
 	// Providers of spans and metrics (default: otel's globals).
 	TracerProvider trace.TracerProvider
@@ -160,6 +164,9 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PageToken == nil {
+		cfg.PageToken = func(c string) string { return c }
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = newID
