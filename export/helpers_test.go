@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/memblob"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +29,11 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	redistest.Stop()
+	// Checked after the Redis server is gone, so its log drain has ended.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 

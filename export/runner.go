@@ -63,7 +63,7 @@ type RunnerConfig struct {
 	// same request resumes from, for the manifest's next_page_token
 	// (default: the checkpoint is that token).
 	PageToken func(checkpoint string) string
-	Logger   *slog.Logger
+	Logger    *slog.Logger
 	// Providers of spans and metrics (default: otel's globals).
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
