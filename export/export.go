@@ -30,17 +30,17 @@ func (s State) Done() bool { return s == StateSucceeded || s == StateFailed || s
 func (s State) String() string {
 	switch s {
 	case StatePending:
-		return "pending"
+		return "PENDING"
 	case StateRunning:
-		return "running"
+		return "RUNNING"
 	case StateSucceeded:
-		return "succeeded"
+		return "SUCCEEDED"
 	case StateFailed:
-		return "failed"
+		return "FAILED"
 	case StateCancelled:
-		return "cancelled"
+		return "CANCELLED"
 	}
-	return "unknown"
+	return "STATE_UNSPECIFIED"
 }
 
 // Request is what a job runs. Message is the Stream request message of its

@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/memblob"
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -28,6 +29,11 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	redistest.Stop()
+	// Checked after the Redis server is gone, so its log drain has ended.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -237,4 +243,17 @@ func checkExact(t *testing.T, b *blob.Bucket, j *Job, n int) {
 	if got := keys(t, b, j); !slices.Equal(got, want) {
 		t.Errorf("bucket holds %v, want %v", got, want)
 	}
+}
+
+func readManifest(t *testing.T, b *blob.Bucket, j *Job) parts.Manifest {
+	t.Helper()
+	data, err := b.ReadAll(context.Background(), ManifestKey(j))
+	if err != nil {
+		t.Fatalf("reading the manifest: %v", err)
+	}
+	var m parts.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -35,6 +35,8 @@ type jobRun struct {
 	// close its part and commit.
 	wctx context.Context
 
+	opts      parts.Options
+	desc      Description
 	w         *parts.Writer
 	partSpan  trace.Span
 	partStart time.Time
@@ -138,6 +140,14 @@ func (run *jobRun) fetch() error {
 	if run.end || run.j.CancelRequested {
 		return nil
 	}
+	if r.cfg.Describe != nil {
+		d, err := r.cfg.Describe(run.j.Request)
+		if err != nil {
+			return status.Errorf(grpccodes.InvalidArgument, "export request: %v", err)
+		}
+		run.desc = d
+	}
+	run.opts = parts.Options{Format: run.j.Request.Format, Gzip: run.j.Request.Gzip, Columns: run.desc.Columns, Row: run.desc.Row}
 	for attempt := 0; ; attempt++ {
 		err := r.cfg.Source.Run(run.ctx, run.j.Tenant, run.j.Request, run.token, run.emit)
 		if err == nil || run.ctx.Err() != nil || !r.cfg.Retryable(err) || attempt >= r.cfg.Retries {
@@ -162,7 +172,7 @@ func (run *jobRun) emit(c Chunk) error {
 		key := PartKey(run.j, len(run.j.Parts))
 		_, run.partSpan = r.tr.Start(run.ctx, "export.part", trace.WithAttributes(attribute.String("export.id", run.j.ID),
 			attribute.String("export.part", key)))
-		w, err := parts.NewWriter(run.wctx, r.cfg.Bucket, key, parts.Options{Format: run.j.Request.Format, Gzip: run.j.Request.Gzip})
+		w, err := parts.NewWriter(run.wctx, r.cfg.Bucket, key, run.opts)
 		if err != nil {
 			run.partSpan.End()
 			return err
@@ -208,6 +218,7 @@ func (run *jobRun) closePart() error {
 		span.SetStatus(codes.Error, err.Error())
 		return err
 	}
+	run.manifest(run.j, false)
 	span.SetAttributes(attribute.Int64("export.rows", part.Rows), attribute.Int64("export.bytes", part.Bytes))
 	tenant := metric.WithAttributes(attribute.String("tenant", run.j.Tenant))
 	run.r.rowsWritten.Add(run.wctx, part.Rows, tenant)
@@ -282,12 +293,7 @@ func (run *jobRun) finish(ctx context.Context, err error) string {
 		return run.end1(next, "cancelled")
 	case err == nil:
 		next := run.progress()
-		next.End = true
-		if merr := run.manifest(next); merr != nil {
-			err = merr
-			break
-		}
-		next.State = StateSucceeded
+		next.End, next.State = true, StateSucceeded
 		return run.end1(next, "succeeded")
 	case ctx.Err() != nil && !errors.Is(err, errLost):
 		// Shutdown: hand the job over now rather than at the lease's end.
@@ -307,9 +313,15 @@ func (run *jobRun) finish(ctx context.Context, err error) string {
 	return run.end1(next, "failed")
 }
 
-// end1 commits a final state.
+// end1 commits a final state, its manifest first: a manifest that says
+// the job ended is rewritten by whoever ends it after a crash in between.
 func (run *jobRun) end1(next *Job, outcome string) string {
 	next.Expires = run.r.cfg.Now().Add(run.r.cfg.TTL).UTC()
+	if next.State == StateSucceeded && !run.manifest(next, true) {
+		next.State, next.ErrorCode, next.ErrorMessage = StateFailed, int32(grpccodes.Unavailable), "writing the manifest failed"
+	} else if next.State != StateSucceeded {
+		run.manifest(next, true)
+	}
 	if err := run.commit(next); err != nil {
 		return "lost"
 	}
@@ -325,11 +337,34 @@ func (run *jobRun) abort() {
 	}
 }
 
-// manifest writes what a loader needs to read the parts without linkgate.
-func (run *jobRun) manifest(j *Job) error {
-	m := parts.Manifest{Parts: j.Parts, Rows: j.Rows, Units: j.Units}
-	if run.r.cfg.Describe != nil {
-		m.Request, m.Columns = run.r.cfg.Describe(j.Request)
+// manifest writes beside the parts what a loader needs to read them
+// without linkgate, and what recovers the job if its store lost it: the
+// committed parts and the token that resumes after them. It is rewritten
+// after every part (state RUNNING) and at the end; the store's record stays
+// the authority. A claim whose lease may be gone writes none, so that it
+// does not replace its successor's.
+func (run *jobRun) manifest(j *Job, final bool) bool {
+	if run.r.dead.Load() || !run.holds() {
+		return false
 	}
-	return parts.WriteManifest(run.wctx, run.r.cfg.Bucket, ManifestKey(j), m)
+	m := parts.Manifest{Name: "exports/" + j.ID, Tenant: j.Tenant, Request: run.desc.Request,
+		Format: j.Request.Format, Gzip: j.Request.Gzip, Parts: j.Parts, Rows: j.Rows, Units: j.Units,
+		State: StateRunning.String(), CreateTime: j.Created, ExpireTime: j.Expires}
+	if final {
+		m.State, m.Error, m.EndTime = j.State.String(), j.ErrorMessage, run.r.cfg.Now().UTC()
+	}
+	if !j.End {
+		m.NextPageToken = run.r.cfg.PageToken(j.Checkpoint)
+	}
+	if run.desc.Row != nil {
+		cols, err := parts.Schema(run.desc.Row, run.desc.Columns)
+		if err == nil {
+			m.Columns = cols
+		}
+	}
+	if err := parts.WriteManifest(run.wctx, run.r.cfg.Bucket, ManifestKey(j), m); err != nil {
+		run.r.log.Warn("export: writing the manifest", "export", j.ID, "err", err)
+		return false
+	}
+	return true
 }

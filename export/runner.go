@@ -19,6 +19,7 @@ import (
 	"gocloud.dev/blob"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/linkgate/linkgate/export/parts"
 )
@@ -53,15 +54,31 @@ type RunnerConfig struct {
 	// is retried from the last page, with backoff, before the job fails (5).
 	Retries   int
 	Retryable func(error) bool
-	// Describe gives the manifest the request as JSON and the columns of
-	// its rows (default: neither).
-	Describe func(Request) (request json.RawMessage, columns []string)
-	Logger   *slog.Logger
+	// Describe reads in a request what only the Source understands: the
+	// columns of its parts and its JSON for the manifest. Without it parts
+	// take every field of the row type and the manifest has no request.
+	// An error fails the job (INVALID_ARGUMENT).
+	Describe func(Request) (Description, error)
+	// PageToken turns a checkpoint into the page token a stream of the
+	// same request resumes from, for the manifest's next_page_token
+	// (default: the checkpoint is that token).
+	PageToken func(checkpoint string) string
+	Logger    *slog.Logger
 	// Providers of spans and metrics (default: otel's globals).
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	Now            func() time.Time
 	NewID          func() string
+}
+
+// Description is what the runner needs to know of a request's rows.
+type Description struct {
+	// Columns of CSV and Parquet parts, in order (parts.Options.Columns).
+	Columns []string
+	// Row is the type of the rows (parts.Options.Row).
+	Row protoreflect.MessageDescriptor
+	// Request is the request as JSON, for the manifest.
+	Request json.RawMessage
 }
 
 // Retryable is the default RunnerConfig.Retryable: UNAVAILABLE and ABORTED,
@@ -147,6 +164,9 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PageToken == nil {
+		cfg.PageToken = func(c string) string { return c }
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = newID

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/linkgate/linkgate/internal/redistest"
 )
@@ -27,6 +30,11 @@ func TestDirectRun(t *testing.T) {
 			t.Fatalf("job ended %v units %d end %v, want succeeded 200 true", j.State, j.Units, j.End)
 		}
 		checkExact(t, b, j, 200)
+		m := readManifest(t, b, j)
+		if m.State != "SUCCEEDED" || m.Rows != 200 || m.Units != 200 || m.NextPageToken != "" ||
+			len(m.Parts) != len(j.Parts) || m.Parts[3] != j.Parts[3] || m.Name != "exports/"+j.ID {
+			t.Errorf("manifest %+v does not match the job %+v", m, j)
+		}
 		// Parts end at the first page boundary at or after 25 rows.
 		if len(j.Parts) != 7 || j.Parts[0].Rows != 30 || j.Parts[6].Rows != 20 {
 			t.Errorf("parts %+v, want 6 of 30 rows and one of 20", j.Parts)
@@ -220,7 +228,9 @@ type gate struct {
 	once    sync.Once
 }
 
-func newGate(at int) *gate { return &gate{at: at, reached: make(chan struct{}), open: make(chan struct{})} }
+func newGate(at int) *gate {
+	return &gate{at: at, reached: make(chan struct{}), open: make(chan struct{})}
+}
 
 func (g *gate) before(ctx context.Context, off int) error {
 	if off != g.at {
@@ -305,6 +315,11 @@ func TestCancelWithinOnePage(t *testing.T) {
 				}
 				if got := partRows(t, b, j); len(got) != 50 {
 					t.Errorf("the parts kept %d rows, want 50", len(got))
+				}
+				if how == "runner" {
+					if m := readManifest(t, b, j); m.State != "CANCELLED" || m.NextPageToken != "50" || m.Rows != 50 {
+						t.Errorf("manifest of the cancelled job: %+v", m)
+					}
 				}
 			})
 		})
@@ -453,9 +468,22 @@ func TestRedisRestartDuringExport(t *testing.T) {
 		if p := src.pages.Load(); p > 12 {
 			t.Errorf("the owner fetched %d pages, went on well past its lost job", p)
 		}
-		got := keys(t, b, j)
-		if len(got) < 3 {
-			t.Errorf("the parts committed before the restart are gone: %v", got)
+		// What recovers the export: the manifest lists the committed parts
+		// and the token after them; a stream from that token gives the rest.
+		m := readManifest(t, b, j)
+		if m.State != "RUNNING" || len(m.Parts) < 2 || m.NextPageToken == "" {
+			t.Fatalf("the manifest left behind: %+v", m)
+		}
+		rec := &Job{Parts: m.Parts}
+		rows := partRows(t, b, rec)
+		err = (&fakeSource{Rows: 200, Page: 10}).Run(context.Background(), "t1", Request{}, m.NextPageToken, func(c Chunk) error {
+			for _, r := range c.Rows {
+				rows = append(rows, int(r.(*structpb.Struct).Fields["n"].GetNumberValue()))
+			}
+			return nil
+		})
+		if err != nil || !slices.Equal(rows, upTo(200)) {
+			t.Errorf("the manifest's parts and a stream from its token give %d rows, want 0..199 once each (%v)", len(rows), err)
 		}
 	})
 }

@@ -10,12 +10,14 @@ import (
 	"errors"
 	"hash"
 	"io"
+	"time"
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
 	_ "gocloud.dev/blob/memblob"  // mem:// buckets
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Format of the rows in a part.
@@ -36,10 +38,28 @@ type Part struct {
 	ContentEncoding string
 }
 
-// Options choose a part's encoding.
+// Options choose a part's encoding. Columns and Row matter to CSV and
+// Parquet only.
 type Options struct {
-	Format Format
-	Gzip   bool
+	Format  Format
+	Gzip    bool
+	Columns []string
+	Row     protoreflect.MessageDescriptor
+}
+
+// Column is a column of an export's table, as a manifest lists it.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Schema is the table of rows of type row with the given columns.
+func Schema(row protoreflect.MessageDescriptor, columns []string) ([]Column, error) {
+	out := make([]Column, len(columns))
+	for i, c := range columns {
+		out[i] = Column{Name: c}
+	}
+	return out, nil
 }
 
 // OpenBucket opens a blob URL (mem://, file:///…).
@@ -119,13 +139,24 @@ func (w *Writer) Abort() {
 	_ = w.w.Close()
 }
 
-// Manifest describes a finished export.
+// Manifest describes an export beside its parts.
 type Manifest struct {
-	Request json.RawMessage `json:"request,omitempty"`
-	Columns []string        `json:"columns,omitempty"`
-	Parts   []Part          `json:"parts"`
-	Rows    int64           `json:"rows"`
-	Units   int64           `json:"units"`
+	Version       int             `json:"version"`
+	Name          string          `json:"name"`
+	Tenant        string          `json:"tenant,omitempty"`
+	Request       json.RawMessage `json:"request,omitempty"`
+	Format        Format          `json:"format"`
+	Gzip          bool            `json:"gzip"`
+	Columns       []Column        `json:"columns,omitempty"`
+	Parts         []Part          `json:"parts"`
+	Rows          int64           `json:"rows"`
+	Units         int64           `json:"units"`
+	State         string          `json:"state"`
+	Error         string          `json:"error,omitempty"`
+	NextPageToken string          `json:"next_page_token,omitempty"`
+	CreateTime    time.Time       `json:"create_time,omitzero"`
+	EndTime       time.Time       `json:"end_time,omitzero"`
+	ExpireTime    time.Time       `json:"expire_time,omitzero"`
 }
 
 // WriteManifest writes m as JSON at key.
