@@ -155,4 +155,3 @@ type namedField struct {
 func (f namedField) Name() string { return f.name }
 
 func (f namedField) Value(reflect.Value) reflect.Value { return reflect.Value{} }
-

@@ -1,7 +1,6 @@
 package parts
 
 import (
-	"encoding/csv"
 	"io"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -32,16 +31,15 @@ func (e *ndjsonEncoder) write(row protoreflect.Message) error {
 func (*ndjsonEncoder) close() error { return nil }
 
 // csvEncoder writes RFC 4180 (CRLF line ends, a header row) with the
-// cells of the REST CSV output.
+// cells of the REST CSV output, and its writer.
 type csvEncoder struct {
-	csv    *csv.Writer
+	csv    *rowcsv.Writer
 	cols   []column
 	record []string
 }
 
 func newCSVEncoder(w io.Writer, cols []column) (*csvEncoder, error) {
-	e := &csvEncoder{csv: csv.NewWriter(w), cols: cols, record: make([]string, len(cols))}
-	e.csv.UseCRLF = true
+	e := &csvEncoder{csv: rowcsv.NewWriter(w), cols: cols, record: make([]string, len(cols))}
 	for i, c := range cols {
 		e.record[i] = c.name
 	}
@@ -55,7 +53,4 @@ func (e *csvEncoder) write(row protoreflect.Message) error {
 	return e.csv.Write(e.record)
 }
 
-func (e *csvEncoder) close() error {
-	e.csv.Flush()
-	return e.csv.Error()
-}
+func (e *csvEncoder) close() error { return e.csv.Flush() }

@@ -2,7 +2,6 @@ package rest
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -182,7 +181,7 @@ type csvWriter struct {
 	columns []string
 	stream  bool
 
-	csv        *csv.Writer // set once the header row is out
+	csv        *rowcsv.Writer // set once the header row is out
 	record     []string
 	lastToken  string
 	streamFail string
@@ -215,13 +214,11 @@ func (w *csvWriter) rows(msg rowsMessage) error {
 			w.csv.Write(w.record)
 		}
 	}
-	w.csv.Flush()
-	return w.csv.Error()
+	return w.csv.Flush()
 }
 
 func (w *csvWriter) startCSV() {
-	w.csv = csv.NewWriter(w.ResponseWriter)
-	w.csv.UseCRLF = true // RFC 4180
+	w.csv = rowcsv.NewWriter(w.ResponseWriter)
 	w.csv.Write(w.columns)
 	w.record = make([]string, len(w.columns))
 }
