@@ -7,7 +7,7 @@
 //
 // A part becomes visible in the bucket only when its Writer's Close
 // succeeds (every blob driver commits an object on Close and discards it
-// when the write is cancelled), and a part written again under the same
+// when the write is cancelled, and an S3 upload is aborted), and a part written again under the same
 // key replaces the earlier copy: a part that was being written when its
 // writer died leaves nothing behind.
 package parts
@@ -141,8 +141,7 @@ type encoder interface {
 type Writer struct {
 	o      Options
 	key    string
-	cancel context.CancelFunc
-	obj    *blob.Writer
+	obj    object        // nil once committed or discarded
 	out    *counter      // what reaches the object
 	gzip   *gzip.Writer  // nil unless the part is a gzip file
 	buf    *bufio.Writer // before gzip and the object, for NDJSON
@@ -167,18 +166,11 @@ func NewWriter(ctx context.Context, b *blob.Bucket, key string, o Options) (*Wri
 	if o.RowGroupRows == 0 {
 		o.RowGroupRows = DefaultRowGroupRows
 	}
-	// Cancelling the context the object is written under discards it:
-	// that is how Abort and a failed Close leave nothing.
-	ctx, cancel := context.WithCancel(ctx)
-	obj, err := b.NewWriter(ctx, key, &blob.WriterOptions{
-		ContentType:                 contentType(o),
-		DisableContentTypeDetection: true,
-	})
+	obj, err := openObject(ctx, b, key, contentType(o))
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("parts: open %s: %w", key, err)
 	}
-	w := &Writer{o: o, key: key, cancel: cancel, obj: obj, out: &counter{w: obj, h: sha256.New()}}
+	w := &Writer{o: o, key: key, obj: obj, out: &counter{w: obj, h: sha256.New()}}
 	var sink io.Writer = w.out
 	if o.Gzip && o.Format != FormatParquet {
 		w.gzip = gzip.NewWriter(sink)
@@ -254,7 +246,6 @@ func (w *Writer) Close() (Part, error) {
 		return Part{}, err
 	}
 	w.closed = true
-	w.cancel()
 	return Part{Key: w.key, Rows: w.rows, Bytes: w.out.n, SHA256: hex.EncodeToString(w.out.h.Sum(nil)),
 		ContentType: contentType(w.o)}, nil
 }
@@ -284,7 +275,7 @@ func (w *Writer) finish() error {
 	}
 	obj := w.obj
 	w.obj = nil // closed, whatever the outcome
-	if err := obj.Close(); err != nil {
+	if err := obj.commit(); err != nil {
 		return fmt.Errorf("parts: commit %s: %w", w.key, err)
 	}
 	return nil
@@ -297,9 +288,9 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.closed = true
-	w.cancel()
 	if w.obj != nil {
-		_ = w.obj.Close() // fails, as it must: the write was cancelled
+		w.obj.discard()
+		w.obj = nil
 	}
 }
 
