@@ -1,6 +1,7 @@
 package parts
 
 import (
+	"bytes"
 	"io"
 	"reflect"
 
@@ -41,8 +42,7 @@ func newParquetEncoder(w io.Writer, cols []column, o Options) (*parquetEncoder, 
 		codec = parquet.Compression(&parquet.Gzip)
 	}
 	schema := parquet.NewSchema(string(o.Row.Name()), orderedGroup{fields: fields})
-	pw := parquet.NewWriter(w, schema, codec, parquet.MaxRowsPerRowGroup(int64(o.RowGroupRows)),
-		parquet.CreatedBy("linkgate", "", ""))
+	pw := parquet.NewWriter(w, schema, codec, parquet.MaxRowsPerRowGroup(int64(o.RowGroupRows)))
 	return &parquetEncoder{w: pw, cols: cols, rows: make([]parquet.Row, 1)}, nil
 }
 
@@ -124,7 +124,7 @@ func leafValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) parquet.Va
 	case "double":
 		return parquet.DoubleValue(v.Float())
 	case "bytes":
-		return parquet.ByteArrayValue(v.Bytes())
+		return parquet.ByteArrayValue(bytes.Clone(v.Bytes())) // the row's own bytes are the caller's
 	case "timestamp":
 		ts := v.Message().Interface().(*timestamppb.Timestamp)
 		return parquet.Int64Value(ts.AsTime().UnixMicro())

@@ -209,15 +209,16 @@ func TestS3(t *testing.T) {
 	if got := readNDJSON(t, data, &v1.NewLostBacklink{}); len(got) != 7 || p.Rows != 7 {
 		t.Errorf("rewritten part holds %d rows", len(got))
 	}
-	many := rowsOf(&v1.NewLostBacklink{}, 1000)
+	// Rows of 64 KiB, past the size where an upload turns multipart
+	// (16 MiB), so that the object is in a multipart upload when it is
+	// aborted.
+	big := &v1.NewLostBacklink{Change: v1.Change_CHANGE_NEW, Backlink: &v1.Backlink{Anchor: proto.String(strings.Repeat("é", 32<<10))}}
 	w, err := parts.NewWriter(t.Context(), b, "tenant/e1/aborted.csv", parts.Options{Format: parts.FormatCSV})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Past the size where an upload turns multipart (16 MiB), so that the
-	// object is in a multipart upload when it is aborted.
-	for i := 0; w.Bytes() < 20<<20; i++ {
-		if err := w.Write(many[i%len(many)]); err != nil {
+	for w.Bytes() < 20<<20 {
+		if err := w.Write(big); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -231,7 +232,7 @@ func TestS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range many {
+	for _, r := range rowsOf(&v1.NewLostBacklink{}, 300) {
 		if err := w.Write(r); err != nil {
 			t.Fatal(err)
 		}
