@@ -144,7 +144,7 @@ type Writer struct {
 	obj    object        // nil once committed or discarded
 	out    *counter      // what reaches the object
 	gzip   *gzip.Writer  // nil unless the part is a gzip file
-	buf    *bufio.Writer // before gzip and the object, for NDJSON
+	buf    *bufio.Writer // between the encoder and gzip or the object
 	enc    encoder       // made for the row type, at the first row
 	rows   int64
 	err    error // the first failure: the part can then only be aborted
