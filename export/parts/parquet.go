@@ -42,7 +42,9 @@ func newParquetEncoder(w io.Writer, cols []column, o Options) (*parquetEncoder, 
 		codec = parquet.Compression(&parquet.Gzip)
 	}
 	schema := parquet.NewSchema(string(o.Row.Name()), orderedGroup{fields: fields})
-	pw := parquet.NewWriter(w, schema, codec, parquet.MaxRowsPerRowGroup(int64(o.RowGroupRows)))
+	// Version 1 data pages, which every reader takes (pyarrow writes them
+	// by default; Spark's vectorized reader reads version 2 only since 3.3).
+	pw := parquet.NewWriter(w, schema, codec, parquet.MaxRowsPerRowGroup(int64(o.RowGroupRows)), parquet.DataPageVersion(1))
 	return &parquetEncoder{w: pw, cols: cols, rows: make([]parquet.Row, 1)}, nil
 }
 
