@@ -398,7 +398,11 @@ func (e *exports) parts(ctx context.Context, j *export.Job) []*v1.ExportPart {
 	for i, p := range j.Parts {
 		ep := &v1.ExportPart{Name: fmt.Sprintf("exports/%s/parts/%d", j.ID, i), Rows: p.Rows, Bytes: p.Bytes,
 			Sha256: p.SHA256, Uri: objectURI(e.cfg.BucketURL, p.Key), ContentType: p.ContentType, ContentEncoding: p.ContentEncoding}
-		if signed := signedURL(ctx, e.cfg.Bucket, p.Key, expiry); signed != "" {
+		signed, err := parts.SignedURL(ctx, e.cfg.Bucket, p.Key, expiry)
+		if err != nil {
+			e.cfg.Logger.Warn("signing an export part's URL", "part", ep.Name, "err", err)
+		}
+		if signed != "" {
 			ep.SignedUri, ep.SignedUriExpireTime = signed, timestamppb.New(e.cfg.Now().Add(expiry))
 		}
 		out[i] = ep
@@ -418,14 +422,4 @@ func stamp(t time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(t)
-}
-
-// signedURL is a URL that reads key without credentials until expiry, or
-// "" where the bucket cannot sign.
-func signedURL(ctx context.Context, b *blob.Bucket, key string, expiry time.Duration) string {
-	u, err := b.SignedURL(ctx, key, &blob.SignedURLOptions{Expiry: expiry})
-	if err != nil {
-		return ""
-	}
-	return u
 }

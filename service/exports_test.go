@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/linkgate/linkgate/export"
@@ -538,5 +539,66 @@ func TestExportSourceEqualsAStream(t *testing.T) {
 	err = src.Run(t.Context(), DefaultTenant, export.Request{Dataset: "backlinks", Message: raw}, "", func(export.Chunk) error { return stop })
 	if !errors.Is(err, stop) && status.Convert(err).Message() != stop.Error() {
 		t.Errorf("an emit error: %v", err)
+	}
+}
+
+func TestDescribeExport(t *testing.T) {
+	if _, err := DescribeExport(export.Request{Dataset: "nosuch"}); err == nil {
+		t.Error("an unknown dataset is described")
+	}
+	for _, tc := range []struct {
+		name string
+		req  proto.Message
+		set  string
+		want []string
+		row  protoreflect.FullName
+	}{
+		{"select in order, each once", &v1.StreamBacklinksRequest{Target: "example.com", Select: []string{"anchor,url_from", "anchor"}},
+			"backlinks", []string{"anchor", "url_from"}, "linkgate.v1.Backlink"},
+		{"the default selection", &v1.StreamRefDomainsRequest{Target: "example.com"}, "refdomains", DefaultSelect("refdomains"), "linkgate.v1.RefDomain"},
+		{"new/lost: the change first", &v1.StreamNewLostBacklinksRequest{Target: "example.com", Since: "2025-01-01", Select: []string{"url_from"}},
+			"new_lost_backlinks", []string{"change", "change_time", "url_from"}, "linkgate.v1.NewLostBacklink"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, _ := proto.Marshal(tc.req)
+			d, err := DescribeExport(export.Request{Dataset: tc.set, Message: raw, Format: parts.FormatCSV, Gzip: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cols := d.Columns; !slices.Equal(cols, tc.want) || len(cols) == 0 {
+				t.Errorf("columns %v, want %v", cols, tc.want)
+			}
+			if d.Row == nil || d.Row.FullName() != tc.row {
+				t.Errorf("row type %v, want %s", d.Row, tc.row)
+			}
+			js := d.Request
+			var back v1.CreateExportRequest
+			if err := protojson.Unmarshal(js, &back); err != nil || back.GetFormat() != v1.ExportFormat_EXPORT_FORMAT_CSV || !back.GetGzip() {
+				t.Fatalf("request %s (%v)", js, err)
+			}
+			if got := back.ProtoReflect().Get(back.ProtoReflect().WhichOneof(back.ProtoReflect().Descriptor().Oneofs().ByName("request"))).Message().Interface(); !proto.Equal(got, tc.req) {
+				t.Errorf("the request in the manifest %v, want %v", got, tc.req)
+			}
+		})
+	}
+}
+
+func TestCheckpointPageToken(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                 "",
+		"120:7224:abc.def": "abc.def",
+		"0:0:a:b":          "a:b", // a page token may hold colons
+		"abc.def":          "",    // not a checkpoint
+		"-1:5:abc":         "",
+		"1:x:abc":          "",
+		"1:2:":             "",
+	} {
+		if got := CheckpointPageToken(in); got != want {
+			t.Errorf("CheckpointPageToken(%q) = %q, want %q", in, got, want)
+		}
+	}
+	c := checkpoint{rows: 5, units: 300, token: "t:1"}
+	if back, err := parseCheckpoint(c.String()); err != nil || back != c {
+		t.Errorf("%+v came back as %+v (%v)", c, back, err)
 	}
 }

@@ -124,7 +124,7 @@ func (s *server) startExports(ctx context.Context, servers []*grpc.Server) error
 	runner, err := export.NewRunner(export.RunnerConfig{Store: store, Source: &service.ExportSource{Backlinks: s.backlinks},
 		Bucket: bucket, Lease: s.cfg.ExportLease, MaxRunning: s.cfg.ExportMaxRunning, MaxPerTenant: s.cfg.ExportMaxPerTenant,
 		PartRows: s.cfg.ExportPartRows, PartBytes: int64(s.cfg.ExportPartBytes), PartInterval: s.cfg.ExportPartInterval,
-		TTL: s.cfg.ExportTTL, Logger: s.log})
+		TTL: s.cfg.ExportTTL, Describe: service.DescribeExport, PageToken: service.CheckpointPageToken, Logger: s.log})
 	if err != nil {
 		return err
 	}

@@ -24,13 +24,16 @@ import (
 //
 //   - wall-vs-ideal: the export's wall time ÷ (upstream requests needed ÷
 //     the key's rate), goal ≤ 1.05;
+//
 //   - units-vs-ideal: the units the upstream charged ÷ (rows × the per-row
 //     price), goal ≤ 1.002;
+//
 //   - peak-heap-MiB: the most heap the running export added;
+//
 //   - interactive-p50-ms / -max-ms: a List of another tenant, every 300 ms,
 //     while two exports share the key.
 //
-//	go test -run '^$' -bench Export100k -benchtime 1x ./cmd/server/
+//     go test -run '^$' -bench Export100k -benchtime 1x ./cmd/server/
 func BenchmarkExport100k(b *testing.B) {
 	const (
 		rows     = 100_000

@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,8 +30,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/export"
+	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -186,6 +188,73 @@ func TestExportEndToEndREST(t *testing.T) {
 	}
 	if code, _, _ := restCall(t, nil, http.MethodGet, base+"/v1/"+result.GetParts()[0].GetName(), keyB, ""); code != http.StatusNotFound {
 		t.Errorf("a deleted export's part: %d, want 404", code)
+	}
+}
+
+// TestExportFormatsEndToEnd downloads a gzip CSV and a Parquet export over
+// REST: each part is the file its content type says, the CSV with the
+// columns of the request's select.
+func TestExportFormatsEndToEnd(t *testing.T) {
+	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
+	s, _ := startTest(t, cfg)
+	base := "http://" + s.httpAddr
+	for _, tc := range []struct{ format, gzip, contentType string }{
+		{"EXPORT_FORMAT_CSV", "true", "application/gzip"},
+		{"EXPORT_FORMAT_CSV", "false", "text/csv; charset=utf-8; header=present"},
+		{"EXPORT_FORMAT_PARQUET", "false", "application/vnd.apache.parquet"},
+	} {
+		t.Run(tc.format+"/gzip="+tc.gzip, func(t *testing.T) {
+			code, body, _ := restCall(t, nil, http.MethodPost, base+"/v1/exports", keyB,
+				`{"refdomains": {"target": "sized-300.example", "select": ["domain_rating", "domain"]}, "format": "`+tc.format+`", "gzip": `+tc.gzip+`}`)
+			if code != http.StatusOK {
+				t.Fatalf("POST /v1/exports: %d %s", code, body)
+			}
+			name := restOperation(t, body).GetName()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			op, err := longrunningpb.NewOperationsClient(dial(t, s.grpcAddr).conn).WaitOperation(as(ctx, keyB),
+				&longrunningpb.WaitOperationRequest{Name: name})
+			if err != nil || !op.GetDone() || op.GetError() != nil {
+				t.Fatalf("WaitOperation: %v, %v", op, err)
+			}
+			var result v1.Export
+			if err := op.GetResponse().UnmarshalTo(&result); err != nil || len(result.GetParts()) != 1 || result.GetRows() < 100 {
+				t.Fatalf("export %v (%v): want one part of the target's 100+ referring domains", &result, err)
+			}
+			p := result.GetParts()[0]
+			code, body, h := restCall(t, nil, http.MethodGet, base+"/v1/"+p.GetName(), keyB, "")
+			if code != http.StatusOK || h.Get("Content-Type") != tc.contentType || p.GetContentType() != tc.contentType {
+				t.Fatalf("GET: %d, Content-Type %q, the part says %q; want %q", code, h.Get("Content-Type"), p.GetContentType(), tc.contentType)
+			}
+			sum := sha256.Sum256([]byte(body))
+			if hex.EncodeToString(sum[:]) != p.GetSha256() {
+				t.Errorf("the download's sha256 is not the part's")
+			}
+			file := []byte(body)
+			if tc.gzip == "true" {
+				zr, err := gzip.NewReader(bytes.NewReader(file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if file, err = io.ReadAll(zr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch tc.format {
+			case "EXPORT_FORMAT_CSV":
+				records, err := csv.NewReader(bytes.NewReader(file)).ReadAll()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if int64(len(records)) != p.GetRows()+1 || strings.Join(records[0], ",") != "domain_rating,domain" {
+					t.Errorf("%d records, header %v; want %d rows under domain_rating,domain", len(records), records[0], p.GetRows())
+				}
+			case "EXPORT_FORMAT_PARQUET":
+				if !bytes.HasPrefix(file, []byte("PAR1")) || !bytes.HasSuffix(file, []byte("PAR1")) {
+					t.Errorf("not a Parquet file: %q…", file[:min(8, len(file))])
+				}
+			}
+		})
 	}
 }
 

@@ -157,7 +157,7 @@ func partBody(doc *openapi3.T) {
 			continue
 		}
 		if ok := op.Responses.Status(200); ok != nil && ok.Value != nil {
-			ok.Value.Description = ptr("The part's bytes as stored, with its Content-Type (application/x-ndjson, text/csv or application/vnd.apache.parquet) and, for a gzip part, Content-Encoding: gzip.")
+			ok.Value.Description = ptr("The part's bytes as stored, with its Content-Type: application/x-ndjson, text/csv, application/vnd.apache.parquet, or application/gzip for a gzip NDJSON or CSV part.")
 			ok.Value.Content = openapi3.Content{"application/octet-stream": &openapi3.MediaType{Schema: &openapi3.SchemaRef{
 				Value: &openapi3.Schema{Type: &openapi3.Types{"string"}, Format: "binary"}}}}
 		}

@@ -169,8 +169,8 @@ type CreateExportRequest struct {
 	// The format of the parts. Unspecified means EXPORT_FORMAT_NDJSON.
 	Format ExportFormat `protobuf:"varint,5,opt,name=format,proto3,enum=linkgate.v1.ExportFormat" json:"format,omitempty"`
 	// Compress the parts with gzip: NDJSON and CSV parts are gzip files
-	// (served with `Content-Encoding: gzip`); a Parquet part compresses its
-	// pages with Parquet's GZIP codec instead of Snappy.
+	// (`.ndjson.gz`, `.csv.gz`, of type `application/gzip`); a Parquet part
+	// compresses its pages with Parquet's GZIP codec instead of Snappy.
 	Gzip bool `protobuf:"varint,6,opt,name=gzip,proto3" json:"gzip,omitempty"`
 	// A caller's id for this request (AIP-155), e.g. a UUID: the same id from
 	// the same tenant returns the operation it started the first time instead
@@ -562,9 +562,11 @@ type ExportPart struct {
 	SignedUri string `protobuf:"bytes,6,opt,name=signed_uri,json=signedUri,proto3" json:"signed_uri,omitempty"`
 	// When `signed_uri` stops working.
 	SignedUriExpireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=signed_uri_expire_time,json=signedUriExpireTime,proto3" json:"signed_uri_expire_time,omitempty"`
-	// The content type of the object, e.g. `text/csv`.
+	// The content type of the object, e.g. `text/csv; charset=utf-8;
+	// header=present`, or `application/gzip` for a gzip part.
 	ContentType string `protobuf:"bytes,8,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	// `gzip` when the object is compressed, empty otherwise.
+	// The object's content encoding when it is stored with one (a download
+	// then carries it as Content-Encoding); empty otherwise.
 	ContentEncoding string `protobuf:"bytes,9,opt,name=content_encoding,json=contentEncoding,proto3" json:"content_encoding,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

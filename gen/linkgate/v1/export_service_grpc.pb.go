@@ -52,8 +52,8 @@ type ExportServiceClient interface {
 	// returns the operation it started the first time (AIP-155).
 	CreateExport(ctx context.Context, in *CreateExportRequest, opts ...grpc.CallOption) (*longrunningpb.Operation, error)
 	// Streams the bytes of one part of an export, as stored: over REST the
-	// body is the file itself, with its content type (and its content
-	// encoding for a gzip part).
+	// body is the file itself, with its content type (`application/gzip` for
+	// a gzip NDJSON or CSV part).
 	GetExportPart(ctx context.Context, in *GetExportPartRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error)
 }
 
@@ -121,8 +121,8 @@ type ExportServiceServer interface {
 	// returns the operation it started the first time (AIP-155).
 	CreateExport(context.Context, *CreateExportRequest) (*longrunningpb.Operation, error)
 	// Streams the bytes of one part of an export, as stored: over REST the
-	// body is the file itself, with its content type (and its content
-	// encoding for a gzip part).
+	// body is the file itself, with its content type (`application/gzip` for
+	// a gzip NDJSON or CSV part).
 	GetExportPart(*GetExportPartRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error
 	mustEmbedUnimplementedExportServiceServer()
 }
