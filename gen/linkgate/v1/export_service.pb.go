@@ -157,7 +157,8 @@ type CreateExportRequest struct {
 	// The rows to export: exactly one request of a Stream RPC, with its
 	// filter, selection, order, window, `max_rows`, `max_units` and
 	// `page_token` (to start from a token a stream or list gave). Its
-	// `page_size` does not matter: parts are bounded by the server. Required.
+	// `page_size` is only where a part may end: a part ends at the first
+	// message of the stream past the server's part bounds. Required.
 	//
 	// Types that are valid to be assigned to Request:
 	//
