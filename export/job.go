@@ -127,10 +127,13 @@ func (run *jobRun) renew(stopSource context.CancelFunc) {
 }
 
 // holds reports whether the lease certainly still holds.
-func (run *jobRun) holds() bool {
+func (run *jobRun) holds() bool { return run.holdsFor(0) }
+
+// holdsFor reports whether the lease certainly holds d from now.
+func (run *jobRun) holdsFor(d time.Duration) bool {
 	run.mu.Lock()
 	defer run.mu.Unlock()
-	return time.Now().Before(run.leaseOK)
+	return time.Now().Add(d).Before(run.leaseOK)
 }
 
 // fetch runs the Source from the checkpoint to its end, retrying the errors
@@ -202,8 +205,12 @@ func (run *jobRun) closePart() error {
 	w, span := run.w, run.partSpan
 	run.w, run.partSpan = nil, nil
 	defer span.End()
-	if run.r.dead.Load() {
+	// A part is committed only with a quarter of the lease ahead: a claim
+	// that may have lapsed must not replace, under the same name, a part
+	// its successor wrote.
+	if run.r.dead.Load() || !run.holdsFor(run.r.cfg.Lease/4) {
 		w.Abort()
+		run.lost.Store(true)
 		return errLost
 	}
 	part, err := w.Close()
