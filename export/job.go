@@ -28,9 +28,10 @@ var errLost = errors.New("export: lease lost")
 
 // jobRun is one claim of a job by this replica.
 type jobRun struct {
-	r   *Runner
-	j   *Job // as last committed
-	ctx context.Context
+	r     *Runner
+	claim *Job // as claimed: what renewals are fenced on
+	j     *Job // as last committed
+	ctx   context.Context
 	// wctx outlives the Source's context, so that a handover can still
 	// close its part and commit.
 	wctx context.Context
@@ -62,7 +63,7 @@ func (r *Runner) run(ctx context.Context, j *Job) {
 	srcCtx, stopSource := context.WithCancel(ctx)
 	wctx, stopWrites := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWrites()
-	run := &jobRun{r: r, j: j, ctx: srcCtx, wctx: wctx, token: j.Checkpoint, end: j.End,
+	run := &jobRun{r: r, claim: j.Clone(), j: j, ctx: srcCtx, wctx: wctx, token: j.Checkpoint, end: j.End,
 		leaseOK: time.Now().Add(r.cfg.Lease)}
 	r.mu.Lock()
 	r.cancels[j.ID] = func() { run.cancelled.Store(true); stopSource() }
@@ -103,7 +104,7 @@ func (run *jobRun) renew(stopSource context.CancelFunc) {
 		case <-t.C:
 		}
 		sent := time.Now()
-		cur, err := r.cfg.Store.Renew(run.ctx, run.j, r.cfg.Lease)
+		cur, err := r.cfg.Store.Renew(run.ctx, run.claim, r.cfg.Lease)
 		switch {
 		case err == nil:
 			run.mu.Lock()
