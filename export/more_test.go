@@ -137,8 +137,9 @@ func TestTelemetry(t *testing.T) {
 	stopA()
 	close(g.open)
 	bR := testRunner(t, st, b, src, tel)
-	start(t, bR)
+	stopB := start(t, bR)
 	j = wait(t, bR, j.ID)
+	stopB() // the run's span and counts end after its final commit
 
 	runs, partSpans := 0, 0
 	for _, s := range spans.Ended() {
