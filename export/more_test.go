@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -230,5 +231,17 @@ func TestOwnerStopsWithoutRenewal(t *testing.T) {
 	if len(last.Parts) == 0 || !last.Updated.Before(claimed.LeaseUntil.Add(-lease/4)) {
 		t.Errorf("last commit at %v with %d parts, want some parts and none in the last quarter of the lease (ending %v)",
 			last.Updated, len(last.Parts), claimed.LeaseUntil)
+	}
+}
+
+func TestSubmitRefusesBadRequests(t *testing.T) {
+	r := testRunner(t, NewMemoryStore(nil), memBucket(t), &fakeSource{}, nil)
+	for field, j := range map[string]*Job{
+		"tenant":  {Request: Request{Dataset: "backlinks", Format: 1}},
+		"dataset": {Tenant: "t1", Request: Request{Format: 1}},
+	} {
+		if _, err := r.Submit(context.Background(), j); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("a job without %s: %v, want an error naming it", field, err)
+		}
 	}
 }
