@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/linkgate/linkgate/export/parts"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -216,7 +217,7 @@ func TestFencing(t *testing.T) {
 		if err := st.Commit(ctx, bj); !errors.Is(err, ErrFenced) {
 			t.Errorf("commit after the cancel: %v, want ErrFenced", err)
 		}
-		if err := st.Commit(ctx, &Job{ID: "nope", Epoch: 1}); !errors.Is(err, ErrNotFound) {
+		if err := st.Commit(ctx, &Job{ID: "nope", Epoch: 1, Request: Request{Format: parts.FormatNDJSON}}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("commit of a missing job: %v, want ErrNotFound", err)
 		}
 	})
