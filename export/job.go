@@ -298,11 +298,11 @@ func (run *jobRun) finish(ctx context.Context, err error) string {
 	case run.cancelled.Load() || run.j.CancelRequested:
 		next := run.progress()
 		cancelled(next)
-		return run.end1(next, "cancelled")
+		return run.conclude(next, "cancelled")
 	case err == nil:
 		next := run.progress()
 		next.End, next.State = true, StateSucceeded
-		return run.end1(next, "succeeded")
+		return run.conclude(next, "succeeded")
 	case ctx.Err() != nil && !errors.Is(err, errLost):
 		// Shutdown: hand the job over now rather than at the lease's end.
 		if rerr := r.cfg.Store.Release(run.wctx, run.j); rerr != nil {
@@ -318,12 +318,12 @@ func (run *jobRun) finish(ctx context.Context, err error) string {
 	}
 	next.State, next.ErrorCode, next.ErrorMessage = StateFailed, int32(code), st.Message()
 	r.log.Warn("export: failed", "export", run.j.ID, "err", err)
-	return run.end1(next, "failed")
+	return run.conclude(next, "failed")
 }
 
-// end1 commits a final state, its manifest first: a manifest that says
+// conclude commits a final state, its manifest first: a manifest that says
 // the job ended is rewritten by whoever ends it after a crash in between.
-func (run *jobRun) end1(next *Job, outcome string) string {
+func (run *jobRun) conclude(next *Job, outcome string) string {
 	next.Expires = run.r.cfg.Now().Add(run.r.cfg.TTL).UTC()
 	if next.State == StateSucceeded && !run.manifest(next, true) {
 		next.State, next.ErrorCode, next.ErrorMessage = StateFailed, int32(grpccodes.Unavailable), "writing the manifest failed"
