@@ -231,7 +231,7 @@ func PartKey(j *Job, n int) string {
 	return fmt.Sprintf("%spart-%05d%s", Prefix(j), n, parts.Extension(parts.Options{Format: j.Request.Format, Gzip: j.Request.Gzip}))
 }
 
-// ManifestKey names a finished job's manifest.
+// ManifestKey names a job's manifest, rewritten after every part and at the end.
 func ManifestKey(j *Job) string { return Prefix(j) + "manifest.json" }
 
 // Submit stores a new job from j's Tenant, RequestID, Request,
