@@ -42,7 +42,7 @@ var storeKinds = []string{"memory", "bolt", "redis"}
 
 // newStore returns a fresh store of kind for t. The Redis store gets keys
 // of its own on the shared test server.
-func newStore(t *testing.T, kind string) Store {
+func newStore(t testing.TB, kind string) Store {
 	t.Helper()
 	switch kind {
 	case "memory":

@@ -28,9 +28,10 @@ var errLost = errors.New("export: lease lost")
 
 // jobRun is one claim of a job by this replica.
 type jobRun struct {
-	r   *Runner
-	j   *Job // as last committed
-	ctx context.Context
+	r     *Runner
+	claim *Job // as claimed: what renewals are fenced on
+	j     *Job // as last committed
+	ctx   context.Context
 	// wctx outlives the Source's context, so that a handover can still
 	// close its part and commit.
 	wctx context.Context
@@ -62,7 +63,7 @@ func (r *Runner) run(ctx context.Context, j *Job) {
 	srcCtx, stopSource := context.WithCancel(ctx)
 	wctx, stopWrites := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWrites()
-	run := &jobRun{r: r, j: j, ctx: srcCtx, wctx: wctx, token: j.Checkpoint, end: j.End,
+	run := &jobRun{r: r, claim: j.Clone(), j: j, ctx: srcCtx, wctx: wctx, token: j.Checkpoint, end: j.End,
 		leaseOK: time.Now().Add(r.cfg.Lease)}
 	r.mu.Lock()
 	r.cancels[j.ID] = func() { run.cancelled.Store(true); stopSource() }
@@ -103,7 +104,7 @@ func (run *jobRun) renew(stopSource context.CancelFunc) {
 		case <-t.C:
 		}
 		sent := time.Now()
-		cur, err := r.cfg.Store.Renew(run.ctx, run.j, r.cfg.Lease)
+		cur, err := r.cfg.Store.Renew(run.ctx, run.claim, r.cfg.Lease)
 		switch {
 		case err == nil:
 			run.mu.Lock()
@@ -127,10 +128,13 @@ func (run *jobRun) renew(stopSource context.CancelFunc) {
 }
 
 // holds reports whether the lease certainly still holds.
-func (run *jobRun) holds() bool {
+func (run *jobRun) holds() bool { return run.holdsFor(0) }
+
+// holdsFor reports whether the lease certainly holds d from now.
+func (run *jobRun) holdsFor(d time.Duration) bool {
 	run.mu.Lock()
 	defer run.mu.Unlock()
-	return time.Now().Before(run.leaseOK)
+	return time.Now().Add(d).Before(run.leaseOK)
 }
 
 // fetch runs the Source from the checkpoint to its end, retrying the errors
@@ -202,8 +206,12 @@ func (run *jobRun) closePart() error {
 	w, span := run.w, run.partSpan
 	run.w, run.partSpan = nil, nil
 	defer span.End()
-	if run.r.dead.Load() {
+	// A part is committed only with a quarter of the lease ahead: a claim
+	// that may have lapsed must not replace, under the same name, a part
+	// its successor wrote.
+	if run.r.dead.Load() || !run.holdsFor(run.r.cfg.Lease/4) {
 		w.Abort()
+		run.lost.Store(true)
 		return errLost
 	}
 	part, err := w.Close()
@@ -290,11 +298,11 @@ func (run *jobRun) finish(ctx context.Context, err error) string {
 	case run.cancelled.Load() || run.j.CancelRequested:
 		next := run.progress()
 		cancelled(next)
-		return run.end1(next, "cancelled")
+		return run.conclude(next, "cancelled")
 	case err == nil:
 		next := run.progress()
 		next.End, next.State = true, StateSucceeded
-		return run.end1(next, "succeeded")
+		return run.conclude(next, "succeeded")
 	case ctx.Err() != nil && !errors.Is(err, errLost):
 		// Shutdown: hand the job over now rather than at the lease's end.
 		if rerr := r.cfg.Store.Release(run.wctx, run.j); rerr != nil {
@@ -310,12 +318,12 @@ func (run *jobRun) finish(ctx context.Context, err error) string {
 	}
 	next.State, next.ErrorCode, next.ErrorMessage = StateFailed, int32(code), st.Message()
 	r.log.Warn("export: failed", "export", run.j.ID, "err", err)
-	return run.end1(next, "failed")
+	return run.conclude(next, "failed")
 }
 
-// end1 commits a final state, its manifest first: a manifest that says
+// conclude commits a final state, its manifest first: a manifest that says
 // the job ended is rewritten by whoever ends it after a crash in between.
-func (run *jobRun) end1(next *Job, outcome string) string {
+func (run *jobRun) conclude(next *Job, outcome string) string {
 	next.Expires = run.r.cfg.Now().Add(run.r.cfg.TTL).UTC()
 	if next.State == StateSucceeded && !run.manifest(next, true) {
 		next.State, next.ErrorCode, next.ErrorMessage = StateFailed, int32(grpccodes.Unavailable), "writing the manifest failed"

@@ -2,6 +2,8 @@ package export
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -136,8 +138,9 @@ func TestTelemetry(t *testing.T) {
 	stopA()
 	close(g.open)
 	bR := testRunner(t, st, b, src, tel)
-	start(t, bR)
+	stopB := start(t, bR)
 	j = wait(t, bR, j.ID)
+	stopB() // the run's span and counts end after its final commit
 
 	runs, partSpans := 0, 0
 	for _, s := range spans.Ended() {
@@ -178,6 +181,67 @@ func TestTelemetry(t *testing.T) {
 	for name, v := range want {
 		if got, ok := sums[name]; !ok || got != v {
 			t.Errorf("%s = %d (reported %v), want %d", name, got, ok, v)
+		}
+	}
+}
+
+// downStore cannot renew: the network to it is down for renewals.
+type downStore struct{ Store }
+
+func (downStore) Renew(context.Context, *Job, time.Duration) (*Job, error) {
+	return nil, errors.New("network down")
+}
+
+// TestOwnerStopsWithoutRenewal: an owner that cannot renew commits no part
+// in the last quarter of its lease and stops before it ends, so a successor
+// that claims the job then never meets its writes.
+func TestOwnerStopsWithoutRenewal(t *testing.T) {
+	st, b := NewMemoryStore(nil), memBucket(t)
+	src := &fakeSource{Rows: 100000, Page: 10, before: func(ctx context.Context, off int) error {
+		time.Sleep(5 * time.Millisecond)
+		return nil
+	}}
+	lease := 400 * time.Millisecond
+	r := testRunner(t, downStore{st}, b, src, func(c *RunnerConfig) { c.Lease = lease })
+	j, _ := r.Submit(context.Background(), newJob("t1", "a"))
+	start(t, r)
+	var claimed *Job
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cur, _ := st.Get(context.Background(), j.ID)
+		if claimed == nil && cur.Epoch == 1 {
+			claimed = cur
+		}
+		r.mu.Lock()
+		n := len(r.cancels)
+		r.mu.Unlock()
+		if claimed != nil && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the owner went on without renewing its lease")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	stopped := time.Now()
+	last, _ := st.Get(context.Background(), j.ID)
+	if !stopped.Before(claimed.LeaseUntil) {
+		t.Errorf("the owner stopped %v after its lease ended", stopped.Sub(claimed.LeaseUntil))
+	}
+	if len(last.Parts) == 0 || !last.Updated.Before(claimed.LeaseUntil.Add(-lease/4)) {
+		t.Errorf("last commit at %v with %d parts, want some parts and none in the last quarter of the lease (ending %v)",
+			last.Updated, len(last.Parts), claimed.LeaseUntil)
+	}
+}
+
+func TestSubmitRefusesBadRequests(t *testing.T) {
+	r := testRunner(t, NewMemoryStore(nil), memBucket(t), &fakeSource{}, nil)
+	for field, j := range map[string]*Job{
+		"tenant":  {Request: Request{Dataset: "backlinks", Format: 1}},
+		"dataset": {Tenant: "t1", Request: Request{Format: 1}},
+	} {
+		if _, err := r.Submit(context.Background(), j); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("a job without %s: %v, want an error naming it", field, err)
 		}
 	}
 }

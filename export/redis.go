@@ -50,8 +50,8 @@ var (
 //
 // A Redis that comes back empty (no persistence, lost volume) has lost its
 // jobs: their owners stop at their next renewal (ErrNotFound), and the parts
-// they committed stay in the bucket with a job.json beside them, from which
-// Recover brings the jobs back.
+// they committed stay in the bucket with the manifest beside them, which
+// lists them and the token that resumes after them (docs/exports.md).
 type RedisStore struct {
 	c      redis.UniversalClient
 	prefix string

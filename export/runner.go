@@ -231,7 +231,7 @@ func PartKey(j *Job, n int) string {
 	return fmt.Sprintf("%spart-%05d%s", Prefix(j), n, parts.Extension(parts.Options{Format: j.Request.Format, Gzip: j.Request.Gzip}))
 }
 
-// ManifestKey names a finished job's manifest.
+// ManifestKey names a job's manifest, rewritten after every part and at the end.
 func ManifestKey(j *Job) string { return Prefix(j) + "manifest.json" }
 
 // Submit stores a new job from j's Tenant, RequestID, Request,
@@ -239,6 +239,14 @@ func ManifestKey(j *Job) string { return Prefix(j) + "manifest.json" }
 // already has a job with the same RequestID, or one not done with the same
 // Request, it returns that job instead.
 func (r *Runner) Submit(ctx context.Context, j *Job) (*Job, error) {
+	switch {
+	case j.Tenant == "":
+		return nil, errors.New("export: tenant: empty")
+	case j.Request.Dataset == "":
+		return nil, errors.New("export: request dataset: empty")
+	case parts.Extension(parts.Options{Format: j.Request.Format, Gzip: j.Request.Gzip}) == "":
+		return nil, fmt.Errorf("export: request format: %d is not NDJSON, CSV or Parquet", j.Request.Format)
+	}
 	now := r.cfg.Now().UTC()
 	n := j.Clone()
 	n.ID, n.State, n.Created, n.Updated, n.Expires = r.cfg.NewID(), StatePending, now, now, now.Add(r.cfg.TTL)
