@@ -18,6 +18,7 @@ TEST_EVENTS ?= bin/test-events.json
 .PHONY: generate
 generate: ## Regenerate gen/ (Go, gRPC, gateway, OpenAPI) from proto/
 	$(BUF) generate
+	$(BUF) generate --template buf.gen.operations.yaml
 	@# buf.gen.yaml has clean: true, which wipes gen/openapi/ too, so the
 	@# embedding package is written after every generation.
 	cp tools/openapi.go.tmpl gen/openapi/openapi.go

@@ -9,8 +9,13 @@
 #     TypeScript client made from it (tools/openapi-check, npm ci from its
 #     lock file), with the Node they run on pinned there as npm's node
 #     package: Debian 12's Node 18 is below their minimum;
+#   - DuckDB's npm package (export/parts/testdata/duckdb, npm ci from its
+#     lock file, on the same pinned Node), for export/parts'
+#     TestDuckDBReadsParts;
 #   - Jaeger v2, built once from the Go module cache into the user's cache
 #     (scripts/jaeger-build.sh), for TestJaegerOTLP;
+#   - versitygw, an S3 server, built once with go install into the user's
+#     cache, for export/parts' TestS3;
 #   - grpcurl (scripts/grpcurl), built into the Go cache before the test of
 #     the README's commands needs it.
 # Debian packages need root (or sudo).
@@ -42,16 +47,17 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# The npm tools, pinned by tools/openapi-check/package-lock.json; npm ci
-# runs again only when the lock file changed since the last install.
-tools=$here/../tools/openapi-check
+# The npm tools and DuckDB, each pinned by its package-lock.json; npm ci
+# runs again only when a lock file changed since the last install.
 if command -v npm >/dev/null; then
-  stamp=$tools/node_modules/.installed-lock
-  if ! cmp -s "$tools/package-lock.json" "$stamp"; then
-    (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$tools/package-lock.json" "$stamp"
-  fi
-  echo "install-test-deps: npm tools on Node $("$tools/node_modules/.bin/node" --version)"
+  for tools in "$here/../tools/openapi-check" "$here/../export/parts/testdata/duckdb"; do
+    stamp=$tools/node_modules/.installed-lock
+    if ! cmp -s "$tools/package-lock.json" "$stamp"; then
+      (cd "$tools" && npm ci --no-audit --no-fund --loglevel=error)
+      cp "$tools/package-lock.json" "$stamp"
+    fi
+    echo "install-test-deps: npm packages of $(basename "$tools") on Node $("$tools/node_modules/.bin/node" --version)"
+  done
 fi
 
 if ! jaeger=$("$here/jaeger-build.sh"); then
@@ -62,3 +68,15 @@ else
 fi
 
 "$here/grpcurl" -version >/dev/null 2>&1 || echo "install-test-deps: grpcurl could not be built (scripts/grpcurl)" >&2
+
+# versitygw (the version export/parts' TestS3 looks for), outside any
+# module so that linkgate's go.mod is left alone.
+VERSITYGW_VERSION=v1.8.0
+vgw=${LINKGATE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/linkgate}/versitygw-$VERSITYGW_VERSION
+if [ ! -x "$vgw/versitygw" ]; then
+  echo "install-test-deps: building versitygw $VERSITYGW_VERSION into $vgw (about two minutes, once)"
+  if ! (cd "$(mktemp -d)" && GOBIN=$vgw go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"); then
+    echo "install-test-deps: versitygw could not be built; TestS3 will skip (fail with LINKGATE_REQUIRE_S3=1)" >&2
+    [ "${LINKGATE_REQUIRE_S3:-}" != 1 ] || exit 1
+  fi
+fi

@@ -56,6 +56,7 @@ type config struct {
 
 	securityConfig // security.go
 	redisConfig    // redis.go: a Redis shared by replicas instead of bolt
+	exportConfig   // exports.go
 
 	// otel replaces the providers configured by OTEL_* variables (tests).
 	otel *otelOverride
@@ -109,6 +110,7 @@ func defaultConfig() config {
 		LogLevel:         slog.LevelInfo,
 		securityConfig:   defaultSecurityConfig(),
 		redisConfig:      defaultRedisConfig(),
+		exportConfig:     defaultExportConfig(),
 	}
 }
 
@@ -145,6 +147,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	vars = append(vars, c.securityConfig.settings()...)
 	vars = append(vars, c.redisConfig.settings()...)
+	vars = append(vars, c.exportConfig.settings()...)
 	for _, v := range vars {
 		env := "LINKGATE_" + strings.ToUpper(strings.ReplaceAll(v.name, "-", "_"))
 		if s := getenv(env); s != "" {
@@ -235,6 +238,7 @@ func (c *config) validate() error {
 	}
 	errs = append(errs, c.securityConfig.validate()...)
 	errs = append(errs, c.redisConfig.validate()...)
+	errs = append(errs, c.exportConfig.validate()...)
 	errs = append(errs, c.checkAuthListeners())
 	return errors.Join(errs...)
 }
@@ -272,6 +276,7 @@ func (c config) LogValue() slog.Value {
 		slog.Int("reset_day", c.ResetDay), slog.String("lease", c.Lease.String()),
 		slog.Any("token_key", c.TokenKey), slog.String("token_ttl", c.TokenTTL.String()),
 		slog.Any("security", c.securityConfig), slog.Any("redis", c.redisConfig),
+		slog.Any("exports", c.exportConfig),
 	)
 }
 

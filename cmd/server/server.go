@@ -98,6 +98,8 @@ type server struct {
 	backlinks      *service.BacklinksServer
 	rdb            redis.UniversalClient // nil without Redis (redis.go)
 	ledgerUp       atomic.Bool
+	// stopRunner hands this replica's exports over (exports.go).
+	stopRunner func()
 	// cleanups run in reverse order at shutdown, after the listeners stop.
 	cleanups []func() error
 	stop     context.CancelFunc
@@ -196,6 +198,9 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 		srv.RegisterService(service.GuardDecoding(&v1.BacklinksService_ServiceDesc, log), backlinks)
 		srv.RegisterService(service.GuardDecoding(&v1.QuotaService_ServiceDesc, log), quotaServer)
 		srv.RegisterService(service.GuardDecoding(&healthpb.Health_ServiceDesc, log), s.health)
+	}
+	if err := s.startExports(ctx, []*grpc.Server{s.grpc, s.gatewayGRPC}); err != nil {
+		return nil, err
 	}
 	reflection.Register(s.grpc)
 	s.serve("grpc", func() error { return s.grpc.Serve(grpcLimit) })
@@ -537,7 +542,12 @@ func (s *server) every(ctx context.Context, d time.Duration, fn func()) {
 func (s *server) shutdown() error {
 	s.log.Info("shutting down")
 	s.health.Shutdown()
+	// Exports are handed over at once, not after the drain: another
+	// replica continues them from the checkpoint each commits now.
+	handedOver := make(chan struct{})
+	go func() { s.stopExports(s.cfg.ShutdownTimeout); close(handedOver) }()
 	time.Sleep(s.cfg.DrainDelay)
+	<-handedOver
 	// Streams still running end now with UNAVAILABLE and their token, so
 	// their callers resume on another replica and the listeners can stop.
 	if s.backlinks != nil {

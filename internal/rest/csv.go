@@ -2,16 +2,11 @@ package rest
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"math"
 	"mime"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -19,8 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/linkgate/linkgate/internal/rowcsv"
 	"github.com/linkgate/linkgate/service"
 )
 
@@ -169,26 +164,7 @@ func acceptsCSV(values []string) bool {
 // columns are the CSV columns: the selected fields in order (the dataset's
 // default when none), after change and change_time for new/lost.
 func columns(sel []string, label string) []string {
-	events := label == "new_lost_backlinks"
-	var cols []string
-	for _, item := range sel {
-		for _, name := range strings.Split(item, ",") {
-			name = strings.TrimSpace(name)
-			if events && (name == "change" || name == "change_time") {
-				continue // always the first two columns
-			}
-			if name != "" && !slices.Contains(cols, name) {
-				cols = append(cols, name)
-			}
-		}
-	}
-	if len(cols) == 0 {
-		cols = service.DefaultSelect(label)
-	}
-	if events {
-		cols = append([]string{"change", "change_time"}, cols...)
-	}
-	return cols
+	return rowcsv.Columns(sel, service.DefaultSelect(label), label == "new_lost_backlinks")
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {
@@ -205,7 +181,7 @@ type csvWriter struct {
 	columns []string
 	stream  bool
 
-	csv        *csv.Writer // set once the header row is out
+	csv        *rowcsv.Writer // set once the header row is out
 	record     []string
 	lastToken  string
 	streamFail string
@@ -238,13 +214,11 @@ func (w *csvWriter) rows(msg rowsMessage) error {
 			w.csv.Write(w.record)
 		}
 	}
-	w.csv.Flush()
-	return w.csv.Error()
+	return w.csv.Flush()
 }
 
 func (w *csvWriter) startCSV() {
-	w.csv = csv.NewWriter(w.ResponseWriter)
-	w.csv.UseCRLF = true // RFC 4180
+	w.csv = rowcsv.NewWriter(w.ResponseWriter)
 	w.csv.Write(w.columns)
 	w.record = make([]string, len(w.columns))
 }
@@ -295,105 +269,6 @@ func (w *csvWriter) Flush() {
 // Unwrap lets http.ResponseController reach the connection.
 func (w *csvWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// rowCell is the text of one column of a row: a field of the row, or of
-// the backlink a new/lost row carries (whose fields come first).
-func rowCell(row protoreflect.Message, column string) string {
-	fields := row.Descriptor().Fields()
-	if bl := fields.ByName("backlink"); bl != nil && bl.Kind() == protoreflect.MessageKind && row.Has(bl) {
-		inner := row.Get(bl).Message()
-		if fd := inner.Descriptor().Fields().ByName(protoreflect.Name(column)); fd != nil && inner.Has(fd) {
-			return cell(fd, inner.Get(fd))
-		}
-	}
-	fd := fields.ByName(protoreflect.Name(column))
-	if fd == nil || !row.Has(fd) {
-		return "" // absent, as the JSON of the row leaves it out
-	}
-	return cell(fd, row.Get(fd))
-}
-
-// cell renders one value as the JSON of the row spells it: text as is,
-// numbers and booleans as JSON writes them, timestamps in RFC 3339 (UTC),
-// lists as a JSON array, and the change of a new/lost row as new or lost.
-func cell(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
-	if fd.IsList() {
-		l := v.List()
-		items := make([]string, l.Len())
-		for i := range l.Len() {
-			items[i] = scalar(fd, l.Get(i))
-		}
-		b, _ := json.Marshal(items)
-		return string(b)
-	}
-	if fd.Kind() == protoreflect.EnumKind && fd.Name() == "change" {
-		return strings.ToLower(strings.TrimPrefix(scalar(fd, v), "CHANGE_"))
-	}
-	return scalar(fd, v)
-}
-
-// scalar is one value in protojson's text: 64-bit integers, which JSON
-// quotes, and floats as their shortest form (an exponent outside
-// [1e-6, 1e21)); NaN and the infinities by name.
-func scalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
-	switch fd.Kind() {
-	case protoreflect.StringKind:
-		return v.String()
-	case protoreflect.BoolKind:
-		return strconv.FormatBool(v.Bool())
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
-		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return strconv.FormatInt(v.Int(), 10)
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return strconv.FormatUint(v.Uint(), 10)
-	case protoreflect.DoubleKind:
-		return jsonFloat(v.Float(), 64)
-	case protoreflect.FloatKind:
-		return jsonFloat(v.Float(), 32)
-	case protoreflect.EnumKind:
-		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
-			return string(ev.Name())
-		}
-		return strconv.Itoa(int(v.Enum()))
-	case protoreflect.MessageKind:
-		if ts, ok := v.Message().Interface().(*timestamppb.Timestamp); ok {
-			return rfc3339(ts)
-		}
-	}
-	b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(v.Message().Interface())
-	return string(b)
-}
-
-// jsonFloat formats f as protojson (and encoding/json) do.
-func jsonFloat(f float64, bits int) string {
-	switch {
-	case math.IsNaN(f):
-		return "NaN"
-	case math.IsInf(f, 1):
-		return "Infinity"
-	case math.IsInf(f, -1):
-		return "-Infinity"
-	}
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (bits == 64 && (abs < 1e-6 || abs >= 1e21) || bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21)) {
-		format = 'e'
-	}
-	s := strconv.FormatFloat(f, format, -1, bits)
-	if format == 'e' {
-		// e-09 to e-9, as JSON writes exponents.
-		if n := len(s); n >= 4 && s[n-4] == 'e' && s[n-3] == '-' && s[n-2] == '0' {
-			s = s[:n-2] + s[n-1:]
-		}
-	}
-	return s
-}
-
-// rfc3339 is a timestamp as protojson writes it: UTC, with 0, 3, 6 or 9
-// digits of fraction.
-func rfc3339(ts *timestamppb.Timestamp) string {
-	t := time.Unix(ts.GetSeconds(), int64(ts.GetNanos())).UTC()
-	s := t.Format("2006-01-02T15:04:05.000000000")
-	s = strings.TrimSuffix(s, "000")
-	s = strings.TrimSuffix(s, "000")
-	s = strings.TrimSuffix(s, ".000")
-	return s + "Z"
-}
+// rowCell is the text of one column of a row, as every CSV of rows
+// spells it.
+func rowCell(row protoreflect.Message, column string) string { return rowcsv.Cell(row, column) }

@@ -65,8 +65,13 @@ func New(c Config) (http.Handler, error) {
 	if err := v1.RegisterQuotaServiceHandlerClient(ctx, gw, v1.NewQuotaServiceClient(c.Conn)); err != nil {
 		return nil, err
 	}
+	if err := registerExports(ctx, gw, c.Conn); err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", csvOutput(gw))
+	// A part's download is the file as stored, whatever the Accept header.
+	mux.Handle("GET /v1/exports/", gw)
 	mux.HandleFunc("/openapi.json", onlyGET(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi.JSON)

@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"cloud.google.com/go/longrunning/autogen/longrunningpb"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/genproto/googleapis/api/annotations"
@@ -547,6 +548,8 @@ var routes = func() []route {
 	for _, sd := range []protoreflect.ServiceDescriptor{
 		v1.File_linkgate_v1_backlinks_service_proto.Services().ByName("BacklinksService"),
 		v1.File_linkgate_v1_quota_service_proto.Services().ByName("QuotaService"),
+		v1.File_linkgate_v1_export_service_proto.Services().ByName("ExportService"),
+		longrunningpb.File_google_longrunning_operations_proto.Services().ByName("Operations"),
 	} {
 		methods := sd.Methods()
 		for i := range methods.Len() {
@@ -556,14 +559,52 @@ var routes = func() []route {
 				continue
 			}
 			method, path := httpRule(rule)
-			// QuoteMeta escapes the braces of {tenant} too.
-			pattern := regexp.MustCompile(`\\\{[^}]+\\\}`).ReplaceAllString(regexp.QuoteMeta(path), `[^/]+`)
-			out = append(out, route{method: method, path: path, match: regexp.MustCompile("^" + pattern + "$"),
+			out = append(out, route{method: method, path: path, match: pathRegexp(path),
 				input: md.Input(), body: rule.GetBody()})
 		}
 	}
 	return out
 }()
+
+// pathRegexp matches the paths of an HTTP rule's template: a variable
+// {tenant} is one segment, {name=operations/**} its own template, in
+// which * is one segment and ** any number.
+func pathRegexp(template string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for rest := template; rest != ""; {
+		open := strings.IndexByte(rest, '{')
+		if open < 0 {
+			b.WriteString(regexp.QuoteMeta(rest))
+			break
+		}
+		b.WriteString(regexp.QuoteMeta(rest[:open]))
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			panic("rest: unbalanced braces in HTTP rule " + template)
+		}
+		_, sub, hasSub := strings.Cut(rest[open+1:open+end], "=")
+		if !hasSub {
+			sub = "*"
+		}
+		for i, seg := range strings.Split(sub, "/") {
+			if i > 0 {
+				b.WriteString("/")
+			}
+			switch seg {
+			case "*":
+				b.WriteString("[^/]+")
+			case "**":
+				b.WriteString(".+")
+			default:
+				b.WriteString(regexp.QuoteMeta(seg))
+			}
+		}
+		rest = rest[open+end+1:]
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
 
 func httpRule(r *annotations.HttpRule) (method, path string) {
 	switch p := r.GetPattern().(type) {

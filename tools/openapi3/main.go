@@ -60,8 +60,9 @@ const (
 	csv    = "text/csv"
 )
 
-// tagDocs describe the two services (the plugin leaves tags bare).
+// tagDocs describe the services (the plugin leaves tags bare).
 var tagDocs = map[string]string{
+	"ExportService":    "Exports: a Stream request run on the server into files in a bucket, as a long-running operation (GET /v1/operations/{id} watches it), and the download of its parts.",
 	"BacklinksService": "The four datasets (backlinks, referring domains, broken backlinks, new and lost backlinks) as List and Stream calls, the stats of a target, and what a request would cost.",
 	"QuotaService":     "The caller's share of the upstream budget, and for admins every tenant's.",
 }
@@ -96,6 +97,8 @@ func improve(doc *openapi3.T) {
 		status.Value.Required = []string{"code", "message"}
 		status.Value.Description = "The error body of every failed call (google.rpc.Status): a canonical gRPC code, a message, and details such as BadRequest, QuotaFailure, RetryInfo and ErrorInfo."
 	}
+
+	partBody(doc)
 
 	paths := doc.Paths.Map()
 	names := make([]string, 0, len(paths))
@@ -142,6 +145,24 @@ func improve(doc *openapi3.T) {
 			}
 		}
 	}
+}
+
+// partBody says what a part's download answers: the stored file, of the
+// part's content type, not JSON (the plugin writes a google.api.HttpBody
+// stream as a JSON string).
+func partBody(doc *openapi3.T) {
+	for _, item := range doc.Paths.Map() {
+		op := item.Get
+		if op == nil || op.OperationID != "ExportService_GetExportPart" {
+			continue
+		}
+		if ok := op.Responses.Status(200); ok != nil && ok.Value != nil {
+			ok.Value.Description = ptr("The part's bytes as stored, with its Content-Type: application/x-ndjson, text/csv, application/vnd.apache.parquet, or application/gzip for a gzip NDJSON or CSV part.")
+			ok.Value.Content = openapi3.Content{"application/octet-stream": &openapi3.MediaType{Schema: &openapi3.SchemaRef{
+				Value: &openapi3.Schema{Type: &openapi3.Types{"string"}, Format: "binary"}}}}
+		}
+	}
+	delete(doc.Components.Schemas, "apiHttpBody")
 }
 
 func requireParams(path string, op *openapi3.Operation) {
