@@ -35,7 +35,7 @@ func BenchmarkReserveSettle(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := l.Settle(ctx, r, 1); err != nil {
+				if err := settle(l, ctx, r, 1); err != nil {
 					b.Fatal(err)
 				}
 				lat = append(lat, time.Since(t))
@@ -65,7 +65,7 @@ func BenchmarkReserveSettleParallel(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					if err := l.Settle(ctx, r, 1); err != nil {
+					if err := settle(l, ctx, r, 1); err != nil {
 						b.Error(err)
 						return
 					}

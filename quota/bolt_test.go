@@ -14,18 +14,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // boltLedger opens the ledger in the file at path; first: the file is new,
 // and the period is opened as a first start's reconciliation opens it.
-func boltLedger(t testing.TB, path string, clk *fakeClock, first bool) (*BoltStore, *Ledger) {
+func boltLedger(t testing.TB, path string, clk *clock.Fake, first bool) (*BoltStore, *Ledger) {
 	t.Helper()
 	s, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l, err := New(s, Config{Budget: "crash", PoolLimit: 1000, ResetDay: 15, Lease: time.Minute,
-		Tenants: map[string]int64{"a": 500}, Clock: clk.Now})
+		Tenants: map[string]int64{"a": 500}, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func boltLedger(t testing.TB, path string, clk *fakeClock, first bool) (*BoltSto
 func TestBoltRestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "ledger.db")
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	s, l := boltLedger(t, path, clk, true)
 	mustSettle(t, l, mustReserve(t, l, "a", "backlinks", 30), 25)
 	open := mustReserve(t, l, "a", "backlinks", 10)
@@ -75,7 +77,7 @@ func TestBoltCrashChild(t *testing.T) {
 	if path == "" {
 		t.Skip("child process of TestBoltKill9")
 	}
-	_, l := boltLedger(t, path, newClock(t0), true)
+	_, l := boltLedger(t, path, clock.NewFake(t0), true)
 	for range 5 {
 		mustSettle(t, l, mustReserve(t, l, "a", "backlinks", 10), 7)
 	}
@@ -124,7 +126,7 @@ func TestBoltKill9(t *testing.T) {
 		t.Fatalf("child never reserved; output:\n%s", strings.Join(lines, "\n"))
 	}
 
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	s, l := boltLedger(t, path, clk, false)
 	defer s.Close()
 	checkPool(t, l, 35, 20)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // storeClock is a store with a clock of its own that every replica sharing
@@ -23,14 +25,14 @@ type storeClock interface {
 // and one round trip per replica every 30 s costs nothing.
 const resync = 30 * time.Second
 
-// clock is the ledger's time. With a store clock it is the store's time,
+// ledgerClock is the ledger's time. With a store clock it is the store's time,
 // read without a round trip as the time last measured on the store plus
 // what the replica's clock has counted since. On a real clock that count
 // is monotonic, so a step of the replica's wall clock changes nothing.
-type clock struct {
+type ledgerClock struct {
 	store     storeClock // nil: the local clock decides
 	budget    string
-	local     func() time.Time
+	local     clock.Clock
 	last      atomic.Pointer[reading]
 	measuring atomic.Bool
 }
@@ -41,8 +43,8 @@ type reading struct {
 	taken        time.Time // by the process' own clock, for resync
 }
 
-func newLedgerClock(s Store, budget string, local func() time.Time) *clock {
-	c := &clock{budget: budget, local: local}
+func newLedgerClock(s Store, budget string, local clock.Clock) *ledgerClock {
+	c := &ledgerClock{budget: budget, local: local}
 	c.store, _ = s.(storeClock)
 	return c
 }
@@ -52,9 +54,9 @@ func newLedgerClock(s Store, budget string, local func() time.Time) *clock {
 // later one measures again once the reading is resync old, and keeps the
 // last reading if that fails, since the step itself will meet the
 // store's trouble.
-func (c *clock) now(ctx context.Context) (time.Time, error) {
+func (c *ledgerClock) now(ctx context.Context) (time.Time, error) {
 	if c.store == nil {
-		return c.local().UTC(), nil
+		return c.local.Now().UTC(), nil
 	}
 	r := c.last.Load()
 	switch {
@@ -69,27 +71,27 @@ func (c *clock) now(ctx context.Context) (time.Time, error) {
 		}
 		c.measuring.Store(false)
 	}
-	return r.store.Add(c.local().Sub(r.local)).UTC(), nil
+	return r.store.Add(c.local.Now().Sub(r.local)).UTC(), nil
 }
 
 // lastNow is now without a round trip: the last reading, or the local
 // clock before any.
-func (c *clock) lastNow() time.Time {
+func (c *ledgerClock) lastNow() time.Time {
 	if r := c.last.Load(); r != nil {
-		return r.store.Add(c.local().Sub(r.local)).UTC()
+		return r.store.Add(c.local.Now().Sub(r.local)).UTC()
 	}
-	return c.local().UTC()
+	return c.local.Now().UTC()
 }
 
 // measure reads the store's clock; the local time it is paired with is
 // the middle of the round trip, so the error is at most half of it.
-func (c *clock) measure(ctx context.Context) (*reading, error) {
-	before := c.local()
+func (c *ledgerClock) measure(ctx context.Context) (*reading, error) {
+	before := c.local.Now()
 	t, err := c.store.Time(ctx, c.budget)
 	if err != nil {
 		return nil, err
 	}
-	after := c.local()
+	after := c.local.Now()
 	r := &reading{store: t, local: before.Add(after.Sub(before) / 2), taken: time.Now()}
 	c.last.Store(r)
 	return r, nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -15,11 +16,11 @@ import (
 // refused like every other, until the store's clock reaches the reset.
 func TestRedisSkewedReplicaAtTheReset(t *testing.T) {
 	ctx := context.Background()
-	world := newClock(time.Date(2025, 3, 14, 23, 40, 0, 0, time.UTC)) // the reset is on the 15th at 00:00
-	ahead := newClock(world.Now().Add(38 * time.Minute))
-	s := redisStoreAt(redistest.Client(t), world.Now)
+	world := clock.NewFake(time.Date(2025, 3, 14, 23, 40, 0, 0, time.UTC)) // the reset is on the 15th at 00:00
+	ahead := clock.NewFake(world.Now().Add(38 * time.Minute))
+	s := redisStoreAt(redistest.Client(t), world)
 	onTime := newLedger(t, s, world, nil)
-	skewed, err := New(s, func() Config { cfg := onTime.cfg; cfg.Clock = ahead.Now; return cfg }())
+	skewed, err := New(s, func() Config { cfg := onTime.cfg; cfg.Clock = ahead; return cfg }())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestRedisSkewedReplicaLeases(t *testing.T) {
 	cfg := Config{Budget: uniqueBudget(), PoolLimit: 10_000, ResetDay: 1, Lease: 2 * time.Minute}
 	replica := func(skew time.Duration) *Ledger {
 		cfg := cfg
-		cfg.Clock = func() time.Time { return time.Now().Add(skew) }
+		cfg.Clock = skewedClock{Clock: clock.System, skew: skew}
 		l, err := New(s, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -100,9 +101,9 @@ func TestRedisSkewedReplicaLeases(t *testing.T) {
 // failed reading fails the first step with the store's ErrUnavailable.
 func TestLedgerClockResyncs(t *testing.T) {
 	ctx := context.Background()
-	local := newClock(time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC))
+	local := clock.NewFake(time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC))
 	store := &steppedClock{t: time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC).Add(time.Hour)}
-	c := &clock{store: store, budget: "b", local: local.Now}
+	c := &ledgerClock{store: store, budget: "b", local: local}
 	store.err = ErrUnavailable
 	if _, err := c.now(ctx); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("no reading: %v, want ErrUnavailable", err)
@@ -137,3 +138,11 @@ func (s *steppedClock) Time(context.Context, string) (time.Time, error) {
 	s.reads++
 	return s.t, s.err
 }
+
+// skewedClock is a replica's real clock, off by skew.
+type skewedClock struct {
+	clock.Clock
+	skew time.Duration
+}
+
+func (c skewedClock) Now() time.Time { return c.Clock.Now().Add(c.skew) }

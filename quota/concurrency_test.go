@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -19,7 +20,7 @@ import (
 func hammer(t *testing.T, stores []Store, workers, ops int) {
 	t.Helper()
 	ctx := context.Background()
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	budget := uniqueBudget()
 	limits := map[string]int64{"a": 600, "b": 900}
 	const pool = 2000
@@ -74,10 +75,10 @@ func hammer(t *testing.T, stores []Store, workers, ops int) {
 				}
 				granted.Add(1)
 				if rng.IntN(4) == 0 {
-					err = l.Release(ctx, r)
+					err = release(l, ctx, r)
 				} else {
 					actual := rng.Int64N(units + 1)
-					if err = l.Settle(ctx, r, actual); err == nil {
+					if err = settle(l, ctx, r, actual); err == nil {
 						settled.Add(actual)
 					}
 				}

@@ -6,15 +6,17 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // conformanceCases run unchanged against every store; each case gets a
 // fresh budget on a fresh (or, for redis, shared but separate) store.
 var conformanceCases = []struct {
 	name string
-	run  func(t *testing.T, s Store, clk *fakeClock)
+	run  func(t *testing.T, s Store, clk *clock.Fake)
 }{
-	{"rollover at the reset boundary", func(t *testing.T, s Store, clk *fakeClock) {
+	{"rollover at the reset boundary", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		before := time.Date(2025, 3, 14, 23, 59, 59, 0, time.UTC)
 		clk.Set(before)
@@ -41,7 +43,7 @@ var conformanceCases = []struct {
 		clk.Set(before)
 		checkPool(t, l, 97, 0)
 	}},
-	{"pool and tenant limits", func(t *testing.T, s Store, clk *fakeClock) {
+	{"pool and tenant limits", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 100; c.Tenants = map[string]int64{"a": 30} })
 		resetAt := PeriodAt(clk.Now(), 15).End
@@ -65,7 +67,7 @@ var conformanceCases = []struct {
 		mustReserve(t, l, "b", "x", 10) // exactly the pool limit
 		checkPool(t, l, 0, 100)
 	}},
-	{"denial costs nothing", func(t *testing.T, s Store, clk *fakeClock) {
+	{"denial costs nothing", func(t *testing.T, s Store, clk *clock.Fake) {
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 50; c.Tenants = map[string]int64{"a": 20} })
 		mustSettle(t, l, mustReserve(t, l, "a", "x", 15), 15)
 		mustReserve(t, l, "b", "x", 30)
@@ -82,20 +84,20 @@ var conformanceCases = []struct {
 			t.Fatalf("denials changed the ledger:\n%+v\n%+v", before, after)
 		}
 	}},
-	{"settle and release are idempotent", func(t *testing.T, s Store, clk *fakeClock) {
+	{"settle and release are idempotent", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, nil)
 		r := mustReserve(t, l, "a", "x", 10)
 		mustSettle(t, l, r, 7)
 		mustSettle(t, l, r, 7)
 		mustSettle(t, l, r, 9)
-		if err := l.Release(ctx, r); err != nil {
+		if err := release(l, ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		checkPool(t, l, 7, 0)
 		r2 := mustReserve(t, l, "a", "x", 10)
 		for range 2 {
-			if err := l.Release(ctx, r2); err != nil {
+			if err := release(l, ctx, r2); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -105,7 +107,7 @@ var conformanceCases = []struct {
 		cctx, cancel := context.WithCancel(ctx)
 		r3 := mustReserve(t, l, "a", "x", 10)
 		cancel()
-		if err := l.Settle(cctx, r3, 3); err != nil {
+		if err := settle(l, cctx, r3, 3); err != nil {
 			t.Fatal(err)
 		}
 		if rep := mustReport(t, l); rep.Pool.Used != 10 || rep.Settled != 2 {
@@ -113,11 +115,11 @@ var conformanceCases = []struct {
 		}
 		bogus := r3
 		bogus.Budget = "another"
-		if err := l.Settle(ctx, bogus, 1); !errors.Is(err, ErrUnknownReservation) {
+		if err := settle(l, ctx, bogus, 1); !errors.Is(err, ErrUnknownReservation) {
 			t.Fatalf("a reservation of another budget: %v", err)
 		}
 	}},
-	{"a reservation the store has no record of settles as a direct charge", func(t *testing.T, s Store, clk *fakeClock) {
+	{"a reservation the store has no record of settles as a direct charge", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.Tenants = map[string]int64{"a": 500} })
 		r := mustReserve(t, l, "a", "x", 10)
@@ -129,7 +131,7 @@ var conformanceCases = []struct {
 			t.Fatalf("Finish of an unknown reservation = %d, %v; want %d left", left, err, 500-40-10)
 		}
 		mustSettle(t, l, lost, 40) // a retry counts once
-		if err := l.Release(ctx, Reservation{ID: "never-seen", Budget: r.Budget, Tenant: "a", Label: "x",
+		if err := release(l, ctx, Reservation{ID: "never-seen", Budget: r.Budget, Tenant: "a", Label: "x",
 			Units: 5, Period: r.Period}); err != nil {
 			t.Fatalf("Release of an unknown reservation: %v", err)
 		}
@@ -144,7 +146,7 @@ var conformanceCases = []struct {
 		}
 		checkPool(t, l, 25, 10)
 	}},
-	{"expired reservation charged in full", func(t *testing.T, s Store, clk *fakeClock) {
+	{"expired reservation charged in full", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 		r := mustReserve(t, l, "a", "pages", 40)
@@ -153,7 +155,7 @@ var conformanceCases = []struct {
 		clk.Advance(time.Second)
 		checkPool(t, l, 40, 0)
 		mustSettle(t, l, r, 10) // late and lower: the full charge stands
-		if err := l.Release(ctx, r); err != nil {
+		if err := release(l, ctx, r); err != nil {
 			t.Fatal(err)
 		}
 		checkPool(t, l, 40, 0)
@@ -175,7 +177,7 @@ var conformanceCases = []struct {
 		clk.Set(t0.Add(3 * time.Minute))
 		checkPool(t, l, 70, 0)
 	}},
-	{"overrun recorded", func(t *testing.T, s Store, clk *fakeClock) {
+	{"overrun recorded", func(t *testing.T, s Store, clk *clock.Fake) {
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 100 })
 		a, b := mustReserve(t, l, "a", "refdomains", 60), mustReserve(t, l, "b", "backlinks", 10)
 		mustSettle(t, l, a, 150) // already spent upstream: recorded, not refused
@@ -194,7 +196,7 @@ var conformanceCases = []struct {
 			t.Fatal("granted above an overspent pool")
 		}
 	}},
-	{"tenant limit override persists", func(t *testing.T, s Store, clk *fakeClock) {
+	{"tenant limit override persists", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.Tenants = map[string]int64{"a": 10} })
 		limit := int64(50)
@@ -221,7 +223,7 @@ var conformanceCases = []struct {
 			t.Fatalf("tenants %+v", rep.Tenants)
 		}
 	}},
-	{"finish goes by the stored reservation", func(t *testing.T, s Store, clk *fakeClock) {
+	{"finish goes by the stored reservation", func(t *testing.T, s Store, clk *clock.Fake) {
 		l := newLedger(t, s, clk, func(c *Config) { c.Tenants = map[string]int64{"a": 100, "b": 100} })
 		r := mustReserve(t, l, "a", "x", 10)
 		altered := r
@@ -233,7 +235,7 @@ var conformanceCases = []struct {
 			t.Fatalf("report %+v", rep)
 		}
 	}},
-	{"a ledger that lost its data is unknown until rebuilt", func(t *testing.T, s Store, clk *fakeClock) {
+	{"a ledger that lost its data is unknown until rebuilt", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 1000; c.Tenants = map[string]int64{"a": 300} })
 		limit := int64(200)
@@ -277,7 +279,7 @@ var conformanceCases = []struct {
 		}
 		mustReserve(t, l, "b", "x", 50)
 	}},
-	{"the first start and each new period are opened", func(t *testing.T, s Store, clk *fakeClock) {
+	{"the first start and each new period are opened", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newUnopened(t, s, clk, func(c *Config) { c.PoolLimit = 1000 })
 		if _, err := l.Reserve(ctx, "a", "x", 1); !errors.Is(err, ErrRebuilding) {
@@ -301,7 +303,7 @@ var conformanceCases = []struct {
 			t.Fatalf("reconciliation of the new period = %+v, %v; want nothing rebuilt", d, err)
 		}
 	}},
-	{"reconcile adopts a higher upstream figure", func(t *testing.T, s Store, clk *fakeClock) {
+	{"reconcile adopts a higher upstream figure", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, nil)
 		mustSettle(t, l, mustReserve(t, l, "a", "x", 100), 100)
@@ -343,7 +345,7 @@ func TestConformance(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			for _, tc := range conformanceCases {
 				t.Run(tc.name, func(t *testing.T) {
-					tc.run(t, kind.open(t), newClock(t0))
+					tc.run(t, kind.open(t), clock.NewFake(t0))
 				})
 			}
 		})
@@ -361,7 +363,7 @@ func (f failingUpstream) UpstreamUsage(context.Context) (int64, time.Time, error
 // the operator's problem rather than as the ledger's.
 func TestRebuildErrorTellsWhy(t *testing.T) {
 	ctx := context.Background()
-	l := newUnopened(t, NewMemoryStore(), newClock(t0), nil)
+	l := newUnopened(t, NewMemoryStore(), clock.NewFake(t0), nil)
 	refused := errors.New("upstream: the key is refused")
 	if _, err := l.Reconcile(ctx, failingUpstream{refused}); !errors.Is(err, refused) {
 		t.Fatalf("Reconcile = %v", err)

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -26,33 +26,6 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.Exit(code)
-}
-
-// fakeClock is the injected clock of every test: time moves only when a test
-// says so.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
 }
 
 // uniqueBudget keeps tests that share one Redis server apart.
@@ -88,7 +61,7 @@ var t0 = time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
 
 // redisStoreAt is a Redis store whose clock is now, in place of the
 // server's TIME: a deployment at a moment of the test's choosing.
-func redisStoreAt(c redis.UniversalClient, now func() time.Time) *RedisStore {
+func redisStoreAt(c redis.UniversalClient, now clock.Clock) *RedisStore {
 	s := NewRedisStore(c)
 	s.clock = now
 	return s
@@ -96,7 +69,7 @@ func redisStoreAt(c redis.UniversalClient, now func() time.Time) *RedisStore {
 
 // newLedger returns a ledger of a new budget whose current period is
 // opened, as the first reconciliation of a first start opens it.
-func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
+func newLedger(t testing.TB, s Store, clk *clock.Fake, mod func(*Config)) *Ledger {
 	t.Helper()
 	l := newUnopened(t, s, clk, mod)
 	openPeriod(t, l)
@@ -105,13 +78,13 @@ func newLedger(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger
 
 // newUnopened is newLedger before the first reconciliation: its period is
 // unknown.
-func newUnopened(t testing.TB, s Store, clk *fakeClock, mod func(*Config)) *Ledger {
+func newUnopened(t testing.TB, s Store, clk *clock.Fake, mod func(*Config)) *Ledger {
 	t.Helper()
 	if rs, ok := s.(*RedisStore); ok && rs.clock == nil {
 		// The test's moment is the whole deployment's.
-		rs.clock = clk.Now
+		rs.clock = clk
 	}
-	cfg := Config{Budget: uniqueBudget(), PoolLimit: 1000, ResetDay: 15, Lease: time.Minute, Clock: clk.Now}
+	cfg := Config{Budget: uniqueBudget(), PoolLimit: 1000, ResetDay: 15, Lease: time.Minute, Clock: clk}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -142,7 +115,7 @@ func mustReserve(t testing.TB, l *Ledger, tenant, label string, units int64) Res
 
 func mustSettle(t testing.TB, l *Ledger, r Reservation, actual int64) {
 	t.Helper()
-	if err := l.Settle(context.Background(), r, actual); err != nil {
+	if err := settle(l, context.Background(), r, actual); err != nil {
 		t.Fatalf("Settle(%d): %v", actual, err)
 	}
 }
@@ -186,4 +159,16 @@ func emptyLike(t testing.TB, s Store) Store {
 	}
 	t.Fatalf("no empty store like %T", s)
 	return nil
+}
+
+// settle finishes r with actual units spent.
+func settle(l *Ledger, ctx context.Context, r Reservation, actual int64) error {
+	_, err := l.Finish(ctx, r, Outcome{Actual: actual})
+	return err
+}
+
+// release finishes r unspent.
+func release(l *Ledger, ctx context.Context, r Reservation) error {
+	_, err := l.Finish(ctx, r, Outcome{Release: true})
+	return err
 }

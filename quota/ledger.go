@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // Config describes one budget.
@@ -37,12 +39,12 @@ type Config struct {
 	// has no limit of its own, only the pool's. A run-time override set with
 	// SetTenantLimit wins over this.
 	Tenants map[string]int64
-	// Clock is the replica's clock; nil means time.Now. On a store with a
-	// clock of its own (Redis) it only counts the time elapsed since the
-	// ledger last read the store's clock, which decides periods and
+	// Clock is the replica's clock; nil means clock.System. On a store
+	// with a clock of its own (Redis) it only counts the time elapsed since
+	// the ledger last read the store's clock, which decides periods and
 	// leases; elsewhere it decides them itself.
-	Clock func() time.Time
-	// FinishTimeout bounds Settle and Release, which ignore the caller's
+	Clock clock.Clock
+	// FinishTimeout bounds Finish, which ignores the caller's
 	// cancellation; 0 means 5s.
 	FinishTimeout time.Duration
 }
@@ -125,6 +127,10 @@ type Usage struct {
 	Tenant Account
 }
 
+// Remaining is what the tenant may still spend: its own room, which the
+// ledger already caps at what the pool has left.
+func (u Usage) Remaining() int64 { return min(u.Pool.Remaining, u.Tenant.Remaining) }
+
 // Report is the whole budget in the current period, for operators.
 type Report struct {
 	Pool          Account
@@ -167,7 +173,7 @@ type Ledger struct {
 	// failed is why the last reconciliation failed; nil after one that
 	// did not (RebuildError).
 	failed atomic.Pointer[error]
-	clock  *clock
+	clock  *ledgerClock
 }
 
 // seen is what this replica last read of the state a store may lose, so
@@ -296,9 +302,7 @@ func New(store Store, cfg Config) (*Ledger, error) {
 			return nil, fmt.Errorf("quota: bad tenant limit %q=%d", t, v)
 		}
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.FinishTimeout <= 0 {
 		cfg.FinishTimeout = 5 * time.Second
 	}
@@ -390,8 +394,17 @@ type Outcome struct {
 }
 
 // Finish settles or releases r as o says, in one store operation, and
-// returns what r's tenant may still reserve. Settle and Release are its
-// two common forms.
+// returns what r's tenant may still reserve.
+//
+// Settling turns r into spend of o.Actual units, charged to r's own period
+// even after a rollover. Below the estimate the difference returns to the
+// pool; above it the actual is recorded anyway and counted as an overrun,
+// since the units are already spent. Releasing returns r's units unspent.
+// Finishing again, or a reservation the lease already charged in full,
+// changes nothing but the part of a settled actual above its units.
+//
+// Finish ignores cancellation of ctx (a cancelled caller must not leave
+// units reserved) and is bounded by Config.FinishTimeout instead.
 func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remaining int64, err error) {
 	if o.Actual < 0 || o.Actual > maxUnits {
 		return 0, fmt.Errorf("quota: actual %d must be in 0..%d", o.Actual, int64(maxUnits))
@@ -421,28 +434,6 @@ func (l *Ledger) Finish(ctx context.Context, r Reservation, o Outcome) (remainin
 		l.RequestReconcile()
 	}
 	return res.Remaining, err
-}
-
-// Settle turns r into spend of actual units, charged to r's own period even
-// after a rollover. Below the estimate the difference returns to the pool;
-// above it the actual is recorded anyway and counted as an overrun, since
-// the units are already spent. Settling again, or after Release, changes
-// nothing. A reservation already charged in full after its lease only gains
-// the part of actual above its units.
-//
-// Settle ignores cancellation of ctx (a cancelled caller must not leave units
-// reserved) and is bounded by Config.FinishTimeout instead.
-func (l *Ledger) Settle(ctx context.Context, r Reservation, actual int64) error {
-	_, err := l.Finish(ctx, r, Outcome{Actual: actual})
-	return err
-}
-
-// Release returns r's units unspent. After Settle, after an earlier Release,
-// or after the lease charged it, it changes nothing. Like Settle it ignores
-// cancellation of ctx.
-func (l *Ledger) Release(ctx context.Context, r Reservation) error {
-	_, err := l.Finish(ctx, r, Outcome{Release: true})
-	return err
 }
 
 func (l *Ledger) snapshot(ctx context.Context) (Snapshot, Period, error) {

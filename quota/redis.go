@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // RedisStore keeps the ledger in Redis (7 or later), shared by every
@@ -32,7 +34,7 @@ type RedisStore struct {
 	watch   func(RedisServer)
 	// clock replaces the server's TIME where set: in tests, which put the
 	// whole deployment at a moment of their choosing.
-	clock func() time.Time
+	clock clock.Clock
 }
 
 type stepKeys struct {
@@ -73,7 +75,7 @@ var timeScript = redis.NewScript("return redis.call('TIME')")
 // (storeClock): the Redis server's TIME.
 func (s *RedisStore) Time(ctx context.Context, budget string) (time.Time, error) {
 	if s.clock != nil {
-		return s.clock(), nil
+		return s.clock.Now(), nil
 	}
 	v, err := timeScript.Run(ctx, s.c, []string{s.base(budget) + ":limits"}).Int64Slice()
 	if err == nil && len(v) != 2 {
@@ -129,8 +131,7 @@ func notNow(err error, re redis.Error) bool {
 
 func (s *RedisStore) base(budget string) string { return s.prefix + ":{" + budget + "}" }
 
-// period returns the key of a period's hash (lua/common.lua). The keys of
-// the earlier layout, which the functions fold into it, share its prefix.
+// period returns the key of a period's hash (lua/common.lua).
 func (s *RedisStore) period(budget string, p Period) string {
 	return s.base(budget) + ":p:" + p.Key + ":pool"
 }
@@ -220,7 +221,7 @@ func (s *RedisStore) Reserve(ctx context.Context, op ReserveOp) (ReserveResult, 
 
 // needsSweep runs op, and when it replies that period p needs a sweep
 // first (a lease may have run out, a finished record may be due to go, or
-// the period is of the earlier layout), sweeps and runs it once more. The
+// the period's hash was never written), sweeps and runs it once more. The
 // sweep takes the same now as op, which then finds nothing left to sweep.
 func (s *RedisStore) needsSweep(ctx context.Context, budget string, p Period, now time.Time, op func() (any, error)) (any, error) {
 	v, err := op()

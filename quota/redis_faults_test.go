@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -178,7 +179,7 @@ func TestRedisServerFaultsAreUnavailable(t *testing.T) {
 				tc.setup(t, s)
 			}
 			first := redis.NewClient(&redis.Options{Addr: s.Addr})
-			clk := newClock(t0)
+			clk := clock.NewFake(t0)
 			l := newLedger(t, NewRedisStore(first), clk, nil)
 			mustReserve(t, l, "a", "x", 10)
 			_ = first.Close()
@@ -216,7 +217,7 @@ func TestRedisClusterMovingSlotIsUnavailable(t *testing.T) {
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { _ = cc.Close() })
 	store := NewRedisStore(cc)
-	l := newLedger(t, store, newClock(t0), nil)
+	l := newLedger(t, store, clock.NewFake(t0), nil)
 	mustReserve(t, l, "a", "x", 10)
 
 	base := store.base(l.cfg.Budget)

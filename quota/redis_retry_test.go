@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -83,7 +84,7 @@ func TestRedisReserveRetriedAfterLostReply(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), MaxRetries: 3,
 		MinRetryBackoff: time.Millisecond, MaxRetryBackoff: 5 * time.Millisecond, PoolSize: 1})
 	t.Cleanup(func() { _ = c.Close() })
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	l := newLedger(t, NewRedisStore(c), clk, func(cfg *Config) { cfg.PoolLimit = 10_000 })
 	ctx := context.Background()
 	// Load the scripts and warm the one pooled connection, so that the next

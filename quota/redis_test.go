@@ -3,7 +3,6 @@ package quota
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -24,7 +24,7 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 	_ = l.Close() // nothing listens there any more
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
-	led := newUnopened(t, NewRedisStore(c), newClock(t0), nil)
+	led := newUnopened(t, NewRedisStore(c), clock.NewFake(t0), nil)
 	ctx := context.Background()
 	_, err = led.Reserve(ctx, "a", "x", 1)
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "cannot be reached") {
@@ -42,7 +42,7 @@ func TestRedisUnreachableFailsClosed(t *testing.T) {
 func TestRedisKeys(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	s := NewRedisStore(c, WithRedisRetention(24*time.Hour))
 	l := newLedger(t, s, clk, nil)
 	done := mustReserve(t, l, "a", "x", 10)
@@ -99,49 +99,12 @@ func TestRedisKeys(t *testing.T) {
 	}
 }
 
-// TestRedisReadsEarlierRecords: reservations recorded by the earlier layout
-// (a JSON record in the period's res hash, no 'due' in the pool) still
-// settle, and still lapse and are charged, so an upgrade loses nothing.
-func TestRedisReadsEarlierRecords(t *testing.T) {
-	ctx := context.Background()
-	c := redistest.Client(t)
-	clk := newClock(t0)
-	s := NewRedisStore(c)
-	l := newUnopened(t, s, clk, func(c *Config) { c.Lease = time.Minute })
-	p := l.Period()
-	k := earlierKeys(s, l.cfg.Budget, p)
-	expires := clk.Now().Add(time.Minute)
-	for _, id := range []string{"settles", "lapses"} {
-		rec := fmt.Sprintf(`{"t":"a","l":"x","u":10,"e":%d,"s":"open","a":0}`, expires.UnixMilli())
-		if err := c.HSet(ctx, k[4], id, rec).Err(); err != nil {
-			t.Fatal(err)
-		}
-		c.ZAdd(ctx, k[5], redis.Z{Score: float64(expires.UnixMilli()), Member: id})
-	}
-	c.HSet(ctx, k[0], "reserved", 20)
-	c.HSet(ctx, k[2], "a", 20)
-	openPeriod(t, l)
-	mustSettle(t, l, Reservation{ID: "settles", Budget: l.cfg.Budget, Tenant: "a", Label: "x",
-		Units: 10, Period: p.Key, Expires: expires}, 4)
-	checkPool(t, l, 4, 10)
-	clk.Advance(2 * time.Minute)
-	mustReserve(t, l, "b", "x", 1)
-	// Charged by that Reserve, before any report swept.
-	if n, err := c.HGet(ctx, k[0], "expired").Int64(); err != nil || n != 1 {
-		t.Fatalf("expired = %d, %v; want the lapsed lease charged by Reserve", n, err)
-	}
-	rep := mustReport(t, l)
-	if rep.Pool.Used != 14 || rep.Pool.Reserved != 1 || rep.Expired != 1 || rep.SpendByTenant["a"] != 14 {
-		t.Fatalf("report %+v", rep)
-	}
-}
-
 // TestRedisReserveChargesLapsedLease: the pool's 'due' spares Reserve its
 // sweep only until a lease may have run out.
 func TestRedisReserveChargesLapsedLease(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	s := NewRedisStore(c)
 	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 	pool := s.period(l.cfg.Budget, l.Period())
@@ -156,75 +119,13 @@ func TestRedisReserveChargesLapsedLease(t *testing.T) {
 	checkPool(t, l, 10, 1)
 }
 
-// earlierKeys returns the keys of a period in the earlier layout: pool,
-// tused, tres, label, res, lease.
-func earlierKeys(s *RedisStore, budget string, p Period) []string {
-	b := strings.TrimSuffix(s.period(budget, p), "pool")
-	return []string{b + "pool", b + "tused", b + "tres", b + "label", b + "res", b + "lease"}
-}
-
-// TestRedisFoldsEarlierLayout: a period kept in the earlier layout (the
-// counters in four hashes, open leases in a sorted set, each record a key
-// of its own) is folded into the period's hash by the first script that
-// meets it, with its spend, its open reservations and its finished records.
-func TestRedisFoldsEarlierLayout(t *testing.T) {
-	ctx := context.Background()
-	c := redistest.Client(t)
-	clk := newClock(t0)
-	s := NewRedisStore(c)
-	l := newUnopened(t, s, clk, func(c *Config) { c.Lease = time.Minute; c.Tenants = map[string]int64{"a": 100} })
-	p := l.Period()
-	k := earlierKeys(s, l.cfg.Budget, p)
-	expires := clk.Now().Add(time.Minute)
-	open := Reservation{ID: "open", Budget: l.cfg.Budget, Tenant: "a", Label: "x", Units: 10, Period: p.Key, Expires: expires}
-	done := Reservation{ID: "done", Budget: l.cfg.Budget, Tenant: "a", Label: "x", Units: 5, Period: p.Key, Expires: expires}
-	ttl := time.Hour
-	for _, cmd := range [][]any{
-		{"HSET", k[0], "used", 25, "reserved", 10, "settled", 2, "due", expires.UnixMilli(), "prev_swept", 1},
-		{"HSET", k[1], "a", 20, "b", 5},
-		{"HSET", k[2], "a", 10},
-		{"HSET", k[3], "a\x1fx", 20, "b\x1fy", 5},
-		{"SET", k[4] + ":open", fmt.Sprintf("open\x1f10\x1f%d\x1f0\x1fx\x1fa", expires.UnixMilli()), "PX", ttl.Milliseconds()},
-		{"SET", k[4] + ":done", fmt.Sprintf("settled\x1f5\x1f%d\x1f4\x1fx\x1fa", expires.UnixMilli()), "PX", ttl.Milliseconds()},
-		{"ZADD", k[5], expires.UnixMilli(), "open"},
-	} {
-		if err := c.Do(ctx, cmd...).Err(); err != nil {
-			t.Fatal(cmd, err)
-		}
-	}
-	openPeriod(t, l)
-	rep := mustReport(t, l)
-	if rep.Pool.Used != 25 || rep.Pool.Reserved != 10 || rep.SpendByTenant["a"] != 20 || rep.SpendByLabel["y"] != 5 {
-		t.Fatalf("report after the fold %+v", rep)
-	}
-	if u, err := l.Usage(ctx, "a"); err != nil || u.Tenant.Remaining != 70 {
-		t.Fatalf("usage of a = %+v, %v; want 70 left of 100 (20 used, 10 reserved)", u.Tenant, err)
-	}
-	for _, old := range k[1:] {
-		if n, err := c.Exists(ctx, old).Result(); err != nil || n != 0 {
-			t.Fatalf("%s still there after the fold (%d, %v)", old, n, err)
-		}
-	}
-	// The finished record is still found: settling it again changes nothing.
-	mustSettle(t, l, done, 4)
-	mustSettle(t, l, open, 7)
-	checkPool(t, l, 32, 0)
-	// And the open one, moved into the hash, lapses like any other.
-	mustReserve(t, l, "a", "x", 3)
-	clk.Advance(2 * time.Minute)
-	mustReserve(t, l, "b", "x", 1)
-	if rep := mustReport(t, l); rep.Pool.Used != 35 || rep.Expired != 1 || rep.SpendByTenant["a"] != 30 {
-		t.Fatalf("report %+v", rep)
-	}
-}
-
 // TestRedisSweepsThePreviousPeriod: while the period before still has an
 // open lease, Reserve in the new one goes on, and the lease is charged by
 // the first Reserve after it runs out.
 func TestRedisSweepsThePreviousPeriod(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	clk := newClock(time.Date(2025, 3, 14, 23, 59, 30, 0, time.UTC))
+	clk := clock.NewFake(time.Date(2025, 3, 14, 23, 59, 30, 0, time.UTC))
 	s := NewRedisStore(c)
 	l := newLedger(t, s, clk, func(c *Config) { c.Lease = time.Minute })
 	old := l.Period()
@@ -252,13 +153,13 @@ func TestRedisTenantLimitCopy(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
 	s := NewRedisStore(c)
-	late := newClock(time.Date(2025, 3, 14, 23, 59, 59, 0, time.UTC)) // one replica, still in the old period
-	early := newClock(time.Date(2025, 3, 15, 0, 0, 1, 0, time.UTC))   // another, already in the new one
+	late := clock.NewFake(time.Date(2025, 3, 14, 23, 59, 59, 0, time.UTC)) // one replica, still in the old period
+	early := clock.NewFake(time.Date(2025, 3, 15, 0, 0, 1, 0, time.UTC))   // another, already in the new one
 	limits := func(c *Config) { c.Tenants = map[string]int64{"a": 10} }
 	l := newLedger(t, s, late, limits)
 	// Even on one clock, a reading taken just before the reset and one just
 	// after meet at the boundary.
-	l2, err := New(redisStoreAt(c, early.Now), func() Config { cfg := l.cfg; cfg.Clock = early.Now; return cfg }())
+	l2, err := New(redisStoreAt(c, early), func() Config { cfg := l.cfg; cfg.Clock = early; return cfg }())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +183,7 @@ func TestRedisTenantLimitCopy(t *testing.T) {
 func TestRedisLoadsItsFunctions(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
-	l := newLedger(t, NewRedisStore(c), newClock(t0), nil)
+	l := newLedger(t, NewRedisStore(c), clock.NewFake(t0), nil)
 	mustSettle(t, l, mustReserve(t, l, "a", "x", 10), 10)
 	if err := c.FunctionDelete(ctx, ledgerLibrary.name).Err(); err != nil {
 		t.Fatal(err)

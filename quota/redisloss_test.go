@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -163,7 +164,7 @@ func TestRedisLostPeriodIsNotReopened(t *testing.T) {
 	ctx := context.Background()
 	c := redistest.Client(t)
 	s := NewRedisStore(c)
-	l := newLedger(t, s, newClock(t0), func(c *Config) { c.PoolLimit = 100 })
+	l := newLedger(t, s, clock.NewFake(t0), func(c *Config) { c.PoolLimit = 100 })
 	mustSettle(t, l, mustReserve(t, l, "a", "x", 90), 90)
 	if err := c.Del(ctx, s.period(l.cfg.Budget, l.Period())).Err(); err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func TestRedisRefusesAnEvictingServer(t *testing.T) {
 	srv := redistest.Start(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
 	var seen []RedisServer
 	s := NewRedisStore(srv.Client(), WithRedisWatch(func(r RedisServer) { seen = append(seen, r) }))
-	l := newUnopened(t, s, newClock(t0), nil)
+	l := newUnopened(t, s, clock.NewFake(t0), nil)
 	err := l.Ping(ctx)
 	if !errors.Is(err, ErrEvicting) || !strings.Contains(err.Error(), "allkeys-lru") ||
 		!strings.Contains(err.Error(), "noeviction") {
@@ -255,6 +256,6 @@ func TestRedisWithoutInfo(t *testing.T) {
 	if len(seen) != 1 || seen[0].Evicting() || !strings.Contains(seen[0].Durability(), "INFO refused") {
 		t.Fatalf("watched %+v", seen)
 	}
-	l := newLedger(t, s, newClock(t0), nil)
+	l := newLedger(t, s, clock.NewFake(t0), nil)
 	mustSettle(t, l, mustReserve(t, l, "a", "x", 5), 5)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // truthCases are the ledger rules that make it converge to the upstream's
@@ -13,9 +15,9 @@ import (
 // corrects down as well as up. They run against every store.
 var truthCases = []struct {
 	name string
-	run  func(t *testing.T, s Store, clk *fakeClock)
+	run  func(t *testing.T, s Store, clk *clock.Fake)
 }{
-	{"a retried reserve counts once", func(t *testing.T, s Store, clk *fakeClock) {
+	{"a retried reserve counts once", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 100 })
 		now := clk.Now()
@@ -30,7 +32,7 @@ var truthCases = []struct {
 		}
 		checkPool(t, l, 0, 40)
 	}},
-	{"reserve and settle return what is left", func(t *testing.T, s Store, clk *fakeClock) {
+	{"reserve and settle return what is left", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 1000; c.Tenants = map[string]int64{"a": 300} })
 		r := mustReserve(t, l, "a", "x", 100)
@@ -49,7 +51,7 @@ var truthCases = []struct {
 			t.Fatalf("Release = %d, %v; want 940", left, err)
 		}
 	}},
-	{"room held by requests in flight is not spent", func(t *testing.T, s Store, clk *fakeClock) {
+	{"room held by requests in flight is not spent", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 100 })
 		mustSettle(t, l, mustReserve(t, l, "a", "x", 30), 30)
@@ -65,7 +67,7 @@ var truthCases = []struct {
 			t.Fatalf("Reserve(20) with 90 spent = %v, want a denial of spent budget", err)
 		}
 	}},
-	{"a reconcile takes back provisional charges the upstream never made", func(t *testing.T, s Store, clk *fakeClock) {
+	{"a reconcile takes back provisional charges the upstream never made", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 1_000_000 })
 		// One confirmed page, ten cut requests charged in full on
@@ -93,7 +95,7 @@ var truthCases = []struct {
 			t.Fatalf("tenant/label spend %v %v, want 12012", rep.SpendByTenant, rep.SpendByLabel)
 		}
 	}},
-	{"a reconcile never goes below confirmed spend", func(t *testing.T, s Store, clk *fakeClock) {
+	{"a reconcile never goes below confirmed spend", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 10_000 })
 		mustSettle(t, l, mustReserve(t, l, "a", "x", 500), 500)
@@ -114,7 +116,7 @@ var truthCases = []struct {
 		}
 		checkPool(t, l, 700, 0) // 600 + 100 adopted from elsewhere; nothing taken back
 	}},
-	{"a lapsed lease is provisional", func(t *testing.T, s Store, clk *fakeClock) {
+	{"a lapsed lease is provisional", func(t *testing.T, s Store, clk *clock.Fake) {
 		ctx := context.Background()
 		l := newLedger(t, s, clk, func(c *Config) { c.PoolLimit = 10_000 })
 		mustReserve(t, l, "a", "x", 1000) // its holder dies
@@ -134,7 +136,7 @@ func TestLedgerConverges(t *testing.T) {
 		t.Run(kind.name, func(t *testing.T) {
 			for _, tc := range truthCases {
 				t.Run(tc.name, func(t *testing.T) {
-					tc.run(t, kind.open(t), newClock(t0))
+					tc.run(t, kind.open(t), clock.NewFake(t0))
 				})
 			}
 		})

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // MemoryCache keeps answers in process: fresh for a TTL, bounded by the
@@ -22,7 +24,7 @@ type MemoryCache struct {
 	bytes    int
 	lru      *list.List // of *memEntry, most recent first
 	byKey    map[string]*list.Element
-	now      func() time.Time
+	clock    clock.Clock
 }
 
 type memEntry struct {
@@ -32,12 +34,9 @@ type memEntry struct {
 }
 
 // NewMemoryCache returns a cache of at most maxBytes of bodies, each fresh
-// for ttl; now nil means time.Now. A body larger than maxBytes is not kept.
-func NewMemoryCache(maxBytes int, ttl time.Duration, now func() time.Time) *MemoryCache {
-	if now == nil {
-		now = time.Now
-	}
-	return &MemoryCache{ttl: ttl, maxBytes: maxBytes, lru: list.New(), byKey: map[string]*list.Element{}, now: now}
+// for ttl by c (nil: clock.System). A body larger than maxBytes is not kept.
+func NewMemoryCache(maxBytes int, ttl time.Duration, c clock.Clock) *MemoryCache {
+	return &MemoryCache{ttl: ttl, maxBytes: maxBytes, lru: list.New(), byKey: map[string]*list.Element{}, clock: clock.Or(c)}
 }
 
 // Get implements Cache. The body is shared: callers must not modify it.
@@ -49,7 +48,7 @@ func (c *MemoryCache) Get(_ context.Context, key string) ([]byte, bool) {
 		return nil, false
 	}
 	me := e.Value.(*memEntry)
-	if c.now().Sub(me.at) > c.ttl {
+	if c.clock.Now().Sub(me.at) > c.ttl {
 		c.remove(e)
 		return nil, false
 	}
@@ -67,7 +66,7 @@ func (c *MemoryCache) Put(_ context.Context, key string, body []byte) {
 	if e, ok := c.byKey[key]; ok {
 		c.remove(e)
 	}
-	c.byKey[key] = c.lru.PushFront(&memEntry{key: key, body: body, at: c.now()})
+	c.byKey[key] = c.lru.PushFront(&memEntry{key: key, body: body, at: c.clock.Now()})
 	c.bytes += len(body)
 	for c.bytes > c.maxBytes {
 		c.remove(c.lru.Back())

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // Limiter is the key's rate: one slot per Interval, shared by everything
@@ -50,23 +52,20 @@ type LocalLimiter struct {
 	interval time.Duration
 	tat      time.Time // theoretical arrival time of the next slot
 	paused   time.Time
-	now      func() time.Time
+	clock    clock.Clock
 }
 
-// NewLocalLimiter returns a limiter of rpm requests per minute; now nil
-// means time.Now.
-func NewLocalLimiter(rpm float64, now func() time.Time) *LocalLimiter {
-	if now == nil {
-		now = time.Now
-	}
-	return &LocalLimiter{interval: IntervalOf(rpm), now: now}
+// NewLocalLimiter returns a limiter of rpm requests per minute; a nil
+// clock means clock.System.
+func NewLocalLimiter(rpm float64, c clock.Clock) *LocalLimiter {
+	return &LocalLimiter{interval: IntervalOf(rpm), clock: clock.Or(c)}
 }
 
 // Take implements Limiter.
 func (l *LocalLimiter) Take(context.Context, bool) (time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.now()
+	now := l.clock.Now()
 	if now.Before(l.paused) {
 		return l.paused.Sub(now), nil
 	}
@@ -81,7 +80,7 @@ func (l *LocalLimiter) Take(context.Context, bool) (time.Duration, error) {
 func (l *LocalLimiter) Pause(_ context.Context, d time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if until := l.now().Add(d); until.After(l.paused) {
+	if until := l.clock.Now().Add(d); until.After(l.paused) {
 		l.paused = until
 	}
 	return nil

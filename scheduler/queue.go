@@ -242,7 +242,7 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 			for s.q.next(err) {
 			}
 		case wait > 0:
-			s.q.setNextFree(s.cfg.Now().Add(wait))
+			s.q.setNextFree(s.cfg.Clock.Now().Add(wait))
 			if !s.pause(ctx, wait) {
 				return
 			}
@@ -282,7 +282,7 @@ func (s *Scheduler) admit(ctx context.Context, tenant string, c Class) (time.Dur
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	start := s.cfg.Now()
+	start := s.cfg.Clock.Now()
 	if est := s.estimate(c, start); est > 0 {
 		if dl, ok := ctx.Deadline(); ok && start.Add(est).After(dl) {
 			return 0, &QueueError{Wait: est}
@@ -294,15 +294,15 @@ func (s *Scheduler) admit(ctx context.Context, tenant string, c Class) (time.Dur
 	}
 	select {
 	case err := <-w.ready:
-		return s.cfg.Now().Sub(start), err
+		return s.cfg.Clock.Now().Sub(start), err
 	case <-ctx.Done():
 		if !s.q.remove(w) {
 			if err := <-w.ready; err != nil {
-				return s.cfg.Now().Sub(start), err
+				return s.cfg.Clock.Now().Sub(start), err
 			}
 			// A slot granted as the caller left goes unused.
 		}
-		return s.cfg.Now().Sub(start), ctx.Err()
+		return s.cfg.Clock.Now().Sub(start), ctx.Err()
 	}
 }
 

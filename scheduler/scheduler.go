@@ -34,6 +34,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/quota"
 )
 
@@ -172,8 +173,8 @@ type Config struct {
 	// Outcome, if set, is told the error (nil on success) of every call
 	// sent, for health from real outcomes.
 	Outcome func(err error)
-	// Now is the clock of waits and estimates; default time.Now.
-	Now func() time.Time
+	// Clock is the clock of waits and estimates; nil means clock.System.
+	Clock clock.Clock
 	// HeldWait is how long a call whose reservation is refused only
 	// because requests in flight hold the room (quota.DeniedError's
 	// HeldInFlight) waits for them to settle before the refusal stands.
@@ -202,9 +203,7 @@ func New(cfg Config) (*Scheduler, error) {
 	if cfg.InteractiveRun <= 0 {
 		cfg.InteractiveRun = 4
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.HeldWait <= 0 {
 		cfg.HeldWait = 30 * time.Second
 	}

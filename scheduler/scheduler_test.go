@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/linkgate/linkgate/internal/clock"
+	"github.com/linkgate/linkgate/internal/poll"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/quota"
 )
@@ -59,27 +61,15 @@ func (l *handLimiter) give(n int) {
 	}
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newLedger(t *testing.T, clk *clock) *quota.Ledger {
+func newLedger(t *testing.T, clk *clock.Fake) *quota.Ledger {
 	t.Helper()
 	return newLedgerOn(t, quota.NewMemoryStore(), clk)
 }
 
-func newLedgerOn(t *testing.T, store quota.Store, clk *clock) *quota.Ledger {
+func newLedgerOn(t *testing.T, store quota.Store, clk *clock.Fake) *quota.Ledger {
 	t.Helper()
 	l, err := quota.New(store, quota.Config{Budget: fmt.Sprintf("b%d", time.Now().UnixNano()), PoolLimit: 1_000_000, ResetDay: 1,
-		Lease: time.Minute, Clock: clk.Now})
+		Lease: time.Minute, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +108,7 @@ func pool(t *testing.T, l *quota.Ledger) quota.Report {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, time.Millisecond, what, cond)
 }
 
 // ok is a Send that answers at once with a reported cost.
@@ -152,7 +136,7 @@ func TestNothingReservedWhileQueued(t *testing.T) {
 }
 
 func nothingReservedWhileQueued(t *testing.T, store quota.Store) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger := newLedgerOn(t, store, clk)
 	lim := newHandLimiter()
 	s := newScheduler(t, Config{Limiter: lim, Ledger: ledger})
@@ -202,7 +186,7 @@ func nothingReservedWhileQueued(t *testing.T, store quota.Store) {
 // TestQueueDeadline: a call whose deadline would pass in the queue is
 // refused at once with linkgate's own error and the wait it would have had.
 func TestQueueDeadline(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger := newLedger(t, clk)
 	lim := newHandLimiter()
 	s := newScheduler(t, Config{Limiter: lim, Ledger: ledger})
@@ -238,7 +222,7 @@ func TestQueueDeadline(t *testing.T) {
 // after every InteractiveRun interactive ones), and tenants of one class
 // share slots by weight.
 func TestFairness(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger := newLedger(t, clk)
 	lim := newHandLimiter()
 	s := newScheduler(t, Config{Limiter: lim, Ledger: ledger, Weights: map[string]float64{"heavy": 3}, InteractiveRun: 4})
@@ -293,9 +277,9 @@ func TestFairness(t *testing.T) {
 // TestCoalescing: identical calls in flight share one upstream request and
 // one reservation; the others are served free.
 func TestCoalescing(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger := newLedger(t, clk)
-	s := newScheduler(t, Config{Limiter: Unlimited{}, Ledger: ledger, Cache: NewMemoryCache(1<<20, time.Minute, clk.Now)})
+	s := newScheduler(t, Config{Limiter: Unlimited{}, Ledger: ledger, Cache: NewMemoryCache(1<<20, time.Minute, clk)})
 	var sends atomic.Int32
 	release := make(chan struct{})
 	call := Call{Tenant: "a", Label: "x", Key: "same", Units: 600, Send: func(context.Context) (Response, error) {
@@ -357,7 +341,7 @@ func TestSettlement(t *testing.T) {
 		{"no answer", Response{Unanswered: true, Requests: 1}, context.Canceled, 1000, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+			clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 			ledger := newLedger(t, clk)
 			s := newScheduler(t, Config{Limiter: Unlimited{}, Ledger: ledger})
 			res, err := s.Do(context.Background(), Call{Tenant: "a", Label: "x", Units: 1000,
@@ -379,7 +363,7 @@ func TestSettlement(t *testing.T) {
 // TestGate: the first attempt of an admitted call uses its slot; a retry
 // waits for a slot of its own; a 429 pauses the limiter.
 func TestGate(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	lim := newHandLimiter()
 	s := newScheduler(t, Config{Limiter: lim, Ledger: newLedger(t, clk)})
 	g := s.Gate()
@@ -415,8 +399,8 @@ func TestGate(t *testing.T) {
 // TestLocalLimiter: slots are evenly spaced, never two within an interval,
 // and a pause holds every one back.
 func TestLocalLimiter(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
-	l := NewLocalLimiter(60, clk.Now)
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
+	l := NewLocalLimiter(60, clk)
 	ctx := context.Background()
 	if w, _ := l.Take(ctx, false); w != 0 {
 		t.Fatalf("first take waits %s", w)
@@ -555,8 +539,8 @@ func TestClaimsThroughTheBulkTurn(t *testing.T) {
 }
 
 func TestMemoryCache(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
-	c := NewMemoryCache(350, time.Minute, clk.Now)
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
+	c := NewMemoryCache(350, time.Minute, clk)
 	ctx := context.Background()
 	for i := range 10 {
 		c.Put(ctx, fmt.Sprint(i), make([]byte, 100))
@@ -607,10 +591,10 @@ func TestRedisCache(t *testing.T) {
 func TestPaidPageSurvivesALostReservation(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger := newLedgerOn(t, quota.NewRedisStore(srv.Client()), clk)
 	lim := newHandLimiter()
-	cache := NewMemoryCache(1<<20, time.Hour, clk.Now)
+	cache := NewMemoryCache(1<<20, time.Hour, clk)
 	s := newScheduler(t, Config{Limiter: lim, Ledger: ledger, Cache: cache})
 	lim.give(1)
 	res, err := s.Do(ctx, Call{Tenant: "a", Label: "backlinks", Key: "page-1", Units: 6006,
@@ -657,7 +641,7 @@ func (unreachableFinish) Finish(context.Context, quota.Reservation, quota.Outcom
 // even when its settlement cannot reach the store; the reservation left
 // open is charged in full when its lease lapses.
 func TestPaidPageSurvivesAnUnreachableLedger(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger := newLedger(t, clk)
 	lim := newHandLimiter()
 	s := newScheduler(t, Config{Limiter: lim, Ledger: unreachableFinish{ledger}})
@@ -677,9 +661,9 @@ func TestPaidPageSurvivesAnUnreachableLedger(t *testing.T) {
 // overlap near the end of a budget are all served; a refusal by room that
 // is spent, or held past HeldWait, stands.
 func TestHeldInFlightWaits(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	ledger, err := quota.New(quota.NewMemoryStore(), quota.Config{Budget: "held", PoolLimit: 10_000, ResetDay: 1,
-		Lease: time.Minute, Clock: clk.Now})
+		Lease: time.Minute, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,5 +732,5 @@ func TestHeldInFlightWaits(t *testing.T) {
 	if _, err := s.Do(dctx, Call{Tenant: "c", Label: "x", Units: 5000, Send: ok(1)}); !errors.As(err, &d) || !d.HeldInFlight() || dctx.Err() != nil {
 		t.Fatalf("held until the deadline: %v (context: %v), want the held-in-flight denial before the deadline", err, dctx.Err())
 	}
-	_ = ledger.Release(context.Background(), hold)
+	_, _ = ledger.Finish(context.Background(), hold, quota.Outcome{Release: true})
 }

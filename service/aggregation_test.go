@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -26,7 +27,7 @@ func TestAggregationExactlyOnce(t *testing.T) {
 		upstream.AggregationAll:          {"", "first_seen_link:desc", "anchor"},
 	}
 	for _, order := range []string{"", "domain_rating_source:desc"} {
-		q := query{data: brokenBacklinksData, p: params{Target: "sized-30000.example", OrderBy: order, Aggregation: upstream.AggregationOnePerDomain,
+		q := query{data: paging.BrokenBacklinks, p: paging.Params{Target: "sized-30000.example", OrderBy: order, Aggregation: upstream.AggregationOnePerDomain,
 			Select: []string{"name_source"}}, pageSize: 4}.withIdentity()
 		t.Run(fmt.Sprintf("broken/%q", order), func(t *testing.T) {
 			want := h.want(t, q)
@@ -48,7 +49,7 @@ func TestAggregationExactlyOnce(t *testing.T) {
 	for agg, list := range orders {
 		for _, order := range list {
 			for _, size := range []int32{3, 50} {
-				q := query{data: backlinksData, p: params{Target: "sized-1200.example", OrderBy: order, Aggregation: agg,
+				q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-1200.example", OrderBy: order, Aggregation: agg,
 					Select: []string{"name_source"}}, pageSize: size}.withIdentity()
 				t.Run(fmt.Sprintf("%s/%q/%d", agg, order, size), func(t *testing.T) {
 					want := h.want(t, q)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/clock"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -27,19 +28,26 @@ const (
 	MaxPageSize           = 1000
 )
 
+// Upstream is the part of the upstream client the service calls: the
+// engine's pages and the stats.
+type Upstream interface {
+	paging.Upstream
+	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
+}
+
 // Config configures the backlinks service.
 type Config struct {
 	Upstream Upstream
 	// Ledger is read for what a tenant has left when a page came from a
 	// cache. With Scheduler nil it must also be a scheduler.Ledger (a
 	// *quota.Ledger), which the default scheduler spends through.
-	Ledger Ledger
+	Ledger paging.Ledger
 	// Scheduler runs every paid upstream call. Nil means one in process
 	// over Ledger, with no rate limit of its own and a page cache of
 	// PageCacheBytes fresh for PageCacheTTL: for tests and tools; the
 	// server always passes the key's scheduler.
-	Scheduler Scheduler
-	Tokens    *Tokens
+	Scheduler paging.Scheduler
+	Tokens    *paging.Tokens
 	// UpstreamPageRows is the number of rows a stream asks of the upstream
 	// per request: large pages amortise the 50-unit floor of every request
 	// and the upstream's rate limit. Default 1000.
@@ -60,7 +68,9 @@ type Config struct {
 	// Default 1s, and never more than a quarter of the stream's time.
 	StreamDeadlineMargin time.Duration
 	Logger               *slog.Logger
-	Now                  func() time.Time
+	// Clock tells the time: the default page cache's freshness and the
+	// stats' default date. Nil means clock.System.
+	Clock clock.Clock
 	// Telemetry records spans and metrics; nil means one over the global
 	// OpenTelemetry providers.
 	Telemetry *Telemetry
@@ -70,7 +80,7 @@ type Config struct {
 type BacklinksServer struct {
 	v1.UnimplementedBacklinksServiceServer
 	cfg       Config
-	pager     pager
+	engine    *paging.Engine
 	draining  chan struct{}
 	drainOnce sync.Once
 	active    atomic.Int64 // streams in progress
@@ -88,9 +98,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.PageCacheBytes == 0 {
 		cfg.PageCacheBytes = 32 << 20
 	}
@@ -118,7 +126,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		}
 		var cache scheduler.Cache
 		if cfg.PageCacheBytes > 0 {
-			cache = scheduler.NewMemoryCache(cfg.PageCacheBytes, cfg.PageCacheTTL, cfg.Now)
+			cache = scheduler.NewMemoryCache(cfg.PageCacheBytes, cfg.PageCacheTTL, cfg.Clock)
 		}
 		sched, err := scheduler.New(scheduler.Config{Limiter: scheduler.Unlimited{}, Ledger: l, Cache: cache})
 		if err != nil {
@@ -127,8 +135,13 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 		cfg.Scheduler, s.closeFn = sched, sched.Close
 		s.cfg.Scheduler = sched
 	}
-	s.pager = pager{up: cfg.Upstream, sched: cfg.Scheduler, ledger: cfg.Ledger, tel: cfg.Telemetry, log: cfg.Logger,
-		sharedCache: cfg.SharePageCache, caps: cfg.RowCap}
+	var err error
+	s.engine, err = paging.New(paging.Config{Upstream: cfg.Upstream, Scheduler: s.cfg.Scheduler, Ledger: cfg.Ledger,
+		Tokens: cfg.Tokens, Observer: cfg.Telemetry, Logger: cfg.Logger, UpstreamPageRows: cfg.UpstreamPageRows,
+		SharedCache: cfg.SharePageCache, RowCap: cfg.RowCap})
+	if err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -154,8 +167,8 @@ type listRequest interface {
 
 // paramsOf reads the parameters of a list request; the ones a dataset does
 // not have are simply absent from its message.
-func paramsOf(req listRequest) params {
-	p := params{
+func paramsOf(req listRequest) paging.Params {
+	p := paging.Params{
 		Target:   req.GetTarget(),
 		Mode:     modes[req.GetMode()],
 		Protocol: protocols[req.GetProtocol()],
@@ -195,217 +208,102 @@ var (
 		v1.Aggregation_AGGREGATION_ONE_PER_DOMAIN: upstream.AggregationOnePerDomain,
 		v1.Aggregation_AGGREGATION_ALL:            upstream.AggregationAll,
 	}
-	changeFilters = map[v1.ChangeFilter]Changes{
-		v1.ChangeFilter_CHANGE_FILTER_NEW: ChangesNew, v1.ChangeFilter_CHANGE_FILTER_LOST: ChangesLost,
+	changeFilters = map[v1.ChangeFilter]paging.Changes{
+		v1.ChangeFilter_CHANGE_FILTER_NEW: paging.ChangesNew, v1.ChangeFilter_CHANGE_FILTER_LOST: paging.ChangesLost,
 	}
 )
 
-// prepared is a checked request: its plan, where it starts, and its caller.
-type prepared struct {
-	plan     *plan
-	start    cursor
-	tenant   string
-	pageSize int
-}
-
-// prepare authenticates, validates and compiles a list request; every
-// failure here happens before a unit is reserved.
-func (s *BacklinksServer) prepare(ctx context.Context, d *dataset, req listRequest, defaultSize int) (*prepared, error) {
+// prepare authenticates, validates and compiles a list request, and reads
+// where its page token resumes; every failure here happens before a unit is
+// reserved.
+func (s *BacklinksServer) prepare(ctx context.Context, d *paging.Dataset, req listRequest, defaultSize int) (paging.Request, error) {
 	caller, ok := CallerFrom(ctx)
 	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no caller")
+		return paging.Request{}, status.Error(codes.Unauthenticated, "no caller")
 	}
-	pl, err := compile(d, paramsOf(req), caller.Tenant)
+	if _, err := checkOnce(ctx, req); err != nil {
+		return paging.Request{}, err
+	}
+	pl, err := paging.Compile(d, paramsOf(req), caller.Tenant)
 	if err != nil {
-		return nil, toStatus(err, "")
+		return paging.Request{}, toStatus(err, "")
 	}
 	size, err := pageSize(req.GetPageSize(), defaultSize)
 	if err != nil {
-		return nil, toStatus(err, "")
+		return paging.Request{}, toStatus(err, "")
 	}
-	pr := &prepared{plan: pl, tenant: caller.Tenant, pageSize: size}
-	if tok := req.GetPageToken(); tok != "" {
-		if pr.start, err = s.cfg.Tokens.Decode(tok, pl.fingerprint, pl.keys); err != nil {
-			return nil, toStatus(err, "")
-		}
+	from, err := s.cfg.Tokens.Resume(pl, req.GetPageToken())
+	if err != nil {
+		return paging.Request{}, toStatus(err, "")
 	}
-	return pr, nil
+	return paging.Request{Plan: pl, Tenant: caller.Tenant, From: from, PageSize: size}, nil
 }
 
 // pageSize applies the default and the maximum to a requested page size.
 func pageSize(requested int32, def int) (int, error) {
 	switch {
 	case requested < 0:
-		return 0, badField("page_size", "must not be negative")
+		return 0, paging.BadField("page_size", "must not be negative")
 	case requested == 0:
 		return def, nil
 	}
 	return min(int(requested), MaxPageSize), nil
 }
 
-// resumeToken is the token a List error carries: where to resume when the
-// error is the upstream's order, which an operator may fix; none otherwise.
-func (s *BacklinksServer) resumeToken(pl *plan, pos cursor, err error) string {
-	var oerr *orderError
-	if !errors.As(err, &oerr) || pos.Key == nil {
-		return ""
-	}
-	t, _ := s.cfg.Tokens.Encode(pl.fingerprint, pos)
-	return t
-}
-
-// listed is one page of a List RPC.
-type listed struct {
-	rows  []upstream.Record
-	token string
-	cost  *v1.PageCost
-}
-
-// list serves one page: a single upstream request for page_size rows plus
-// one that tells whether more follow, so that the last page has no token.
-// Under the key's row cap the page is what the request was served, with a
-// token for the rest (AIP-158: only the token says that rows follow).
-func (s *BacklinksServer) list(ctx context.Context, d *dataset, req listRequest) (*prepared, *listed, error) {
-	pr, err := s.prepare(ctx, d, req, DefaultListPageSize)
+// list serves one List page (paging.Engine.List).
+func (s *BacklinksServer) list(ctx context.Context, d *paging.Dataset, req listRequest) (paging.Request, paging.Chunk, error) {
+	r, err := s.prepare(ctx, d, req, DefaultListPageSize)
 	if err != nil {
-		return nil, nil, err
+		return r, paging.Chunk{}, err
 	}
-	pages, wait := s.pager.run(ctx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
-		pageRows: pr.pageSize, maxRows: int64(pr.pageSize), single: true})
-	defer wait()
-	out := &listed{cost: &v1.PageCost{}}
-	pos := pr.start
-	for pg := range pages {
-		addCost(out.cost, pg)
-		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(pg.rows), pg.charged)
-		out.rows = append(out.rows, pg.rows...)
-		if pg.err != nil {
-			pos = pos.afterAll(pr.plan.keys, pg.rows)
-			return nil, nil, toStatus(pg.err, s.resumeToken(pr.plan, pos, pg.err))
-		}
-		pos = pg.next // at the probe row when the page showed it: the next page is checked to start there
-		if pg.more {
-			if out.token, err = s.cfg.Tokens.Encode(pr.plan.fingerprint, pos); err != nil {
-				return nil, nil, toStatus(err, "")
-			}
-		}
+	page, err := s.engine.List(ctx, r)
+	if err != nil {
+		return r, page, toStatus(err, page.Token)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, nil, toStatus(err, "")
-	}
-	return pr, out, nil
+	s.cfg.Telemetry.sent(ctx, r.Tenant, d.Label(), len(page.Rows)+len(page.Events), 0)
+	return r, page, nil
 }
 
-func addCost(c *v1.PageCost, pg page) {
-	c.UnitsCharged += pg.charged
-	c.Cached = c.Cached || pg.cached
-	c.UpstreamRequests += int32(pg.requests)
-	c.RemainingUnits = pg.remaining
+// pageCost is a page's cost as callers see it.
+func pageCost(c paging.Cost) *v1.PageCost {
+	return &v1.PageCost{UnitsCharged: c.Units, Cached: c.Cached, UpstreamRequests: int32(c.Requests), RemainingUnits: c.Remaining}
 }
 
-// streamPage is one message of a Stream RPC before conversion.
-type streamPage struct {
-	rows  []upstream.Record
-	token string
-	cost  *v1.PageCost
-}
-
-// streamRequest is what every Stream request message has beyond a List's.
+// streamRequest is what every Stream request message has beyond a List's:
+// its bounds, 0 meaning none (never negative: CheckBounds).
 type streamRequest interface {
 	listRequest
-	streamBounds
-}
-
-// streamBounds are the caller's bounds on a stream, 0 meaning none.
-type streamBounds interface {
 	GetMaxRows() int64
 	GetMaxUnits() int64
 }
 
-// checkStreamBounds refuses negative bounds.
-func checkStreamBounds(req streamBounds) error {
-	if n := req.GetMaxRows(); n < 0 {
-		return toStatus(badField("max_rows", "must not be negative, got %d", n), "")
-	}
-	if n := req.GetMaxUnits(); n < 0 {
-		return toStatus(badField("max_units", "must not be negative, got %d", n), "")
-	}
-	return nil
-}
-
-// stream runs a Stream RPC: upstream pages of UpstreamPageRows rows, sent
-// as messages of page_size rows, each with the token to resume after it.
-// When the run fails after some pages, the error carries the token of the
-// last row sent.
-func (s *BacklinksServer) stream(ctx context.Context, d *dataset, req streamRequest, send func(*plan, streamPage) error) error {
-	pr, err := s.prepare(ctx, d, req, DefaultStreamPageSize)
+// stream runs a Stream RPC (paging.Engine.Stream), each chunk sent by
+// send. When the run fails after some chunks, the error carries the token
+// of the last row sent.
+func (s *BacklinksServer) stream(ctx context.Context, d *paging.Dataset, req streamRequest, send func(*paging.Plan, paging.Chunk) error) error {
+	r, err := s.prepare(ctx, d, req, DefaultStreamPageSize)
 	if err != nil {
 		return err
 	}
-	if err := checkStreamBounds(req); err != nil {
-		return err
-	}
-	defer s.cfg.Telemetry.streamStarted(ctx, d.label)()
+	r.MaxRows, r.MaxUnits = req.GetMaxRows(), req.GetMaxUnits()
+	defer s.cfg.Telemetry.streamStarted(ctx, d.Label())()
 	runCtx, ended, stop := s.streamRun(ctx)
-	pages, wait := s.pager.run(runCtx, fetch{plan: pr.plan, tenant: pr.tenant, start: pr.start,
-		pageRows: s.cfg.UpstreamPageRows, maxRows: req.GetMaxRows(), maxUnits: req.GetMaxUnits(), bulkFrom: 2})
-	defer wait()
-	defer stop() // before wait: the pager stops when its context does
+	defer stop()
 	sent := false
-
-	pos := pr.start
-	token := func() string {
-		if pos.Key == nil {
-			return ""
+	var sendErr error
+	resume, err := s.engine.Stream(runCtx, r, func(c paging.Chunk) error {
+		if sendErr = send(r.Plan, c); sendErr != nil {
+			return sendErr
 		}
-		t, _ := s.cfg.Tokens.Encode(pr.plan.fingerprint, pos)
-		return t
+		s.cfg.Telemetry.sent(ctx, r.Tenant, d.Label(), len(c.Rows)+len(c.Events), 0)
+		sent = true
+		return nil
+	})
+	if sendErr != nil {
+		return sendErr
 	}
-	for pg := range pages {
-		// Units count when the page arrives, sent or not: they were spent.
-		// Rows count when they are sent.
-		s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, 0, pg.charged)
-		if pg.err != nil && len(pg.rows) == 0 {
-			return toStatus(ended(pg.err, sent), token())
-		}
-		cost := &v1.PageCost{}
-		addCost(cost, pg)
-		// An upstream page goes out as messages of page_size rows, the
-		// first carrying its cost. A page without rows still makes one
-		// message when it has something to say: a cost, that the run
-		// stopped with rows left (its token), or that the result is empty.
-		chunks := slices.Collect(slices.Chunk(pg.rows, pr.pageSize))
-		if len(chunks) == 0 && (cost.UnitsCharged > 0 || pg.more || !sent) {
-			chunks = [][]upstream.Record{nil}
-		}
-		for i, chunk := range chunks {
-			// A token resumes at the row after the message when it is known,
-			// so that the next page is checked to start with it.
-			switch {
-			case i < len(chunks)-1:
-				pos = pos.afterAll(pr.plan.keys, chunk).at(pr.plan.keys, chunks[i+1][0])
-			case pg.err == nil:
-				pos = pg.next
-			default:
-				pos = pos.afterAll(pr.plan.keys, chunk)
-			}
-			msg := streamPage{rows: chunk, cost: cost}
-			if !(pg.end && i == len(chunks)-1) {
-				msg.token = token()
-			}
-			if err := send(pr.plan, msg); err != nil {
-				return err
-			}
-			s.cfg.Telemetry.sent(ctx, pr.tenant, d.label, len(chunk), 0)
-			sent = true
-			cost = &v1.PageCost{RemainingUnits: pg.remaining}
-		}
-		if pg.err != nil {
-			return toStatus(ended(pg.err, sent), token())
-		}
-	}
-	if err := ended(ctx.Err(), sent); err != nil {
-		return toStatus(err, token())
+	if err := ended(err, sent); err != nil {
+		return toStatus(err, resume)
 	}
 	return nil
 }
@@ -477,69 +375,69 @@ var (
 
 // ListBacklinks returns one page of backlinks.
 func (s *BacklinksServer) ListBacklinks(ctx context.Context, req *v1.ListBacklinksRequest) (*v1.ListBacklinksResponse, error) {
-	pr, out, err := s.list(ctx, backlinksData, req)
+	r, page, err := s.list(ctx, paging.Backlinks, req)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf[v1.Backlink](pr.plan, out.rows)
-	return &v1.ListBacklinksResponse{Backlinks: rows, NextPageToken: out.token, Cost: out.cost}, err
+	rows, err := rowsOf[v1.Backlink](r.Plan, page.Rows)
+	return &v1.ListBacklinksResponse{Backlinks: rows, NextPageToken: page.Token, Cost: pageCost(page.Cost)}, err
 }
 
 // StreamBacklinks streams backlinks page by page.
 func (s *BacklinksServer) StreamBacklinks(req *v1.StreamBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBacklinksResponse]) error {
-	return s.stream(srv.Context(), backlinksData, req, func(pl *plan, p streamPage) error {
-		msgs := backlinkSlabs.get(len(p.rows))
-		rows, err := rowsIn[v1.Backlink](pl, p.rows, msgs)
+	return s.stream(srv.Context(), paging.Backlinks, req, func(pl *paging.Plan, p paging.Chunk) error {
+		msgs := backlinkSlabs.get(len(p.Rows))
+		rows, err := rowsIn[v1.Backlink](pl, p.Rows, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.token, Cost: p.cost},
+		return sendEncoded(srv, &v1.StreamBacklinksResponse{Backlinks: rows, NextPageToken: p.Token, Cost: pageCost(p.Cost)},
 			func() { backlinkSlabs.put(msgs) })
 	})
 }
 
 // ListRefDomains returns one page of referring domains.
 func (s *BacklinksServer) ListRefDomains(ctx context.Context, req *v1.ListRefDomainsRequest) (*v1.ListRefDomainsResponse, error) {
-	pr, out, err := s.list(ctx, refDomainsData, req)
+	r, page, err := s.list(ctx, paging.RefDomains, req)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf[v1.RefDomain](pr.plan, out.rows)
-	return &v1.ListRefDomainsResponse{RefDomains: rows, NextPageToken: out.token, Cost: out.cost}, err
+	rows, err := rowsOf[v1.RefDomain](r.Plan, page.Rows)
+	return &v1.ListRefDomainsResponse{RefDomains: rows, NextPageToken: page.Token, Cost: pageCost(page.Cost)}, err
 }
 
 // StreamRefDomains streams referring domains page by page.
 func (s *BacklinksServer) StreamRefDomains(req *v1.StreamRefDomainsRequest, srv grpc.ServerStreamingServer[v1.StreamRefDomainsResponse]) error {
-	return s.stream(srv.Context(), refDomainsData, req, func(pl *plan, p streamPage) error {
-		msgs := refDomainSlabs.get(len(p.rows))
-		rows, err := rowsIn[v1.RefDomain](pl, p.rows, msgs)
+	return s.stream(srv.Context(), paging.RefDomains, req, func(pl *paging.Plan, p paging.Chunk) error {
+		msgs := refDomainSlabs.get(len(p.Rows))
+		rows, err := rowsIn[v1.RefDomain](pl, p.Rows, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.token, Cost: p.cost},
+		return sendEncoded(srv, &v1.StreamRefDomainsResponse{RefDomains: rows, NextPageToken: p.Token, Cost: pageCost(p.Cost)},
 			func() { refDomainSlabs.put(msgs) })
 	})
 }
 
 // ListBrokenBacklinks returns one page of broken backlinks.
 func (s *BacklinksServer) ListBrokenBacklinks(ctx context.Context, req *v1.ListBrokenBacklinksRequest) (*v1.ListBrokenBacklinksResponse, error) {
-	pr, out, err := s.list(ctx, brokenBacklinksData, req)
+	r, page, err := s.list(ctx, paging.BrokenBacklinks, req)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := rowsOf[v1.BrokenBacklink](pr.plan, out.rows)
-	return &v1.ListBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: out.token, Cost: out.cost}, err
+	rows, err := rowsOf[v1.BrokenBacklink](r.Plan, page.Rows)
+	return &v1.ListBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: page.Token, Cost: pageCost(page.Cost)}, err
 }
 
 // StreamBrokenBacklinks streams broken backlinks page by page.
 func (s *BacklinksServer) StreamBrokenBacklinks(req *v1.StreamBrokenBacklinksRequest, srv grpc.ServerStreamingServer[v1.StreamBrokenBacklinksResponse]) error {
-	return s.stream(srv.Context(), brokenBacklinksData, req, func(pl *plan, p streamPage) error {
-		msgs := brokenBacklinkSlabs.get(len(p.rows))
-		rows, err := rowsIn[v1.BrokenBacklink](pl, p.rows, msgs)
+	return s.stream(srv.Context(), paging.BrokenBacklinks, req, func(pl *paging.Plan, p paging.Chunk) error {
+		msgs := brokenBacklinkSlabs.get(len(p.Rows))
+		rows, err := rowsIn[v1.BrokenBacklink](pl, p.Rows, msgs)
 		if err != nil {
 			return err
 		}
-		return sendEncoded(srv, &v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.token, Cost: p.cost},
+		return sendEncoded(srv, &v1.StreamBrokenBacklinksResponse{BrokenBacklinks: rows, NextPageToken: p.Token, Cost: pageCost(p.Cost)},
 			func() { brokenBacklinkSlabs.put(msgs) })
 	})
 }

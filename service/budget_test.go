@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
@@ -23,8 +24,8 @@ func TestSpendMatchesPagesAndUpstream(t *testing.T) {
 	ctx := context.Background()
 	var reported int64
 	for _, q := range []query{
-		{data: backlinksData, p: params{Target: "sized-1500.example", OrderBy: "domain_rating_source:desc"}, pageSize: 250},
-		{data: refDomainsData, p: params{Target: "sized-1500.example", Filter: "domain_rating >= 10"}, pageSize: 100},
+		{data: paging.Backlinks, p: paging.Params{Target: "sized-1500.example", OrderBy: "domain_rating_source:desc"}, pageSize: 250},
+		{data: paging.RefDomains, p: paging.Params{Target: "sized-1500.example", Filter: "domain_rating >= 10"}, pageSize: 100},
 	} {
 		pages, err := h.stream(ctx, q)
 		if err != nil {
@@ -45,19 +46,19 @@ func TestSpendMatchesPagesAndUpstream(t *testing.T) {
 	}
 
 	for _, bad := range []query{
-		{data: backlinksData, p: params{Target: "x.example", Filter: "nope = 1"}},
-		{data: backlinksData, p: params{Target: "x.example", Select: []string{"url_from,bogus"}}},
-		{data: backlinksData, p: params{Target: "x.example", OrderBy: "languages"}},
-		{data: refDomainsData, p: params{Target: "x.example", Filter: "domain_rating > \"high\""}},
-		{data: backlinksData, p: params{Target: ""}},
-		{data: newLostData, p: params{Target: "x.example", Since: "last week"}},
-		{data: backlinksData, p: params{Target: "x.example"}, token: "garbage"},
-		{data: backlinksData, p: params{Target: "x.example"}, pageSize: -1},
+		{data: paging.Backlinks, p: paging.Params{Target: "x.example", Filter: "nope = 1"}},
+		{data: paging.Backlinks, p: paging.Params{Target: "x.example", Select: []string{"url_from,bogus"}}},
+		{data: paging.Backlinks, p: paging.Params{Target: "x.example", OrderBy: "languages"}},
+		{data: paging.RefDomains, p: paging.Params{Target: "x.example", Filter: "domain_rating > \"high\""}},
+		{data: paging.Backlinks, p: paging.Params{Target: ""}},
+		{data: paging.NewLost, p: paging.Params{Target: "x.example", Since: "last week"}},
+		{data: paging.Backlinks, p: paging.Params{Target: "x.example"}, token: "garbage"},
+		{data: paging.Backlinks, p: paging.Params{Target: "x.example"}, pageSize: -1},
 	} {
 		if _, err := h.list(ctx, bad); code(err) != codes.InvalidArgument {
 			t.Errorf("%+v: %v, want INVALID_ARGUMENT", bad.p, err)
 		}
-		if bad.data == newLostData {
+		if bad.data == paging.NewLost {
 			continue // the stream helper speaks backlinks and refdomains
 		}
 		if _, err := h.stream(ctx, bad); code(err) != codes.InvalidArgument {
@@ -71,7 +72,7 @@ func TestSpendMatchesPagesAndUpstream(t *testing.T) {
 
 func TestInvalidArgumentNamesTheField(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	_, err := h.list(context.Background(), query{data: backlinksData, p: params{Target: "x.example", Filter: `domain_rating_source >= 10 AND http_code = "ok"`}})
+	_, err := h.list(context.Background(), query{data: paging.Backlinks, p: paging.Params{Target: "x.example", Filter: `domain_rating_source >= 10 AND http_code = "ok"`}})
 	st := status.Convert(err)
 	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "column 44") || !strings.Contains(st.Message(), `"http_code"`) {
 		t.Fatalf("got %v, want INVALID_ARGUMENT naming http_code at column 44", err)
@@ -90,7 +91,7 @@ func TestInvalidArgumentNamesTheField(t *testing.T) {
 func TestTokensAreBoundAndSigned(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	ctx := context.Background()
-	q := query{data: backlinksData, p: params{Target: "sized-300.example", OrderBy: "domain_rating_source:desc"}, pageSize: 10}
+	q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-300.example", OrderBy: "domain_rating_source:desc"}, pageSize: 10}
 	first, err := h.list(ctx, q)
 	if err != nil || first.token == "" {
 		t.Fatalf("first page: %v %+v", err, first)
@@ -102,9 +103,9 @@ func TestTokensAreBoundAndSigned(t *testing.T) {
 		"other order":   func(q query) query { q.p.OrderBy = "domain_rating_source:asc"; return q },
 		"other target":  func(q query) query { q.p.Target = "sized-301.example"; return q },
 		"other select":  func(q query) query { q.p.Select = []string{"url_from"}; return q },
-		"other dataset": func(q query) query { q.data = newLostData; q.p.Since = "2025-01-01"; return q },
+		"other dataset": func(q query) query { q.data = paging.NewLost; q.p.Since = "2025-01-01"; return q },
 		"tampered":      func(q query) query { q.token = tampered; return q },
-		"oversized":     func(q query) query { q.token = strings.Repeat("a", MaxTokenBytes+1); return q },
+		"oversized":     func(q query) query { q.token = strings.Repeat("a", paging.MaxTokenBytes+1); return q },
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := q
@@ -117,8 +118,8 @@ func TestTokensAreBoundAndSigned(t *testing.T) {
 		})
 	}
 	t.Run("expired", func(t *testing.T) {
-		h.now = h.now.Add(2 * time.Hour)
-		defer func() { h.now = h.now.Add(-2 * time.Hour) }()
+		h.clock.Advance(2 * time.Hour)
+		defer h.clock.Advance(-2 * time.Hour)
 		r := q
 		r.token = first.token
 		if _, err := h.list(ctx, r); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "expired") {
@@ -142,7 +143,7 @@ func TestBudgetExhaustedMidStream(t *testing.T) {
 	// rows: 3006 units each. 7000 units pay for two pages.
 	h := newHarness(t, harnessOptions{poolLimit: 7000, pageRows: 500})
 	ctx := context.Background()
-	q := query{data: backlinksData, p: params{Target: "sized-2000.example"}, pageSize: 200} // the default selection has url_from, url_to
+	q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-2000.example"}, pageSize: 200} // the default selection has url_from, url_to
 	want := h.want(t, q)
 	pages, err := h.stream(ctx, q)
 	st := status.Convert(err)
@@ -193,7 +194,7 @@ func equalIDs(a, b []string) bool { return strings.Join(a, "\n") == strings.Join
 // TENANT_LIMIT_REACHED.
 func TestTenantLimit(t *testing.T) {
 	h := newHarness(t, harnessOptions{tenants: map[string]int64{DefaultTenant: 100}})
-	_, err := h.list(context.Background(), query{data: backlinksData, p: params{Target: "sized-300.example"}, pageSize: 100})
+	_, err := h.list(context.Background(), query{data: paging.Backlinks, p: paging.Params{Target: "sized-300.example"}, pageSize: 100})
 	st := status.Convert(err)
 	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "tenant") {
 		t.Fatalf("got %v, want RESOURCE_EXHAUSTED for the tenant", err)
@@ -312,7 +313,7 @@ func TestBacklinksStats(t *testing.T) {
 func TestRepeatedPageIsFree(t *testing.T) {
 	h := newHarness(t, harnessOptions{poolLimit: 700})
 	h.sim.SetCacheTTL(-1) // only linkgate's own cache can make it free
-	q := query{data: backlinksData, p: params{Target: "sized-500.example"}, pageSize: 100}
+	q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-500.example"}, pageSize: 100}
 	first, err := h.list(context.Background(), q)
 	if err != nil || first.units != 606 {
 		t.Fatalf("first page: %v, %d units, want 606", err, first.units)

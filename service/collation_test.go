@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -97,27 +98,27 @@ func orderFailure(t *testing.T, err error) (token string) {
 // token resumes before the refused page: no row skipped, none repeated.
 func TestPagingUnderEveryCollation(t *testing.T) {
 	datasets := []struct {
-		data   *dataset
+		data   *paging.Dataset
 		target string
 	}{
-		{backlinksData, "sized-150.example"},
-		{refDomainsData, "sized-400.example"},
-		{brokenBacklinksData, "sized-1203.example"},
+		{paging.Backlinks, "sized-150.example"},
+		{paging.RefDomains, "sized-400.example"},
+		{paging.BrokenBacklinks, "sized-1203.example"},
 	}
 	for ki, knob := range collationKnobs {
 		t.Run(knob.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{pageRows: 11, sim: knob.set, noCache: true})
 			failed, exact, silent := 0, 0, 0
 			for _, ds := range datasets {
-				for fi, name := range orderableFields(ds.data.endpoint) {
+				for fi, name := range orderableFields(ds.data.Endpoint()) {
 					order := name
 					if (fi+ki)%2 == 1 {
 						order += ":desc"
 					}
-					q := query{data: ds.data, p: params{Target: ds.target, OrderBy: order}, pageSize: 5}.withIdentity()
+					q := query{data: ds.data, p: paging.Params{Target: ds.target, OrderBy: order}, pageSize: 5}.withIdentity()
 					want := h.want(t, q)
 					if len(want) == 0 {
-						t.Fatalf("%s: the simulator has no rows: the test tests nothing", ds.data.label)
+						t.Fatalf("%s: the simulator has no rows: the test tests nothing", ds.data.Label())
 					}
 					pages, err := h.stream(context.Background(), q)
 					got := flatten(pages)
@@ -125,26 +126,26 @@ func TestPagingUnderEveryCollation(t *testing.T) {
 						exact++
 					} else {
 						if knob.consistent {
-							t.Fatalf("%s order_by %s: %d rows (error %v), want exactly %d; first difference at %d", ds.data.label, order, len(got), err, len(want), firstDiff(got, want))
+							t.Fatalf("%s order_by %s: %d rows (error %v), want exactly %d; first difference at %d", ds.data.Label(), order, len(got), err, len(want), firstDiff(got, want))
 						}
 						checkNoRepeat(t, got, want)
 						if err == nil {
 							silent++
-							t.Logf("%s order_by %s: %d rows of %d, no error: lost inside a page, where no check sees it", ds.data.label, order, len(got), len(want))
+							t.Logf("%s order_by %s: %d rows of %d, no error: lost inside a page, where no check sees it", ds.data.Label(), order, len(got), len(want))
 							continue
 						}
 						if !slices.Equal(got, want[:min(len(got), len(want))]) {
 							silent++
-							t.Logf("%s order_by %s: a row lost inside a page before the stream stopped", ds.data.label, order)
+							t.Logf("%s order_by %s: a row lost inside a page before the stream stopped", ds.data.Label(), order)
 						}
 						failed++
-						t.Logf("%s order_by %s: stopped after %d rows: %v", ds.data.label, order, len(got), err)
+						t.Logf("%s order_by %s: stopped after %d rows: %v", ds.data.Label(), order, len(got), err)
 						if tok := orderFailure(t, err); tok != "" {
 							r := q
 							r.token = tok
 							rest, err := h.stream(context.Background(), r)
 							if again := flatten(rest); len(again) > 0 || err == nil {
-								t.Fatalf("%s order_by %s: resuming before the refused page sent %d rows (error %v): it must fail the same way", ds.data.label, order, len(again), err)
+								t.Fatalf("%s order_by %s: resuming before the refused page sent %d rows (error %v): it must fail the same way", ds.data.Label(), order, len(again), err)
 							}
 							orderFailure(t, err)
 						}
@@ -153,7 +154,7 @@ func TestPagingUnderEveryCollation(t *testing.T) {
 					// List pages followed by token are the same rows.
 					if knob.consistent && fi%4 == 0 {
 						if got := h.listAll(t, q); !slices.Equal(got, want) {
-							t.Fatalf("%s order_by %s: List pages: %d rows, want %d; first difference at %d", ds.data.label, order, len(got), len(want), firstDiff(got, want))
+							t.Fatalf("%s order_by %s: List pages: %d rows, want %d; first difference at %d", ds.data.Label(), order, len(got), len(want), firstDiff(got, want))
 						}
 					}
 					// Tokens taken mid-stream resume exactly.
@@ -168,18 +169,18 @@ func TestPagingUnderEveryCollation(t *testing.T) {
 							checkNoRepeat(t, flatten(rest), flatten(pages[k+1:]))
 							orderFailure(t, err)
 							failed++
-							t.Logf("%s order_by %s: resumed after message %d, stopped: %v", ds.data.label, order, k, err)
+							t.Logf("%s order_by %s: resumed after message %d, stopped: %v", ds.data.Label(), order, k, err)
 							continue
 						}
 						if err != nil {
-							t.Fatalf("%s order_by %s: resumed stream: %v", ds.data.label, order, err)
+							t.Fatalf("%s order_by %s: resumed stream: %v", ds.data.Label(), order, err)
 						}
 						if got, wantRest := flatten(rest), flatten(pages[k+1:]); !knob.consistent && !slices.Equal(got, wantRest) {
 							checkNoRepeat(t, got, wantRest)
 							silent++
-							t.Logf("%s order_by %s: resumed after message %d: %d rows of %d, no error: lost inside a page", ds.data.label, order, k, len(got), len(wantRest))
+							t.Logf("%s order_by %s: resumed after message %d: %d rows of %d, no error: lost inside a page", ds.data.Label(), order, k, len(got), len(wantRest))
 						} else if !slices.Equal(got, wantRest) {
-							t.Fatalf("%s order_by %s: resuming after message %d: %d rows, want %d; first difference at %d", ds.data.label, order, k, len(got), len(wantRest), firstDiff(got, wantRest))
+							t.Fatalf("%s order_by %s: resuming after message %d: %d rows, want %d; first difference at %d", ds.data.Label(), order, k, len(got), len(wantRest), firstDiff(got, wantRest))
 						}
 					}
 				}
@@ -204,7 +205,7 @@ func TestNewLostUnderEveryCollation(t *testing.T) {
 			h := newHarness(t, harnessOptions{pageRows: 13, sim: knob.set, noCache: true})
 			for _, order := range []string{"url_from", "anchor:desc", "domain_rating_source:desc", "change_time"} {
 				q := eventQuery{target: "sized-400.example", since: "2025-06-01", order: order, pageSize: 6}
-				want := h.eventTruth(t, q.target, q.since, "", "", ChangesBoth, nil)
+				want := h.eventTruth(t, q.target, q.since, "", "", paging.ChangesBoth, nil)
 				slices.Sort(want)
 				msgs, tokens, err := h.streamEvents(q, "")
 				var got []string
@@ -258,7 +259,7 @@ func TestOrderFailureIsLoud(t *testing.T) {
 		sim: func(c *ahrefssim.Config) {
 			c.Collation, c.WhereCollation = ahrefssim.Locale, ahrefssim.Bytes
 		}})
-	q := query{data: refDomainsData, p: params{Target: "sized-400.example", OrderBy: "ip_source"}, pageSize: 11}.withIdentity()
+	q := query{data: paging.RefDomains, p: paging.Params{Target: "sized-400.example", OrderBy: "ip_source"}, pageSize: 11}.withIdentity()
 	var err error
 	for range 200 {
 		var s seen

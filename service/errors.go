@@ -14,9 +14,10 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/linkgate/linkgate/paging"
+	"github.com/linkgate/linkgate/paging/filter"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
-	"github.com/linkgate/linkgate/service/filter"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -80,13 +81,13 @@ func toStatus(err error, resumeToken string) error {
 		meta["page_token"] = resumeToken
 	}
 	var (
-		invalid   *InvalidArgument
+		invalid   *paging.InvalidArgument
 		filterErr *filter.Error
 		denied    *quota.DeniedError
 		queued    *scheduler.QueueError
 		apiErr    *upstream.APIError
 		upInvalid *upstream.InvalidError
-		orderErr  *orderError
+		orderErr  *paging.OrderError
 	)
 	switch {
 	case errors.As(err, &orderErr):
@@ -99,12 +100,12 @@ func toStatus(err error, resumeToken string) error {
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: invalid.Field, Description: invalid.Description}},
 		})
 	case errors.As(err, &upInvalid):
-		return toStatus(upstreamInvalid(upInvalid), resumeToken)
+		return toStatus(paging.UpstreamInvalid(upInvalid), resumeToken)
 	case errors.As(err, &filterErr):
 		return withDetails(codes.InvalidArgument, filterErr.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "filter", Description: filterErr.Error()}},
 		})
-	case errors.Is(err, errBadToken):
+	case errors.Is(err, paging.ErrBadToken):
 		return withDetails(codes.InvalidArgument, err.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "page_token", Description: err.Error()}},
 		})

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -22,100 +22,58 @@ const statsLabel = "backlinks_stats"
 // the upstream. It refuses what the RPC it prices would refuse, page token
 // included.
 func (s *BacklinksServer) EstimateCost(ctx context.Context, req *v1.EstimateCostRequest) (*v1.EstimateCostResponse, error) {
+	ctx, err := checkOnce(ctx, req) // rows, and the inner request's fields by their paths
+	if err != nil {
+		return nil, err
+	}
 	var (
-		d      *dataset
+		d      *paging.Dataset
 		lr     listRequest
 		prefix string // the oneof field, which names the inner request's fields in errors
 	)
 	switch r := req.GetRequest().(type) {
 	case *v1.EstimateCostRequest_Backlinks:
-		d, lr, prefix = backlinksData, r.Backlinks, "backlinks."
+		d, lr, prefix = paging.Backlinks, r.Backlinks, "backlinks."
 	case *v1.EstimateCostRequest_RefDomains:
-		d, lr, prefix = refDomainsData, r.RefDomains, "ref_domains."
+		d, lr, prefix = paging.RefDomains, r.RefDomains, "ref_domains."
 	case *v1.EstimateCostRequest_BrokenBacklinks:
-		d, lr, prefix = brokenBacklinksData, r.BrokenBacklinks, "broken_backlinks."
+		d, lr, prefix = paging.BrokenBacklinks, r.BrokenBacklinks, "broken_backlinks."
 	case *v1.EstimateCostRequest_NewLostBacklinks:
-		d, lr, prefix = newLostData, r.NewLostBacklinks, "new_lost_backlinks."
+		d, lr, prefix = paging.NewLost, r.NewLostBacklinks, "new_lost_backlinks."
 	case *v1.EstimateCostRequest_Stats:
 		sq, err := s.statsQuery(ctx, r.Stats)
 		if err != nil {
 			return nil, err
 		}
-		units, requests := upstream.StatsUnits(sq.IPs), int64(1)
-		if sq.IPs {
-			requests = 2
-		}
+		units, requests := upstream.StatsUnits(sq.IPs), int64(upstream.StatsRequests(sq.IPs))
 		return &v1.EstimateCostResponse{PerRowUnits: int64(upstream.StatsPerRow(sq.IPs)), FirstPageUnits: units, UnitsForRows: units,
 			Pages: requests, ListUnitsForRows: units, ListPages: requests, PageSize: 1, StreamPageRows: 1}, nil
 	default:
-		return nil, toStatus(badField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
+		return nil, toStatus(paging.BadField("request", "name the request to estimate: backlinks, ref_domains, broken_backlinks, new_lost_backlinks or stats"), "")
 	}
-	if n := req.GetRows(); n < 0 || n > MaxRows {
-		return nil, toStatus(badField("rows", "must be between 0 and %d, got %d", int64(MaxRows), n), "")
+	r, err := s.prepare(ctx, d, lr, DefaultListPageSize)
+	if err != nil {
+		return nil, within(prefix, err)
 	}
-	var (
-		pr    *prepared
-		feeds []*plan
-		err   error
-	)
-	if d == newLostData {
-		if pr, _, err = s.prepareEvents(ctx, lr, DefaultListPageSize); err != nil {
-			return nil, within(prefix, err)
+	e := s.engine.Estimate(r.Plan, r.PageSize, req.GetRows())
+	resp := &v1.EstimateCostResponse{PerRowUnits: e.PerRowUnits, FirstPageUnits: e.FirstPageUnits,
+		UnitsForRows: e.UnitsForRows, Pages: e.Pages, ListUnitsForRows: e.ListUnitsForRows, ListPages: e.ListPages,
+		PageSize: int32(e.PageSize), StreamPageRows: int32(e.StreamPageRows)}
+	for _, c := range e.Charged {
+		cf := &v1.ChargedField{Field: c.Field, Units: c.Units}
+		for _, r := range c.Reasons {
+			cf.Reasons = append(cf.Reasons, chargeReasons[r])
 		}
-		for _, f := range pr.plan.feeds {
-			feeds = append(feeds, f.plan)
-		}
-	} else {
-		if pr, err = s.prepare(ctx, d, lr, DefaultListPageSize); err != nil {
-			return nil, within(prefix, err)
-		}
-		feeds = []*plan{pr.plan}
-	}
-	// Under the key's learned row cap pages keep fewer rows beside the
-	// probe row.
-	streamRows, listRows := s.pager.pageRows(s.cfg.UpstreamPageRows, 0), s.pager.pageRows(pr.pageSize, 0)
-	resp := &v1.EstimateCostResponse{PageSize: int32(pr.pageSize), StreamPageRows: int32(streamRows)}
-	rows := req.GetRows()
-	if rows == 0 {
-		rows = int64(pr.pageSize)
-	}
-	seen := map[string]*v1.ChargedField{}
-	for _, fp := range feeds {
-		perRow := fp.perRow()
-		resp.PerRowUnits = max(resp.PerRowUnits, int64(perRow))
-		// A List page asks for page_size rows and one more, to tell whether
-		// another page follows.
-		resp.FirstPageUnits += upstream.Units(perRow, listRows+1)
-		u, n := pagedCost(perRow, rows, streamRows)
-		resp.UnitsForRows, resp.Pages = resp.UnitsForRows+u, resp.Pages+n
-		u, n = pagedCost(perRow, rows, listRows)
-		resp.ListUnitsForRows, resp.ListPages = resp.ListUnitsForRows+u, max(resp.ListPages, n)
-		for _, c := range fp.query.Charges() {
-			cf := seen[c.Field]
-			if cf == nil {
-				cf = &v1.ChargedField{Field: c.Field, Units: int64(c.Cost)}
-				seen[c.Field] = cf
-				resp.ChargedFields = append(resp.ChargedFields, cf)
-			}
-			for _, in := range c.In {
-				reason := v1.ChargeReason_CHARGE_REASON_UNSPECIFIED
-				switch {
-				case in == "select" && slices.Contains(pr.plan.selected, c.Field):
-					reason = v1.ChargeReason_CHARGE_REASON_SELECTED
-				case in == "where":
-					reason = v1.ChargeReason_CHARGE_REASON_FILTERED
-				case in == "order_by" && slices.Contains(pr.plan.tieBreakerFields, c.Field):
-					reason = v1.ChargeReason_CHARGE_REASON_TIE_BREAKER
-				case in == "order_by":
-					reason = v1.ChargeReason_CHARGE_REASON_ORDERED
-				}
-				if reason != v1.ChargeReason_CHARGE_REASON_UNSPECIFIED && !slices.Contains(cf.Reasons, reason) {
-					cf.Reasons = append(cf.Reasons, reason)
-				}
-			}
-		}
+		resp.ChargedFields = append(resp.ChargedFields, cf)
 	}
 	return resp, nil
+}
+
+var chargeReasons = map[paging.ChargeReason]v1.ChargeReason{
+	paging.ChargeSelected:   v1.ChargeReason_CHARGE_REASON_SELECTED,
+	paging.ChargeFiltered:   v1.ChargeReason_CHARGE_REASON_FILTERED,
+	paging.ChargeTieBreaker: v1.ChargeReason_CHARGE_REASON_TIE_BREAKER,
+	paging.ChargeOrdered:    v1.ChargeReason_CHARGE_REASON_ORDERED,
 }
 
 // within names the fields of a caller error as paths inside the request
@@ -139,23 +97,6 @@ func within(prefix string, err error) error {
 		}
 	}
 	return status.FromProto(p).Err()
-}
-
-// pagedCost is what reading rows rows costs and how many upstream requests
-// it makes, in pages of size rows, by stream or by List. Every page asks for
-// one row more than it keeps, which tells whether the data goes on (so the
-// end never costs a request of its own); the next page, or the page a token
-// resumes, starts at that row, so it is not paid twice. It is closed-form,
-// so any rows costs the same few operations.
-func pagedCost(perRow int, rows int64, size int) (units, pages int64) {
-	if rows <= 0 || size <= 0 {
-		return 0, 0
-	}
-	n := int64(size)
-	pages = (rows + n - 1) / n
-	last := rows - (pages-1)*n
-	units = (pages-1)*upstream.Units(perRow, int(n+1)) + upstream.Units(perRow, int(last+1))
-	return units, pages
 }
 
 // GetBacklinksStats returns a target's backlink and referring domain counts.
@@ -190,22 +131,20 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 	}
 	target := strings.TrimSpace(req.GetTarget())
 	if target == "" {
-		return upstream.StatsQuery{}, toStatus(badField("target", "is required: a domain or URL"), "")
+		return upstream.StatsQuery{}, toStatus(paging.BadField("target", "is required: a domain or URL"), "")
 	}
-	day := s.cfg.Now().UTC().Truncate(24 * time.Hour)
+	day := s.cfg.Clock.Now().UTC().Truncate(24 * time.Hour)
 	if req.GetDate() != "" {
 		var err error
 		if day, err = time.Parse(time.DateOnly, req.GetDate()); err != nil {
-			return upstream.StatsQuery{}, toStatus(badField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
+			return upstream.StatsQuery{}, toStatus(paging.BadField("date", "needs a date YYYY-MM-DD, got %q", req.GetDate()), "")
 		}
 	}
 	return upstream.StatsQuery{Target: target, Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
 		IPs: req.GetIncludeIps()}, nil
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
+// DefaultSelect is the selection a dataset uses when a request names no
+// field, by the dataset's label: what a CSV header shows when select is
+// empty.
+func DefaultSelect(label string) []string { return paging.DefaultSelect(label) }

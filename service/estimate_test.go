@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // TestEstimateAgreesWithCharges: what EstimateCost says is what List
@@ -36,7 +37,7 @@ func TestEstimateAgreesWithCharges(t *testing.T) {
 	lr := &v1.ListBacklinksRequest{Target: "sized-500.example", PageSize: 10}
 	e := estimate(&v1.EstimateCostRequest{Request: &v1.EstimateCostRequest_Backlinks{Backlinks: lr}, Rows: 30})
 	got := spent(func() {
-		q := query{data: backlinksData, p: params{Target: "sized-500.example"}, pageSize: 10}
+		q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-500.example"}, pageSize: 10}
 		for range 3 {
 			s, err := h.list(ctx, q)
 			if err != nil {
@@ -75,7 +76,7 @@ func TestEstimateAgreesWithCharges(t *testing.T) {
 	// A stream cut by max_rows.
 	e = estimate(&v1.EstimateCostRequest{Request: &v1.EstimateCostRequest_Backlinks{Backlinks: &v1.ListBacklinksRequest{Target: "sized-5000.example"}}, Rows: 2500})
 	got = spent(func() {
-		q := query{data: backlinksData, p: params{Target: "sized-5000.example"}, maxRows: 2500}
+		q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-5000.example"}, maxRows: 2500}
 		if _, err := h.stream(ctx, q); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/linkgate/linkgate/export"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // Bounds of ListOperations and WaitOperation.
@@ -54,13 +55,13 @@ func (s *OperationsServer) ListOperations(ctx context.Context, req *longrunningp
 	// Google's REST binding sends name=operations; gRPC callers may
 	// leave it empty.
 	if n := req.GetName(); n != "" && n != "operations" {
-		return nil, toStatus(badField("name", "must be \"operations\" or empty, got %q", n), "")
+		return nil, toStatus(paging.BadField("name", "must be \"operations\" or empty, got %q", n), "")
 	}
 	var done *bool
 	if f := req.GetFilter(); f != "" {
 		m := doneFilter.FindStringSubmatch(f)
 		if m == nil {
-			return nil, toStatus(badField("filter", "only done=true or done=false is supported, got %q", f), "")
+			return nil, toStatus(paging.BadField("filter", "only done=true or done=false is supported, got %q", f), "")
 		}
 		d := m[1] == "true"
 		done = &d
@@ -68,7 +69,7 @@ func (s *OperationsServer) ListOperations(ctx context.Context, req *longrunningp
 	size := int(req.GetPageSize())
 	switch {
 	case size < 0:
-		return nil, toStatus(badField("page_size", "must not be negative, got %d", size), "")
+		return nil, toStatus(paging.BadField("page_size", "must not be negative, got %d", size), "")
 	case size == 0:
 		size = DefaultOperationsPageSize
 	case size > MaxOperationsPageSize:
@@ -122,7 +123,7 @@ func decodeOperationsToken(tok string) (*export.Job, error) {
 	if tok == "" {
 		return nil, nil
 	}
-	bad := toStatus(badField("page_token", "is not a token of ListOperations"), "")
+	bad := toStatus(paging.BadField("page_token", "is not a token of ListOperations"), "")
 	raw, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil {
 		return nil, bad
@@ -184,7 +185,7 @@ func (s *OperationsServer) WaitOperation(ctx context.Context, req *longrunningpb
 	wait := MaxWait
 	if t := req.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
-			return nil, toStatus(badField("timeout", "must be a duration of zero or more"), "")
+			return nil, toStatus(paging.BadField("timeout", "must be a duration of zero or more"), "")
 		}
 		wait = min(wait, t.AsDuration())
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/linkgate/linkgate/export"
 	"github.com/linkgate/linkgate/export/parts"
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // ExportJobs is what the export services need of the job runner
@@ -131,13 +132,13 @@ func (s *ExportServer) CreateExport(ctx context.Context, req *v1.CreateExportReq
 		dataset, stream = exportNewLost, r.NewLostBacklinks
 		est.Request = &v1.EstimateCostRequest_NewLostBacklinks{NewLostBacklinks: listOf(r.NewLostBacklinks, &v1.ListNewLostBacklinksRequest{})}
 	default:
-		return nil, toStatus(badField("request", "name the rows to export: backlinks, refdomains, broken_backlinks or new_lost_backlinks"), "")
+		return nil, toStatus(paging.BadField("request", "name the rows to export: backlinks, refdomains, broken_backlinks or new_lost_backlinks"), "")
 	}
 	if n := stream.GetMaxRows(); n < 0 {
-		return nil, toStatus(badField(dataset+".max_rows", "must not be negative, got %d", n), "")
+		return nil, toStatus(paging.BadField(dataset+".max_rows", "must not be negative, got %d", n), "")
 	}
 	if n := stream.GetMaxUnits(); n < 0 {
-		return nil, toStatus(badField(dataset+".max_units", "must not be negative, got %d", n), "")
+		return nil, toStatus(paging.BadField(dataset+".max_units", "must not be negative, got %d", n), "")
 	}
 	format := parts.Format(req.GetFormat())
 	switch req.GetFormat() {
@@ -145,7 +146,7 @@ func (s *ExportServer) CreateExport(ctx context.Context, req *v1.CreateExportReq
 		format = parts.FormatNDJSON
 	case v1.ExportFormat_EXPORT_FORMAT_NDJSON, v1.ExportFormat_EXPORT_FORMAT_CSV, v1.ExportFormat_EXPORT_FORMAT_PARQUET:
 	default:
-		return nil, toStatus(badField("format", "unknown value %d: use EXPORT_FORMAT_NDJSON, EXPORT_FORMAT_CSV or EXPORT_FORMAT_PARQUET", req.GetFormat()), "")
+		return nil, toStatus(paging.BadField("format", "unknown value %d: use EXPORT_FORMAT_NDJSON, EXPORT_FORMAT_CSV or EXPORT_FORMAT_PARQUET", req.GetFormat()), "")
 	}
 	// EstimateCost compiles the request (filter, selection, order, token)
 	// without calling the upstream: an invalid one costs nothing.
@@ -300,11 +301,11 @@ func partName(name string) (id string, n int, err error) {
 	rest, ok := strings.CutPrefix(name, "exports/")
 	id, num, ok2 := strings.Cut(rest, "/parts/")
 	if !ok || !ok2 || id == "" || strings.Contains(id, "/") {
-		return "", 0, toStatus(badField("name", "must be exports/{id}/parts/{n}, got %q", name), "")
+		return "", 0, toStatus(paging.BadField("name", "must be exports/{id}/parts/{n}, got %q", name), "")
 	}
 	n, perr := strconv.Atoi(num)
 	if perr != nil || n < 0 || strconv.Itoa(n) != num {
-		return "", 0, toStatus(badField("name", "the part number must be a whole number from 0, got %q", num), "")
+		return "", 0, toStatus(paging.BadField("name", "the part number must be a whole number from 0, got %q", num), "")
 	}
 	return id, n, nil
 }
@@ -313,7 +314,7 @@ func partName(name string) (id string, n int, err error) {
 func operationID(name string) (string, error) {
 	id, ok := strings.CutPrefix(name, "operations/")
 	if !ok || id == "" || strings.Contains(id, "/") {
-		return "", toStatus(badField("name", "must be operations/{id}, got %q", name), "")
+		return "", toStatus(paging.BadField("name", "must be operations/{id}, got %q", name), "")
 	}
 	return id, nil
 }

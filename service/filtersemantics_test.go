@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestFilterFormsAgreeOnNull(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	count := func(f string) int {
-		q := query{data: backlinksData, p: params{Target: "sized-2500.example", Filter: f}, pageSize: 1000}.withIdentity()
+		q := query{data: paging.Backlinks, p: paging.Params{Target: "sized-2500.example", Filter: f}, pageSize: 1000}.withIdentity()
 		return len(h.listAll(t, q))
 	}
 	all := count("")

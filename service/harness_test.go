@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/clock"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
@@ -39,7 +41,7 @@ type harness struct {
 	server    *BacklinksServer
 	backlinks v1.BacklinksServiceClient
 	quota     v1.QuotaServiceClient
-	now       time.Time
+	clock     *clock.Fake
 }
 
 type harnessOptions struct {
@@ -60,7 +62,7 @@ type harnessOptions struct {
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
-	h := &harness{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	h := &harness{clock: clock.NewFake(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))}
 	simCfg := ahrefssim.Config{Keys: []string{simKey}, RowCap: opts.rowCap, Logger: slog.New(slog.DiscardHandler)}
 	if opts.sim != nil {
 		opts.sim(&simCfg)
@@ -95,7 +97,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if _, err := h.ledger.Reconcile(context.Background(), unusedKey{}); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, func() time.Time { return h.now })
+	tokens, err := paging.NewTokens([]byte("0123456789abcdef0123456789abcdef"), time.Hour, h.clock)
 	if err != nil {
 		t.Fatal(err)
 	}

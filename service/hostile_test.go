@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,35 +18,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/upstream"
 )
-
-// costByPages walks the pages one iteration at a time: the reference the
-// closed form must match. Every page asks for one probe row more than it
-// keeps, and the next page (or a token's) starts at that row.
-func costByPages(perRow int, rows int64, size int) (units, pages int64) {
-	for left := rows; left > 0; {
-		want := min(int64(size), left)
-		units += upstream.Units(perRow, int(want+1))
-		pages++
-		left -= want
-	}
-	return units, pages
-}
-
-func TestCostClosedFormsMatchThePages(t *testing.T) {
-	for _, perRow := range []int{1, 6, 25} {
-		for _, size := range []int{1, 7, 1000} {
-			for _, rows := range []int64{0, 1, 2, 6, 7, 8, 49, 50, 999, 1000, 1001, 1999, 2000, 2001, 12345} {
-				gu, gp := pagedCost(perRow, rows, size)
-				wu, wp := costByPages(perRow, rows, size)
-				if gu != wu || gp != wp {
-					t.Errorf("perRow %d, rows %d, pages of %d: %d units in %d pages, want %d in %d", perRow, rows, size, gu, gp, wu, wp)
-				}
-			}
-		}
-	}
-}
 
 // TestEstimateCostOfHugeRowsReturns: rows at the bound is answered (in a
 // few operations, whatever the number: the call returns, it does not walk
@@ -225,11 +198,11 @@ func TestMaxStreamsFor(t *testing.T) {
 	}
 }
 
-// panickingUpstream panics in ListRecords, which the pager calls from its own
+// panickingUpstream panics in ListPage, which the pager calls from its own
 // goroutine, outside the handler's recovery.
 type panickingUpstream struct{ Upstream }
 
-func (panickingUpstream) ListRecords(context.Context, *upstream.Query, func(upstream.Record) error) (upstream.Result, error) {
+func (panickingUpstream) ListPage(context.Context, *upstream.PageRequest, func(upstream.Record) error) (upstream.Result, error) {
 	panic("upstream decoder bug")
 }
 
@@ -239,7 +212,7 @@ func (panickingUpstream) ListRecords(context.Context, *upstream.Query, func(upst
 // request may have left).
 func TestPagerPanicEndsOnlyItsRequest(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	logs := &lockedWriter{}
+	logs := &logsink.Buffer{}
 	srv, err := NewBacklinksServer(Config{Upstream: panickingUpstream{}, Ledger: h.ledger, Tokens: h.server.cfg.Tokens,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
@@ -261,24 +234,6 @@ func TestPagerPanicEndsOnlyItsRequest(t *testing.T) {
 	if _, reserved := h.used(t); reserved != 0 {
 		t.Errorf("%d units left reserved", reserved)
 	}
-}
-
-// lockedWriter is a log sink for several goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // discardStream is a server stream that drops what it is sent.
@@ -352,7 +307,7 @@ func TestInternalKeepsItsCause(t *testing.T) {
 	if st.Code() != codes.Internal || st.Message() != "internal error" {
 		t.Fatalf("%v %q", st.Code(), st.Message())
 	}
-	logs := &lockedWriter{}
+	logs := &logsink.Buffer{}
 	logRequest(t.Context(), slog.New(slog.NewJSONHandler(logs, nil)), "/m", time.Now(), &requestLog{}, err)
 	if !strings.Contains(logs.String(), `"cause":"bolt: database not open"`) || !strings.Contains(logs.String(), `"level":"ERROR"`) {
 		t.Errorf("log: %s", logs)

@@ -15,8 +15,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/linkgate/linkgate/paging"
+	"github.com/linkgate/linkgate/paging/filter"
 	"github.com/linkgate/linkgate/quota"
-	"github.com/linkgate/linkgate/service/filter"
 )
 
 // Bounds of what a caller may send. Each is checked before a request is
@@ -137,7 +138,7 @@ const (
 // string is bounded by MaxParamBytes.
 var stringBounds = map[protoreflect.Name]int{
 	"target": MaxTargetBytes, "filter": filter.MaxLength, "order_by": MaxOrderByBytes,
-	"page_token": MaxTokenBytes, "tenant": MaxTenantBytes,
+	"page_token": paging.MaxTokenBytes, "tenant": MaxTenantBytes,
 	// Each select value may list many names, separated by commas; their
 	// number is bounded by MaxSelectFields.
 	"select": MaxSelectFields * 64,
@@ -187,10 +188,10 @@ func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value, path stri
 				names += strings.Count(l.Get(i).String(), ",") + 1
 			}
 			if names > MaxSelectFields {
-				return badField(path, "names %d fields; the limit is %d", names, MaxSelectFields)
+				return paging.BadField(path, "names %d fields; the limit is %d", names, MaxSelectFields)
 			}
 		} else if l.Len() > MaxSelectFields {
-			return badField(path, "has %d values; the limit is %d", l.Len(), MaxSelectFields)
+			return paging.BadField(path, "has %d values; the limit is %d", l.Len(), MaxSelectFields)
 		}
 		for i := range l.Len() {
 			if err := checkValue(fd, l.Get(i), path); err != nil {
@@ -210,18 +211,18 @@ func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path stri
 			limit = MaxParamBytes
 		}
 		if n := len(v.String()); n > limit {
-			return badField(path, "is %d bytes long; the limit is %d", n, limit)
+			return paging.BadField(path, "is %d bytes long; the limit is %d", n, limit)
 		}
 	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
 		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
 		if limit, ok := intBounds[fd.Name()]; ok {
 			if n := v.Int(); n < 0 || n > limit {
-				return badField(path, "must be between 0 and %d, got %d", limit, n)
+				return paging.BadField(path, "must be between 0 and %d, got %d", limit, n)
 			}
 		}
 	case protoreflect.EnumKind:
 		if fd.Enum().Values().ByNumber(v.Enum()) == nil {
-			return badField(path, "unknown value %d of %s: use one of %s", v.Enum(), fd.Enum().Name(), enumNames(fd.Enum()))
+			return paging.BadField(path, "unknown value %d of %s: use one of %s", v.Enum(), fd.Enum().Name(), enumNames(fd.Enum()))
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		return checkMessage(v.Message(), path+".")
@@ -239,12 +240,33 @@ func enumNames(e protoreflect.EnumDescriptor) string {
 	return strings.Join(names, ", ")
 }
 
+type checkedKey struct{}
+
+// boundsChecked returns ctx marked as the context of a request whose
+// bounds have been checked (CheckBounds), as openfga's validator marks it.
+func boundsChecked(ctx context.Context) context.Context {
+	return context.WithValue(ctx, checkedKey{}, true)
+}
+
+// checkOnce checks the bounds of req unless the interceptor already has
+// (a handler called in process, without the interceptors, has not), and
+// returns ctx marked as checked.
+func checkOnce(ctx context.Context, req any) (context.Context, error) {
+	if checked, _ := ctx.Value(checkedKey{}).(bool); checked {
+		return ctx, nil
+	}
+	if err := CheckBounds(req); err != nil {
+		return ctx, err
+	}
+	return boundsChecked(ctx), nil
+}
+
 func boundsUnary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if err := CheckBounds(req); err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		return handler(boundsChecked(ctx), req)
 	}
 }
 
@@ -314,12 +336,18 @@ func limitStream(l *streamLimiter) grpc.StreamServerInterceptor {
 			return err
 		}
 		defer release()
-		return handler(srv, &boundedStream{ServerStream: ss})
+		return handler(srv, &boundedStream{ServerStream: ss, ctx: boundsChecked(ss.Context())})
 	}
 }
 
-// boundedStream checks the bounds of every message received.
-type boundedStream struct{ grpc.ServerStream }
+// boundedStream checks the bounds of every message received. Its context
+// says so: a server stream's handler runs once its request is received.
+type boundedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *boundedStream) Context() context.Context { return s.ctx }
 
 func (s *boundedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -31,7 +32,7 @@ type truthEvent struct {
 // one all_time reading of every link, filtered by keep and sorted by the
 // order (field names with :desc, change and change_time allowed), then
 // url_from, url_to, change.
-func (h *harness) eventTruth(t *testing.T, target, since, until, order string, changes Changes, keep func(truthEvent) bool) []string {
+func (h *harness) eventTruth(t *testing.T, target, since, until, order string, changes paging.Changes, keep func(truthEvent) bool) []string {
 	t.Helper()
 	sel := []string{"url_from", "url_to", "first_seen_link", "last_seen", "is_lost", "domain_rating_source", "is_dofollow", "anchor"}
 	rows, err := h.sim.All(&upstream.Query{Endpoint: upstream.AllBacklinks, Target: target, Select: sel, History: upstream.HistoryAllTime})
@@ -54,10 +55,10 @@ func (h *harness) eventTruth(t *testing.T, target, since, until, order string, c
 	var evs []truthEvent
 	for _, r := range rows {
 		id := fmt.Sprint(r["url_from"]) + " → " + fmt.Sprint(r["url_to"])
-		if at, ok := in(r["first_seen_link"]); ok && changes != ChangesLost {
+		if at, ok := in(r["first_seen_link"]); ok && changes != paging.ChangesLost {
 			evs = append(evs, truthEvent{id: id + " new", change: "new", at: at, row: r})
 		}
-		if at, ok := in(r["last_seen"]); ok && r["is_lost"] == true && changes != ChangesNew {
+		if at, ok := in(r["last_seen"]); ok && r["is_lost"] == true && changes != paging.ChangesNew {
 			evs = append(evs, truthEvent{id: id + " lost", change: "lost", at: at, row: r})
 		}
 	}
@@ -295,7 +296,7 @@ func TestNewLostStreamStopsAndResumes(t *testing.T) {
 	h := newHarness(t, harnessOptions{pageRows: 200})
 	h.sim.SetCacheTTL(-1)
 	q := eventQuery{target: "sized-3000.example", since: "2025-01-01", order: "change_time:desc", pageSize: 70}
-	want := h.eventTruth(t, q.target, q.since, "", q.order, ChangesBoth, nil)
+	want := h.eventTruth(t, q.target, q.since, "", q.order, paging.ChangesBoth, nil)
 	if len(want) < 500 {
 		t.Fatalf("%d events: too few", len(want))
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -28,8 +29,8 @@ func backlinkID(b *v1.Backlink) string { return b.GetUrlFrom() + " → " + b.Get
 
 // query is one list request in every dataset's terms.
 type query struct {
-	data     *dataset
-	p        params
+	data     *paging.Dataset
+	p        paging.Params
 	pageSize int32
 	token    string
 	maxRows  int64
@@ -39,7 +40,7 @@ type query struct {
 // withIdentity selects the fields that identify a row, so that pages can be
 // compared with the simulator's answer.
 func (q query) withIdentity() query {
-	if q.data == refDomainsData {
+	if q.data == paging.RefDomains {
 		q.p.Select = append(slices.Clone(q.p.Select), "domain")
 	} else {
 		q.p.Select = append(slices.Clone(q.p.Select), "url_from,url_to")
@@ -68,7 +69,7 @@ func aggregation(a upstream.Aggregation) v1.Aggregation {
 func (h *harness) list(ctx context.Context, q query) (seen, error) {
 	p := q.p
 	switch q.data {
-	case refDomainsData:
+	case paging.RefDomains:
 		r, err := h.backlinks.ListRefDomains(ctx, &v1.ListRefDomainsRequest{Target: p.Target, Mode: mode(string(p.Mode)), Select: p.Select,
 			Filter: p.Filter, OrderBy: p.OrderBy, History: p.History, PageSize: q.pageSize, PageToken: q.token})
 		if err != nil {
@@ -79,7 +80,7 @@ func (h *harness) list(ctx context.Context, q query) (seen, error) {
 			s.ids = append(s.ids, d.GetDomain())
 		}
 		return s, nil
-	case brokenBacklinksData:
+	case paging.BrokenBacklinks:
 		r, err := h.backlinks.ListBrokenBacklinks(ctx, &v1.ListBrokenBacklinksRequest{Target: p.Target, Select: p.Select,
 			Filter: p.Filter, OrderBy: p.OrderBy, PageSize: q.pageSize, PageToken: q.token, Aggregation: aggregation(p.Aggregation)})
 		if err != nil {
@@ -90,7 +91,7 @@ func (h *harness) list(ctx context.Context, q query) (seen, error) {
 			s.ids = append(s.ids, b.GetUrlFrom()+" → "+b.GetUrlTo())
 		}
 		return s, nil
-	case newLostData:
+	case paging.NewLost:
 		r, err := h.backlinks.ListNewLostBacklinks(ctx, &v1.ListNewLostBacklinksRequest{Target: p.Target, Select: p.Select,
 			Filter: p.Filter, OrderBy: p.OrderBy, Since: p.Since, PageSize: q.pageSize, PageToken: q.token})
 		if err != nil {
@@ -120,7 +121,7 @@ func (h *harness) stream(ctx context.Context, q query) ([]seen, error) {
 	p := q.p
 	var recv func() (seen, error)
 	switch q.data {
-	case refDomainsData:
+	case paging.RefDomains:
 		st, err := h.backlinks.StreamRefDomains(ctx, &v1.StreamRefDomainsRequest{Target: p.Target, Select: p.Select, Filter: p.Filter,
 			OrderBy: p.OrderBy, History: p.History, PageSize: q.pageSize, PageToken: q.token, MaxRows: q.maxRows, MaxUnits: q.maxUnits})
 		if err != nil {
@@ -134,7 +135,7 @@ func (h *harness) stream(ctx context.Context, q query) ([]seen, error) {
 			}
 			return s, err
 		}
-	case brokenBacklinksData:
+	case paging.BrokenBacklinks:
 		st, err := h.backlinks.StreamBrokenBacklinks(ctx, &v1.StreamBrokenBacklinksRequest{Target: p.Target, Select: p.Select, Filter: p.Filter,
 			OrderBy: p.OrderBy, PageSize: q.pageSize, PageToken: q.token, MaxRows: q.maxRows, MaxUnits: q.maxUnits,
 			Aggregation: aggregation(p.Aggregation)})
@@ -200,17 +201,18 @@ func (h *harness) listAll(t *testing.T, q query) []string {
 // want is the simulator's whole answer to the request, in the pager's order.
 func (h *harness) want(t *testing.T, q query) []string {
 	t.Helper()
-	pl, err := compile(q.data, q.p, DefaultTenant)
+	pl, err := paging.Compile(q.data, q.p, DefaultTenant)
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
-	rows, err := h.sim.All(&pl.query)
+	q0 := pl.Query()
+	rows, err := h.sim.All(&q0)
 	if err != nil {
 		t.Fatalf("simulator: %v", err)
 	}
 	ids := make([]string, len(rows))
 	for i, r := range rows {
-		if q.data == refDomainsData {
+		if q.data == paging.RefDomains {
 			ids[i] = r["domain"].(string)
 		} else {
 			ids[i] = fmt.Sprint(r["url_from"]) + " → " + fmt.Sprint(r["url_to"])
@@ -240,18 +242,18 @@ func TestPagingReturnsEveryRowOnce(t *testing.T) {
 	filters := []string{"", "domain_rating_source >= 20", "is_dofollow AND NOT anchor = \"\"", "last_seen = null OR http_code != 200"}
 	pageSizes := []int32{1, 7, 100}
 	for i := range 24 {
-		q := query{data: backlinksData, p: params{
+		q := query{data: paging.Backlinks, p: paging.Params{
 			Target:  targets[rng.IntN(len(targets))],
 			OrderBy: orders[rng.IntN(len(orders))],
 			Filter:  filters[rng.IntN(len(filters))],
 		}, pageSize: pageSizes[rng.IntN(len(pageSizes))]}
 		if i%3 == 0 {
-			q.data = refDomainsData
+			q.data = paging.RefDomains
 			q.p.OrderBy = []string{"", "domain_rating:desc", "links_to_target,first_seen:desc", "last_seen:desc"}[rng.IntN(4)]
 			q.p.Filter = []string{"", "domain_rating > 30", "NOT is_spam"}[rng.IntN(3)]
 		}
 		q = q.withIdentity()
-		t.Run(fmt.Sprintf("%s/%s/order=%q/filter=%q/size=%d", q.data.label, q.p.Target, q.p.OrderBy, q.p.Filter, q.pageSize), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%s/order=%q/filter=%q/size=%d", q.data.Label(), q.p.Target, q.p.OrderBy, q.p.Filter, q.pageSize), func(t *testing.T) {
 			want := h.want(t, q)
 			t.Logf("%d rows", len(want))
 			if q.pageSize > 1 || len(want) < 300 { // one-row List pages of big targets add time, not coverage
@@ -288,83 +290,13 @@ func TestPagingReturnsEveryRowOnce(t *testing.T) {
 	}
 }
 
-// TestPagingInsideRunsOfEqualKeys takes the tie-breakers away, so the sort
-// key is not unique and page boundaries fall inside long runs of equal keys:
-// the pager must skip exactly the rows of the run it already returned.
-func TestPagingInsideRunsOfEqualKeys(t *testing.T) {
-	h := newHarness(t, harnessOptions{})
-	for _, tc := range []struct {
-		order string
-		size  int
-	}{{"is_dofollow", 3}, {"is_dofollow", 50}, {"domain_rating_source:desc", 3}, {"last_seen:desc", 7}, {"last_seen:desc", 50}, {"http_code", 50}} {
-		order, size := tc.order, tc.size
-		{
-			t.Run(fmt.Sprintf("%s/%d", order, size), func(t *testing.T) {
-				q := query{data: backlinksData, p: params{Target: "sized-400.example", OrderBy: order}}.withIdentity()
-				pl, err := compile(q.data, q.p, DefaultTenant)
-				if err != nil {
-					t.Fatal(err)
-				}
-				pl.keys = pl.keys[:1] // the caller's key only: runs of equal keys
-				pl.query.OrderBy = pl.query.OrderBy[:1]
-				all, err := h.sim.All(&pl.query)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var want []string
-				for _, r := range all {
-					want = append(want, fmt.Sprint(r["url_from"])+" → "+fmt.Sprint(r["url_to"]))
-				}
-				var got []string
-				cur, maxSkip := cursor{}, 0
-				for range 1000 {
-					pages, wait := h.server.pager.run(context.Background(), fetch{plan: pl, tenant: DefaultTenant, start: cur,
-						pageRows: size, maxRows: int64(size)})
-					for pg := range pages {
-						if pg.err != nil {
-							t.Fatal(pg.err)
-						}
-						for _, r := range pg.rows {
-							got = append(got, fmt.Sprint(field(pl, r, "url_from"))+" → "+fmt.Sprint(field(pl, r, "url_to")))
-							cur = cur.after(pl.keys, r)
-							maxSkip = max(maxSkip, cur.Skip)
-						}
-						if pg.end || (!pg.more && len(pg.rows) == 0) {
-							cur = cursor{Skip: -1}
-						}
-					}
-					wait()
-					if cur.Skip == -1 {
-						break
-					}
-				}
-				if !slices.Equal(got, want) {
-					t.Fatalf("%d rows, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
-				}
-				if maxSkip <= size {
-					t.Errorf("no run of equal keys was longer than a page (longest %d): the test did not test runs", maxSkip)
-				}
-			})
-		}
-	}
-}
-
-func firstDiff(a, b []string) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
-
 func TestOtherDatasetsPageCompletely(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	for _, q := range []query{
-		{data: brokenBacklinksData, p: params{Target: "sized-3000.example", OrderBy: "domain_rating_source:desc"}, pageSize: 40},
+		{data: paging.BrokenBacklinks, p: paging.Params{Target: "sized-3000.example", OrderBy: "domain_rating_source:desc"}, pageSize: 40},
 	} {
 		q = q.withIdentity()
-		t.Run(q.data.label, func(t *testing.T) {
+		t.Run(q.data.Label(), func(t *testing.T) {
 			want := h.want(t, q)
 			if len(want) == 0 {
 				t.Fatal("the simulator has no rows for this request: the test tests nothing")
@@ -377,3 +309,12 @@ func TestOtherDatasetsPageCompletely(t *testing.T) {
 }
 
 func code(err error) codes.Code { return status.Code(err) }
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}

@@ -11,12 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/quota"
 )
-
-// remaining is what a tenant may still spend: the tenant's own room, which
-// the ledger already caps at what the pool has left.
-func remaining(u quota.Usage) int64 { return min(u.Pool.Remaining, u.Tenant.Remaining) }
 
 // QuotaLedger is the part of the ledger the quota service reads and changes.
 type QuotaLedger interface {
@@ -81,7 +78,7 @@ func (s *QuotaServer) UpdateTenantLimit(ctx context.Context, req *v1.UpdateTenan
 		return nil, toStatus(err, "")
 	}
 	if req.Limit != nil && (req.GetLimit() < 0 || req.GetLimit() > MaxUnits) {
-		return nil, toStatus(badField("limit", "must be between 0 and %d units, got %d", MaxUnits, req.GetLimit()), "")
+		return nil, toStatus(paging.BadField("limit", "must be between 0 and %d units, got %d", MaxUnits, req.GetLimit()), "")
 	}
 	if err := s.ledger.SetTenantLimit(ctx, req.GetTenant(), req.Limit); err != nil {
 		return nil, toStatus(err, "")
@@ -129,13 +126,13 @@ func tenantQuota(a quota.Account, spend map[string]int64) *v1.TenantQuota {
 func checkTenantName(name string) error {
 	switch {
 	case name == "":
-		return badField("tenant", "is required")
+		return paging.BadField("tenant", "is required")
 	case len(name) > MaxTenantBytes:
-		return badField("tenant", "is %d bytes long; the limit is %d", len(name), MaxTenantBytes)
+		return paging.BadField("tenant", "is %d bytes long; the limit is %d", len(name), MaxTenantBytes)
 	case strings.TrimSpace(name) != name:
-		return badField("tenant", "must not begin or end with spaces")
+		return paging.BadField("tenant", "must not begin or end with spaces")
 	case strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }):
-		return badField("tenant", "must be printable text")
+		return paging.BadField("tenant", "must be printable text")
 	}
 	return nil
 }

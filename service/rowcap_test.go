@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // simCap is the rows per request the capped simulator serves: not a
@@ -23,13 +24,13 @@ type capCase struct {
 }
 
 var capCases = []capCase{
-	{name: "backlinks", q: query{data: backlinksData, p: params{Target: "sized-2500.example"}}},
-	{name: "refdomains", q: query{data: refDomainsData, p: params{Target: "sized-3000.example", OrderBy: "domain_rating:desc"}}},
-	{name: "broken_backlinks", q: query{data: brokenBacklinksData, p: params{Target: "sized-10000.example"}}},
+	{name: "backlinks", q: query{data: paging.Backlinks, p: paging.Params{Target: "sized-2500.example"}}},
+	{name: "refdomains", q: query{data: paging.RefDomains, p: paging.Params{Target: "sized-3000.example", OrderBy: "domain_rating:desc"}}},
+	{name: "broken_backlinks", q: query{data: paging.BrokenBacklinks, p: paging.Params{Target: "sized-10000.example"}}},
 	{name: "new_lost", ev: &eventQuery{target: "sized-2500.example", since: "2014-01-01", order: "change_time:desc"}},
 	// The data ends exactly at the cap, and exactly at two pages of it.
-	{name: "backlinks_300", q: query{data: backlinksData, p: params{Target: "sized-300.example"}}},
-	{name: "backlinks_598", q: query{data: backlinksData, p: params{Target: "sized-598.example", OrderBy: "domain_rating_source:desc"}}},
+	{name: "backlinks_300", q: query{data: paging.Backlinks, p: paging.Params{Target: "sized-300.example"}}},
+	{name: "backlinks_598", q: query{data: paging.Backlinks, p: paging.Params{Target: "sized-598.example", OrderBy: "domain_rating_source:desc"}}},
 }
 
 // newCapHarness is a harness whose every request reaches the upstream
@@ -165,7 +166,7 @@ func TestRowCapLosesNoRow(t *testing.T) {
 					if asked > simCap && len(want) > simCap {
 						learned = simCap
 					}
-					if c := capped.server.pager.caps.Cap(); c != learned {
+					if c := capped.server.cfg.RowCap.Cap(); c != learned {
 						t.Errorf("after one stream the learned cap is %d, want %d", c, learned)
 					}
 					s = capped.spent(func() { got = capped.readStream(t, c, 0, 0) })
@@ -197,20 +198,22 @@ func TestRowCapLosesNoRow(t *testing.T) {
 func (c capCase) perRow(t *testing.T) int {
 	t.Helper()
 	if c.ev == nil {
-		pl, err := compile(c.q.data, c.q.withIdentity().p, DefaultTenant)
+		pl, err := paging.Compile(c.q.data, c.q.withIdentity().p, DefaultTenant)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return pl.perRow()
+		q := pl.Query()
+		return q.PerRowCost()
 	}
-	pl, err := compile(newLostData, params{Target: c.ev.target, Since: c.ev.since, OrderBy: c.ev.order,
+	pl, err := paging.Compile(paging.NewLost, paging.Params{Target: c.ev.target, Since: c.ev.since, OrderBy: c.ev.order,
 		Select: []string{"url_from", "url_to"}}, DefaultTenant)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, f := range pl.feeds {
-		n = max(n, f.plan.perRow())
+	for _, f := range pl.Layouts() {
+		q := f.Query()
+		n = max(n, q.PerRowCost())
 	}
 	return n
 }
@@ -235,7 +238,7 @@ func TestRowCapListPage(t *testing.T) {
 		t.Fatalf("List of %d under a %d cap, the cap unknown: %d rows, token %q, %d requests; want %d rows, a token, 1 request",
 			MaxPageSize, simCap, len(r.GetBacklinks()), r.GetNextPageToken(), n, simCap)
 	}
-	if c := h.server.pager.caps.Cap(); c != 0 {
+	if c := h.server.cfg.RowCap.Cap(); c != 0 {
 		t.Fatalf("one short page taught the cap %d: it may have been the end", c)
 	}
 	st, err := h.backlinks.StreamBacklinks(context.Background(), &v1.StreamBacklinksRequest{Target: "sized-700.example"})
@@ -245,7 +248,7 @@ func TestRowCapListPage(t *testing.T) {
 	if rows, _, err := streamToEnd(st); rows != 700 || !errors.Is(err, io.EOF) {
 		t.Fatalf("stream of 700 rows under the cap: %d rows, %v", rows, err)
 	}
-	if c := h.server.pager.caps.Cap(); c != simCap {
+	if c := h.server.cfg.RowCap.Cap(); c != simCap {
 		t.Fatalf("after a stream, the learned cap is %d, want %d", c, simCap)
 	}
 	r, n = list(r.GetNextPageToken())
@@ -261,11 +264,11 @@ func TestRowCapListPage(t *testing.T) {
 func TestRowCapEstimate(t *testing.T) {
 	h := newCapHarness(t, 1000, simCap)
 	ctx := context.Background()
-	c := capCase{q: query{data: backlinksData, p: params{Target: "sized-2500.example"}}}
+	c := capCase{q: query{data: paging.Backlinks, p: paging.Params{Target: "sized-2500.example"}}}
 	c.q.p = c.q.withIdentity().p
 	h.readStream(t, c, 0, 0)
-	if h.server.pager.caps.Cap() != simCap {
-		t.Fatalf("the stream did not teach the cap: %d", h.server.pager.caps.Cap())
+	if h.server.cfg.RowCap.Cap() != simCap {
+		t.Fatalf("the stream did not teach the cap: %d", h.server.cfg.RowCap.Cap())
 	}
 	e, err := h.backlinks.EstimateCost(ctx, &v1.EstimateCostRequest{Rows: 2500, Request: &v1.EstimateCostRequest_Backlinks{
 		Backlinks: &v1.ListBacklinksRequest{Target: c.q.p.Target, Select: c.q.p.Select}}})

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -196,6 +197,16 @@ func (w *rowWriter) fill(msg unsafe.Pointer, rec upstream.Record, b *block, i in
 	}
 }
 
+// writerOf is the writer of T's messages from the records of a plan.
+func writerOf[T any](pl *paging.Plan) (*rowWriter, error) {
+	w, err := writerFor[T](upstream.MustSchema(pl.Dataset().Endpoint()), pl.Selected(), pl.Fetched())
+	if err != nil {
+		// The protos and the catalog disagree: a bug, not the caller's.
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	return w, nil
+}
+
 // message is a generated row message type T whose pointer is a proto.Message.
 type message[T any] interface {
 	*T
@@ -206,16 +217,15 @@ type message[T any] interface {
 // messages of a page and the values they point to are allocated in one
 // block per type: a page is a handful of allocations rather than several
 // per row.
-func rowsOf[T any, M message[T]](pl *plan, rows []upstream.Record) ([]M, error) {
+func rowsOf[T any, M message[T]](pl *paging.Plan, rows []upstream.Record) ([]M, error) {
 	return rowsIn[T, M](pl, rows, make([]T, len(rows)))
 }
 
 // rowsIn is rowsOf writing into msgs, zeroed messages, one per row.
-func rowsIn[T any, M message[T]](pl *plan, rows []upstream.Record, msgs []T) ([]M, error) {
-	w, err := writerFor[T](upstream.MustSchema(pl.data.endpoint), pl.selected, pl.query.Select)
+func rowsIn[T any, M message[T]](pl *paging.Plan, rows []upstream.Record, msgs []T) ([]M, error) {
+	w, err := writerOf[T](pl)
 	if err != nil {
-		// The protos and the catalog disagree: a bug, not the caller's.
-		return nil, status.Error(codes.Internal, "internal error")
+		return nil, err
 	}
 	b := w.block(len(rows))
 	out := make([]M, len(rows))
@@ -257,48 +267,4 @@ func (s *slabs[T]) put(msgs []T) {
 	case s.free <- msgs:
 	default: // the list is full: leave them to the GC
 	}
-}
-
-// afterAll is the cursor after rows, which follow c: what c.after gives row
-// by row, read from the runs of equal keys that end the rows, so that only
-// a few keys per page are built.
-func (c cursor) afterAll(keys []sortKey, rows []upstream.Record) cursor {
-	if len(rows) == 0 {
-		return c
-	}
-	// The runs that end the rows, last first: the cursor's own and its tail.
-	type span struct{ start, n int }
-	var runs []span
-	i := len(rows)
-	for len(runs) <= tailRuns && i > 0 {
-		j := i - 1
-		for j > 0 && sameRecordKey(keys, rows[j-1], rows[i-1]) {
-			j--
-		}
-		runs = append(runs, span{j, i - j})
-		i = j
-	}
-	out := c
-	if i > 0 {
-		out = cursor{} // rows before the runs read push c out of the tail
-	}
-	for r := len(runs) - 1; r >= 0; r-- {
-		k := keyOf(keys, rows[runs[r].start])
-		if runs[r].start == 0 && out.Key != nil && sameKey(k, out.Key) {
-			out.Skip += runs[r].n
-			continue
-		}
-		out = out.moved(k, runs[r].n)
-	}
-	out.Settled = false // rows read since the token: the next page is checked in full
-	return out
-}
-
-func sameRecordKey(keys []sortKey, a, b upstream.Record) bool {
-	for _, k := range keys {
-		if !a[k.col].Equal(b[k.col]) {
-			return false
-		}
-	}
-	return true
 }

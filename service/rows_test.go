@@ -11,62 +11,33 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/upstream"
 )
 
 // field reads a field of a page's record by name, as the simulator's rows
 // are read.
-func field(pl *plan, r upstream.Record, name string) any {
-	i := slices.Index(pl.query.Select, name)
+func field(pl *paging.Plan, r upstream.Record, name string) any {
+	i := slices.Index(pl.Fetched(), name)
 	if i < 0 {
 		return nil
 	}
 	return r[i].Any()
 }
 
-// TestAfterAllIsAfterRowByRow: the cursor read from the run of equal keys
-// that ends a page is the one c.after gives row by row, whatever the runs.
-func TestAfterAllIsAfterRowByRow(t *testing.T) {
-	keys := []sortKey{{field: &upstream.Field{Name: "a", Kind: upstream.KindInt}, col: 0},
-		{field: &upstream.Field{Name: "b", Kind: upstream.KindString}, col: 1}}
-	rec := func(a int64, b string) upstream.Record {
-		return upstream.Record{upstream.IntValue(a), upstream.StringValue(b)}
-	}
-	pages := [][]upstream.Record{
-		{},
-		{rec(1, "x")},
-		{rec(1, "x"), rec(1, "x"), rec(1, "x")},
-		{rec(1, "x"), rec(2, "y"), rec(2, "y")},
-		{rec(2, "y"), rec(1, "x"), rec(2, "y")},
-		{rec(1, "x"), {upstream.NullValue(), upstream.StringValue("z")}, {{}, upstream.StringValue("z")}},
-	}
-	for _, start := range []cursor{{}, {Key: []any{int64(1), "x"}, Skip: 4}, {Key: []any{int64(2), "y"}, Skip: 1}} {
-		for i, rows := range pages {
-			want := start
-			for _, r := range rows {
-				want = want.after(keys, r)
-			}
-			got := start.afterAll(keys, rows)
-			if got.Skip != want.Skip || !sameKey(got.Key, want.Key) {
-				t.Errorf("start %v, page %d: afterAll = %v, after row by row = %v", start, i, got, want)
-			}
-		}
-	}
-}
-
 // TestRowsOfFillsSelectedFields: every kind reaches its message field,
 // fields not selected or null stay absent, and timestamps are distinct per
 // row although allocated together.
 func TestRowsOfFillsSelectedFields(t *testing.T) {
-	pl, err := compile(backlinksData, params{Target: "example.com",
+	pl, err := paging.Compile(paging.Backlinks, paging.Params{Target: "example.com",
 		Select: []string{"url_from,domain_rating_source,http_code,is_dofollow,first_seen,languages,redirect_kind,last_seen"}}, DefaultTenant)
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := func(name string) int { return slices.Index(pl.query.Select, name) }
+	at := func(name string) int { return slices.Index(pl.Fetched(), name) }
 	t1, t2 := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	row := func(url string, first time.Time) upstream.Record {
-		r := make(upstream.Record, len(pl.query.Select))
+		r := make(upstream.Record, len(pl.Fetched()))
 		r[at("url_from")] = upstream.StringValue(url)
 		r[at("domain_rating_source")] = upstream.FloatValue(71.5)
 		r[at("http_code")] = upstream.IntValue(200)
@@ -101,28 +72,28 @@ func TestRowsOfFillsSelectedFields(t *testing.T) {
 // error.
 func TestRowWritersCoverEveryField(t *testing.T) {
 	for _, tc := range []struct {
-		data  *dataset
-		write func(*plan) error
+		data  *paging.Dataset
+		write func(*paging.Plan) error
 	}{
-		{backlinksData, func(pl *plan) error { _, err := rowsOf[v1.Backlink](pl, nil); return err }},
-		{refDomainsData, func(pl *plan) error { _, err := rowsOf[v1.RefDomain](pl, nil); return err }},
-		{brokenBacklinksData, func(pl *plan) error { _, err := rowsOf[v1.BrokenBacklink](pl, nil); return err }},
-		{newLostData, func(pl *plan) error {
-			for _, f := range pl.feeds { // each feed's records have a layout of their own
-				if _, err := rowsOf[v1.Backlink](f.plan, nil); err != nil {
+		{paging.Backlinks, func(pl *paging.Plan) error { _, err := rowsOf[v1.Backlink](pl, nil); return err }},
+		{paging.RefDomains, func(pl *paging.Plan) error { _, err := rowsOf[v1.RefDomain](pl, nil); return err }},
+		{paging.BrokenBacklinks, func(pl *paging.Plan) error { _, err := rowsOf[v1.BrokenBacklink](pl, nil); return err }},
+		{paging.NewLost, func(pl *paging.Plan) error {
+			for _, f := range pl.Layouts() { // each feed's records have a layout of their own
+				if _, err := rowsOf[v1.Backlink](f, nil); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
 	} {
-		t.Run(tc.data.label, func(t *testing.T) {
-			s := upstream.MustSchema(tc.data.endpoint)
-			p := params{Target: "example.com", Select: s.Selectable()}
-			if tc.data == newLostData {
+		t.Run(tc.data.Label(), func(t *testing.T) {
+			s := upstream.MustSchema(tc.data.Endpoint())
+			p := paging.Params{Target: "example.com", Select: s.Selectable()}
+			if tc.data == paging.NewLost {
 				p.Since = "2025-01-01"
 			}
-			pl, err := compile(tc.data, p, DefaultTenant)
+			pl, err := paging.Compile(tc.data, p, DefaultTenant)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,10 +110,10 @@ func TestRowWritersCoverEveryField(t *testing.T) {
 func TestConcurrentStreamsRecycleMessages(t *testing.T) {
 	h := newHarness(t, harnessOptions{pageRows: 300})
 	qs := []query{
-		{data: backlinksData, p: params{Target: "sized-2000.example", Select: []string{"anchor", "first_seen", "domain_rating_source"}}, pageSize: 250},
-		{data: backlinksData, p: params{Target: "sized-1700.example", OrderBy: "domain_rating_source:desc"}, pageSize: 300},
-		{data: refDomainsData, p: params{Target: "sized-2500.example"}, pageSize: 200},
-		{data: backlinksData, p: params{Target: "sized-1900.example", Select: []string{"languages", "redirect_kind", "http_code"}}, pageSize: 1000},
+		{data: paging.Backlinks, p: paging.Params{Target: "sized-2000.example", Select: []string{"anchor", "first_seen", "domain_rating_source"}}, pageSize: 250},
+		{data: paging.Backlinks, p: paging.Params{Target: "sized-1700.example", OrderBy: "domain_rating_source:desc"}, pageSize: 300},
+		{data: paging.RefDomains, p: paging.Params{Target: "sized-2500.example"}, pageSize: 200},
+		{data: paging.Backlinks, p: paging.Params{Target: "sized-1900.example", Select: []string{"languages", "redirect_kind", "http_code"}}, pageSize: 1000},
 	}
 	errs := make(chan error, len(qs))
 	for _, q := range qs {
@@ -158,7 +129,7 @@ func TestConcurrentStreamsRecycleMessages(t *testing.T) {
 			case err != nil:
 				errs <- err
 			case !slices.Equal(got, want):
-				errs <- fmt.Errorf("%s %s: %d rows, want %d; first difference at %d", q.data.label, q.p.Target, len(got), len(want), firstDiff(got, want))
+				errs <- fmt.Errorf("%s %s: %d rows, want %d; first difference at %d", q.data.Label(), q.p.Target, len(got), len(want), firstDiff(got, want))
 			default:
 				errs <- nil
 			}

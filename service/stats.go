@@ -24,15 +24,14 @@ func (s *BacklinksServer) backlinksStats(ctx context.Context, tenant string, q u
 		Send: func(ctx context.Context) (scheduler.Response, error) {
 			st, cost, err := s.cfg.Upstream.BacklinksStats(ctx, q)
 			stats = st
-			return scheduler.Response{Charged: cost.Actual, Reported: cost.Known, Unanswered: !cost.Known && upstream.MayHaveCharged(err),
-				UpstreamCached: cost.Cache == "hit", Requests: 1 + boolInt(q.IPs)}, err
+			return scheduler.Response{Charged: cost.Actual, Reported: cost.Known, Unanswered: upstream.Unanswered(cost, err),
+				UpstreamCached: cost.CacheHit(), Requests: upstream.StatsRequests(q.IPs)}, err
 		},
 	}
 	res, err := s.cfg.Scheduler.Do(ctx, call)
 	err = panicked(s.cfg.Logger, "stats", err)
-	pt.record(ctx, res, err)
-	pg := page{charged: res.Charged, requests: res.Requests, err: err}
-	pt.end(ctx, pg, res)
+	pt.Scheduled(ctx, res, err)
+	pt.End(ctx, res, 0, err)
 	s.cfg.Telemetry.sent(ctx, tenant, statsLabel, 0, res.Charged)
 	if err != nil {
 		return upstream.Stats{}, nil, err

@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkgate/linkgate/internal/clock"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
@@ -47,8 +49,9 @@ type TelemetryConfig struct {
 	// BudgetEvery is the longest the budget gauge reuses a reading of the
 	// ledger: scrapes must not turn into a load on a shared Redis. Default 5s.
 	BudgetEvery time.Duration
-	// Now is the clock of the budget gauge's cache. Default time.Now.
-	Now func() time.Time
+	// Clock is the clock of the budget gauge's cache; nil means
+	// clock.System.
+	Clock clock.Clock
 }
 
 // Telemetry holds linkgate's tracer and instruments. It is also the
@@ -87,9 +90,7 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	if cfg.BudgetEvery <= 0 {
 		cfg.BudgetEvery = 5 * time.Second
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	t := &Telemetry{
 		cfg:    cfg,
 		tracer: cfg.TracerProvider.Tracer(instrumentationName),
@@ -183,7 +184,7 @@ func (t *Telemetry) Close() error {
 func (t *Telemetry) readBudget(ctx context.Context, l BudgetReader) (quota.Report, error) {
 	t.budgetMu.Lock()
 	defer t.budgetMu.Unlock()
-	now := t.cfg.Now()
+	now := t.cfg.Clock.Now()
 	if !t.budgetAt.IsZero() && now.Sub(t.budgetAt) < t.cfg.BudgetEvery {
 		return t.budget, t.budgetErr
 	}
@@ -235,10 +236,15 @@ type pageTrace struct {
 	cache string
 }
 
-// startPage opens the span of page n (1-based within a run).
-func (t *Telemetry) startPage(ctx context.Context, f fetch, n int) (context.Context, *pageTrace) {
-	return t.startCall(ctx, PageSpanName, f.tenant, f.plan.data.label, AttrPage.Int(n))
+var _ paging.Observer = (*Telemetry)(nil)
+
+// StartPage opens the span of page n (1-based within a run).
+func (t *Telemetry) StartPage(ctx context.Context, tenant, dataset string, n int) (context.Context, paging.PageTrace) {
+	return t.startCall(ctx, PageSpanName, tenant, dataset, AttrPage.Int(n))
 }
+
+// Charged adds a page's units to the request's log line.
+func (t *Telemetry) Charged(ctx context.Context, units int64) { noteRequest(ctx, 0, units) }
 
 // startCall opens the span of one paid upstream call.
 func (t *Telemetry) startCall(ctx context.Context, name, tenant, dataset string, attrs ...attribute.KeyValue) (context.Context, *pageTrace) {
@@ -249,10 +255,11 @@ func (t *Telemetry) startCall(ctx context.Context, name, tenant, dataset string,
 		labels: attribute.NewSet(attribute.String("tenant", tenant), attribute.String("dataset", dataset))}
 }
 
-// record adds to the span and the metrics what the scheduler did for one
-// paid call: its wait for a rate slot, and its reservation and settlement,
-// or its denial, or that a cache or another caller's request served it.
-func (p *pageTrace) record(ctx context.Context, res scheduler.Result, err error) {
+// Scheduled adds to the span and the metrics what the scheduler did for
+// one paid call: its wait for a rate slot, and its reservation and
+// settlement, or its denial, or that a cache or another caller's request
+// served it.
+func (p *pageTrace) Scheduled(ctx context.Context, res scheduler.Result, err error) {
 	// Shorter waits are the queue's hand-off, not the key's rate.
 	if res.Waited >= time.Millisecond {
 		p.span.AddEvent("linkgate.rate_limit_wait", trace.WithAttributes(attribute.Int64("wait_ms", res.Waited.Milliseconds())))
@@ -296,22 +303,22 @@ func (p *pageTrace) record(ctx context.Context, res scheduler.Result, err error)
 	}
 }
 
-// end closes the span with the page's outcome and records it.
-func (p *pageTrace) end(ctx context.Context, pg page, res scheduler.Result) {
+// End closes the span with the call's outcome and records it.
+func (p *pageTrace) End(ctx context.Context, res scheduler.Result, rows int, err error) {
 	cache := p.cache
 	if cache == "" {
 		cache = "unknown"
 		switch {
 		case res.UpstreamCached:
 			cache = "hit"
-		case res.Requests > 0 && pg.err == nil:
+		case res.Requests > 0 && err == nil:
 			cache = "miss"
 		}
 	}
-	p.span.SetAttributes(AttrRows.Int(len(pg.rows)), AttrCache.String(cache), AttrAttempts.Int(res.Requests))
-	if pg.err != nil {
-		p.span.RecordError(pg.err)
-		p.span.SetStatus(codes.Error, pg.err.Error())
+	p.span.SetAttributes(AttrRows.Int(rows), AttrCache.String(cache), AttrAttempts.Int(res.Requests))
+	if err != nil {
+		p.span.RecordError(err)
+		p.span.SetStatus(codes.Error, err.Error())
 	}
 	p.span.End()
 	p.t.pages.Add(ctx, 1, metric.WithAttributeSet(p.labels), metric.WithAttributes(attribute.String("cache", cache)))
@@ -325,8 +332,8 @@ func (t *Telemetry) streamStarted(ctx context.Context, dataset string) func() {
 	return func() { t.activeStreams.Add(context.WithoutCancel(ctx), -1, attrs) }
 }
 
-// orderViolation counts a page refused by the pager's order checks.
-func (t *Telemetry) orderViolation(ctx context.Context, dataset string) {
+// OrderViolation counts a page refused by the pager's order checks.
+func (t *Telemetry) OrderViolation(ctx context.Context, dataset string) {
 	t.orderViolations.Add(context.WithoutCancel(ctx), 1, metric.WithAttributes(attribute.String("dataset", dataset)))
 }
 

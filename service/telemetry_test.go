@@ -10,6 +10,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -44,10 +45,10 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) map[string]metricdata.Aggr
 // the ledger at most once per BudgetEvery however often it is collected.
 func TestBudgetGauge(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
-	now := time.Unix(1_700_000_000, 0)
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	tel, err := NewTelemetry(TelemetryConfig{
 		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
-		BudgetEvery:   5 * time.Second, Now: func() time.Time { return now },
+		BudgetEvery:   5 * time.Second, Clock: clk,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func TestBudgetGauge(t *testing.T) {
 		advance time.Duration
 		reads   int
 	}{{0, 1}, {time.Second, 1}, {3 * time.Second, 1}, {time.Second, 2}} {
-		now = now.Add(step.advance)
+		clk.Advance(step.advance)
 		data := collect(t, reader)
 		if l.reads != step.reads {
 			t.Fatalf("after +%s: %d ledger reads, want %d", step.advance, l.reads, step.reads)

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // TestV2NamesNameTheirV3Equivalent: a v2 column in select, filter or
@@ -43,7 +44,7 @@ func TestV2NamesNameTheirV3Equivalent(t *testing.T) {
 		t.Errorf("refused requests spent %d units", used)
 	}
 
-	aip := query{data: backlinksData, p: params{Target: "sized-300.example", OrderBy: "domain_rating_source desc, first_seen_link"}, pageSize: 100}.withIdentity()
+	aip := query{data: paging.Backlinks, p: paging.Params{Target: "sized-300.example", OrderBy: "domain_rating_source desc, first_seen_link"}, pageSize: 100}.withIdentity()
 	ahrefs := aip
 	ahrefs.p.OrderBy = "domain_rating_source:desc,first_seen_link:asc"
 	if a, b := h.listAll(t, aip), h.listAll(t, ahrefs); len(a) != 300 || strings.Join(a, "\n") != strings.Join(b, "\n") {

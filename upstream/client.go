@@ -16,12 +16,13 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // Defaults of Config.
 const (
 	DefaultBaseURL               = "https://api.ahrefs.com"
-	DefaultRequestsPerMinute     = 60
 	DefaultMaxAttempts           = 3
 	DefaultBackoffBase           = 500 * time.Millisecond
 	DefaultBackoffMax            = 8 * time.Second
@@ -73,11 +74,10 @@ type Config struct {
 	// Nil means none.
 	Observer Observer
 
-	// Now, Sleep and Jitter are the clock, injectable so that tests never
-	// sleep. Defaults: time.Now, a timer that stops when ctx is done, and a
-	// uniform draw in [0, d).
-	Now    func() time.Time
-	Sleep  func(ctx context.Context, d time.Duration) error
+	// Clock tells the time and waits out backoffs; nil means
+	// clock.System. Jitter draws a backoff's share of d; nil means a
+	// uniform draw in [0, d). Both are injected so that tests never sleep.
+	Clock  clock.Clock
 	Jitter func(d time.Duration) time.Duration
 }
 
@@ -187,12 +187,7 @@ func New(cfg Config) (*Client, error) {
 	case cfg.MaxRetryAfter < 0, cfg.ResponseHeaderTimeout < 0, cfg.MaxIdleConnsPerHost < 0:
 		return nil, errors.New("upstream: MaxRetryAfter, ResponseHeaderTimeout and MaxIdleConnsPerHost must be positive")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Sleep == nil {
-		cfg.Sleep = sleepContext
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.Jitter == nil {
 		cfg.Jitter = uniformJitter
 	}
@@ -257,6 +252,10 @@ type Cost struct {
 	Estimated bool
 }
 
+// CacheHit reports whether the upstream served the answer from its cache,
+// free.
+func (c Cost) CacheHit() bool { return c.Cache == "hit" }
+
 // Result is the outcome of a List call.
 type Result struct {
 	Rows int  // rows handed to fn
@@ -303,18 +302,18 @@ func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result
 	if err != nil {
 		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
 	}
-	return c.keeping(ctx, q, v, func(body io.Reader) (int, error) { return decodeRows(body, s, fn) })
+	return c.keeping(ctx, q.Endpoint, q.PerRowCost(), v, func(body io.Reader) (int, error) { return decodeRows(body, s, fn) })
 }
 
 // keeping runs a list call whose decoder reads the body while, up to
 // KeepBody bytes, it is kept in Result.Body for the page cache, unless ctx
 // says no cache will take it (WithoutBody).
-func (c *Client) keeping(ctx context.Context, q *Query, v url.Values, decode decodeFunc) (Result, error) {
+func (c *Client) keeping(ctx context.Context, ep Endpoint, perRow int, v url.Values, decode decodeFunc) (Result, error) {
 	if c.cfg.KeepBody <= 0 || ctx.Value(noBodyKey{}) != nil {
-		return c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), decode)
+		return c.call(ctx, ep.Path(), v, perRow, decode)
 	}
 	var raw *keptBody
-	res, err := c.call(ctx, q.Endpoint.Path(), v, q.PerRowCost(), func(body io.Reader) (int, error) {
+	res, err := c.call(ctx, ep.Path(), v, perRow, func(body io.Reader) (int, error) {
 		raw = &keptBody{limit: c.cfg.KeepBody}
 		return decode(io.TeeReader(body, raw))
 	})
@@ -388,7 +387,7 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 		}
 		var apiErr *APIError
 		isAPI := errors.As(err, &apiErr)
-		res.Unanswered = !cost.Known && MayHaveCharged(err)
+		res.Unanswered = Unanswered(cost, err)
 		if isAPI && apiErr.Status == http.StatusTooManyRequests && c.cfg.Gate != nil {
 			c.cfg.Gate.Throttled(ctx, apiErr.RetryAfter)
 		}
@@ -399,7 +398,7 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 			return res, err
 		}
 		wait := c.backoff(attempt, apiErr)
-		if pastDeadline(ctx, c.cfg.Now(), wait) {
+		if pastDeadline(ctx, c.cfg.Clock.Now(), wait) {
 			return res, err
 		}
 		c.obs.Retry(ctx, attempt, wait, err)
@@ -409,7 +408,7 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 			attribute.Int("http.status", apiErr.Status),
 			attribute.String("error", err.Error()),
 		))
-		if serr := c.cfg.Sleep(ctx, wait); serr != nil {
+		if serr := c.cfg.Clock.Sleep(ctx, wait); serr != nil {
 			return res, fmt.Errorf("%w (gave up retrying: %w)", err, serr)
 		}
 	}
@@ -418,10 +417,10 @@ func (c *Client) send(ctx context.Context, path string, v url.Values, body []byt
 // attempt sends one request and decodes its body. It returns the cost when
 // the headers said (or implied) one, and the rows handed on.
 func (c *Client) attempt(ctx context.Context, path, u string, body []byte, perRow int, decode decodeFunc) (cost Cost, rows int, err error) {
-	start := c.cfg.Now()
+	start := c.cfg.Clock.Now()
 	status := 0
 	defer func() {
-		c.obs.Response(ctx, path, status, cost, c.cfg.Now().Sub(start))
+		c.obs.Response(ctx, path, status, cost, c.cfg.Clock.Now().Sub(start))
 	}()
 	method, reqBody := http.MethodGet, io.Reader(nil)
 	if body != nil {
@@ -454,7 +453,7 @@ func (c *Client) attempt(ctx context.Context, path, u string, body []byte, perRo
 			transient: retryableStatus(status),
 		}
 		if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Now(), c.cfg.MaxRetryAfter)
+			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Clock.Now(), c.cfg.MaxRetryAfter)
 		}
 		return cost, 0, e
 	}

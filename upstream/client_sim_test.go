@@ -13,46 +13,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/upstream"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
-// simClock is shared by the simulator and the client: the client's backoff
-// sleeps advance the simulator's rate-limit window, so Retry-After is honoured
-// end to end without sleeping.
-type simClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *simClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-
-func (c *simClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-	return ctx.Err()
-}
-
 type simEnv struct {
-	sim   *ahrefssim.Server
-	c     *upstream.Client
-	clock *simClock
+	sim *ahrefssim.Server
+	c   *upstream.Client
+	// clock is shared by the simulator and the client: the client's
+	// backoff sleeps advance the simulator's rate-limit window, so
+	// Retry-After is honoured end to end without sleeping.
+	clock *clock.Fake
 }
 
 func newSimEnv(t *testing.T, mod ...func(*upstream.Config)) *simEnv {
 	t.Helper()
-	clock := &simClock{now: time.Now().Add(time.Hour).Truncate(time.Second)}
+	clk := clock.NewFake(time.Now().Add(time.Hour).Truncate(time.Second))
 	sim := ahrefssim.New(ahrefssim.Config{
 		Keys:   []string{"integration-key"},
-		Clock:  clock,
+		Clock:  clk,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	cfg := upstream.Config{
 		BaseURL: srv.URL, Key: "integration-key",
-		Now: clock.Now, Sleep: clock.Sleep,
+		Clock:  clk,
 		Jitter: func(d time.Duration) time.Duration { return d },
 	}
 	for _, m := range mod {
@@ -62,7 +49,7 @@ func newSimEnv(t *testing.T, mod ...func(*upstream.Config)) *simEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &simEnv{sim: sim, c: c, clock: clock}
+	return &simEnv{sim: sim, c: c, clock: clk}
 }
 
 func (e *simEnv) list(t *testing.T, q *upstream.Query) ([]upstream.Row, upstream.Result, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/linkgate/linkgate/internal/clock"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,39 +20,12 @@ import (
 
 const testKey = "sk-TEST-0123456789abcdef"
 
-// fakeClock is the injected clock: Sleep advances Now instantly and records
-// every wait, so tests assert the sequence of waits without sleeping.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	sleeps []time.Duration
-}
-
 // newFakeClock starts an hour in the future of the wall clock: deadlines set
 // relative to it are checked by the client against the fake clock, while the
-// real context timers never fire during a test.
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Now().Add(time.Hour).Truncate(time.Second)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sleeps = append(c.sleeps, d)
-	c.now = c.now.Add(d)
-	return ctx.Err()
-}
-
-func (c *fakeClock) Sleeps() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]time.Duration(nil), c.sleeps...)
+// real context timers never fire during a test. Sleeps advance it at once
+// and are recorded, so tests assert the sequence of waits without sleeping.
+func newFakeClock() *clock.Fake {
+	return clock.NewFake(time.Now().Add(time.Hour).Truncate(time.Second))
 }
 
 // recorder is an Observer that remembers what it was told.
@@ -75,7 +49,7 @@ func (r *recorder) Response(_ context.Context, _ string, status int, _ Cost, _ t
 
 type harness struct {
 	c     *Client
-	clock *fakeClock
+	clock *clock.Fake
 	obs   *recorder
 	hits  *atomic.Int32
 	srv   *httptest.Server
@@ -92,13 +66,12 @@ func newHarness(t *testing.T, h http.HandlerFunc, mod ...func(*Config)) *harness
 		h(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	clock := newFakeClock()
+	clk := newFakeClock()
 	obs := &recorder{}
 	cfg := Config{
 		BaseURL:  srv.URL,
 		Key:      testKey,
-		Now:      clock.Now,
-		Sleep:    clock.Sleep,
+		Clock:    clk,
 		Jitter:   func(d time.Duration) time.Duration { return d },
 		Observer: obs,
 	}
@@ -109,7 +82,7 @@ func newHarness(t *testing.T, h http.HandlerFunc, mod ...func(*Config)) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{c: c, clock: clock, obs: obs, hits: hits, srv: srv}
+	return &harness{c: c, clock: clk, obs: obs, hits: hits, srv: srv}
 }
 
 func backlinksQuery() *Query {
@@ -462,7 +435,7 @@ func TestRetryPolicy(t *testing.T) {
 	t.Run("cancellation is the caller's, not an outage", func(t *testing.T) {
 		h := newHarness(t, failing(100))
 		ctx, cancel := context.WithCancel(context.Background())
-		h.c.cfg.Sleep = func(context.Context, time.Duration) error { cancel(); return context.Canceled }
+		h.c.cfg.Clock = cancelOnSleep{Clock: h.c.cfg.Clock, cancel: cancel}
 		_, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
 		if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUpstreamUnavailable) || h.hits.Load() != 1 {
 			t.Errorf("err = %v, hits = %d", err, h.hits.Load())
@@ -765,4 +738,16 @@ func TestSpanEvents(t *testing.T) {
 	if got := fmt.Sprint(span.events); got != want {
 		t.Errorf("span events = %s, want %s", got, want)
 	}
+}
+
+// cancelOnSleep is a clock whose Sleep cancels the call that sleeps, as
+// a caller that goes away during a backoff does.
+type cancelOnSleep struct {
+	clock.Clock
+	cancel func()
+}
+
+func (c cancelOnSleep) Sleep(context.Context, time.Duration) error {
+	c.cancel()
+	return context.Canceled
 }

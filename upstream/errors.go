@@ -125,6 +125,11 @@ func MayHaveCharged(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
+// Unanswered reports whether a call that failed with err, its response's
+// cost headers c, may have been charged a cost nobody knows: no headers
+// came and the request may have left (MayHaveCharged).
+func Unanswered(c Cost, err error) bool { return !c.Known && MayHaveCharged(err) }
+
 // maxErrorBody bounds what is read of an error response: enough for any
 // {"error": ...} the API sends, small enough that a CDN page cannot hurt.
 const maxErrorBody = 64 << 10

@@ -52,21 +52,6 @@ func parseRetryAfter(h string, now time.Time, limit time.Duration) time.Duration
 	return min(max(d, 0), limit)
 }
 
-// sleepContext is the default Config.Sleep: it waits d or until ctx is done.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // uniformJitter is the default Config.Jitter: uniform in [0, d).
 func uniformJitter(d time.Duration) time.Duration {
 	if d <= 0 {

@@ -104,17 +104,15 @@ func normaliseUnknown(v any) any {
 
 // ListRecords is List with each row decoded into a Record of q.Select (see
 // DecodePage): the compact form the service streams, with no map per row.
+// A query read page by page is better prepared once (Prepare, ListPage).
 func (c *Client) ListRecords(ctx context.Context, q *Query, fn func(Record) error) (Result, error) {
-	if err := q.Validate(); err != nil {
-		return Result{}, err
-	}
-	cols, err := columnsOf(q)
+	p, err := Prepare(*q)
 	if err != nil {
 		return Result{}, err
 	}
-	v, err := q.Values()
+	r, err := p.Page(nil, q.Limit)
 	if err != nil {
-		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
+		return Result{}, err
 	}
-	return c.keeping(ctx, q, v, func(body io.Reader) (int, error) { return decodeRecords(body, cols, nil, fn) })
+	return c.ListPage(ctx, r, fn)
 }

@@ -135,6 +135,15 @@ func StatsUnits(ips bool) int64 {
 	return u
 }
 
+// StatsRequests is the number of requests a stats query makes: include_ips
+// reads refips from batch-analysis in a second one.
+func StatsRequests(ips bool) int {
+	if ips {
+		return 2
+	}
+	return 1
+}
+
 // StatsPerRow is the per-row price of a stats query's fields, both
 // requests together.
 func StatsPerRow(ips bool) int {
@@ -163,7 +172,7 @@ func (c *Client) BacklinksStats(ctx context.Context, q StatsQuery) (Stats, Cost,
 	}
 	date := q.Date
 	if date.IsZero() {
-		date = c.cfg.Now()
+		date = c.cfg.Clock.Now()
 	}
 	v := url.Values{
 		"target": {q.Target},

@@ -18,11 +18,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 )
 
 // startServer runs the real server on random loopback ports, on its
 // embedded default unless env says otherwise, and stops it at the end.
-func startServer(t *testing.T, env map[string]string) (*server, *syncBuffer) {
+func startServer(t *testing.T, env map[string]string) (*server, *logsink.Buffer) {
 	t.Helper()
 	base := map[string]string{
 		"LINKGATE_GRPC_ADDR":    "127.0.0.1:0",
@@ -38,7 +39,7 @@ func startServer(t *testing.T, env map[string]string) (*server, *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	s, err := start(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/linkgate/linkgate/export"
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -303,7 +304,7 @@ type exportCluster struct {
 type exportReplica struct {
 	cmd                *exec.Cmd
 	grpcAddr, httpAddr string
-	log                *syncBuffer
+	log                *logsink.Buffer
 	conn               *grpc.ClientConn
 	exited             chan struct{}
 }
@@ -344,7 +345,7 @@ func newExportCluster(t *testing.T, redisAddr string) *exportCluster {
 func (c *exportCluster) start(env ...string) *exportReplica {
 	t := c.t
 	t.Helper()
-	r := &exportReplica{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), log: &syncBuffer{}, exited: make(chan struct{})}
+	r := &exportReplica{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), log: &logsink.Buffer{}, exited: make(chan struct{})}
 	r.cmd = exec.Command(c.bin)
 	r.cmd.Env = append(append(slicesClone(c.env), "LINKGATE_GRPC_ADDR="+r.grpcAddr, "LINKGATE_HTTP_ADDR="+r.httpAddr,
 		"LINKGATE_DATA_DIR="+t.TempDir()), env...)

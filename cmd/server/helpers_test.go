@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
@@ -47,24 +46,6 @@ func tenantsJSON() string {
   {"name": "b", "role": "reader", "keys": [{"sha256": "` + sum(keyB) + `"}]},
   {"name": "ops", "role": "admin", "keys": [{"sha256": "` + sum(keyAdmin) + `"}]}
 ]}`
-}
-
-// syncBuffer is a log sink the server's goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // simulator serves the upstream simulator accepting upstreamKey.
@@ -98,9 +79,9 @@ func testConfig(t testing.TB, upstreamURL string) config {
 
 // startTest starts the real server and stops it at the end of the test;
 // the log goes to the returned buffer.
-func startTest(t testing.TB, cfg config) (*server, *syncBuffer) {
+func startTest(t testing.TB, cfg config) (*server, *logsink.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	s, err := start(t.Context(), cfg, newLogger(cfg, logs))
 	if err != nil {
 		t.Fatalf("start: %v\nlog:\n%s", err, logs)

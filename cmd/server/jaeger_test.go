@@ -19,6 +19,8 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkgate/linkgate/internal/logsink"
+	"github.com/linkgate/linkgate/internal/poll"
 	"github.com/linkgate/linkgate/service"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -46,7 +48,7 @@ func TestJaegerOTLP(t *testing.T) {
 	// the default 127.0.0.1:4317.
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "JAEGER_OTLP_GRPC="+otlp, "JAEGER_OTLP_HTTP="+ports[1],
 		"JAEGER_QUERY_HTTP="+query, "JAEGER_QUERY_GRPC="+ports[3])
-	var jlog syncBuffer
+	var jlog logsink.Buffer
 	cmd.Stdout, cmd.Stderr = &jlog, &jlog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -58,7 +60,7 @@ func TestJaegerOTLP(t *testing.T) {
 			t.Logf("jaeger output:\n%s", jlog.String())
 		}
 	})
-	waitFor(t, 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, 200*time.Millisecond, "Jaeger to answer", func() bool {
 		resp, err := http.Get("http://" + query + "/api/services")
 		if err == nil {
 			resp.Body.Close()
@@ -88,7 +90,7 @@ func TestJaegerOTLP(t *testing.T) {
 	}
 
 	var tr jaegerTrace
-	waitFor(t, 20*time.Second, func() bool {
+	poll.Until(t, 20*time.Second, 200*time.Millisecond, "the spans in Jaeger", func() bool {
 		tr = fetchJaegerTrace(t, query, tid.String())
 		// REST, gRPC client and server, and a page and an upstream span
 		// for each of the three pages.
@@ -211,15 +213,4 @@ func freePorts(t *testing.T, n int) []string {
 		l.Close()
 	}
 	return addrs
-}
-
-func waitFor(t *testing.T, d time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s", d)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
@@ -37,7 +38,7 @@ import (
 type replica struct {
 	cmd                *exec.Cmd
 	grpcAddr, httpAddr string
-	log                *syncBuffer
+	log                *logsink.Buffer
 }
 
 // startReplica builds and starts the server binary with the tests' tenants
@@ -54,7 +55,7 @@ func startReplica(t *testing.T, env ...string) *replica {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
-	r := &replica{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), log: &syncBuffer{}}
+	r := &replica{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), log: &logsink.Buffer{}}
 	r.cmd = exec.Command(bin)
 	r.cmd.Env = append(os.Environ(),
 		"LINKGATE_GRPC_ADDR="+r.grpcAddr, "LINKGATE_HTTP_ADDR="+r.httpAddr,

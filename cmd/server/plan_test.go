@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/upstream"
@@ -49,7 +50,7 @@ func TestPlanChangeForgetsTheRowCap(t *testing.T) {
 			}
 			type replica struct {
 				c     clients
-				logs  *syncBuffer
+				logs  *logsink.Buffer
 				reads atomic.Int32 // of limits-and-usage
 			}
 			replicas := make([]*replica, tc.replicas)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
 
@@ -120,7 +121,7 @@ func (r *readmeRun) start(vars map[string]string) {
 	if err != nil {
 		t.Fatalf("make run with %v: %v", vars, err)
 	}
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	s, err := start(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("make run with %v: %v\n%s", vars, err, logs)

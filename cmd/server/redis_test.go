@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
@@ -26,7 +27,7 @@ import (
 
 // redisReplica starts a linkgate on the shared budget in Redis as
 // configured by rc, with the simulator sim as its upstream.
-func redisReplica(t *testing.T, sim *ahrefssim.Server, budget string, rc redisConfig) (*server, clients, *syncBuffer) {
+func redisReplica(t *testing.T, sim *ahrefssim.Server, budget string, rc redisConfig) (*server, clients, *logsink.Buffer) {
 	t.Helper()
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
@@ -157,7 +158,7 @@ func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 	}
 	rc.RedisAddr, rc.RedisMasterName = strings.Join(set.SentinelAddrs(), ","), set.MasterName
 	var replicas []clients
-	var logs []*syncBuffer
+	var logs []*logsink.Buffer
 	for range 2 {
 		srv := httptest.NewServer(sim)
 		t.Cleanup(srv.Close)
@@ -281,7 +282,7 @@ func b2i(b bool) int {
 
 // reconciled reports whether a replica logged a reconciliation (a line
 // with its drift) after it noticed another Redis server.
-func reconciled(logs []*syncBuffer) bool {
+func reconciled(logs []*logsink.Buffer) bool {
 	for _, l := range logs {
 		_, after, switched := strings.Cut(l.String(), "another Redis server holds the budget now")
 		if switched && strings.Contains(after, `"drift":`) {
@@ -385,7 +386,7 @@ func TestRedisPasswordAndTLS(t *testing.T) {
 			cfg.BudgetName = fmt.Sprintf("secure%d", time.Now().UnixNano())
 			cfg.TokenKey = "redis-token-key-0123456789abcdef"
 			if tc.startOK != "" {
-				logs := &syncBuffer{}
+				logs := &logsink.Buffer{}
 				s, err := start(t.Context(), cfg, newLogger(cfg, logs))
 				if err == nil {
 					_ = s.shutdown()
@@ -480,7 +481,7 @@ func TestRedisRestartReconciles(t *testing.T) {
 
 	rs.Restart()
 	deadline := time.Now().Add(30 * time.Second)
-	for !reconciled([]*syncBuffer{logs}) {
+	for !reconciled([]*logsink.Buffer{logs}) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no reconciliation within 30 s of the restart:\n%s", logs)
 		}

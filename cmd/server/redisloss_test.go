@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/internal/redistest"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
@@ -94,7 +95,7 @@ func TestServerRefusesAnEvictingRedis(t *testing.T) {
 	rs := redistest.Start(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
 	cfg := testConfig(t, simulator(t, ahrefssim.Config{}))
 	cfg.RedisAddr, cfg.TokenKey = rs.Addr, "redis-loss-token-key-0123456789abcdef"
-	logs := &syncBuffer{}
+	logs := &logsink.Buffer{}
 	s, err := start(t.Context(), cfg, newLogger(cfg, logs))
 	if err == nil {
 		_ = s.shutdown()

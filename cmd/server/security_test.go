@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/internal/logsink"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/service"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -30,7 +32,7 @@ func TestRefuseUnauthenticatedOffLoopback(t *testing.T) {
 			cfg := testConfig(t, "")
 			cfg.TenantsFile = ""
 			cfg.GRPCAddr, cfg.HTTPAddr = tc.grpcAddr, tc.httpAddr
-			logs := &syncBuffer{}
+			logs := &logsink.Buffer{}
 			s, err := start(t.Context(), cfg, newLogger(cfg, logs))
 			if err == nil {
 				s.shutdown()
@@ -258,7 +260,7 @@ func TestInputLimits(t *testing.T) {
 		{"too many fields", "select", &v1.ListBacklinksRequest{Target: "example.com", Select: []string{fields}}},
 		{"filter too long", "filter", &v1.ListBacklinksRequest{Target: "example.com", Filter: strings.Repeat(" ", 5000) + "is_spam"}},
 		{"filter too deep", "filter", &v1.ListBacklinksRequest{Target: "example.com", Filter: strings.Repeat("(", 40) + "is_spam" + strings.Repeat(")", 40)}},
-		{"token too long", "page_token", &v1.ListBacklinksRequest{Target: "example.com", PageToken: strings.Repeat("x", service.MaxTokenBytes+1)}},
+		{"token too long", "page_token", &v1.ListBacklinksRequest{Target: "example.com", PageToken: strings.Repeat("x", paging.MaxTokenBytes+1)}},
 		{"target too long", "target", &v1.ListBacklinksRequest{Target: strings.Repeat("a", 3000) + ".example"}},
 	}
 	for _, tc := range tests {

@@ -29,6 +29,7 @@ import (
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/internal/rest"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/quota"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/service"
@@ -354,7 +355,7 @@ func (s *server) newScheduler(ledger *quota.Ledger) (*scheduler.Scheduler, error
 // tokens returns the page token codec. Without a configured key, a bolt
 // deployment keeps a random one in its data directory so that tokens
 // survive a restart; replicas sharing Redis must share configured keys.
-func (s *server) tokens() (*service.Tokens, error) {
+func (s *server) tokens() (*paging.Tokens, error) {
 	keys := s.cfg.tokenKeys()
 	if len(keys) == 0 {
 		if s.cfg.RedisAddr != "" {
@@ -378,7 +379,7 @@ func (s *server) tokens() (*service.Tokens, error) {
 	for _, k := range keys[1:] {
 		older = append(older, []byte(k))
 	}
-	return service.NewTokens([]byte(keys[0]), s.cfg.TokenTTL, nil, older...)
+	return paging.NewTokens([]byte(keys[0]), s.cfg.TokenTTL, nil, older...)
 }
 
 // readiness is what health reports on: the ledger.

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/service"
 	"github.com/linkgate/linkgate/upstream/ahrefssim"
 )
@@ -25,7 +26,7 @@ import (
 // the simulator as an external upstream with upstreamKey), with spans going
 // to an in-memory exporter. stop shuts the server down; it is also a
 // cleanup.
-func testServer(t *testing.T, mutate func(*config)) (s *server, spans *tracetest.InMemoryExporter, logs *syncBuffer, stop func()) {
+func testServer(t *testing.T, mutate func(*config)) (s *server, spans *tracetest.InMemoryExporter, logs *logsink.Buffer, stop func()) {
 	t.Helper()
 	spans = tracetest.NewInMemoryExporter()
 	// A syncer exports each span as it ends: no flush to wait for.
@@ -37,7 +38,7 @@ func testServer(t *testing.T, mutate func(*config)) (s *server, spans *tracetest
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs = &syncBuffer{}
+	logs = &logsink.Buffer{}
 	s, err := start(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -19,12 +19,9 @@
 --
 -- Reserve and Finish read what they need with one HMGET and write what they
 -- changed with one HSET. The rest is sweep's, which they ask for when the
--- hash's 'due' has come: charging lapsed leases, dropping finished records,
--- and folding in a period of the earlier layout (counters in the hashes
--- <period>:tused, :tres and :label, open leases in the sorted set :lease,
--- records in :res:<id> keys or the :res hash). Sweeps, reports and
--- reconciliation work on a whole hash through P. The rules mirror
--- engine.go; the conformance suite keeps them in step.
+-- hash's 'due' has come: charging lapsed leases and dropping finished
+-- records. Sweeps, reports and reconciliation work on a whole hash through
+-- P. The rules mirror engine.go; the conformance suite keeps them in step.
 
 local LAYOUT = '2'
 
@@ -36,9 +33,6 @@ local function num(s) return tonumber(s) or 0 end
 
 local function tfield(tag, tenant) return tag .. '\30' .. tenant end
 local function lfield(tag, tenant, label) return tag .. '\30' .. tenant .. '\31' .. label end
-
--- The period's key without its last word: the prefix of its other keys.
-local function base(key) return string.sub(key, 1, -5) end
 
 -- A record: state, units, time (unix ms), actual, label, tenant. The time
 -- is when the lease of an open record runs out, and when a finished one is
@@ -52,7 +46,6 @@ local function encode(r) return record(r.s, n(r.u), n(r.e), n(r.a), r.l, r.t) en
 
 local function decode(raw)
   if not raw then return nil end
-  if string.sub(raw, 1, 1) == '{' then return cjson.decode(raw) end
   local s, u, e, a, l, t = string.match(raw, '^(%a+)\31(%d+)\31(%d+)\31(%d+)\31([^\31]*)\31(.*)$')
   return {s = s, u = tonumber(u), e = tonumber(e), a = tonumber(a), l = l, t = t}
 end
@@ -95,11 +88,10 @@ function P.open(key, ttl)
   return {key = key, ttl = ttl, v = {}, w = {}}
 end
 
--- layout reads the hash's layout, and folds an earlier one in.
+-- layout reads the hash's layout: false when it was never written.
 function P.layout(h)
   if h.layout ~= nil then return end
   h.layout = redis.call('HGET', h.key, 'v') or false
-  if h.layout ~= LAYOUT then P.migrate(h) end
 end
 
 -- load reads the whole hash once, after its layout.
@@ -146,42 +138,6 @@ function P.hset(key, fv)
   for i = 1, #fv, 1000 do
     redis.call('HSET', key, unpack(fv, i, math.min(i + 999, #fv)))
   end
-end
-
--- migrate folds a period of the earlier layout into its hash, once; a
--- period with no keys yet is left alone. Finished records stay where
--- they are and expire as they would have.
-function P.migrate(h)
-  local b = base(h.key)
-  local old = {tused = b .. 'tused', tres = b .. 'tres', label = b .. 'label', lease = b .. 'lease', res = b .. 'res'}
-  if redis.call('EXISTS', h.key, old.tused, old.tres, old.label, old.lease) == 0 then return end
-  local fv = {'v', LAYOUT, 'due', '0'} -- a Reserve asks for a sweep first
-  for tag, key in pairs({u = old.tused, r = old.tres, l = old.label}) do
-    local all = redis.call('HGETALL', key)
-    for i = 1, #all, 2 do
-      fv[#fv + 1], fv[#fv + 2] = tfield(tag, all[i]), all[i + 1]
-    end
-  end
-  for _, id in ipairs(redis.call('ZRANGE', old.lease, 0, -1)) do
-    local rk = old.res .. ':' .. id
-    local r = decode(redis.call('GET', rk) or redis.call('HGET', old.res, id))
-    if r and r.s == 'open' then
-      fv[#fv + 1], fv[#fv + 2] = 'o\30' .. id, encode(r)
-      redis.call('DEL', rk)
-      redis.call('HDEL', old.res, id)
-    end
-  end
-  -- The keys of a period share its TTL, which a Finish is not told.
-  local ttl = h.ttl
-  for _, k in ipairs({h.key, old.tused, old.tres, old.label, old.lease}) do
-    if ttl then break end
-    local left = redis.call('PTTL', k)
-    if left > 0 then ttl = left end
-  end
-  P.hset(h.key, fv)
-  if ttl then redis.call('PEXPIRE', h.key, ttl) end
-  redis.call('DEL', old.tused, old.tres, old.label, old.lease)
-  h.layout = LAYOUT
 end
 
 -- Charges presumed rather than reported are provisional, per tenant and

@@ -32,13 +32,10 @@ local function finish(KEYS, ARGV)
   if p[1] ~= ARGV[12] or tonumber(e) <= now then
     local r = decode(p[1])
     -- A lapsed lease is charged as every lapsed lease is, by a sweep, and
-    -- then finished as one; a period of the earlier layout is folded in by
-    -- a sweep as well.
+    -- then finished as one; a period never written is written by a sweep
+    -- first, which gives its hash its TTL.
     if r and r.s == 'open' and r.e <= now then return 'sweep' end
     if not r and redis.call('HGET', key, 'v') ~= LAYOUT then return 'sweep' end
-    -- A reservation finished in the earlier layout: a key of its own, or a
-    -- field of the res hash.
-    r = r or decode(redis.call('GET', base(key) .. 'res:' .. id) or redis.call('HGET', base(key) .. 'res', id))
     finished = nil
     if not r or (r.s == 'open' and not p[1]) then
       -- No record (the store lost it, or it finished long ago): the units

@@ -1,7 +1,7 @@
 -- KEYS: the period, the one before it.
 -- ARGV: now, ttl of each, keep
 -- sweep does what Reserve and Finish leave to it (they reply 'sweep'): it
--- folds a period of the earlier layout in, charges lapsed leases, drops
+-- charges lapsed leases, drops
 -- finished records whose time has come, and sets 'due', when a record of
 -- the period or an open lease of the one before may first need it again (a
 -- lower bound). 'swept' says that the period before has no open lease left

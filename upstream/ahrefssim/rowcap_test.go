@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -22,8 +23,8 @@ func TestRowCap(t *testing.T) {
 		t.Fatalf("below the cap: x-api-rows %q, want 100", w.Header().Get("x-api-rows"))
 	}
 
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	r := New(Config{Clock: clock, RequestsPerMinute: 2, RateWindow: time.Second})
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := New(Config{Clock: clk, RequestsPerMinute: 2, RateWindow: time.Second})
 	p := vals("target", "x.com", "select", "url_from")
 	for range 2 {
 		if w := do(t, r, blPath, p, DefaultKey); w.Code != 200 {
@@ -33,7 +34,7 @@ func TestRowCap(t *testing.T) {
 	if w := do(t, r, blPath, p, DefaultKey); w.Code != 429 || r.RateLimited() != 1 {
 		t.Fatalf("third in a window: code %d, 429s %d", w.Code, r.RateLimited())
 	}
-	clock.Add(1100 * time.Millisecond)
+	clk.Advance(1100 * time.Millisecond)
 	if w := do(t, r, blPath, p, DefaultKey); w.Code != 200 {
 		t.Fatalf("after the window: code %d", w.Code)
 	}

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -46,13 +47,6 @@ const (
 	// rejected request: deterministic, so a test can expect each.
 	RateLimitAlternate
 )
-
-// Clock tells the time; tests inject a fake one.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // Config is the simulator's configuration. The zero value is usable: key
 // "sim-key", no rate limit, no faults, a one-minute cache, no unit limits.
@@ -102,8 +96,9 @@ type Config struct {
 	RowCap int
 	// Datasets bounds how many targets' precomputations are kept; 0 means 8.
 	Datasets int
-	// Clock tells the time for rate limiting, caching and usage dates.
-	Clock Clock
+	// Clock tells the time for rate limiting, caching and usage dates;
+	// nil means clock.System.
+	Clock clock.Clock
 	// Logger receives one line per request; nil means slog.Default().
 	Logger *slog.Logger
 	// Collation is how text is sorted by order_by and compared by where;
@@ -139,9 +134,7 @@ type Server struct {
 
 // New returns a simulator configured by cfg.
 func New(cfg Config) *Server {
-	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -199,9 +192,7 @@ func (s *Server) Update(f func(*Config)) {
 	defer s.mu.Unlock()
 	cfg := s.cfg
 	f(&cfg)
-	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	s.setConfig(cfg)
 }
 

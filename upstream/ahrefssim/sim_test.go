@@ -10,20 +10,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/upstream"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func do(t testing.TB, s http.Handler, path string, params url.Values, key string) *httptest.ResponseRecorder {
 	t.Helper()
@@ -105,8 +97,8 @@ func TestErrors(t *testing.T) {
 }
 
 func TestCostHeadersAndCache(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)}
-	s := New(Config{Clock: clock, CacheTTL: time.Minute})
+	clk := clock.NewFake(time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC))
+	s := New(Config{Clock: clk, CacheTTL: time.Minute})
 	tests := []struct {
 		name                string
 		params              url.Values
@@ -144,7 +136,7 @@ func TestCostHeadersAndCache(t *testing.T) {
 		})
 	}
 	p := tests[0].params
-	clock.Add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	if c := do(t, s, blPath, p, DefaultKey).Header().Get("x-api-cache"); c != "miss" {
 		t.Errorf("after the TTL: cache %q, want miss", c)
 	}
@@ -208,8 +200,8 @@ func TestRateLimit(t *testing.T) {
 		{"json without Retry-After", RateLimitJSON, false, []bool{false, false}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-			s := New(Config{Clock: clock, RequestsPerMinute: 2, RateLimitStyle: tt.style, RetryAfter: tt.retryAfter})
+			clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			s := New(Config{Clock: clk, RequestsPerMinute: 2, RateLimitStyle: tt.style, RetryAfter: tt.retryAfter})
 			p := vals("target", "x.com", "select", "url_from")
 			for range 2 {
 				if w := do(t, s, blPath, p, DefaultKey); w.Code != 200 {
@@ -227,7 +219,7 @@ func TestRateLimit(t *testing.T) {
 					t.Errorf("html %v Retry-After %q, want html %v and Retry-After %v", isHTML, w.Header().Get("Retry-After"), html, wantRetryAfter)
 				}
 			}
-			clock.Add(61 * time.Second)
+			clk.Advance(61 * time.Second)
 			if w := do(t, s, blPath, p, DefaultKey); w.Code != 200 {
 				t.Fatalf("after a minute: code %d", w.Code)
 			}

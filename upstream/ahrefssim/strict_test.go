@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/upstream"
 )
 
@@ -190,8 +191,8 @@ func TestBatchAnalysisAsSpecified(t *testing.T) {
 // TestLimitsAndUsageAsAnswered: usage_reset_date is a date-time, as real
 // answers write it, and the free call's cost headers say 0.
 func TestLimitsAndUsageAsAnswered(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 8, 20, 15, 0, 0, 0, time.UTC)}
-	s := New(Config{Clock: clock})
+	clk := clock.NewFake(time.Date(2026, 8, 20, 15, 0, 0, 0, time.UTC))
+	s := New(Config{Clock: clk})
 	w := do(t, s, upstream.LimitsAndUsagePath, vals("output", "json"), DefaultKey)
 	var doc struct {
 		L struct {

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/linkgate/linkgate/service/filter"
+	"github.com/linkgate/linkgate/paging/filter"
 	"github.com/linkgate/linkgate/upstream"
 )
 

@@ -1,10 +1,11 @@
-package service
+package paging
 
 import (
 	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 
 	"github.com/linkgate/linkgate/quota"
@@ -12,7 +13,7 @@ import (
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// Ledger is the part of the quota ledger the service reads: what a tenant
+// Ledger is the part of the quota ledger the engine reads: what a tenant
 // has left, for answers that made no ledger step (served from a cache).
 type Ledger interface {
 	Usage(ctx context.Context, tenant string) (quota.Usage, error)
@@ -24,15 +25,14 @@ type Scheduler interface {
 	Do(ctx context.Context, c scheduler.Call) (scheduler.Result, error)
 }
 
-// Upstream is the part of the upstream client the service calls.
+// Upstream is the part of the upstream client the engine calls.
 type Upstream interface {
-	ListRecords(ctx context.Context, q *upstream.Query, fn func(upstream.Record) error) (upstream.Result, error)
-	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
+	ListPage(ctx context.Context, r *upstream.PageRequest, fn func(upstream.Record) error) (upstream.Result, error)
 }
 
 // fetch is one run of the pager: where it starts and when it stops.
 type fetch struct {
-	plan   *plan
+	plan   *Plan
 	tenant string
 	start  cursor
 	// pageRows is the number of new rows asked of the upstream per request.
@@ -51,6 +51,10 @@ type fetch struct {
 	// suspect carries a page.suspect from the run before, which ended
 	// where this one starts.
 	suspect int
+	// chunk is the number of rows the driver sends at once: each page
+	// carries the cursor after each of its chunks (page.marks). 0: the
+	// page is sent whole.
+	chunk int
 }
 
 // page is one upstream response, without the rows an earlier page returned.
@@ -69,10 +73,13 @@ type page struct {
 	// suspect is the size of this page when the key's row cap may have
 	// cut it short: only the next request can tell (upstream.RowCap).
 	suspect int
-	// next is where the run goes on after this page (valid with err nil):
-	// at the row after it when the page showed that row.
-	next cursor
-	err  error
+	// next is where the run goes on after this page (valid with err nil
+	// or rows): at the row after it when the page showed that row, after
+	// its last row otherwise. marks are where it goes on after each of
+	// its chunks but the last, which ends at next.
+	next  cursor
+	marks []cursor
+	err   error
 }
 
 // pager fetches the pages of a run.
@@ -80,7 +87,7 @@ type pager struct {
 	up     Upstream
 	sched  Scheduler
 	ledger Ledger
-	tel    *Telemetry
+	obs    Observer
 	log    *slog.Logger
 	// sharedCache: tenants share cached and coalesced pages.
 	sharedCache bool
@@ -106,7 +113,7 @@ func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func(
 		// would end the process. It ends the request instead.
 		defer func() {
 			if v := recover(); v != nil {
-				send(ctx, ch, page{err: recovered(p.log, "pager", v)})
+				send(ctx, ch, page{err: recovered(p.log, v, debug.Stack())})
 			}
 		}()
 		p.loop(ctx, f, ch)
@@ -116,7 +123,6 @@ func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func(
 
 func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	cur := f.start
-	perRow := f.plan.perRow()
 	var got, spent int64
 	suspect := f.suspect
 	for n := 1; ; n++ {
@@ -149,11 +155,11 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		if f.maxUnits > 0 {
 			// The page costs max(50, perRow × rows); shrink it to what is
 			// left of max_units, and stop when even the floor is too much.
-			affordable := (f.maxUnits-spent)/int64(perRow) - int64(cur.Skip) - int64(probe)
+			affordable := f.plan.affordable(f.maxUnits-spent) - int64(cur.Skip) - int64(probe)
 			if affordable < want {
 				want, probe = affordable, 0
 			}
-			if upstream.Units(perRow, cur.Skip+int(want)+probe) > f.maxUnits-spent {
+			if f.plan.price(cur.Skip+int(want)+probe) > f.maxUnits-spent {
 				want = 0
 			}
 		}
@@ -174,7 +180,11 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 					requests: pg.requests, remaining: pg.remaining})
 				return
 			}
-			pg.rows, cur, pg.next = rows, next, next
+			pg.marks, pg.next = marks(f.plan.keys, cur, rows, f.chunk)
+			if pg.err == nil {
+				pg.next = next // at the probe row when the page showed it
+			}
+			pg.rows, cur = rows, next
 			got += int64(len(pg.rows))
 		}
 		if pg.err == nil {
@@ -207,8 +217,8 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 
 // orderViolation records a page refused by the order checks: a metric and
 // a log line for the operator, who alone can tell the upstream changed.
-func (p *pager) orderViolation(ctx context.Context, f fetch, err *orderError) {
-	p.tel.orderViolation(ctx, f.plan.data.label)
+func (p *pager) orderViolation(ctx context.Context, f fetch, err *OrderError) {
+	p.obs.OrderViolation(ctx, f.plan.data.label)
 	p.log.ErrorContext(ctx, "upstream order inconsistent: paging stopped before the page",
 		"dataset", f.plan.data.label, "endpoint", string(f.plan.query.Endpoint),
 		"order_by", upstream.FormatOrder(f.plan.query.OrderBy), "page", err.Page, "key", err.Key, "problem", err.Problem)
@@ -252,10 +262,13 @@ func send(ctx context.Context, out chan<- page, pg page) bool {
 func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int) (pg page) {
 	// The page's span parents the upstream client's HTTP spans and carries
 	// its retry events, which the client adds to the span in ctx.
-	ctx, pt := p.tel.startPage(ctx, f, n)
+	ctx, pt := p.obs.StartPage(ctx, f.tenant, f.plan.data.label, n)
 	var res scheduler.Result
-	defer func() { pt.end(ctx, pg, res) }()
-	q := f.plan.pageQuery(cur, limit)
+	defer func() { pt.End(ctx, res, len(pg.rows), pg.err) }()
+	q, err := f.plan.pageRequest(cur, limit)
+	if err != nil {
+		return page{err: err}
+	}
 	// Follow-on pages of a stream are bulk. They are neither cached nor
 	// coalesced: callers ask again for first pages (a UI reloading, two
 	// services reading one target), and an export that cached every page
@@ -268,28 +281,28 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	call := scheduler.Call{
 		Tenant: f.tenant, Label: f.plan.data.label, Class: class,
 		Key:   key,
-		Units: upstream.Units(f.plan.perRow(), limit),
+		Units: f.plan.price(limit),
 		Send: func(ctx context.Context) (scheduler.Response, error) {
 			if key == "" {
 				ctx = upstream.WithoutBody(ctx)
 			}
 			rows = make([]upstream.Record, 0, limit)
-			r, err := p.up.ListRecords(ctx, q, func(r upstream.Record) error {
+			r, err := p.up.ListPage(ctx, q, func(r upstream.Record) error {
 				rows = append(rows, r)
 				return nil
 			})
 			return responseOf(r), err
 		},
 	}
-	res, err := p.sched.Do(ctx, call)
-	err = panicked(p.log, "pager", err)
+	res, err = p.sched.Do(ctx, call)
+	err = panicked(p.log, err)
 	pg = page{charged: res.Charged, reserved: res.Reserved, requests: res.Requests, err: err,
 		cached: res.Cached || res.Shared || res.UpstreamCached}
-	pt.record(ctx, res, err)
+	pt.Scheduled(ctx, res, err)
 	switch {
 	case res.Cached || res.Shared:
 		if err == nil {
-			if _, derr := upstream.DecodePage(bytes.NewReader(res.Body), q, func(r upstream.Record) error {
+			if _, derr := q.Decode(bytes.NewReader(res.Body), func(r upstream.Record) error {
 				pg.rows = append(pg.rows, r)
 				return nil
 			}); derr != nil {
@@ -302,7 +315,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 	pg.remaining = res.Remaining
 	if !res.RemainingKnown {
 		if u, uerr := p.ledger.Usage(context.WithoutCancel(ctx), f.tenant); uerr == nil {
-			pg.remaining = remaining(u)
+			pg.remaining = u.Remaining()
 		}
 	}
 	return pg
@@ -312,7 +325,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int
 func responseOf(r upstream.Result) scheduler.Response {
 	return scheduler.Response{
 		Body: r.Body, Charged: r.Spent, Reported: r.Cost.Known || r.Spent > 0,
-		Unanswered: r.Unanswered, UpstreamCached: r.Cost.Cache == "hit", Requests: r.Attempts,
+		Unanswered: r.Unanswered, UpstreamCached: r.Cost.CacheHit(), Requests: r.Attempts,
 	}
 }
 
@@ -323,7 +336,7 @@ func responseOf(r upstream.Result) scheduler.Response {
 // probe row that told rows follow), the cursor starts at that row rather
 // than after the last row kept, so the next page's first row is the probe
 // and no row is paid for twice.
-func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor, *orderError) {
+func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor, *OrderError) {
 	if err := inOrder(keys, rows); err != nil {
 		return nil, cur, err
 	}
@@ -341,6 +354,23 @@ func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]up
 		cur = cur.at(keys, next)
 	}
 	return rows, cur, nil
+}
+
+// marks cuts rows, which follow cur, into chunks of size rows (one chunk
+// when size is 0) and returns the cursor after each chunk but the last,
+// at the first row of the next chunk (checked to come first on resuming),
+// and the cursor after the last chunk.
+func marks(keys []sortKey, cur cursor, rows []upstream.Record, size int) ([]cursor, cursor) {
+	if size <= 0 {
+		size = max(1, len(rows))
+	}
+	var out []cursor
+	for len(rows) > size {
+		cur = cur.afterAll(keys, rows[:size]).at(keys, rows[size])
+		out = append(out, cur)
+		rows = rows[size:]
+	}
+	return out, cur.afterAll(keys, rows)
 }
 
 // at is the cursor c moved to row r, which follows it and is not yet

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"bytes"
@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
+	"github.com/linkgate/linkgate/upstream"
 )
 
 // MaxTokenBytes bounds the size of a page token a caller may send.
@@ -76,17 +79,17 @@ type feedCursor struct {
 type Tokens struct {
 	// keys[0] signs; every key verifies, so that a key can be rotated
 	// while tokens signed with the one before it are still alive.
-	keys [][]byte
-	ttl  time.Duration
-	now  func() time.Time
+	keys  [][]byte
+	ttl   time.Duration
+	clock clock.Clock
 }
 
 // NewTokens returns a token codec that signs with key and also accepts
 // tokens signed with any of the older keys. Every replica must share the
 // keys so that a token issued by one is accepted by another; during a
 // rolling rotation, replicas configured with [new, old] accept what those
-// still on [old] issue.
-func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]byte) (*Tokens, error) {
+// still on [old] issue. A nil clock means clock.System.
+func NewTokens(key []byte, ttl time.Duration, c clock.Clock, older ...[]byte) (*Tokens, error) {
 	keys := append([][]byte{key}, older...)
 	for _, k := range keys {
 		if len(k) < 16 {
@@ -96,18 +99,15 @@ func NewTokens(key []byte, ttl time.Duration, now func() time.Time, older ...[]b
 	if ttl <= 0 {
 		return nil, errors.New("page token lifetime must be positive")
 	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Tokens{keys: keys, ttl: ttl, now: now}, nil
+	return &Tokens{keys: keys, ttl: ttl, clock: clock.Or(c)}, nil
 }
 
-// errBadToken is wrapped by every token error so the service answers
+// ErrBadToken is wrapped by every token error so the service answers
 // INVALID_ARGUMENT on the page_token field.
-var errBadToken = errors.New("invalid page_token")
+var ErrBadToken = errors.New("invalid page_token")
 
-// Encode issues a token for a cursor of the request with the fingerprint fp.
-func (t *Tokens) Encode(fp string, c cursor) (string, error) {
+// encode issues a token for a cursor of the request with the fingerprint fp.
+func (t *Tokens) encode(fp string, c cursor) (string, error) {
 	key, err := encodeKey(c.Key)
 	if err != nil {
 		return "", err
@@ -115,8 +115,8 @@ func (t *Tokens) Encode(fp string, c cursor) (string, error) {
 	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip, Tail: c.Tail})
 }
 
-// EncodeFeeds issues a token for the cursors of a merged run.
-func (t *Tokens) EncodeFeeds(fp string, cs []feedCursor) (string, error) {
+// encodeFeeds issues a token for the cursors of a merged run.
+func (t *Tokens) encodeFeeds(fp string, cs []feedCursor) (string, error) {
 	body := tokenBody{V: 1, Request: fp}
 	for _, c := range cs {
 		key, err := encodeKey(c.Key)
@@ -131,7 +131,7 @@ func (t *Tokens) EncodeFeeds(fp string, cs []feedCursor) (string, error) {
 func encodeKey(vals []any) ([]json.RawMessage, error) {
 	var key []json.RawMessage
 	for _, v := range vals {
-		raw, err := json.Marshal(keyLiteral(v))
+		raw, err := json.Marshal(upstream.KeyLiteral(v))
 		if err != nil {
 			return nil, err
 		}
@@ -141,7 +141,7 @@ func encodeKey(vals []any) ([]json.RawMessage, error) {
 }
 
 func (t *Tokens) seal(body tokenBody) (string, error) {
-	body.Expires = t.now().Add(t.ttl).Unix()
+	body.Expires = t.clock.Now().Add(t.ttl).Unix()
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return "", err
@@ -149,29 +149,29 @@ func (t *Tokens) seal(body tokenBody) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(sign(t.keys[0], payload)), nil
 }
 
-// Decode checks a token's signature, expiry and request fingerprint and
+// decode checks a token's signature, expiry and request fingerprint and
 // returns its cursor; key values are decoded by the kinds of the sort keys.
-func (t *Tokens) Decode(token, fp string, keys []sortKey) (cursor, error) {
+func (t *Tokens) decode(token, fp string, keys []sortKey) (cursor, error) {
 	body, err := t.open(token, fp)
 	if err != nil {
 		return cursor{}, err
 	}
 	if body.Feeds != nil {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	c, err := decodeCursor(body.Key, body.Skip, body.Tail, keys)
 	c.Settled = t.settled(body)
 	return c, err
 }
 
-// DecodeFeeds is Decode for the token of a merged run of len(keys) feeds.
-func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, error) {
+// decodeFeeds is decode for the token of a merged run of len(keys) feeds.
+func (t *Tokens) decodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, error) {
 	body, err := t.open(token, fp)
 	if err != nil {
 		return nil, err
 	}
 	if len(body.Feeds) != len(keys) || body.Key != nil {
-		return nil, fmt.Errorf("%w: malformed", errBadToken)
+		return nil, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	out := make([]feedCursor, len(keys))
 	for i, f := range body.Feeds {
@@ -187,52 +187,52 @@ func (t *Tokens) DecodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, 
 
 // settled reports whether a token was issued more than settleAfter ago.
 func (t *Tokens) settled(body tokenBody) bool {
-	return t.now().Sub(time.Unix(body.Expires, 0).Add(-t.ttl)) > settleAfter
+	return t.clock.Now().Sub(time.Unix(body.Expires, 0).Add(-t.ttl)) > settleAfter
 }
 
 func (t *Tokens) open(token, fp string) (tokenBody, error) {
 	if len(token) > MaxTokenBytes {
-		return tokenBody{}, fmt.Errorf("%w: longer than %d bytes", errBadToken, MaxTokenBytes)
+		return tokenBody{}, fmt.Errorf("%w: longer than %d bytes", ErrBadToken, MaxTokenBytes)
 	}
 	p64, s64, ok := bytes.Cut([]byte(token), []byte("."))
 	if !ok {
-		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(string(p64))
 	sig, err2 := base64.RawURLEncoding.DecodeString(string(s64))
 	if err1 != nil || err2 != nil {
-		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	if !t.verify(payload, sig) {
-		return tokenBody{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: signature does not match (tampered, or issued by another deployment)", ErrBadToken)
 	}
 	var body tokenBody
 	if err := json.Unmarshal(payload, &body); err != nil || body.V != 1 {
-		return tokenBody{}, fmt.Errorf("%w: malformed", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
-	if t.now().Add(-TokenLeeway).Unix() > body.Expires {
-		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", errBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
+	if t.clock.Now().Add(-TokenLeeway).Unix() > body.Expires {
+		return tokenBody{}, fmt.Errorf("%w: expired at %s; start again without a token", ErrBadToken, time.Unix(body.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	if body.Request != fp {
-		return tokenBody{}, fmt.Errorf("%w: it was issued for a request with other parameters", errBadToken)
+		return tokenBody{}, fmt.Errorf("%w: it was issued for a request with other parameters", ErrBadToken)
 	}
 	return body, nil
 }
 
 func decodeCursor(key []json.RawMessage, skip int, tail []run, keys []sortKey) (cursor, error) {
 	if skip < 0 || (len(key) != 0 && len(key) != len(keys)) || len(tail) > tailRuns || (len(key) == 0 && len(tail) > 0) {
-		return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+		return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	for _, r := range tail {
 		if r.N <= 0 {
-			return cursor{}, fmt.Errorf("%w: malformed", errBadToken)
+			return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 		}
 	}
 	c := cursor{Skip: skip, Tail: tail}
 	for i, raw := range key {
 		v, err := keys[i].decode(raw)
 		if err != nil {
-			return cursor{}, fmt.Errorf("%w: malformed key", errBadToken)
+			return cursor{}, fmt.Errorf("%w: malformed key", ErrBadToken)
 		}
 		c.Key = append(c.Key, v)
 	}

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"errors"
@@ -81,16 +81,16 @@ func TestBoundaryInsideACollationTie(t *testing.T) {
 // page or a resumed stream recognises the tie as the stream would.
 func TestCursorTailSurvivesTokens(t *testing.T) {
 	keys := domainKeys(t)
-	h := newHarness(t, harnessOptions{})
+	h := newHarness(t)
 	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example", "B.example"), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, terr := h.server.cfg.Tokens.Encode("fp", cur)
+	tok, terr := h.tokens.encode("fp", cur)
 	if terr != nil {
 		t.Fatal(terr)
 	}
-	back, derr := h.server.cfg.Tokens.Decode(tok, "fp", keys)
+	back, derr := h.tokens.decode(tok, "fp", keys)
 	if derr != nil {
 		t.Fatal(derr)
 	}
@@ -125,9 +125,9 @@ func TestOrderCheckSeesNumbersOutOfOrder(t *testing.T) {
 		if (err != nil) != tc.bad {
 			t.Errorf("%v: error %v, want bad=%v", tc.rows, err, tc.bad)
 		}
-		var oe *orderError
+		var oe *OrderError
 		if err != nil && !errors.As(error(err), &oe) {
-			t.Errorf("not an orderError: %T", err)
+			t.Errorf("not an OrderError: %T", err)
 		}
 	}
 }
@@ -138,22 +138,22 @@ func TestOrderCheckSeesNumbersOutOfOrder(t *testing.T) {
 // returned, and the pages after are checked in full again.
 func TestSettledTokenResumesPastAVanishedRow(t *testing.T) {
 	keys := domainKeys(t)
-	h := newHarness(t, harnessOptions{})
+	h := newHarness(t)
 	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example"), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, terr := h.server.cfg.Tokens.Encode("fp", cur)
+	tok, terr := h.tokens.encode("fp", cur)
 	if terr != nil {
 		t.Fatal(terr)
 	}
 	gone := domains("c.example", "d.example") // b.example was dropped upstream
-	fresh, _ := h.server.cfg.Tokens.Decode(tok, "fp", keys)
+	fresh, _ := h.tokens.decode(tok, "fp", keys)
 	if _, _, err := advance(keys, fresh, gone, 5); err == nil {
 		t.Fatal("a fresh token resumed past the row it pointed at")
 	}
-	h.now = h.now.Add(settleAfter + time.Second)
-	settled, _ := h.server.cfg.Tokens.Decode(tok, "fp", keys)
+	h.clock.Advance(settleAfter + time.Second)
+	settled, _ := h.tokens.decode(tok, "fp", keys)
 	rows, next, oerr := advance(keys, settled, gone, 1)
 	if oerr != nil || names(rows) != "c.example" {
 		t.Fatalf("settled token: %s, %v", names(rows), oerr)

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"fmt"
@@ -100,20 +100,20 @@ func keyHash(vals []any) uint64 {
 	return h
 }
 
-// orderError is a page that contradicts the order it was asked in or the
+// OrderError is a page that contradicts the order it was asked in or the
 // rows the upstream returned before: using it would skip or repeat rows.
-type orderError struct {
+type OrderError struct {
 	Page    int    // the page of the run, from 1
 	Key     string // the key where it shows
 	Problem string
 }
 
-func (e *orderError) Error() string {
+func (e *OrderError) Error() string {
 	return fmt.Sprintf("the upstream's order is inconsistent at page %d, key %s: %s; no row of that page was returned", e.Page, e.Key, e.Problem)
 }
 
-func violation(keys []sortKey, key []any, format string, args ...any) *orderError {
-	return &orderError{Key: formatKey(keys, key), Problem: fmt.Sprintf(format, args...)}
+func violation(keys []sortKey, key []any, format string, args ...any) *OrderError {
+	return &OrderError{Key: formatKey(keys, key), Problem: fmt.Sprintf(format, args...)}
 }
 
 // formatKey renders a key for messages: field=value, comma-separated.
@@ -121,7 +121,7 @@ func formatKey(keys []sortKey, vals []any) string {
 	parts := make([]string, len(vals))
 	for i, v := range vals {
 		var s string
-		switch v := keyLiteral(v).(type) {
+		switch v := upstream.KeyLiteral(v).(type) {
 		case nil:
 			s = "null"
 		case string:
@@ -142,7 +142,7 @@ func formatKey(keys []sortKey, vals []any) string {
 
 // reread checks how a page asked from cursor c starts, and returns how many
 // of its first rows earlier pages returned.
-func reread(keys []sortKey, c cursor, rows []upstream.Record) (int, *orderError) {
+func reread(keys []sortKey, c cursor, rows []upstream.Record) (int, *OrderError) {
 	if c.Key == nil {
 		return 0, nil
 	}
@@ -235,7 +235,7 @@ func matchRuns(keys []sortKey, rows []upstream.Record, runs []run) (int, bool) {
 // inOrder checks that rows come in the order keys ask, as far as values
 // other than text tell: the first key on which two neighbours differ must
 // order them, unless it is text, whose order only the upstream knows.
-func inOrder(keys []sortKey, rows []upstream.Record) *orderError {
+func inOrder(keys []sortKey, rows []upstream.Record) *OrderError {
 	for i := 1; i < len(rows); i++ {
 		a, b := rows[i-1], rows[i]
 		for _, k := range keys {

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"github.com/linkgate/linkgate/upstream"
@@ -9,12 +9,8 @@ import (
 // answer, and the tenant unless tenants share cached pages. Without the
 // tenant, a tenant could learn from `cached: true` (or from the speed of
 // the answer) which targets another tenant just fetched.
-func pageKey(q *upstream.Query, tenant string, shared bool) string {
-	v, err := q.Values()
-	if err != nil {
-		return "" // not cacheable; the upstream call reports the error
-	}
-	key := string(q.Endpoint) + "?" + v.Encode()
+func pageKey(r *upstream.PageRequest, tenant string, shared bool) string {
+	key := r.Key()
 	if !shared {
 		key = "tenant=" + tenant + "\x00" + key
 	}

@@ -1,4 +1,4 @@
-package service
+package paging
 
 import (
 	"testing"
@@ -12,23 +12,23 @@ func FuzzDecodeToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pl, err := compile(backlinksData, params{Target: "example.com"}, "a")
+	pl, err := Compile(Backlinks, Params{Target: "example.com"}, "a")
 	if err != nil {
 		f.Fatal(err)
 	}
-	good, _ := tokens.Encode(pl.fingerprint, cursor{Key: []any{"http://a.example/", "http://b.example/"}, Skip: 1})
+	good, _ := tokens.encode(pl.fingerprint, cursor{Key: []any{"http://a.example/", "http://b.example/"}, Skip: 1})
 	for _, s := range []string{good, "", ".", "a.b", good[:len(good)/2], good + "x", "e30.AAAA"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		c, err := tokens.Decode(tok, pl.fingerprint, pl.keys)
+		c, err := tokens.decode(tok, pl.fingerprint, pl.keys)
 		if err == nil && tok != good {
 			// Only a re-encoding of the same signed payload may pass.
 			if c.Skip < 0 || (c.Key != nil && len(c.Key) != len(pl.keys)) {
 				t.Fatalf("%q decoded to %v", tok, c)
 			}
 		}
-		if _, err := tokens.Decode(tok, "another-request", pl.keys); err == nil {
+		if _, err := tokens.decode(tok, "another-request", pl.keys); err == nil {
 			t.Fatalf("%q accepted for another request", tok)
 		}
 	})
@@ -41,20 +41,20 @@ func FuzzDecodeFeedsToken(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pl, err := compile(newLostData, params{Target: "example.com", Since: "2025-01-01", OrderBy: "change_time:desc"}, "a")
+	pl, err := Compile(NewLost, Params{Target: "example.com", Since: "2025-01-01", OrderBy: "change_time:desc"}, "a")
 	if err != nil {
 		f.Fatal(err)
 	}
 	keys := [][]sortKey{pl.feeds[0].plan.keys, pl.feeds[1].plan.keys}
 	when := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
-	good, _ := tokens.EncodeFeeds(pl.fingerprint, []feedCursor{
+	good, _ := tokens.encodeFeeds(pl.fingerprint, []feedCursor{
 		{cursor: cursor{Key: []any{when, "http://a.example/", "http://b.example/"}, Skip: 1}}, {Done: true}})
-	single, _ := tokens.Encode(pl.fingerprint, cursor{Key: []any{when, "http://a.example/", "http://b.example/"}, Skip: 1})
+	single, _ := tokens.encode(pl.fingerprint, cursor{Key: []any{when, "http://a.example/", "http://b.example/"}, Skip: 1})
 	for _, s := range []string{good, single, "", ".", good[:len(good)/2], good + "x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		cs, err := tokens.DecodeFeeds(tok, pl.fingerprint, keys)
+		cs, err := tokens.decodeFeeds(tok, pl.fingerprint, keys)
 		if err == nil {
 			if len(cs) != len(keys) {
 				t.Fatalf("%q decoded to %d cursors for %d feeds", tok, len(cs), len(keys))
@@ -68,7 +68,7 @@ func FuzzDecodeFeedsToken(f *testing.F) {
 		if tok == single && err == nil {
 			t.Fatal("a single-cursor token was taken for a feeds token")
 		}
-		if _, err := tokens.DecodeFeeds(tok, "another-request", keys); err == nil {
+		if _, err := tokens.decodeFeeds(tok, "another-request", keys); err == nil {
 			t.Fatalf("%q accepted for another request", tok)
 		}
 	})

@@ -1,9 +1,11 @@
-package service
+package paging
 
 import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/clock"
 )
 
 // TestTokenKeyRotation: a codec signs with its first key and accepts tokens
@@ -24,7 +26,7 @@ func TestTokenKeyRotation(t *testing.T) {
 	}
 	at := cursor{Skip: 7} // a position before any key: no sort keys needed
 	issue := func(codec *Tokens) string {
-		tok, err := codec.Encode("fp", at)
+		tok, err := codec.encode("fp", at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,9 +45,9 @@ func TestTokenKeyRotation(t *testing.T) {
 		{"old token after the old key is dropped", before, after, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := c.verifier.Decode(issue(c.issuer), "fp", nil)
+			got, err := c.verifier.decode(issue(c.issuer), "fp", nil)
 			if !c.ok {
-				if !errors.Is(err, errBadToken) {
+				if !errors.Is(err, ErrBadToken) {
 					t.Fatalf("got %v, %v; want the token refused", got, err)
 				}
 				return
@@ -82,23 +84,23 @@ func TestTokenExpiryToleratesClockSkew(t *testing.T) {
 		{"clocks further apart than the leeway refuse early", -2 * TokenLeeway, 0, ttl - time.Minute, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			issuer, err := NewTokens(key, ttl, func() time.Time { return t0.Add(c.issuer) })
+			issuer, err := NewTokens(key, ttl, clock.NewFake(t0.Add(c.issuer)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			verifier, err := NewTokens(key, ttl, func() time.Time { return t0.Add(c.after + c.verifier) })
+			verifier, err := NewTokens(key, ttl, clock.NewFake(t0.Add(c.after+c.verifier)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			tok, err := issuer.Encode("fp", cursor{Skip: 3})
+			tok, err := issuer.encode("fp", cursor{Skip: 3})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = verifier.Decode(tok, "fp", nil)
+			_, err = verifier.decode(tok, "fp", nil)
 			if c.ok && err != nil {
 				t.Fatalf("refused: %v", err)
 			}
-			if !c.ok && !errors.Is(err, errBadToken) {
+			if !c.ok && !errors.Is(err, ErrBadToken) {
 				t.Fatalf("accepted (%v); want it expired", err)
 			}
 		})
