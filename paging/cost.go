@@ -4,8 +4,9 @@ import "github.com/linkgate/linkgate/upstream"
 
 // The cost model of paging, which the page loop, the merge of feeds and
 // Estimate all use: a request of n rows costs max(50, per-row units × n)
-// (upstream.Units), and every page asks for one probe row more than it
-// keeps, which the next page starts with.
+// (upstream.Units), every page asks for one probe row more than it keeps,
+// which the next page starts with, and a page continued by a where that
+// compares text costs one one-row request more, which checks its boundary.
 
 // Cost is what the pages behind a List page or a stream message cost.
 type Cost struct {
@@ -44,5 +45,11 @@ func (pl *Plan) pagedCost(rows int64, size int) (units, pages int64) {
 	pages = (rows + n - 1) / n
 	last := rows - (pages-1)*n
 	units = (pages-1)*pl.price(int(n+1)) + pl.price(int(last+1))
+	if pl.back != nil {
+		// Every page after the first checks its boundary with a one-row
+		// request (beforeCheck): at most, since a cursor that no longer
+		// knows the row before it skips the check.
+		units += (pages - 1) * pl.price(1)
+	}
 	return units, pages
 }

@@ -152,14 +152,22 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			// key: a cap of its size could not be paged past anyway, so
 			// the request is asked as if there were none.
 		}
+		// A continuation whose where compares text pays a one-row request
+		// to check its boundary (beforeCheck).
+		checked := f.plan.back != nil && cur.Key != nil && !cur.Settled
+		var check int64
+		if checked {
+			check = f.plan.price(1)
+		}
 		if f.maxUnits > 0 {
 			// The page costs max(50, perRow × rows); shrink it to what is
 			// left of max_units, and stop when even the floor is too much.
-			affordable := f.plan.affordable(f.maxUnits-spent) - int64(cur.Skip) - int64(probe)
+			left := f.maxUnits - spent - check
+			affordable := f.plan.affordable(left) - int64(cur.Skip) - int64(probe)
 			if affordable < want {
 				want, probe = affordable, 0
 			}
-			if f.plan.price(cur.Skip+int(want)+probe) > f.maxUnits-spent {
+			if f.plan.price(cur.Skip+int(want)+probe) > left {
 				want = 0
 			}
 		}
@@ -168,11 +176,30 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
-		pg := p.fetchPage(ctx, f, cur, limit, n)
+		var pg page
+		if q, err := f.plan.pageRequest(cur, limit); err != nil {
+			pg = page{err: err}
+		} else {
+			pg = p.fetchPage(ctx, f, q, limit, n)
+		}
 		spent += pg.charged
 		served := len(pg.rows)
 		if pg.err == nil || served > 0 {
 			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want))
+			if oerr == nil && pg.err == nil && checked {
+				var chk page
+				var asked bool
+				chk, asked, oerr = p.checkBefore(ctx, f, cur, pg.rows, n)
+				if asked {
+					spent += chk.charged
+					pg.charged, pg.reserved, pg.requests = pg.charged+chk.charged, pg.reserved+chk.reserved, pg.requests+chk.requests
+					pg.cached, pg.remaining = pg.cached || chk.cached, chk.remaining
+				}
+				if chk.err != nil {
+					pg.rows, pg.err, served = nil, chk.err, 0
+					rows, next = nil, cur
+				}
+			}
 			if oerr != nil {
 				oerr.Page = n
 				p.orderViolation(ctx, f, oerr)
@@ -213,6 +240,26 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 	}
+}
+
+// checkBefore asks the upstream for the row it holds just before cur, the
+// start of a page that returned rows, and checks it is the row returned
+// last before them (beforeCheck). A cursor that no longer knows that row
+// costs no request.
+func (p *pager) checkBefore(ctx context.Context, f fetch, cur cursor, rows []upstream.Record, n int) (chk page, asked bool, err *OrderError) {
+	want, ok := expectedBefore(f.plan.keys, cur, rows)
+	if !ok {
+		return page{}, false, nil
+	}
+	q, qerr := f.plan.beforeRequest(cur)
+	if qerr != nil {
+		return page{err: qerr}, false, nil
+	}
+	chk = p.fetchPage(ctx, f, q, 1, n)
+	if chk.err != nil {
+		return chk, true, nil
+	}
+	return chk, true, beforeCheck(f.plan.keys, cur, want, chk.rows)
 }
 
 // orderViolation records a page refused by the order checks: a metric and
@@ -259,16 +306,13 @@ func send(ctx context.Context, out chan<- page, pg page) bool {
 // request, and the settlement of what the upstream says it cost. n numbers
 // the page within its run for its span and its class: the first page of a
 // stream is interactive (someone waits for the first rows), the others bulk.
-func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int) (pg page) {
+func (p *pager) fetchPage(ctx context.Context, f fetch, q *upstream.PageRequest, limit, n int) (pg page) {
 	// The page's span parents the upstream client's HTTP spans and carries
 	// its retry events, which the client adds to the span in ctx.
 	ctx, pt := p.obs.StartPage(ctx, f.tenant, f.plan.data.label, n)
 	var res scheduler.Result
 	defer func() { pt.End(ctx, res, len(pg.rows), pg.err) }()
-	q, err := f.plan.pageRequest(cur, limit)
-	if err != nil {
-		return page{err: err}
-	}
+	var err error
 	// Follow-on pages of a stream are bulk. They are neither cached nor
 	// coalesced: callers ask again for first pages (a UI reloading, two
 	// services reading one target), and an export that cached every page

@@ -104,6 +104,10 @@ type Plan struct {
 	seek             []upstream.SeekKey // keys, for the continuation of pages
 	// prep is query, checked and encoded once for every page.
 	prep *upstream.Prepared
+	// back is query in the reverse order, for the boundary check of a
+	// continuation whose where compares text (see beforeCheck); nil when
+	// the keys hold no text or an aggregation makes the check unsound.
+	back *upstream.Prepared
 }
 
 // InvalidArgument is a caller error: the request field and what is wrong.
@@ -265,6 +269,16 @@ func (pl *Plan) read(p Params, order []upstream.Order, where upstream.Expr, hist
 	// The continuation filters on the sort keys only, which order_by
 	// already charges: every page of the plan costs this per row.
 	pl.prep, pl.perRowUnits = prep, prep.PerRow()
+	if comparesText(pl.keys) && p.Aggregation != upstream.AggregationOnePerDomain {
+		q := pl.query
+		q.OrderBy = make([]upstream.Order, len(pl.query.OrderBy))
+		for i, o := range pl.query.OrderBy {
+			q.OrderBy[i] = upstream.Order{Field: o.Field, Desc: !o.Desc}
+		}
+		if pl.back, err = upstream.Prepare(q); err != nil {
+			return UpstreamInvalid(err)
+		}
+	}
 	return nil
 }
 
@@ -356,6 +370,12 @@ func (pl *Plan) pageRequest(c cursor, limit int) (*upstream.PageRequest, error) 
 		after = upstream.Seek(pl.seek, c.Key)
 	}
 	return pl.prep.Page(after, limit)
+}
+
+// beforeRequest asks for the row the upstream holds just before cursor c:
+// the rows its where puts before c's key, in the reverse order, one row.
+func (pl *Plan) beforeRequest(c cursor) (*upstream.PageRequest, error) {
+	return pl.back.Page(upstream.Not{X: upstream.Seek(pl.seek, c.Key)}, 1)
 }
 
 // tieBreakers are the keys that make a dataset's order total. Under
