@@ -185,7 +185,10 @@ func TestPagingUnderEveryCollation(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d orders exact, %d stops by the order check, %d runs that lost rows inside a page unseen", exact, failed, silent)
+			t.Logf("%d orders exact, %d stops by the order check, %d runs that lost rows inside a page unseen; %d units charged", exact, failed, silent, h.sim.Usage())
+			if silent > 0 {
+				t.Errorf("%d runs lost rows no check saw: an inconsistent upstream must stop paging before a row is lost", silent)
+			}
 			if !knob.consistent && failed == 0 {
 				t.Errorf("no order failed under an inconsistent upstream: the knob tests nothing")
 			}
