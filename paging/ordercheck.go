@@ -24,7 +24,12 @@ import (
 //     upstream holds equal to K, in the order it returned them (the cursor
 //     remembers the last few runs of keys), then the rows at K already
 //     returned, then, when the page before showed the row after them, that
-//     row. Anything else would skip or repeat rows.
+//     row. Anything else would skip or repeat rows;
+//   - when the continuation's where compares text, the row the upstream
+//     holds just before the page's key (asked in the reverse order, one
+//     row) is the row it returned last before it (beforeCheck): a row its
+//     order_by sorts after the key but its where compares before it would
+//     be missing from the page itself, where no check of the page sees it.
 
 // run is a run of consecutive rows returned with one sort key, by the
 // hash of that key's exact values.
