@@ -251,9 +251,12 @@ func (p *pager) checkBefore(ctx context.Context, f fetch, cur cursor, rows []ups
 	if !ok {
 		return page{}, false, nil
 	}
-	q, qerr := f.plan.beforeRequest(cur)
-	if qerr != nil {
+	q, any, qerr := f.plan.beforeRequest(cur)
+	switch {
+	case qerr != nil:
 		return page{err: qerr}, false, nil
+	case !any:
+		return page{}, false, beforeCheck(f.plan.keys, cur, want, nil)
 	}
 	chk = p.fetchPage(ctx, f, q, 1, n)
 	if chk.err != nil {

@@ -374,8 +374,14 @@ func (pl *Plan) pageRequest(c cursor, limit int) (*upstream.PageRequest, error) 
 
 // beforeRequest asks for the row the upstream holds just before cursor c:
 // the rows its where puts before c's key, in the reverse order, one row.
-func (pl *Plan) beforeRequest(c cursor) (*upstream.PageRequest, error) {
-	return pl.back.Page(upstream.Not{X: upstream.Seek(pl.seek, c.Key)}, 1)
+// ok is false when no row can sort before the key.
+func (pl *Plan) beforeRequest(c cursor) (q *upstream.PageRequest, ok bool, err error) {
+	before, ok := upstream.SeekBefore(pl.seek, c.Key)
+	if !ok {
+		return nil, false, nil
+	}
+	q, err = pl.back.Page(before, 1)
+	return q, true, err
 }
 
 // tieBreakers are the keys that make a dataset's order total. Under
