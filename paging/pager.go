@@ -155,14 +155,14 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		// A continuation whose where compares text pays a one-row request
 		// to check its boundary (beforeCheck).
 		checked := f.plan.back != nil && cur.Key != nil && !cur.Settled
-		var check int64
+		var checkUnits int64
 		if checked {
-			check = f.plan.price(1)
+			checkUnits = f.plan.price(1)
 		}
 		if f.maxUnits > 0 {
 			// The page costs max(50, perRow × rows); shrink it to what is
 			// left of max_units, and stop when even the floor is too much.
-			left := f.maxUnits - spent - check
+			left := f.maxUnits - spent - checkUnits
 			affordable := f.plan.affordable(left) - int64(cur.Skip) - int64(probe)
 			if affordable < want {
 				want, probe = affordable, 0
@@ -176,6 +176,10 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
+		var check func() page
+		if checked {
+			check = p.startCheck(ctx, f, cur, n)
+		}
 		var pg page
 		if q, err := f.plan.pageRequest(cur, limit); err != nil {
 			pg = page{err: err}
@@ -184,20 +188,31 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		}
 		spent += pg.charged
 		served := len(pg.rows)
+		if check != nil && pg.err != nil && served == 0 {
+			// The page failed: the check's request is waited for, to count
+			// what it cost.
+			chk := check()
+			spent += chk.charged
+			pg.charged, pg.reserved, pg.requests = pg.charged+chk.charged, pg.reserved+chk.reserved, pg.requests+chk.requests
+		}
 		if pg.err == nil || served > 0 {
 			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want))
-			if oerr == nil && pg.err == nil && checked {
-				var chk page
-				var asked bool
-				chk, asked, oerr = p.checkBefore(ctx, f, cur, pg.rows, n)
-				if asked {
-					spent += chk.charged
-					pg.charged, pg.reserved, pg.requests = pg.charged+chk.charged, pg.reserved+chk.reserved, pg.requests+chk.requests
-					pg.cached, pg.remaining = pg.cached || chk.cached, chk.remaining
+			if check != nil {
+				chk := check()
+				check = nil
+				spent += chk.charged
+				pg.charged, pg.reserved, pg.requests = pg.charged+chk.charged, pg.reserved+chk.reserved, pg.requests+chk.requests
+				pg.cached = pg.cached || chk.cached
+				if chk.charged > 0 {
+					pg.remaining = min(pg.remaining, chk.remaining)
 				}
-				if chk.err != nil {
+				switch want, known := expectedBefore(f.plan.keys, cur, pg.rows); {
+				case oerr != nil || pg.err != nil:
+				case chk.err != nil:
 					pg.rows, pg.err, served = nil, chk.err, 0
 					rows, next = nil, cur
+				case known:
+					oerr = beforeCheck(f.plan.keys, cur, want, chk.rows)
 				}
 			}
 			if oerr != nil {
@@ -242,27 +257,25 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	}
 }
 
-// checkBefore asks the upstream for the row it holds just before cur, the
-// start of a page that returned rows, and checks it is the row returned
-// last before them (beforeCheck). A cursor that no longer knows that row
-// costs no request.
-func (p *pager) checkBefore(ctx context.Context, f fetch, cur cursor, rows []upstream.Record, n int) (chk page, asked bool, err *OrderError) {
-	want, ok := expectedBefore(f.plan.keys, cur, rows)
-	if !ok {
-		return page{}, false, nil
+// startCheck sends, beside the page asked from cur, the request for the
+// row the upstream holds just before cur (beforeCheck), and returns what
+// waits for its answer: the check costs no time beside the page. A key
+// before which no row can sort answers no row without a request.
+func (p *pager) startCheck(ctx context.Context, f fetch, cur cursor, n int) func() page {
+	q, any, err := f.plan.beforeRequest(cur)
+	if err != nil || !any {
+		return func() page { return page{err: err} }
 	}
-	q, any, qerr := f.plan.beforeRequest(cur)
-	switch {
-	case qerr != nil:
-		return page{err: qerr}, false, nil
-	case !any:
-		return page{}, false, beforeCheck(f.plan.keys, cur, want, nil)
-	}
-	chk = p.fetchPage(ctx, f, q, 1, n)
-	if chk.err != nil {
-		return chk, true, nil
-	}
-	return chk, true, beforeCheck(f.plan.keys, cur, want, chk.rows)
+	done := make(chan page, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- page{err: recovered(p.log, v, debug.Stack())}
+			}
+		}()
+		done <- p.fetchPage(ctx, f, q, 1, n)
+	}()
+	return func() page { return <-done }
 }
 
 // orderViolation records a page refused by the order checks: a metric and
