@@ -47,7 +47,7 @@ func (pl *Plan) pagedCost(rows int64, size int) (units, pages int64) {
 	units = (pages-1)*pl.price(int(n+1)) + pl.price(int(last+1))
 	if pl.back != nil {
 		// Every page after the first checks its boundary with a one-row
-		// request beside it (beforeCheck).
+		// request after it (beforeCheck).
 		units += (pages - 1) * pl.price(1)
 	}
 	return units, pages

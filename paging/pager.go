@@ -176,10 +176,6 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
-		var check func() page
-		if checked {
-			check = p.startCheck(ctx, f, cur, n)
-		}
 		var pg page
 		if q, err := f.plan.pageRequest(cur, limit); err != nil {
 			pg = page{err: err}
@@ -188,12 +184,11 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		}
 		spent += pg.charged
 		served := len(pg.rows)
-		if check != nil && pg.err != nil && served == 0 {
-			// The page failed: the check's request is waited for, to count
-			// what it cost.
-			chk := check()
-			spent += chk.charged
-			pg.charged, pg.reserved, pg.requests = pg.charged+chk.charged, pg.reserved+chk.reserved, pg.requests+chk.requests
+		var check func() page
+		if checked && pg.err == nil && served > 0 {
+			// After the page, not beside it: a page the budget denies
+			// must cost nothing.
+			check = p.startCheck(ctx, f, cur, n)
 		}
 		if pg.err == nil || served > 0 {
 			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want))
@@ -257,10 +252,10 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 	}
 }
 
-// startCheck sends, beside the page asked from cur, the request for the
-// row the upstream holds just before cur (beforeCheck), and returns what
-// waits for its answer: the check costs no time beside the page. A key
-// before which no row can sort answers no row without a request.
+// startCheck sends the request for the row the upstream holds just before
+// cur, the start of a page (beforeCheck), and returns what waits for its
+// answer, while the page's rows are checked. A key before which no row can
+// sort answers no row without a request.
 func (p *pager) startCheck(ctx context.Context, f fetch, cur cursor, n int) func() page {
 	q, any, err := f.plan.beforeRequest(cur)
 	if err != nil || !any {
