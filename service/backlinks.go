@@ -286,6 +286,7 @@ func (s *BacklinksServer) stream(ctx context.Context, d *paging.Dataset, req str
 		return err
 	}
 	r.MaxRows, r.MaxUnits = req.GetMaxRows(), req.GetMaxUnits()
+	r.Background = background(ctx)
 	defer s.cfg.Telemetry.streamStarted(ctx, d.Label())()
 	runCtx, ended, stop := s.streamRun(ctx)
 	defer stop()

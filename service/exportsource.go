@@ -33,7 +33,7 @@ var _ export.Source = (*ExportSource)(nil)
 // max_rows and max_units (which bound one Stream call) bound the whole
 // export however many times it resumes.
 func (s *ExportSource) Run(ctx context.Context, tenant string, r export.Request, checkpoint string, emit func(export.Chunk) error) error {
-	ctx = WithCaller(ctx, Caller{Tenant: tenant, Role: RoleReader})
+	ctx = context.WithValue(WithCaller(ctx, Caller{Tenant: tenant, Role: RoleReader}), backgroundKey{}, true)
 	at, err := parseCheckpoint(checkpoint)
 	if err != nil {
 		return err
@@ -62,6 +62,15 @@ func (s *ExportSource) Run(ctx context.Context, tenant string, r export.Request,
 			})
 	}
 	return fmt.Errorf("service: an export of unknown dataset %q", r.Dataset)
+}
+
+// backgroundKey marks the context of a stream that runs an export: no one
+// waits for its first rows, so all of its pages are bulk work.
+type backgroundKey struct{}
+
+func background(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
 }
 
 // checkpoint is where an export stands: the page token that resumes after
