@@ -71,8 +71,8 @@ func TestMayHaveCharged(t *testing.T) {
 		"refused by the gate": {errors.New("queue deadline"), false},
 		"no error":            {nil, false},
 	} {
-		if got := MayHaveCharged(tc.err); got != tc.want {
-			t.Errorf("%s: MayHaveCharged = %v, want %v", name, got, tc.want)
+		if got := mayHaveCharged(tc.err); got != tc.want {
+			t.Errorf("%s: mayHaveCharged = %v, want %v", name, got, tc.want)
 		}
 	}
 }

@@ -471,9 +471,9 @@ func jsonType(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// WhereFields returns the distinct field names a tree mentions, in order of
+// whereFields returns the distinct field names a tree mentions, in order of
 // first appearance.
-func WhereFields(e Expr) []string {
+func whereFields(e Expr) []string {
 	var names []string
 	seen := map[string]bool{}
 	var walk func(Expr)
