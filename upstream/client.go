@@ -256,7 +256,7 @@ type Cost struct {
 // free.
 func (c Cost) CacheHit() bool { return c.Cache == "hit" }
 
-// Result is the outcome of a list call (ListPage, ListRecords).
+// Result is the outcome of a list call (ListPage).
 type Result struct {
 	Rows int  // rows handed to fn
 	Cost Cost // of the last attempt whose headers arrived

@@ -70,6 +70,23 @@ func columnsOf(q *Query) (*columns, error) {
 	return c, nil
 }
 
+// malformedError is a body that is valid JSON as far as it goes but not the
+// documented shape, or not JSON at all. Retrying would buy the same bytes.
+type malformedError struct{ msg string }
+
+func (e *malformedError) Error() string { return e.msg }
+
+func malformed(format string, args ...any) error {
+	return &malformedError{msg: fmt.Sprintf(format, args...)}
+}
+
+// callbackError carries the error of the caller's fn out of the decoder
+// untouched, so that it is neither classified nor retried.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+func (e *callbackError) Unwrap() error { return e.err }
+
 // Memory of a decoder, allocated in blocks so that a page of rows is a few
 // dozen allocations rather than several per row: values for slabRows
 // records at a time, and the bytes of every string in arena chunks.
