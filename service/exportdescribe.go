@@ -10,6 +10,7 @@ import (
 	"github.com/linkgate/linkgate/export"
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/internal/rowcsv"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // DescribeExport says what an export's files hold, for its manifest and
@@ -35,7 +36,7 @@ func DescribeExport(r export.Request) (export.Description, error) {
 	}
 	return export.Description{
 		Row:     exportRow(r.Dataset),
-		Columns: rowcsv.Columns(sel, DefaultSelect(r.Dataset), r.Dataset == exportNewLost),
+		Columns: rowcsv.Columns(sel, paging.DefaultSelect(r.Dataset), r.Dataset == exportNewLost),
 		Request: b,
 	}, nil
 }

@@ -557,7 +557,7 @@ func TestDescribeExport(t *testing.T) {
 	}{
 		{"select in order, each once", &v1.StreamBacklinksRequest{Target: "example.com", Select: []string{"anchor,url_from", "anchor"}},
 			"backlinks", []string{"anchor", "url_from"}, "linkgate.v1.Backlink"},
-		{"the default selection", &v1.StreamRefDomainsRequest{Target: "example.com"}, "refdomains", DefaultSelect("refdomains"), "linkgate.v1.RefDomain"},
+		{"the default selection", &v1.StreamRefDomainsRequest{Target: "example.com"}, "refdomains", paging.DefaultSelect("refdomains"), "linkgate.v1.RefDomain"},
 		{"new/lost: the change first", &v1.StreamNewLostBacklinksRequest{Target: "example.com", Since: "2025-01-01", Select: []string{"url_from"}},
 			"new_lost_backlinks", []string{"change", "change_time", "url_from"}, "linkgate.v1.NewLostBacklink"},
 	} {

@@ -8,15 +8,15 @@ import (
 	"github.com/linkgate/linkgate/upstream"
 )
 
-// StatsSpanName is the name of the span of one backlinks-stats call.
-const StatsSpanName = "linkgate.stats"
+// statsSpanName is the name of the span of one backlinks-stats call.
+const statsSpanName = "linkgate.stats"
 
 // backlinksStats runs one backlinks-stats call through the scheduler, as
 // every paid call: interactive class, reserved just before it is sent,
 // settled with what the upstream reported, and counted in the same units
 // metrics and request log as pages.
 func (s *BacklinksServer) backlinksStats(ctx context.Context, tenant string, q upstream.StatsQuery) (upstream.Stats, *v1.PageCost, error) {
-	ctx, pt := s.cfg.Telemetry.startCall(ctx, StatsSpanName, tenant, statsLabel)
+	ctx, pt := s.cfg.Telemetry.startCall(ctx, statsSpanName, tenant, statsLabel)
 	var stats upstream.Stats
 	call := scheduler.Call{
 		Tenant: tenant, Label: statsLabel, Class: scheduler.Interactive,
