@@ -32,7 +32,7 @@ const (
 // engine's pages and the stats.
 type Upstream interface {
 	paging.Upstream
-	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
+	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Result, error)
 }
 
 // Config configures the backlinks service.

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 	"github.com/linkgate/linkgate/scheduler"
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -22,10 +23,9 @@ func (s *BacklinksServer) backlinksStats(ctx context.Context, tenant string, q u
 		Tenant: tenant, Label: statsLabel, Class: scheduler.Interactive,
 		Units: upstream.StatsUnits(q.IPs),
 		Send: func(ctx context.Context) (scheduler.Response, error) {
-			st, cost, err := s.cfg.Upstream.BacklinksStats(ctx, q)
+			st, res, err := s.cfg.Upstream.BacklinksStats(ctx, q)
 			stats = st
-			return scheduler.Response{Charged: cost.Actual, Reported: cost.Known, Unanswered: upstream.Unanswered(cost, err),
-				UpstreamCached: cost.CacheHit(), Requests: upstream.StatsRequests(q.IPs)}, err
+			return paging.ResponseOf(res), err
 		},
 	}
 	res, err := s.cfg.Scheduler.Do(ctx, call)

@@ -316,7 +316,8 @@ func TestSimErrors(t *testing.T) {
 
 func TestSimStatsAndUsage(t *testing.T) {
 	e := newSimEnv(t)
-	st, cost, err := e.c.BacklinksStats(context.Background(), upstream.StatsQuery{Target: "sized-2000.example", Mode: upstream.ModeDomain})
+	st, res, err := e.c.BacklinksStats(context.Background(), upstream.StatsQuery{Target: "sized-2000.example", Mode: upstream.ModeDomain})
+	cost := res.Cost
 	if err != nil {
 		t.Fatal(err)
 	}

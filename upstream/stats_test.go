@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,10 +84,11 @@ func TestBacklinksStats(t *testing.T) {
 		costHeaders(w, 1, 12, 50, "miss")
 		io.WriteString(w, `{"metrics":{"live":120,"all_time":3400,"live_refdomains":12,"all_time_refdomains":99}}`)
 	})
-	st, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{
+	st, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{
 		Target: "example.com", Mode: ModeDomain, Protocol: ProtocolHTTPS,
 		Date: time.Date(2026, 5, 17, 23, 0, 0, 0, time.FixedZone("x", -3600)),
 	})
+	cost := res.Cost
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,8 @@ func TestBacklinksStats(t *testing.T) {
 		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"metrics":{"live":1}}`)
 		})
-		_, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+		_, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+		cost := res.Cost
 		if err != nil || !cost.Estimated || cost.Actual != MinUnits {
 			t.Errorf("cost = %+v, err = %v", cost, err)
 		}
@@ -237,8 +240,9 @@ func TestBacklinksStatsWithIPs(t *testing.T) {
 			io.WriteString(w, `{"targets":[{"index":0,"url":"example.com","refips":7,"refips_subnets":5}]}`)
 		}
 	})
-	st, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com", Mode: ModeDomain, IPs: true,
+	st, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com", Mode: ModeDomain, IPs: true,
 		Date: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
+	cost := res.Cost
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,11 +261,39 @@ func TestBacklinksStatsWithIPs(t *testing.T) {
 	if st.RefIPs != 7 || st.RefIPsSubnets != 5 || st.Live != 10 || cost.Actual != 100 || cost.Total != 100 || !cost.Known {
 		t.Errorf("stats %+v, cost %+v", st, cost)
 	}
+	// One call of two requests, settled as a list call is: both counted.
+	if res.Attempts != 2 || res.Spent != 100 || res.Unanswered {
+		t.Errorf("result %+v, want 2 requests that spent 100 units", res)
+	}
 	if StatsUnits(true) != 100 || StatsUnits(false) != 50 {
 		t.Errorf("StatsUnits: %d with IPs, %d without", StatsUnits(true), StatsUnits(false))
 	}
 	// refips and refips_subnets carry no price annotation in the spec: 1 unit each.
 	if StatsPerRow(true) != 12+2 || StatsPerRow(false) != 12 {
 		t.Errorf("StatsPerRow: %d with IPs, %d without", StatsPerRow(true), StatsPerRow(false))
+	}
+}
+
+// TestStatsCutShortIsSettledWhole: a stats body cut after its headers is
+// asked again, and the result settles what both attempts were charged, as
+// a list call's does, so the ledger stays equal to the upstream's figure.
+func TestStatsCutShortIsSettledWhole(t *testing.T) {
+	var n atomic.Int32
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		costHeaders(w, 1, 50, 50, "miss")
+		if n.Add(1) == 1 {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, `{"metrics":{"li`)
+			return
+		}
+		io.WriteString(w, `{"metrics":{"live":3}}`)
+	})
+	st, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Live != 3 || res.Attempts != 2 || res.Spent != 100 || res.Cost.Actual != 50 {
+		t.Errorf("stats %+v, result %+v: want 2 attempts that spent 100 units", st, res)
 	}
 }
