@@ -1,6 +1,9 @@
 package paging
 
-import "github.com/linkgate/linkgate/upstream"
+import (
+	"github.com/linkgate/linkgate/scheduler"
+	"github.com/linkgate/linkgate/upstream"
+)
 
 // The cost model of paging, which the page loop, the merge of feeds and
 // Estimate all use: a request of n rows costs max(50, per-row units × n)
@@ -51,4 +54,14 @@ func (pl *Plan) pagedCost(rows int64, size int) (units, pages int64) {
 		units += (pages - 1) * pl.price(1)
 	}
 	return units, pages
+}
+
+// ResponseOf is what the scheduler needs to know of a paid upstream call,
+// a page or stats alike: what it charged across its attempts, whether the
+// upstream said so, and how many requests it took.
+func ResponseOf(r upstream.Result) scheduler.Response {
+	return scheduler.Response{
+		Body: r.Body, Charged: r.Spent, Reported: r.Cost.Known || r.Spent > 0,
+		Unanswered: r.Unanswered, UpstreamCached: r.Cost.CacheHit(), Requests: r.Attempts,
+	}
 }

@@ -131,6 +131,19 @@ type Request struct {
 	PageSize int
 	// MaxRows and MaxUnits bound a stream; 0: no bound.
 	MaxRows, MaxUnits int64
+	// Background marks a stream no one waits on (an export): its first
+	// page is bulk work too, so that interactive callers go first.
+	Background bool
+}
+
+// firstBulk numbers a stream's first page that is bulk work for the
+// scheduler: the second, as someone waits for the first rows, unless no
+// one does.
+func (r Request) firstBulk() int {
+	if r.Background {
+		return 1
+	}
+	return 2
 }
 
 // Chunk is a List page or one stream message: rows (events for new/lost),
@@ -210,7 +223,7 @@ func (e *Engine) Stream(ctx context.Context, r Request, send func(Chunk) error) 
 		}
 	} else {
 		pages, wait := e.pager.run(ctx, fetch{plan: r.Plan, tenant: r.Tenant, start: r.From.cur,
-			pageRows: e.cfg.UpstreamPageRows, maxRows: r.MaxRows, maxUnits: r.MaxUnits, bulkFrom: 2, chunk: r.PageSize})
+			pageRows: e.cfg.UpstreamPageRows, maxRows: r.MaxRows, maxUnits: r.MaxUnits, bulkFrom: r.firstBulk(), chunk: r.PageSize})
 		defer wait()
 		batches = func(yield func(batch) bool) {
 			for pg := range pages {

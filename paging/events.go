@@ -102,9 +102,9 @@ type eventRun struct {
 	cost     Cost // since the last chunk
 	// stopped: a feed could not be read within max_units.
 	stopped bool
-	// stream: the run serves a stream, whose pages after each feed's first
-	// are bulk work for the scheduler.
-	stream bool
+	// firstBulk numbers each feed's first page that is bulk work for the
+	// scheduler (Request.firstBulk); 0: none is, as in a List.
+	firstBulk int
 }
 
 func (e *Engine) newEventRun(r Request, maxUnits int64) *eventRun {
@@ -136,12 +136,9 @@ func (r *eventRun) fill(ctx context.Context, want int) error {
 				return nil
 			}
 		}
-		bulkFrom := 0
-		if r.stream {
-			bulkFrom = 2
-			if fs.fetched {
-				bulkFrom = 1
-			}
+		bulkFrom := r.firstBulk
+		if bulkFrom > 0 && fs.fetched {
+			bulkFrom = 1
 		}
 		fs.fetched = true
 		pages, wait := r.e.pager.run(ctx, fetch{plan: fs.feed.plan, tenant: r.tenant, start: fs.cur,
@@ -277,7 +274,7 @@ func (e *Engine) merge(ctx context.Context, r Request) (<-chan batch, func()) {
 			}
 		}()
 		run := e.newEventRun(r, r.MaxUnits)
-		run.stream = true
+		run.firstBulk = r.firstBulk()
 		var taken int64
 		produced := false
 		for {

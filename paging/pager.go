@@ -346,7 +346,7 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, q *upstream.PageRequest,
 				rows = append(rows, r)
 				return nil
 			})
-			return responseOf(r), err
+			return ResponseOf(r), err
 		},
 	}
 	res, err = p.sched.Do(ctx, call)
@@ -374,14 +374,6 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, q *upstream.PageRequest,
 		}
 	}
 	return pg
-}
-
-// responseOf is what the scheduler needs to know of an upstream call.
-func responseOf(r upstream.Result) scheduler.Response {
-	return scheduler.Response{
-		Body: r.Body, Charged: r.Spent, Reported: r.Cost.Known || r.Spent > 0,
-		Unanswered: r.Unanswered, UpstreamCached: r.Cost.CacheHit(), Requests: r.Attempts,
-	}
 }
 
 // advance checks a page against the order asked and the rows earlier pages

@@ -25,27 +25,34 @@ type Dataset struct {
 	// merged: the dataset is a feed of events merged from upstream
 	// readings, one per kind of change (new/lost).
 	merged bool
+	// rest is the dataset's REST collection, /v1/<rest>; rows names the
+	// field of its responses and stream messages that holds the rows.
+	rest, rows string
 }
 
 // The datasets.
 var (
 	Backlinks = &Dataset{
 		label: "backlinks", endpoint: upstream.AllBacklinks,
+		rest: "backlinks", rows: "backlinks",
 		tieBreakers:   []string{"url_from", "url_to"},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen"},
 	}
 	RefDomains = &Dataset{
 		label: "refdomains", endpoint: upstream.RefDomains,
+		rest: "refdomains", rows: "ref_domains",
 		tieBreakers:   []string{"domain"},
 		defaultSelect: []string{"domain", "domain_rating", "links_to_target", "first_seen", "last_seen"},
 	}
 	BrokenBacklinks = &Dataset{
 		label: "broken_backlinks", endpoint: upstream.BrokenBacklinks,
+		rest: "broken-backlinks", rows: "broken_backlinks",
 		tieBreakers:   []string{"url_from", "url_to"},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "last_visited_target"},
 	}
 	NewLost = &Dataset{
 		label: "new_lost_backlinks", endpoint: upstream.AllBacklinks, merged: true,
+		rest: "new-lost-backlinks", rows: "new_lost_backlinks",
 		// A link is unique by (url_from, url_to), and has at most one
 		// event of each change.
 		tieBreakers:   []string{"url_from", "url_to", upstream.ChangeFieldName},
@@ -53,8 +60,27 @@ var (
 	}
 )
 
+// Datasets are the four datasets.
+var Datasets = []*Dataset{Backlinks, RefDomains, BrokenBacklinks, NewLost}
+
 // Label names the dataset in the ledger, errors and telemetry.
 func (d *Dataset) Label() string { return d.label }
+
+// RESTPath is the dataset's REST collection: its List route, and with
+// ":stream" its Stream route.
+func (d *Dataset) RESTPath() string { return "/v1/" + d.rest }
+
+// RowsField names the field of the dataset's responses and stream messages
+// that holds the rows.
+func (d *Dataset) RowsField() string { return d.rows }
+
+// DefaultSelect is the selection used when a request names no field: what
+// a CSV header shows when select is empty.
+func (d *Dataset) DefaultSelect() []string { return slices.Clone(d.defaultSelect) }
+
+// Events reports whether the dataset's rows are events (new/lost), each
+// with its change and change_time.
+func (d *Dataset) Events() bool { return d.merged }
 
 // Endpoint is the upstream endpoint the dataset reads.
 func (d *Dataset) Endpoint() upstream.Endpoint { return d.endpoint }
@@ -429,9 +455,9 @@ func checkAggregation(pl *Plan, agg upstream.Aggregation) error {
 // field, by the dataset's label (backlinks, refdomains, broken_backlinks,
 // new_lost_backlinks): what a CSV header shows when select is empty.
 func DefaultSelect(label string) []string {
-	for _, d := range []*Dataset{Backlinks, RefDomains, BrokenBacklinks, NewLost} {
+	for _, d := range Datasets {
 		if d.label == label {
-			return slices.Clone(d.defaultSelect)
+			return d.DefaultSelect()
 		}
 	}
 	return nil

@@ -124,9 +124,9 @@ var (
 		"linkgate-* metadata is reserved for linkgate's own gateway")
 )
 
-// ParseBearer returns the token of an Authorization header value of the
+// parseBearer returns the token of an Authorization header value of the
 // Bearer scheme (RFC 6750; the scheme name is case-insensitive).
-func ParseBearer(header string) (string, bool) {
+func parseBearer(header string) (string, bool) {
 	const scheme = "bearer "
 	if len(header) <= len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
 		return "", false
@@ -167,7 +167,7 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Caller, error) {
 		if len(vals) > 1 {
 			return Caller{}, errBadAuthHeader
 		}
-		key, ok := ParseBearer(vals[0])
+		key, ok := parseBearer(vals[0])
 		if !ok {
 			return Caller{}, errBadAuthHeader
 		}

@@ -74,7 +74,7 @@ func FuzzAuthorizationHeader(f *testing.F) {
 			}
 			return
 		}
-		token, ok := ParseBearer(header)
+		token, ok := parseBearer(header)
 		if !ok || (token != fuzzKey && token != "admin-key") {
 			t.Fatalf("%q authenticated as %v", header, c)
 		}

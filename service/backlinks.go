@@ -32,7 +32,7 @@ const (
 // engine's pages and the stats.
 type Upstream interface {
 	paging.Upstream
-	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Cost, error)
+	BacklinksStats(ctx context.Context, q upstream.StatsQuery) (upstream.Stats, upstream.Result, error)
 }
 
 // Config configures the backlinks service.
@@ -286,6 +286,7 @@ func (s *BacklinksServer) stream(ctx context.Context, d *paging.Dataset, req str
 		return err
 	}
 	r.MaxRows, r.MaxUnits = req.GetMaxRows(), req.GetMaxUnits()
+	r.Background = background(ctx)
 	defer s.cfg.Telemetry.streamStarted(ctx, d.Label())()
 	runCtx, ended, stop := s.streamRun(ctx)
 	defer stop()

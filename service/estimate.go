@@ -143,8 +143,3 @@ func (s *BacklinksServer) statsQuery(ctx context.Context, req *v1.GetBacklinksSt
 	return upstream.StatsQuery{Target: target, Mode: modes[req.GetMode()], Protocol: protocols[req.GetProtocol()], Date: day,
 		IPs: req.GetIncludeIps()}, nil
 }
-
-// DefaultSelect is the selection a dataset uses when a request names no
-// field, by the dataset's label: what a CSV header shows when select is
-// empty.
-func DefaultSelect(label string) []string { return paging.DefaultSelect(label) }

@@ -10,6 +10,7 @@ import (
 	"github.com/linkgate/linkgate/export"
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
 	"github.com/linkgate/linkgate/internal/rowcsv"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // DescribeExport says what an export's files hold, for its manifest and
@@ -35,7 +36,7 @@ func DescribeExport(r export.Request) (export.Description, error) {
 	}
 	return export.Description{
 		Row:     exportRow(r.Dataset),
-		Columns: rowcsv.Columns(sel, DefaultSelect(r.Dataset), r.Dataset == exportNewLost),
+		Columns: rowcsv.Columns(sel, paging.DefaultSelect(r.Dataset), r.Dataset == paging.NewLost.Label()),
 		Request: b,
 	}, nil
 }
@@ -43,13 +44,13 @@ func DescribeExport(r export.Request) (export.Description, error) {
 // exportRow is the message type of an export's rows.
 func exportRow(dataset string) protoreflect.MessageDescriptor {
 	switch dataset {
-	case exportBacklinks:
+	case paging.Backlinks.Label():
 		return (&v1.Backlink{}).ProtoReflect().Descriptor()
-	case exportRefDomains:
+	case paging.RefDomains.Label():
 		return (&v1.RefDomain{}).ProtoReflect().Descriptor()
-	case exportBrokenBacklinks:
+	case paging.BrokenBacklinks.Label():
 		return (&v1.BrokenBacklink{}).ProtoReflect().Descriptor()
-	case exportNewLost:
+	case paging.NewLost.Label():
 		return (&v1.NewLostBacklink{}).ProtoReflect().Descriptor()
 	}
 	return nil
@@ -60,16 +61,16 @@ func exportRequestOf(r export.Request) (*v1.CreateExportRequest, error) {
 	out := &v1.CreateExportRequest{Format: v1.ExportFormat(r.Format), Gzip: r.Gzip}
 	var m proto.Message
 	switch r.Dataset {
-	case exportBacklinks:
+	case paging.Backlinks.Label():
 		req := &v1.StreamBacklinksRequest{}
 		out.Request, m = &v1.CreateExportRequest_Backlinks{Backlinks: req}, req
-	case exportRefDomains:
+	case paging.RefDomains.Label():
 		req := &v1.StreamRefDomainsRequest{}
 		out.Request, m = &v1.CreateExportRequest_Refdomains{Refdomains: req}, req
-	case exportBrokenBacklinks:
+	case paging.BrokenBacklinks.Label():
 		req := &v1.StreamBrokenBacklinksRequest{}
 		out.Request, m = &v1.CreateExportRequest_BrokenBacklinks{BrokenBacklinks: req}, req
-	case exportNewLost:
+	case paging.NewLost.Label():
 		req := &v1.StreamNewLostBacklinksRequest{}
 		out.Request, m = &v1.CreateExportRequest_NewLostBacklinks{NewLostBacklinks: req}, req
 	default:

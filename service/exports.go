@@ -98,14 +98,6 @@ func NewExportServers(cfg ExportsConfig) (*ExportServer, *OperationsServer, erro
 	return &ExportServer{exports: e}, &OperationsServer{exports: e}, nil
 }
 
-// Datasets of export.Request, named as CreateExportRequest's fields.
-const (
-	exportBacklinks       = "backlinks"
-	exportRefDomains      = "refdomains"
-	exportBrokenBacklinks = "broken_backlinks"
-	exportNewLost         = "new_lost_backlinks"
-)
-
 // CreateExport checks the request as its Stream RPC would, prices it, and
 // submits the job.
 func (s *ExportServer) CreateExport(ctx context.Context, req *v1.CreateExportRequest) (*longrunningpb.Operation, error) {
@@ -120,16 +112,16 @@ func (s *ExportServer) CreateExport(ctx context.Context, req *v1.CreateExportReq
 	)
 	switch r := req.GetRequest().(type) {
 	case *v1.CreateExportRequest_Backlinks:
-		dataset, stream = exportBacklinks, r.Backlinks
+		dataset, stream = paging.Backlinks.Label(), r.Backlinks
 		est.Request = &v1.EstimateCostRequest_Backlinks{Backlinks: listOf(r.Backlinks, &v1.ListBacklinksRequest{})}
 	case *v1.CreateExportRequest_Refdomains:
-		dataset, stream = exportRefDomains, r.Refdomains
+		dataset, stream = paging.RefDomains.Label(), r.Refdomains
 		est.Request = &v1.EstimateCostRequest_RefDomains{RefDomains: listOf(r.Refdomains, &v1.ListRefDomainsRequest{})}
 	case *v1.CreateExportRequest_BrokenBacklinks:
-		dataset, stream = exportBrokenBacklinks, r.BrokenBacklinks
+		dataset, stream = paging.BrokenBacklinks.Label(), r.BrokenBacklinks
 		est.Request = &v1.EstimateCostRequest_BrokenBacklinks{BrokenBacklinks: listOf(r.BrokenBacklinks, &v1.ListBrokenBacklinksRequest{})}
 	case *v1.CreateExportRequest_NewLostBacklinks:
-		dataset, stream = exportNewLost, r.NewLostBacklinks
+		dataset, stream = paging.NewLost.Label(), r.NewLostBacklinks
 		est.Request = &v1.EstimateCostRequest_NewLostBacklinks{NewLostBacklinks: listOf(r.NewLostBacklinks, &v1.ListNewLostBacklinksRequest{})}
 	default:
 		return nil, toStatus(paging.BadField("request", "name the rows to export: backlinks, refdomains, broken_backlinks or new_lost_backlinks"), "")

@@ -32,6 +32,8 @@ import (
 	"github.com/linkgate/linkgate/export"
 	"github.com/linkgate/linkgate/export/parts"
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
+	"github.com/linkgate/linkgate/scheduler"
 )
 
 // exportHarness serves the export services, behind the real interceptor
@@ -555,7 +557,7 @@ func TestDescribeExport(t *testing.T) {
 	}{
 		{"select in order, each once", &v1.StreamBacklinksRequest{Target: "example.com", Select: []string{"anchor,url_from", "anchor"}},
 			"backlinks", []string{"anchor", "url_from"}, "linkgate.v1.Backlink"},
-		{"the default selection", &v1.StreamRefDomainsRequest{Target: "example.com"}, "refdomains", DefaultSelect("refdomains"), "linkgate.v1.RefDomain"},
+		{"the default selection", &v1.StreamRefDomainsRequest{Target: "example.com"}, "refdomains", paging.DefaultSelect("refdomains"), "linkgate.v1.RefDomain"},
 		{"new/lost: the change first", &v1.StreamNewLostBacklinksRequest{Target: "example.com", Since: "2025-01-01", Select: []string{"url_from"}},
 			"new_lost_backlinks", []string{"change", "change_time", "url_from"}, "linkgate.v1.NewLostBacklink"},
 	} {
@@ -600,5 +602,101 @@ func TestCheckpointPageToken(t *testing.T) {
 	c := checkpoint{rows: 5, units: 300, token: "t:1"}
 	if back, err := parseCheckpoint(c.String()); err != nil || back != c {
 		t.Errorf("%+v came back as %+v (%v)", c, back, err)
+	}
+}
+
+// classLog notes the class of every paid call a scheduler runs.
+type classLog struct {
+	paging.Scheduler
+	mu      sync.Mutex
+	classes []scheduler.Class
+}
+
+func (l *classLog) Do(ctx context.Context, c scheduler.Call) (scheduler.Result, error) {
+	l.mu.Lock()
+	l.classes = append(l.classes, c.Class)
+	l.mu.Unlock()
+	return l.Scheduler.Do(ctx, c)
+}
+
+func (l *classLog) take() []scheduler.Class {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.classes
+	l.classes = nil
+	return out
+}
+
+// TestExportPagesAreBulk: a caller's stream asks its first page of each
+// feed as interactive work, someone waits for it; an export of the same
+// request asks every page as bulk work, so interactive callers go first.
+func TestExportPagesAreBulk(t *testing.T) {
+	log := &classLog{}
+	h := newHarness(t, harnessOptions{pageRows: 50, rpm: 600_000, noCache: true,
+		wrapSched: func(s paging.Scheduler) paging.Scheduler { log.Scheduler = s; return log }})
+	cases := []struct {
+		dataset string
+		req     proto.Message
+		stream  func() error
+		// interactive is how many of a stream's calls are interactive:
+		// the first page of each feed.
+		interactive int
+	}{
+		{"backlinks", &v1.StreamBacklinksRequest{Target: "sized-150.example"}, func() error {
+			st, err := h.backlinks.StreamBacklinks(t.Context(), &v1.StreamBacklinksRequest{Target: "sized-150.example"})
+			return drain(st, err)
+		}, 1},
+		{"new_lost_backlinks", &v1.StreamNewLostBacklinksRequest{Target: "sized-1203.example", Since: "2025-01-01"}, func() error {
+			st, err := h.backlinks.StreamNewLostBacklinks(t.Context(), &v1.StreamNewLostBacklinksRequest{Target: "sized-1203.example", Since: "2025-01-01"})
+			return drain(st, err)
+		}, 2},
+	}
+	src := &ExportSource{Backlinks: h.server}
+	for _, c := range cases {
+		if err := c.stream(); err != nil {
+			t.Fatalf("%s stream: %v", c.dataset, err)
+		}
+		streamed := log.take()
+		if len(streamed) <= c.interactive {
+			t.Fatalf("%s: the stream made %d calls: the test tests nothing", c.dataset, len(streamed))
+		}
+		if n := len(streamed) - countClass(streamed, scheduler.Bulk); n != c.interactive {
+			t.Errorf("%s stream: %d interactive calls, want %d (%v)", c.dataset, n, c.interactive, streamed)
+		}
+		raw, _ := proto.Marshal(c.req)
+		err := src.Run(t.Context(), DefaultTenant, export.Request{Dataset: c.dataset, Message: raw}, "",
+			func(export.Chunk) error { return nil })
+		if err != nil {
+			t.Fatalf("%s export: %v", c.dataset, err)
+		}
+		exported := log.take()
+		if len(exported) != len(streamed) || countClass(exported, scheduler.Bulk) != len(exported) {
+			t.Errorf("%s export: classes %v, want %d calls, all bulk", c.dataset, exported, len(streamed))
+		}
+	}
+}
+
+func countClass(cs []scheduler.Class, c scheduler.Class) int {
+	n := 0
+	for _, x := range cs {
+		if x == c {
+			n++
+		}
+	}
+	return n
+}
+
+// drain reads a stream to its end.
+func drain[T any](st grpc.ServerStreamingClient[T], err error) error {
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
 	}
 }

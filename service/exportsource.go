@@ -13,6 +13,7 @@ import (
 
 	"github.com/linkgate/linkgate/export"
 	v1 "github.com/linkgate/linkgate/gen/linkgate/v1"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // ExportSource runs an export's rows through the Stream RPCs themselves,
@@ -33,35 +34,44 @@ var _ export.Source = (*ExportSource)(nil)
 // max_rows and max_units (which bound one Stream call) bound the whole
 // export however many times it resumes.
 func (s *ExportSource) Run(ctx context.Context, tenant string, r export.Request, checkpoint string, emit func(export.Chunk) error) error {
-	ctx = WithCaller(ctx, Caller{Tenant: tenant, Role: RoleReader})
+	ctx = context.WithValue(WithCaller(ctx, Caller{Tenant: tenant, Role: RoleReader}), backgroundKey{}, true)
 	at, err := parseCheckpoint(checkpoint)
 	if err != nil {
 		return err
 	}
 	b := s.Backlinks
 	switch r.Dataset {
-	case exportBacklinks:
+	case paging.Backlinks.Label():
 		return runStream(ctx, r.Message, at, emit, b.StreamBacklinks,
 			func(m *v1.StreamBacklinksResponse) ([]*v1.Backlink, string, *v1.PageCost) {
 				return m.Backlinks, m.NextPageToken, m.Cost
 			})
-	case exportRefDomains:
+	case paging.RefDomains.Label():
 		return runStream(ctx, r.Message, at, emit, b.StreamRefDomains,
 			func(m *v1.StreamRefDomainsResponse) ([]*v1.RefDomain, string, *v1.PageCost) {
 				return m.RefDomains, m.NextPageToken, m.Cost
 			})
-	case exportBrokenBacklinks:
+	case paging.BrokenBacklinks.Label():
 		return runStream(ctx, r.Message, at, emit, b.StreamBrokenBacklinks,
 			func(m *v1.StreamBrokenBacklinksResponse) ([]*v1.BrokenBacklink, string, *v1.PageCost) {
 				return m.BrokenBacklinks, m.NextPageToken, m.Cost
 			})
-	case exportNewLost:
+	case paging.NewLost.Label():
 		return runStream(ctx, r.Message, at, emit, b.StreamNewLostBacklinks,
 			func(m *v1.StreamNewLostBacklinksResponse) ([]*v1.NewLostBacklink, string, *v1.PageCost) {
 				return m.NewLostBacklinks, m.NextPageToken, m.Cost
 			})
 	}
 	return fmt.Errorf("service: an export of unknown dataset %q", r.Dataset)
+}
+
+// backgroundKey marks the context of a stream that runs an export: no one
+// waits for its first rows, so all of its pages are bulk work.
+type backgroundKey struct{}
+
+func background(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
 }
 
 // checkpoint is where an export stands: the page token that resumes after

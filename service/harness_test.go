@@ -58,6 +58,8 @@ type harnessOptions struct {
 	// sim edits the simulator's configuration (its collation knobs).
 	sim func(*ahrefssim.Config)
 	log *slog.Logger // the service's logger; nil discards
+	// wrapSched wraps the scheduler (with rpm > 0) to watch its calls.
+	wrapSched func(paging.Scheduler) paging.Scheduler
 }
 
 func newHarness(t testing.TB, opts harnessOptions) *harness {
@@ -119,6 +121,9 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		}
 		t.Cleanup(func() { sched.Close() })
 		h.sched, cfg.Scheduler = sched, sched
+		if opts.wrapSched != nil {
+			cfg.Scheduler = opts.wrapSched(sched)
+		}
 	}
 	if opts.noCache {
 		cfg.PageCacheBytes = -1

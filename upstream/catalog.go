@@ -138,8 +138,8 @@ var listParams = map[string]bool{
 	"order_by": true, "limit": true, "timeout": true, "output": true,
 }
 
-// HasParam reports whether the endpoint defines a query parameter.
-func (s *Schema) HasParam(name string) bool {
+// hasParam reports whether the endpoint defines a query parameter.
+func (s *Schema) hasParam(name string) bool {
 	switch name {
 	case "aggregation":
 		return s.HasAggregation

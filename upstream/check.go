@@ -143,34 +143,34 @@ func checkCond(f *Field, k Kind, c Cond) error {
 			}
 		}
 		return nil
-	case c.Op.IsOrdering() && k == KindBool:
+	case c.Op.isOrdering() && k == KindBool:
 		return invalid("where", f.Name, "%s does not apply to a boolean", c.Op)
-	case c.Op == OpEq || c.Op == OpNeq || c.Op.IsOrdering():
+	case c.Op == OpEq || c.Op == OpNeq || c.Op.isOrdering():
 		return checkValue(f, k, c)
 	}
 	return invalid("where", f.Name, "unknown operator %q", c.Op)
 }
 
-// Loosen rewrites the value forms the API accepts beyond a field's own type
+// loosen rewrites the value forms the API accepts beyond a field's own type
 // into that type: 1 and 0 for booleans and numeric strings for numbers, as
 // the Ahrefs web app itself writes them (["eq",1], ["gte","500"]). Values
 // that fit neither form are left for CheckWhere to refuse.
-func (s *Schema) Loosen(e Expr) Expr {
+func (s *Schema) loosen(e Expr) Expr {
 	switch e := e.(type) {
 	case And:
 		out := make(And, len(e))
 		for i, x := range e {
-			out[i] = s.Loosen(x)
+			out[i] = s.loosen(x)
 		}
 		return out
 	case Or:
 		out := make(Or, len(e))
 		for i, x := range e {
-			out[i] = s.Loosen(x)
+			out[i] = s.loosen(x)
 		}
 		return out
 	case Not:
-		return Not{X: s.Loosen(e.X)}
+		return Not{X: s.loosen(e.X)}
 	case Is:
 		if f, ok := s.Field(e.Field); ok && e.Modifier == "" {
 			e.Cond.Value = loosen(f.Kind, e.Cond.Value)

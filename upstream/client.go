@@ -256,7 +256,7 @@ type Cost struct {
 // free.
 func (c Cost) CacheHit() bool { return c.Cache == "hit" }
 
-// Result is the outcome of a List call.
+// Result is the outcome of a list call (ListPage).
 type Result struct {
 	Rows int  // rows handed to fn
 	Cost Cost // of the last attempt whose headers arrived
@@ -272,37 +272,6 @@ type Result struct {
 	// Body is the raw body of the response the rows came from, for a cache
 	// to keep and DecodePage to read again; nil when the call failed.
 	Body []byte
-}
-
-// List runs a query against its list endpoint and hands the rows to fn one
-// at a time, as they are decoded from the response body: a page is never
-// held in memory as a whole. An error from fn stops the call and is returned
-// as is.
-//
-// The query is validated first; an invalid query returns its *InvalidError
-// without any request, costing nothing.
-//
-// Failures are retried (429, 5xx, transport errors, a body cut short) only
-// while no row has been handed to fn: once rows were emitted a retry would
-// emit them again, so the error is returned and the caller resumes from the
-// last key it holds. Attempts are bounded by MaxAttempts and never wait past
-// ctx's deadline.
-//
-// The Result is returned with the error too: Cost.Known and Spent tell the
-// caller what the upstream charged even when decoding failed afterwards.
-func (c *Client) List(ctx context.Context, q *Query, fn func(Row) error) (Result, error) {
-	if err := q.Validate(); err != nil {
-		return Result{}, err
-	}
-	s, err := SchemaOf(q.Endpoint)
-	if err != nil {
-		return Result{}, err
-	}
-	v, err := q.Values()
-	if err != nil {
-		return Result{}, &InvalidError{Param: "where", Problem: err.Error()}
-	}
-	return c.keeping(ctx, q.Endpoint, q.PerRowCost(), v, func(body io.Reader) (int, error) { return decodeRows(body, s, fn) })
 }
 
 // keeping runs a list call whose decoder reads the body while, up to

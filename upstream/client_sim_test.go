@@ -52,16 +52,25 @@ func newSimEnv(t *testing.T, mod ...func(*upstream.Config)) *simEnv {
 	return &simEnv{sim: sim, c: c, clock: clk}
 }
 
-func (e *simEnv) list(t *testing.T, q *upstream.Query) ([]upstream.Row, upstream.Result, error) {
+// list reads one page of q, its rows keyed by field name (null and absent
+// fields are nil).
+func (e *simEnv) list(t *testing.T, q *upstream.Query) ([]map[string]any, upstream.Result, error) {
 	t.Helper()
-	var rows []upstream.Row
-	res, err := e.c.List(context.Background(), q, func(r upstream.Row) error { rows = append(rows, r); return nil })
+	var rows []map[string]any
+	res, err := e.c.ListRecords(context.Background(), q, func(r upstream.Record) error {
+		row := make(map[string]any, len(r))
+		for i, v := range r {
+			row[q.Select[i]] = v.Any()
+		}
+		rows = append(rows, row)
+		return nil
+	})
 	return rows, res, err
 }
 
 // sameRows compares the client's rows with the simulator's reference answer
 // (which keeps dates as strings).
-func sameRows(t *testing.T, got []upstream.Row, want []map[string]any) {
+func sameRows(t *testing.T, got []map[string]any, want []map[string]any) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%d rows, want %d", len(got), len(want))
@@ -257,7 +266,7 @@ func TestSimErrors(t *testing.T) {
 		ctx, cancel := context.WithDeadline(context.Background(), e.clock.Now().Add(400*time.Millisecond))
 		defer cancel()
 		qq.Limit = 12
-		_, err = e.c.List(ctx, qq, func(upstream.Row) error { return nil })
+		_, err = e.c.ListRecords(ctx, qq, func(upstream.Record) error { return nil })
 		var apiErr *upstream.APIError
 		if !errors.Is(err, upstream.ErrRateLimited) || !errors.As(err, &apiErr) || !strings.Contains(apiErr.Message, "429 Too Many Requests") {
 			t.Errorf("err = %v", err)
@@ -307,7 +316,8 @@ func TestSimErrors(t *testing.T) {
 
 func TestSimStatsAndUsage(t *testing.T) {
 	e := newSimEnv(t)
-	st, cost, err := e.c.BacklinksStats(context.Background(), upstream.StatsQuery{Target: "sized-2000.example", Mode: upstream.ModeDomain})
+	st, res, err := e.c.BacklinksStats(context.Background(), upstream.StatsQuery{Target: "sized-2000.example", Mode: upstream.ModeDomain})
+	cost := res.Cost
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"github.com/linkgate/linkgate/internal/clock"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,8 +122,22 @@ func okRows(n int) http.HandlerFunc {
 	}
 }
 
-func collect(rows *[]Row) func(Row) error {
-	return func(r Row) error { *rows = append(*rows, r); return nil }
+// collect gathers the records of a list call on q as rows keyed by field
+// name (see recordMap).
+func collect(q *Query, rows *[]map[string]any) func(Record) error {
+	return func(r Record) error { *rows = append(*rows, recordMap(r, q.Select)); return nil }
+}
+
+// recordMap is a record keyed by the names of its columns: absent fields
+// are left out, null ones are nil.
+func recordMap(r Record, names []string) map[string]any {
+	row := make(map[string]any, len(r))
+	for i, v := range r {
+		if v.state != valueAbsent {
+			row[names[i]] = v.Any()
+		}
+	}
+	return row
 }
 
 func TestListRequestShape(t *testing.T) {
@@ -130,8 +146,9 @@ func TestListRequestShape(t *testing.T) {
 		got = r.Clone(context.Background())
 		okRows(2)(w, r)
 	})
-	var rows []Row
-	res, err := h.c.List(context.Background(), backlinksQuery(), collect(&rows))
+	var rows []map[string]any
+	bq := backlinksQuery()
+	res, err := h.c.ListRecords(context.Background(), bq, collect(bq, &rows))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +182,7 @@ func TestListRejectsInvalidQueryWithoutRequest(t *testing.T) {
 	h := newHarness(t, okRows(1))
 	q := backlinksQuery()
 	q.Select = []string{"no_such_field"}
-	_, err := h.c.List(context.Background(), q, func(Row) error { return nil })
+	_, err := h.c.ListRecords(context.Background(), q, func(Record) error { return nil })
 	var inv *InvalidError
 	if !errors.As(err, &inv) || inv.Param != "select" {
 		t.Fatalf("err = %v, want an InvalidError on select", err)
@@ -203,7 +220,7 @@ func TestStatusMapping(t *testing.T) {
 				w.WriteHeader(tt.status)
 				io.WriteString(w, tt.body)
 			})
-			res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+			res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
@@ -257,7 +274,7 @@ func TestRetryAfter(t *testing.T) {
 				}
 				okRows(1)(w, r)
 			})
-			res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+			res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -304,7 +321,7 @@ func failing(n int32) http.HandlerFunc {
 func TestRetryPolicy(t *testing.T) {
 	t.Run("backoff doubles and then succeeds", func(t *testing.T) {
 		h := newHarness(t, failing(2))
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,7 +344,7 @@ func TestRetryPolicy(t *testing.T) {
 			c.MaxAttempts = 6
 			c.BackoffMax = 3 * time.Second
 		})
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if !errors.Is(err, ErrUpstreamUnavailable) {
 			t.Fatalf("err = %v", err)
 		}
@@ -344,7 +361,7 @@ func TestRetryPolicy(t *testing.T) {
 		h := newHarness(t, failing(2), func(c *Config) {
 			c.Jitter = func(d time.Duration) time.Duration { ceilings = append(ceilings, d); return d / 4 }
 		})
-		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+		if _, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if fmt.Sprint(ceilings) != "[500ms 1s]" || fmt.Sprint(h.clock.Sleeps()) != "[125ms 250ms]" {
@@ -356,7 +373,7 @@ func TestRetryPolicy(t *testing.T) {
 			h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
 				http.Error(w, `{"error":"no"}`, status)
 			})
-			res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+			res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 			if err == nil || res.Attempts != 1 || h.hits.Load() != 1 || len(h.clock.Sleeps()) != 0 {
 				t.Errorf("%d: err = %v, attempts = %d, waits = %v", status, err, res.Attempts, h.clock.Sleeps())
 			}
@@ -366,7 +383,7 @@ func TestRetryPolicy(t *testing.T) {
 		h := newHarness(t, failing(100), func(c *Config) { c.MaxAttempts = 10 })
 		ctx, cancel := context.WithDeadline(context.Background(), h.clock.Now().Add(1200*time.Millisecond))
 		defer cancel()
-		res, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(ctx, backlinksQuery(), func(Record) error { return nil })
 		var apiErr *APIError
 		if !errors.As(err, &apiErr) || apiErr.Status != 500 {
 			t.Fatalf("err = %v, want the last 500", err)
@@ -383,7 +400,7 @@ func TestRetryPolicy(t *testing.T) {
 		})
 		ctx, cancel := context.WithDeadline(context.Background(), h.clock.Now().Add(10*time.Second))
 		defer cancel()
-		_, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		_, err := h.c.ListRecords(ctx, backlinksQuery(), func(Record) error { return nil })
 		var apiErr *APIError
 		if !errors.As(err, &apiErr) || apiErr.RetryAfter != 30*time.Second || !errors.Is(err, ErrRateLimited) {
 			t.Fatalf("err = %#v", err)
@@ -394,8 +411,9 @@ func TestRetryPolicy(t *testing.T) {
 	})
 	t.Run("no retry once rows were emitted", func(t *testing.T) {
 		h := newHarness(t, truncatedAfterRows(2))
-		var rows []Row
-		res, err := h.c.List(context.Background(), backlinksQuery(), collect(&rows))
+		var rows []map[string]any
+		q := backlinksQuery()
+		res, err := h.c.ListRecords(context.Background(), q, collect(q, &rows))
 		if !errors.Is(err, ErrUpstreamUnavailable) {
 			t.Fatalf("err = %v", err)
 		}
@@ -416,7 +434,7 @@ func TestRetryPolicy(t *testing.T) {
 			}
 			okRows(3)(w, r)
 		})
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -427,7 +445,7 @@ func TestRetryPolicy(t *testing.T) {
 	t.Run("an error from fn is returned as is and not retried", func(t *testing.T) {
 		h := newHarness(t, okRows(5))
 		stop := errors.New("stop")
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return stop })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return stop })
 		if err != stop || res.Attempts != 1 || res.Rows != 0 || !res.Cost.Known {
 			t.Errorf("err = %v, res = %+v", err, res)
 		}
@@ -436,7 +454,7 @@ func TestRetryPolicy(t *testing.T) {
 		h := newHarness(t, failing(100))
 		ctx, cancel := context.WithCancel(context.Background())
 		h.c.cfg.Clock = cancelOnSleep{Clock: h.c.cfg.Clock, cancel: cancel}
-		_, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+		_, err := h.c.ListRecords(ctx, backlinksQuery(), func(Record) error { return nil })
 		if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUpstreamUnavailable) || h.hits.Load() != 1 {
 			t.Errorf("err = %v, hits = %d", err, h.hits.Load())
 		}
@@ -470,7 +488,7 @@ func TestTransportErrorIsRetried(t *testing.T) {
 			})
 		}
 	})
-	res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+	res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 	if err != nil || res.Attempts != 2 || fmt.Sprint(h.clock.Sleeps()) != "[500ms]" {
 		t.Errorf("err = %v, res = %+v, waits = %v", err, res, h.clock.Sleeps())
 	}
@@ -508,7 +526,7 @@ func TestGate(t *testing.T) {
 	t.Run("every attempt passes the gate, retries included", func(t *testing.T) {
 		g := &countingGate{}
 		h := newHarness(t, failing(2), func(c *Config) { c.Gate = g })
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -529,7 +547,7 @@ func TestGate(t *testing.T) {
 			}
 			okRows(1)(w, r)
 		}, func(c *Config) { c.Gate = g })
-		if _, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil }); err != nil {
+		if _, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if fmt.Sprint(g.throttled) != "[7s]" || g.waits != 2 {
@@ -540,7 +558,7 @@ func TestGate(t *testing.T) {
 		refused := errors.New("queue deadline")
 		g := &countingGate{refuse: refused}
 		h := newHarness(t, okRows(1), func(c *Config) { c.Gate = g })
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if !errors.Is(err, refused) || res.Attempts != 0 || h.hits.Load() != 0 || res.Unanswered {
 			t.Fatalf("err = %v, attempts = %d, hits = %d, unanswered = %v", err, res.Attempts, h.hits.Load(), res.Unanswered)
 		}
@@ -553,7 +571,7 @@ func TestCostHeaders(t *testing.T) {
 			costHeaders(w, 2, 7, 0, "hit")
 			io.WriteString(w, `{"backlinks":[{"url_from":"a"},{"url_from":"b"}]}`)
 		})
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -566,7 +584,7 @@ func TestCostHeaders(t *testing.T) {
 		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"backlinks":[`+strings.Repeat(`{"url_from":"a"},`, 29)+`{"url_from":"a"}]}`)
 		})
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -582,7 +600,7 @@ func TestCostHeaders(t *testing.T) {
 			w.Header().Del("x-api-units-cost-total-actual")
 			io.WriteString(w, `{"backlinks":[]}`)
 		})
-		res, _ := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, _ := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if res.Cost.Actual != 50 || !res.Cost.Estimated {
 			t.Errorf("cost = %+v", res.Cost)
 		}
@@ -592,7 +610,7 @@ func TestCostHeaders(t *testing.T) {
 			costHeaders(w, 2, 3, 50, "miss")
 			io.WriteString(w, `{"backlinks":[{"url_from":1}]}`)
 		})
-		res, err := h.c.List(context.Background(), backlinksQuery(), func(Row) error { return nil })
+		res, err := h.c.ListRecords(context.Background(), backlinksQuery(), func(Record) error { return nil })
 		if !errors.Is(err, ErrUpstreamUnavailable) {
 			t.Fatalf("err = %v", err)
 		}
@@ -602,6 +620,9 @@ func TestCostHeaders(t *testing.T) {
 	})
 }
 
+// TestRowsNormalised: every kind of field is decoded into its Go type
+// (dates and times in UTC), null is nil, and the members and keys the query
+// does not select are skipped.
 func TestRowsNormalised(t *testing.T) {
 	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"stats":{"ignored":[1,{"x":2}]},"backlinks":[{
@@ -610,11 +631,7 @@ func TestRowsNormalised(t *testing.T) {
 			"source_page_publish_date":"2024-12-31","languages":["en","de"],"redirect_kind":[301,302],
 			"last_seen":null,"brand_new_field":3.5,"another":7}],"extra":true}`)
 	})
-	var rows []Row
-	if _, err := h.c.List(context.Background(), backlinksQuery(), collect(&rows)); err != nil {
-		t.Fatal(err)
-	}
-	want := Row{
+	want := map[string]any{
 		"url_from":                 "https://a.example/",
 		"http_code":                int64(200),
 		"domain_rating_source":     71.0,
@@ -625,10 +642,14 @@ func TestRowsNormalised(t *testing.T) {
 		"languages":                []string{"en", "de"},
 		"redirect_kind":            []int64{301, 302},
 		"last_seen":                nil,
-		"brand_new_field":          3.5,
-		"another":                  int64(7),
 	}
-	if len(rows) != 1 {
+	q := backlinksQuery()
+	q.Select = slices.Sorted(maps.Keys(want))
+	var rows []map[string]any
+	if _, err := h.c.ListRecords(context.Background(), q, collect(q, &rows)); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || len(rows[0]) != len(want) {
 		t.Fatalf("rows = %v", rows)
 	}
 	for k, v := range want {
@@ -642,8 +663,19 @@ func TestRowsNormalised(t *testing.T) {
 	}
 }
 
-func TestDecodeRowsErrors(t *testing.T) {
-	s := MustSchema(AllBacklinks)
+// allColumns lays records out over every field of an endpoint, so that a
+// decoding test checks the kind of every field it writes.
+func allColumns(s *Schema) *columns {
+	c := &columns{responseKey: s.ResponseKey, index: make(map[string]int, len(s.fields))}
+	for i := range s.fields {
+		c.fields = append(c.fields, &s.fields[i])
+		c.index[s.fields[i].Name] = i
+	}
+	return c
+}
+
+func TestDecodeRecordsErrors(t *testing.T) {
+	cols := allColumns(MustSchema(AllBacklinks))
 	tests := map[string]struct {
 		body      string
 		malformed bool
@@ -667,7 +699,7 @@ func TestDecodeRowsErrors(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := decodeRows(strings.NewReader(tt.body), s, func(Row) error { return nil })
+			_, err := decodeRecords(strings.NewReader(tt.body), cols, func(Record) error { return nil })
 			var mal *malformedError
 			if err == nil || errors.As(err, &mal) != tt.malformed {
 				t.Errorf("err = %v (%T), malformed want %v", err, err, tt.malformed)
@@ -729,7 +761,7 @@ func TestSpanEvents(t *testing.T) {
 	span := &eventSpan{}
 	ctx := trace.ContextWithSpan(context.Background(), span)
 	for range 2 {
-		if _, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil }); err != nil {
+		if _, err := h.c.ListRecords(ctx, backlinksQuery(), func(Record) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

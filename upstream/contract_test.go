@@ -86,7 +86,7 @@ func (e *contractEnv) expect(t *testing.T, name string, call func(ctx context.Co
 
 func (e *contractEnv) list(q *upstream.Query) func(context.Context) error {
 	return func(ctx context.Context) error {
-		_, err := e.c.List(ctx, q, func(upstream.Row) error { return nil })
+		_, err := e.c.ListRecords(ctx, q, func(upstream.Record) error { return nil })
 		return err
 	}
 }
@@ -282,7 +282,7 @@ func TestContractRefusesWhatTheSpecDoesNotDefine(t *testing.T) {
 		}
 		e := newContractEnv(t, addOffset)
 		q := &upstream.Query{Endpoint: upstream.AllBacklinks, Target: "sized-400.example", Select: []string{"url_from"}, Limit: 5}
-		if _, err := e.c.List(context.Background(), q, func(upstream.Row) error { return nil }); err == nil {
+		if _, err := e.c.ListRecords(context.Background(), q, func(upstream.Record) error { return nil }); err == nil {
 			t.Error("the request with offset was served")
 		}
 		if len(e.refused) != 1 || !strings.Contains(e.refused[0], `query parameter "offset" is not defined`) {

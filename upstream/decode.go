@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -36,7 +35,7 @@ func DecodePage(body io.Reader, q *Query, fn func(Record) error) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := decodeRecords(body, cols, nil, fn)
+	n, err := decodeRecords(body, cols, fn)
 	var cb *callbackError
 	if errors.As(err, &cb) {
 		return n, cb.err
@@ -71,15 +70,22 @@ func columnsOf(q *Query) (*columns, error) {
 	return c, nil
 }
 
-// schemaColumns lays records out over every field of the endpoint, for Row.
-func schemaColumns(s *Schema) *columns {
-	c := &columns{responseKey: s.ResponseKey, index: make(map[string]int, len(s.fields))}
-	for i := range s.fields {
-		c.fields = append(c.fields, &s.fields[i])
-		c.index[s.fields[i].Name] = i
-	}
-	return c
+// malformedError is a body that is valid JSON as far as it goes but not the
+// documented shape, or not JSON at all. Retrying would buy the same bytes.
+type malformedError struct{ msg string }
+
+func (e *malformedError) Error() string { return e.msg }
+
+func malformed(format string, args ...any) error {
+	return &malformedError{msg: fmt.Sprintf(format, args...)}
 }
+
+// callbackError carries the error of the caller's fn out of the decoder
+// untouched, so that it is neither classified nor retried.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+func (e *callbackError) Unwrap() error { return e.err }
 
 // Memory of a decoder, allocated in blocks so that a page of rows is a few
 // dozen allocations rather than several per row: values for slabRows
@@ -97,30 +103,19 @@ type recordDecoder struct {
 	slab    []Value
 	arena   []byte
 	scratch []byte // unquoted strings and packed lists, before interning
-	// unknown receives the members of a row that are not columns; nil
-	// skips them unread.
-	unknown func(name string, raw jsontext.Value) error
-	// reuse hands out one record again and again, for a caller that copies
-	// what it needs before the next row (the Row view).
-	reuse bool
-	one   Record
 }
 
 // decodeRecords reads {"<responseKey>": [row, ...], ...} from r. Keys other
 // than the response key are skipped token by token, without buffering them.
-// A row's members that are not columns go to unknown, or are skipped.
-func decodeRecords(r io.Reader, cols *columns, unknown func(string, jsontext.Value) error, fn func(Record) error) (int, error) {
-	return newRecordDecoder(r, cols, unknown).page(fn)
-}
-
-func newRecordDecoder(r io.Reader, cols *columns, unknown func(string, jsontext.Value) error) *recordDecoder {
-	d := &recordDecoder{src: sourceReader{r: r}, cols: cols, unknown: unknown}
+// A row's members that are not columns are skipped unread.
+func decodeRecords(r io.Reader, cols *columns, fn func(Record) error) (int, error) {
+	d := &recordDecoder{src: sourceReader{r: r}, cols: cols}
 	d.dec = jsontext.NewDecoder(&d.src,
 		// Duplicate names keep the last value and invalid UTF-8 becomes
 		// U+FFFD, as encoding/json does: a stray byte in one anchor text
 		// must not make a whole target unreadable.
 		jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	return d
+	return d.page(fn)
 }
 
 func (d *recordDecoder) page(fn func(Record) error) (int, error) {
@@ -220,8 +215,8 @@ func (d *recordDecoder) row(i int) (Record, error) {
 		}
 		col, ok := d.cols.index[name]
 		if !ok {
-			if err := d.other(name); err != nil {
-				return nil, err
+			if err := d.dec.SkipValue(); err != nil {
+				return nil, d.fail(err)
 			}
 			continue
 		}
@@ -240,28 +235,9 @@ func (d *recordDecoder) row(i int) (Record, error) {
 	return rec, nil
 }
 
-func (d *recordDecoder) other(name string) error {
-	if d.unknown == nil {
-		return d.fail(d.dec.SkipValue())
-	}
-	name = strings.Clone(name) // the name's bytes belong to the decoder
-	raw, err := d.dec.ReadValue()
-	if err != nil {
-		return d.fail(err)
-	}
-	return d.unknown(name, raw)
-}
-
 // record hands out the next record of the current slab.
 func (d *recordDecoder) record() Record {
 	n := len(d.cols.fields)
-	if d.reuse {
-		if d.one == nil {
-			d.one = make(Record, n)
-		}
-		clear(d.one)
-		return d.one
-	}
 	if len(d.slab) < n {
 		d.slab = make([]Value, n*slabRows)
 	}

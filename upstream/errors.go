@@ -109,12 +109,12 @@ func retryableStatus(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500
 }
 
-// MayHaveCharged reports whether a failed call may still have been
+// mayHaveCharged reports whether a failed call may still have been
 // charged although its cost is unknown: a request left and no status came
 // back (a broken connection, a body never read, the caller went away while
 // it was in flight). An answered error, a refused connection and a call
 // refused before sending charge nothing.
-func MayHaveCharged(err error) bool {
+func mayHaveCharged(err error) bool {
 	if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
 		return false
 	}
@@ -127,8 +127,8 @@ func MayHaveCharged(err error) bool {
 
 // Unanswered reports whether a call that failed with err, its response's
 // cost headers c, may have been charged a cost nobody knows: no headers
-// came and the request may have left (MayHaveCharged).
-func Unanswered(c Cost, err error) bool { return !c.Known && MayHaveCharged(err) }
+// came and the request may have left (mayHaveCharged).
+func Unanswered(c Cost, err error) bool { return !c.Known && mayHaveCharged(err) }
 
 // maxErrorBody bounds what is read of an error response: enough for any
 // {"error": ...} the API sends, small enough that a CDN page cannot hurt.

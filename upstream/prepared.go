@@ -94,16 +94,28 @@ func (p *Prepared) Page(after Expr, limit int) (*PageRequest, error) {
 // shapes the answer, for coalescing and caching.
 func (r *PageRequest) Key() string { return string(r.prep.query.Endpoint) + "?" + r.values.Encode() }
 
-// ListPage is ListRecords for a page of a prepared query.
+// ListPage runs the request of a page against its list endpoint and hands
+// the rows to fn one at a time, as Records of the query's Select decoded
+// from the response body: a page is never held in memory as a whole. An
+// error from fn stops the call and is returned as is.
+//
+// Failures are retried (429, 5xx, transport errors, a body cut short) only
+// while no row has been handed to fn: once rows were emitted a retry would
+// emit them again, so the error is returned and the caller resumes from the
+// last key it holds. Attempts are bounded by MaxAttempts and never wait past
+// ctx's deadline.
+//
+// The Result is returned with the error too: Cost.Known and Spent tell the
+// caller what the upstream charged even when decoding failed afterwards.
 func (c *Client) ListPage(ctx context.Context, r *PageRequest, fn func(Record) error) (Result, error) {
 	return c.keeping(ctx, r.prep.query.Endpoint, r.prep.perRow, r.values,
-		func(body io.Reader) (int, error) { return decodeRecords(body, r.prep.cols, nil, fn) })
+		func(body io.Reader) (int, error) { return decodeRecords(body, r.prep.cols, fn) })
 }
 
 // Decode reads again a body a page's request was answered with (a cached
 // Result.Body), as ListPage decodes it.
 func (r *PageRequest) Decode(body io.Reader, fn func(Record) error) (int, error) {
-	n, err := decodeRecords(body, r.prep.cols, nil, fn)
+	n, err := decodeRecords(body, r.prep.cols, fn)
 	var cb *callbackError
 	if errors.As(err, &cb) {
 		return n, cb.err

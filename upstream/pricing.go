@@ -39,7 +39,7 @@ func (q *Query) Charges() []Charge {
 	for _, name := range q.Select {
 		add(name, "select")
 	}
-	for _, name := range WhereFields(q.Where) {
+	for _, name := range whereFields(q.Where) {
 		add(name, "where")
 	}
 	for _, o := range q.OrderBy {

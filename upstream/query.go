@@ -261,14 +261,14 @@ func (q *Query) Values() (url.Values, error) {
 // ParseQuery reads a list request from its URL parameters and validates it,
 // as the API does before it charges anything: a parameter the endpoint does
 // not define is refused, and where values in the forms the API accepts
-// beyond the field's type are read as that type (Schema.Loosen).
+// beyond the field's type are read as that type (Schema.loosen).
 func ParseQuery(ep Endpoint, v url.Values) (*Query, error) {
 	s, err := SchemaOf(ep)
 	if err != nil {
 		return nil, &InvalidError{Param: "endpoint", Problem: err.Error()}
 	}
 	for name := range v {
-		if !s.HasParam(name) {
+		if !s.hasParam(name) {
 			return nil, invalid(name, "", "unknown parameter of %s", ep)
 		}
 	}
@@ -293,7 +293,7 @@ func ParseQuery(ep Endpoint, v url.Values) (*Query, error) {
 		if err != nil {
 			return nil, &InvalidError{Param: "where", Problem: err.Error()}
 		}
-		q.Where = s.Loosen(expr)
+		q.Where = s.loosen(expr)
 	}
 	order, err := ParseOrder(v.Get("order_by"))
 	if err != nil {

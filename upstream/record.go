@@ -98,7 +98,7 @@ func (v Value) Ints() []int64 {
 	return out
 }
 
-// Any is the value in the Go types Row uses: string, int64, float64, bool,
+// Any is the value as a plain Go value: string, int64, float64, bool,
 // time.Time (UTC), []string, []int64, or nil when absent or null.
 func (v Value) Any() any {
 	if v.state != valueSet {
@@ -210,24 +210,6 @@ func (v Value) String() string {
 		return string(append(b, ']'))
 	}
 	return "?"
-}
-
-// Map is the record as a Row, keyed by the names of fields: absent
-// fields are left out, null ones are nil.
-func (r Record) Map(fields []*Field) Row {
-	n := 0
-	for _, v := range r {
-		if v.state != valueAbsent {
-			n++
-		}
-	}
-	row := make(Row, n)
-	for i, v := range r {
-		if v.state != valueAbsent && i < len(fields) {
-			row[fields[i].Name] = v.Any()
-		}
-	}
-	return row
 }
 
 // StringValue, IntValue, FloatValue, BoolValue and TimeValue make Values,

@@ -156,19 +156,19 @@ func StatsPerRow(ips bool) int {
 // BacklinksStats reads the totals of a target. A zero Date means today in
 // UTC by the client's clock (the API requires a date). The Cost is returned
 // with an error too when the response's headers arrived.
-func (c *Client) BacklinksStats(ctx context.Context, q StatsQuery) (Stats, Cost, error) {
+func (c *Client) BacklinksStats(ctx context.Context, q StatsQuery) (Stats, Result, error) {
 	if strings.TrimSpace(q.Target) == "" {
-		return Stats{}, Cost{}, invalid("target", "", "is required")
+		return Stats{}, Result{}, invalid("target", "", "is required")
 	}
 	switch q.Mode {
 	case "", ModeExact, ModePrefix, ModeDomain, ModeSubdomains:
 	default:
-		return Stats{}, Cost{}, invalid("mode", "", "must be exact, prefix, domain or subdomains, not %q", q.Mode)
+		return Stats{}, Result{}, invalid("mode", "", "must be exact, prefix, domain or subdomains, not %q", q.Mode)
 	}
 	switch q.Protocol {
 	case "", ProtocolBoth, ProtocolHTTP, ProtocolHTTPS:
 	default:
-		return Stats{}, Cost{}, invalid("protocol", "", "must be both, http or https, not %q", q.Protocol)
+		return Stats{}, Result{}, invalid("protocol", "", "must be both, http or https, not %q", q.Protocol)
 	}
 	date := q.Date
 	if date.IsZero() {
@@ -210,15 +210,15 @@ func (c *Client) BacklinksStats(ctx context.Context, q StatsQuery) (Stats, Cost,
 		return 0, nil
 	})
 	if err != nil || !q.IPs {
-		return out, res.Cost, err
+		return out, res, err
 	}
-	ips, cost, err := c.refIPs(ctx, q)
+	ips, more, err := c.refIPs(ctx, q)
 	out.RefIPs, out.RefIPsSubnets = ips.RefIPs, ips.RefIPsSubnets
-	return out, addCosts(res.Cost, cost), err
+	return out, res.and(more), err
 }
 
 // refIPs reads a target's refips and refips_subnets from batch-analysis.
-func (c *Client) refIPs(ctx context.Context, q StatsQuery) (Stats, Cost, error) {
+func (c *Client) refIPs(ctx context.Context, q StatsQuery) (Stats, Result, error) {
 	target := map[string]string{"url": q.Target, "mode": string(q.Mode), "protocol": string(q.Protocol)}
 	if q.Mode == "" {
 		target["mode"] = string(ModeSubdomains)
@@ -228,7 +228,7 @@ func (c *Client) refIPs(ctx context.Context, q StatsQuery) (Stats, Cost, error) 
 	}
 	body, err := json.Marshal(map[string]any{"select": []string{"refips", "refips_subnets"}, "targets": []any{target}, "output": "json"})
 	if err != nil {
-		return Stats{}, Cost{}, err
+		return Stats{}, Result{}, err
 	}
 	var out Stats
 	res, err := c.send(ctx, BatchAnalysisPath, nil, body, ipsPerRow, func(body io.Reader) (int, error) {
@@ -247,7 +247,13 @@ func (c *Client) refIPs(ctx context.Context, q StatsQuery) (Stats, Cost, error) 
 		out.RefIPs, out.RefIPsSubnets = deref(doc.Targets[0].RefIPs), deref(doc.Targets[0].RefIPsSubnets)
 		return 1, nil
 	})
-	return out, res.Cost, err
+	return out, res, err
+}
+
+// and is the result of two requests made as one call.
+func (r Result) and(s Result) Result {
+	return Result{Rows: r.Rows + s.Rows, Cost: addCosts(r.Cost, s.Cost), Spent: r.Spent + s.Spent,
+		Attempts: r.Attempts + s.Attempts, Unanswered: r.Unanswered || s.Unanswered}
 }
 
 // addCosts is the cost of two requests made as one call.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,10 +84,11 @@ func TestBacklinksStats(t *testing.T) {
 		costHeaders(w, 1, 12, 50, "miss")
 		io.WriteString(w, `{"metrics":{"live":120,"all_time":3400,"live_refdomains":12,"all_time_refdomains":99}}`)
 	})
-	st, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{
+	st, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{
 		Target: "example.com", Mode: ModeDomain, Protocol: ProtocolHTTPS,
 		Date: time.Date(2026, 5, 17, 23, 0, 0, 0, time.FixedZone("x", -3600)),
 	})
+	cost := res.Cost
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,8 @@ func TestBacklinksStats(t *testing.T) {
 		h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"metrics":{"live":1}}`)
 		})
-		_, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+		_, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+		cost := res.Cost
 		if err != nil || !cost.Estimated || cost.Actual != MinUnits {
 			t.Errorf("cost = %+v, err = %v", cost, err)
 		}
@@ -144,9 +147,10 @@ func TestBacklinksStats(t *testing.T) {
 	})
 }
 
-// FuzzDecodeRows feeds arbitrary bodies to the row decoder: it must never
-// panic, and it either returns rows of the documented Go types or an error.
-func FuzzDecodeRows(f *testing.F) {
+// FuzzDecodeEveryField feeds arbitrary bodies to the record decoder over
+// every field of the endpoint: it must never panic, and it either returns
+// rows of the documented Go types or an error.
+func FuzzDecodeEveryField(f *testing.F) {
 	for _, seed := range []string{
 		`{"backlinks":[]}`,
 		`{"backlinks":[{"url_from":"a","http_code":200,"domain_rating_source":1.5,"is_dofollow":true,"first_seen":"2025-01-01T00:00:00Z","languages":["en"],"redirect_kind":[301],"last_seen":null,"x":{"y":[1,2.5]}}]}`,
@@ -159,24 +163,24 @@ func FuzzDecodeRows(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	s := MustSchema(AllBacklinks)
+	cols := allColumns(MustSchema(AllBacklinks))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		n := 0
-		got, err := decodeRows(bytes.NewReader(body), s, func(r Row) error {
+		got, err := decodeRecords(bytes.NewReader(body), cols, func(r Record) error {
 			n++
-			for k, v := range r {
-				fld, known := s.Field(k)
-				if !known || v == nil {
+			for i, v := range r {
+				fld := cols.fields[i]
+				if v.Any() == nil {
 					continue
 				}
-				if want := goType(fld.Kind); fmt.Sprintf("%T", v) != want {
-					t.Fatalf("field %s: %T, want %s", k, v, want)
+				if want := goType(fld.Kind); fmt.Sprintf("%T", v.Any()) != want {
+					t.Fatalf("field %s: %T, want %s", fld.Name, v.Any(), want)
 				}
 			}
 			return nil
 		})
 		if got != n {
-			t.Fatalf("decodeRows says %d rows, fn saw %d", got, n)
+			t.Fatalf("decodeRecords says %d rows, fn saw %d", got, n)
 		}
 		if err != nil {
 			var mal *malformedError
@@ -205,34 +209,6 @@ func goType(k Kind) string {
 		return "[]int64"
 	}
 	return "?"
-}
-
-// BenchmarkDecodeRows measures the decode throughput of the client on
-// 1,000-row pages of a typical 8-field select, in rows per second.
-func BenchmarkDecodeRows(b *testing.B) {
-	const rows = 1000
-	var page bytes.Buffer
-	page.WriteString(`{"backlinks":[`)
-	for i := range rows {
-		if i > 0 {
-			page.WriteByte(',')
-		}
-		fmt.Fprintf(&page, `{"url_from":"https://blog%d.example.org/posts/%d/some-article-title","url_to":"https://example.com/page/%d",`+
-			`"anchor":"an anchor text %d","domain_rating_source":%d.5,"first_seen_link":"2025-03-02T11:04:%02dZ",`+
-			`"last_seen":null,"is_dofollow":%t,"http_code":200}`, i%97, i, i%13, i, i%100, i%60, i%3 == 0)
-	}
-	page.WriteString(`]}`)
-	s := MustSchema(AllBacklinks)
-	body := page.Bytes()
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		n, err := decodeRows(bytes.NewReader(body), s, func(Row) error { return nil })
-		if err != nil || n != rows {
-			b.Fatal(n, err)
-		}
-	}
-	b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "rows/s")
 }
 
 // TestBacklinksStatsWithIPs: IPs add a POST of batch-analysis with the
@@ -264,8 +240,9 @@ func TestBacklinksStatsWithIPs(t *testing.T) {
 			io.WriteString(w, `{"targets":[{"index":0,"url":"example.com","refips":7,"refips_subnets":5}]}`)
 		}
 	})
-	st, cost, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com", Mode: ModeDomain, IPs: true,
+	st, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com", Mode: ModeDomain, IPs: true,
 		Date: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
+	cost := res.Cost
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,11 +261,39 @@ func TestBacklinksStatsWithIPs(t *testing.T) {
 	if st.RefIPs != 7 || st.RefIPsSubnets != 5 || st.Live != 10 || cost.Actual != 100 || cost.Total != 100 || !cost.Known {
 		t.Errorf("stats %+v, cost %+v", st, cost)
 	}
+	// One call of two requests, settled as a list call is: both counted.
+	if res.Attempts != 2 || res.Spent != 100 || res.Unanswered {
+		t.Errorf("result %+v, want 2 requests that spent 100 units", res)
+	}
 	if StatsUnits(true) != 100 || StatsUnits(false) != 50 {
 		t.Errorf("StatsUnits: %d with IPs, %d without", StatsUnits(true), StatsUnits(false))
 	}
 	// refips and refips_subnets carry no price annotation in the spec: 1 unit each.
 	if StatsPerRow(true) != 12+2 || StatsPerRow(false) != 12 {
 		t.Errorf("StatsPerRow: %d with IPs, %d without", StatsPerRow(true), StatsPerRow(false))
+	}
+}
+
+// TestStatsCutShortIsSettledWhole: a stats body cut after its headers is
+// asked again, and the result settles what both attempts were charged, as
+// a list call's does, so the ledger stays equal to the upstream's figure.
+func TestStatsCutShortIsSettledWhole(t *testing.T) {
+	var n atomic.Int32
+	h := newHarness(t, func(w http.ResponseWriter, r *http.Request) {
+		costHeaders(w, 1, 50, 50, "miss")
+		if n.Add(1) == 1 {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, `{"metrics":{"li`)
+			return
+		}
+		io.WriteString(w, `{"metrics":{"live":3}}`)
+	})
+	st, res, err := h.c.BacklinksStats(context.Background(), StatsQuery{Target: "example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Live != 3 || res.Attempts != 2 || res.Spent != 100 || res.Cost.Actual != 50 {
+		t.Errorf("stats %+v, result %+v: want 2 attempts that spent 100 units", st, res)
 	}
 }

@@ -44,7 +44,8 @@ func TestStreamingLargePage(t *testing.T) {
 	runtime.ReadMemStats(&base)
 	var peak uint64
 	count := 0
-	res, err := h.c.List(context.Background(), backlinksQuery(), func(r Row) error {
+	q := backlinksQuery()
+	res, err := h.c.ListRecords(context.Background(), q, func(r Record) error {
 		count++
 		if count%50_000 == 0 {
 			var m runtime.MemStats
@@ -54,7 +55,7 @@ func TestStreamingLargePage(t *testing.T) {
 				peak = max(peak, m.HeapAlloc-base.HeapAlloc)
 			}
 		}
-		if r["url_from"] == nil {
+		if recordMap(r, q.Select)["url_from"] == nil {
 			return errors.New("row without url_from")
 		}
 		return nil
@@ -152,7 +153,9 @@ func TestKeyNeverInErrors(t *testing.T) {
 			}
 			defer cancel()
 			var errs []error
-			_, err := h.c.List(ctx, backlinksQuery(), func(Row) error { return nil })
+			q := backlinksQuery()
+			q.Select = append(q.Select, "http_code") // the malformed member
+			_, err := h.c.ListRecords(ctx, q, func(Record) error { return nil })
 			errs = append(errs, err)
 			_, _, err = h.c.BacklinksStats(ctx, StatsQuery{Target: "example.com"})
 			errs = append(errs, err)

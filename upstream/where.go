@@ -101,8 +101,8 @@ var ops = map[Op]bool{
 	OpPrefix: true, OpSuffix: true, OpRegex: true, OpEmpty: false, OpIsNull: false,
 }
 
-// Nullary reports whether the operator takes no value.
-func (o Op) Nullary() bool { return o == OpEmpty || o == OpIsNull }
+// nullary reports whether the operator takes no value.
+func (o Op) nullary() bool { return o == OpEmpty || o == OpIsNull }
 
 // IsTextMatch reports whether the operator matches text.
 func (o Op) IsTextMatch() bool {
@@ -113,8 +113,8 @@ func (o Op) IsTextMatch() bool {
 	return false
 }
 
-// IsOrdering reports whether the operator compares by order.
-func (o Op) IsOrdering() bool { return o == OpGt || o == OpGte || o == OpLt || o == OpLte }
+// isOrdering reports whether the operator compares by order.
+func (o Op) isOrdering() bool { return o == OpGt || o == OpGte || o == OpLt || o == OpLte }
 
 // Cond is a condition: an operator with a value, or a nullary operator.
 // Values are string, int64, float64 or bool.
@@ -217,7 +217,7 @@ func encodeList(buf *bytes.Buffer, key string, n int, item func(int) error) erro
 
 func encodeCond(buf *bytes.Buffer, c Cond) error {
 	known, ok := ops[c.Op]
-	if !ok && !c.Op.Nullary() {
+	if !ok && !c.Op.nullary() {
 		return fmt.Errorf("where: unknown operator %q", c.Op)
 	}
 	if !known {
@@ -411,7 +411,7 @@ func parseCond(v any) (Cond, error) {
 	switch v := v.(type) {
 	case string:
 		op := Op(v)
-		if !op.Nullary() {
+		if !op.nullary() {
 			return Cond{}, fmt.Errorf("condition %q: only \"empty\" and \"is_null\" stand alone; others are [operator, value]", v)
 		}
 		return Cond{Op: op}, nil
@@ -471,9 +471,9 @@ func jsonType(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// WhereFields returns the distinct field names a tree mentions, in order of
+// whereFields returns the distinct field names a tree mentions, in order of
 // first appearance.
-func WhereFields(e Expr) []string {
+func whereFields(e Expr) []string {
 	var names []string
 	seen := map[string]bool{}
 	var walk func(Expr)

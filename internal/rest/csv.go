@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/linkgate/linkgate/internal/rowcsv"
-	"github.com/linkgate/linkgate/service"
+	"github.com/linkgate/linkgate/paging"
 )
 
 // CSV over REST. The gateway picks a marshaler by the Accept header; the
@@ -99,13 +99,16 @@ func writeCSVRows(_ context.Context, w http.ResponseWriter, resp proto.Message) 
 	return cw.rows(rows)
 }
 
-// csvDatasets maps the REST collections to the field of their rows in a
-// response and their dataset label.
-var csvDatasets = map[string]struct{ key, label string }{
-	"/v1/backlinks":          {"backlinks", "backlinks"},
-	"/v1/refdomains":         {"ref_domains", "refdomains"},
-	"/v1/broken-backlinks":   {"broken_backlinks", "broken_backlinks"},
-	"/v1/new-lost-backlinks": {"new_lost_backlinks", "new_lost_backlinks"},
+// datasetAt is the dataset a REST path lists or streams the rows of; nil
+// for any other path.
+func datasetAt(path string) *paging.Dataset {
+	path = strings.TrimSuffix(path, ":stream")
+	for _, d := range paging.Datasets {
+		if d.RESTPath() == path {
+			return d
+		}
+	}
+	return nil
 }
 
 // csvOutput turns output=csv (or output=json) into the Accept header the
@@ -137,12 +140,12 @@ func csvOutput(next http.Handler) http.Handler {
 			return
 		}
 		r.Header.Set("Accept", mimeCSV) // the exact value the gateway matches
-		ds, ok := csvDatasets[strings.TrimSuffix(r.URL.Path, ":stream")]
-		if !ok || r.Method != http.MethodGet {
+		ds := datasetAt(r.URL.Path)
+		if ds == nil || r.Method != http.MethodGet {
 			writeJSONError(w, http.StatusNotAcceptable, "text/csv is offered for the List and Stream rows only; ask for application/json")
 			return
 		}
-		cw := &csvWriter{ResponseWriter: w, key: protoreflect.Name(ds.key), columns: columns(q["select"], ds.label),
+		cw := &csvWriter{ResponseWriter: w, key: protoreflect.Name(ds.RowsField()), columns: columns(q["select"], ds),
 			stream: strings.HasSuffix(r.URL.Path, ":stream")}
 		defer cw.finish()
 		next.ServeHTTP(cw, r)
@@ -163,8 +166,8 @@ func acceptsCSV(values []string) bool {
 
 // columns are the CSV columns: the selected fields in order (the dataset's
 // default when none), after change and change_time for new/lost.
-func columns(sel []string, label string) []string {
-	return rowcsv.Columns(sel, service.DefaultSelect(label), label == "new_lost_backlinks")
+func columns(sel []string, d *paging.Dataset) []string {
+	return rowcsv.Columns(sel, d.DefaultSelect(), d.Events())
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {
