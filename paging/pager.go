@@ -94,6 +94,8 @@ type pager struct {
 	// caps is what the key taught of its plan's row cap, shared by every
 	// run: learned once, it sizes every later page.
 	caps *upstream.RowCap
+	// checkBoundaries: Config.CheckBoundaries.
+	checkBoundaries bool
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -152,9 +154,9 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			// key: a cap of its size could not be paged past anyway, so
 			// the request is asked as if there were none.
 		}
-		// A continuation whose where compares text pays a one-row request
-		// to check its boundary (beforeCheck).
-		checked := f.plan.back != nil && cur.Key != nil && !cur.Settled
+		// With CheckBoundaries, a continuation whose where compares text
+		// pays a one-row request to check its boundary (beforeCheck).
+		checked := p.checkBoundaries && f.plan.back != nil && cur.Key != nil && !cur.Settled
 		var checkUnits int64
 		if checked {
 			checkUnits = f.plan.price(1)
