@@ -7,8 +7,10 @@ import (
 
 // The cost model of paging, which the page loop, the merge of feeds and
 // Estimate all use: a request of n rows costs max(50, per-row units × n)
-// (upstream.Units), and every page asks for one probe row more than it
-// keeps, which the next page starts with.
+// (upstream.Units), every page asks for one probe row more than it keeps,
+// which the next page starts with, and, with Config.CheckBoundaries, a page
+// continued by a where that compares text costs one one-row request more,
+// which checks its boundary.
 
 // Cost is what the pages behind a List page or a stream message cost.
 type Cost struct {
@@ -38,8 +40,9 @@ func (pl *Plan) affordable(units int64) int64 { return units / int64(pl.perRowUn
 // one row more than it keeps, which tells whether the data goes on (so the
 // end never costs a request of its own); the next page, or the page a token
 // resumes, starts at that row, so it is not paid twice. It is closed-form,
-// so any rows costs the same few operations.
-func (pl *Plan) pagedCost(rows int64, size int) (units, pages int64) {
+// so any rows costs the same few operations. checked: the pages' boundaries
+// are checked (Config.CheckBoundaries).
+func (pl *Plan) pagedCost(rows int64, size int, checked bool) (units, pages int64) {
 	if rows <= 0 || size <= 0 {
 		return 0, 0
 	}
@@ -47,6 +50,11 @@ func (pl *Plan) pagedCost(rows int64, size int) (units, pages int64) {
 	pages = (rows + n - 1) / n
 	last := rows - (pages-1)*n
 	units = (pages-1)*pl.price(int(n+1)) + pl.price(int(last+1))
+	if checked && pl.back != nil {
+		// Every page after the first checks its boundary with a one-row
+		// request after it (beforeCheck).
+		units += (pages - 1) * pl.price(1)
+	}
 	return units, pages
 }
 

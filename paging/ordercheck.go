@@ -24,7 +24,12 @@ import (
 //     upstream holds equal to K, in the order it returned them (the cursor
 //     remembers the last few runs of keys), then the rows at K already
 //     returned, then, when the page before showed the row after them, that
-//     row. Anything else would skip or repeat rows.
+//     row. Anything else would skip or repeat rows;
+//   - when the continuation's where compares text, the row the upstream
+//     holds just before the page's key (asked in the reverse order, one
+//     row) is the row it returned last before it (beforeCheck): a row its
+//     order_by sorts after the key but its where compares before it would
+//     be missing from the page itself, where no check of the page sees it.
 
 // run is a run of consecutive rows returned with one sort key, by the
 // hash of that key's exact values.
@@ -260,6 +265,61 @@ func inOrder(keys []sortKey, rows []upstream.Record) *OrderError {
 			}
 			break
 		}
+	}
+	return nil
+}
+
+// comparesText reports whether a continuation's where compares text: when
+// it does, its answer rests on the upstream comparing text in where as it
+// sorts it in order_by, which nothing promises, and each continued page is
+// checked at its boundary (beforeCheck).
+func comparesText(keys []sortKey) bool {
+	for _, k := range keys {
+		if k.field.Kind == upstream.KindString {
+			return true
+		}
+	}
+	return false
+}
+
+// expectedBefore is the key hash of the last row returned before the rows
+// a page asked from c returns again: the row the upstream must hold just
+// before c's key. ok is false when the cursor no longer knows it (a tail
+// read again whole, or nothing remembered before the key).
+func expectedBefore(keys []sortKey, c cursor, rows []upstream.Record) (id uint64, ok bool) {
+	i := len(c.Tail)
+	if len(rows) > 0 {
+		first := keyHash(keyOf(keys, rows[0]))
+		for j, r := range c.Tail {
+			if r.ID == first {
+				if _, matched := matchRuns(keys, rows, c.Tail[j:]); matched {
+					i = j
+				}
+				break
+			}
+		}
+	}
+	if i == 0 {
+		return 0, false
+	}
+	return c.Tail[i-1].ID, true
+}
+
+// beforeCheck checks the boundary of a page asked from c, which the page
+// itself cannot show: the page holds the rows the upstream's where puts at
+// or after c's key, so a row that order_by sorts after the key but where
+// compares before it is missing from the page, wherever it would sort, and
+// nothing in the page tells. Asked for the rows where puts before the key
+// in the reverse order, the upstream must answer first the last row it
+// returned before them (want): a row sorted after the key that where puts
+// before it would come first instead, as the largest of them.
+func beforeCheck(keys []sortKey, c cursor, want uint64, got []upstream.Record) *OrderError {
+	switch {
+	case len(got) == 0:
+		return violation(keys, c.Key, "asked for the row before this key, the upstream returned none, though it had returned rows before it: its where compares this key otherwise than its order_by sorts it")
+	case keyHash(keyOf(keys, got[0])) != want:
+		return violation(keys, c.Key, "asked for the row before this key, the upstream returned %s, which it had not returned just before it: its where compares this key otherwise than its order_by sorts it, and rows after the key would be skipped",
+			formatKey(keys, keyOf(keys, got[0])))
 	}
 	return nil
 }

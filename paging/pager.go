@@ -94,6 +94,8 @@ type pager struct {
 	// caps is what the key taught of its plan's row cap, shared by every
 	// run: learned once, it sizes every later page.
 	caps *upstream.RowCap
+	// checkBoundaries: Config.CheckBoundaries.
+	checkBoundaries bool
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -152,14 +154,22 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			// key: a cap of its size could not be paged past anyway, so
 			// the request is asked as if there were none.
 		}
+		// With CheckBoundaries, a continuation whose where compares text
+		// pays a one-row request to check its boundary (beforeCheck).
+		checked := p.checkBoundaries && f.plan.back != nil && cur.Key != nil && !cur.Settled
+		var checkUnits int64
+		if checked {
+			checkUnits = f.plan.price(1)
+		}
 		if f.maxUnits > 0 {
 			// The page costs max(50, perRow × rows); shrink it to what is
 			// left of max_units, and stop when even the floor is too much.
-			affordable := f.plan.affordable(f.maxUnits-spent) - int64(cur.Skip) - int64(probe)
+			left := f.maxUnits - spent - checkUnits
+			affordable := f.plan.affordable(left) - int64(cur.Skip) - int64(probe)
 			if affordable < want {
 				want, probe = affordable, 0
 			}
-			if f.plan.price(cur.Skip+int(want)+probe) > f.maxUnits-spent {
+			if f.plan.price(cur.Skip+int(want)+probe) > left {
 				want = 0
 			}
 		}
@@ -168,11 +178,40 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 		limit := cur.Skip + int(want) + probe
-		pg := p.fetchPage(ctx, f, cur, limit, n)
+		var pg page
+		if q, err := f.plan.pageRequest(cur, limit); err != nil {
+			pg = page{err: err}
+		} else {
+			pg = p.fetchPage(ctx, f, q, limit, n)
+		}
 		spent += pg.charged
 		served := len(pg.rows)
+		var check func() page
+		if checked && pg.err == nil && served > 0 {
+			// After the page, not beside it: a page the budget denies
+			// must cost nothing.
+			check = p.startCheck(ctx, f, cur, n)
+		}
 		if pg.err == nil || served > 0 {
 			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want))
+			if check != nil {
+				chk := check()
+				check = nil
+				spent += chk.charged
+				pg.charged, pg.reserved, pg.requests = pg.charged+chk.charged, pg.reserved+chk.reserved, pg.requests+chk.requests
+				pg.cached = pg.cached || chk.cached
+				if chk.charged > 0 {
+					pg.remaining = min(pg.remaining, chk.remaining)
+				}
+				switch want, known := expectedBefore(f.plan.keys, cur, pg.rows); {
+				case oerr != nil || pg.err != nil:
+				case chk.err != nil:
+					pg.rows, pg.err, served = nil, chk.err, 0
+					rows, next = nil, cur
+				case known:
+					oerr = beforeCheck(f.plan.keys, cur, want, chk.rows)
+				}
+			}
 			if oerr != nil {
 				oerr.Page = n
 				p.orderViolation(ctx, f, oerr)
@@ -213,6 +252,27 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			return
 		}
 	}
+}
+
+// startCheck sends the request for the row the upstream holds just before
+// cur, the start of a page (beforeCheck), and returns what waits for its
+// answer, while the page's rows are checked. A key before which no row can
+// sort answers no row without a request.
+func (p *pager) startCheck(ctx context.Context, f fetch, cur cursor, n int) func() page {
+	q, any, err := f.plan.beforeRequest(cur)
+	if err != nil || !any {
+		return func() page { return page{err: err} }
+	}
+	done := make(chan page, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- page{err: recovered(p.log, v, debug.Stack())}
+			}
+		}()
+		done <- p.fetchPage(ctx, f, q, 1, n)
+	}()
+	return func() page { return <-done }
 }
 
 // orderViolation records a page refused by the order checks: a metric and
@@ -259,16 +319,13 @@ func send(ctx context.Context, out chan<- page, pg page) bool {
 // request, and the settlement of what the upstream says it cost. n numbers
 // the page within its run for its span and its class: the first page of a
 // stream is interactive (someone waits for the first rows), the others bulk.
-func (p *pager) fetchPage(ctx context.Context, f fetch, cur cursor, limit, n int) (pg page) {
+func (p *pager) fetchPage(ctx context.Context, f fetch, q *upstream.PageRequest, limit, n int) (pg page) {
 	// The page's span parents the upstream client's HTTP spans and carries
 	// its retry events, which the client adds to the span in ctx.
 	ctx, pt := p.obs.StartPage(ctx, f.tenant, f.plan.data.label, n)
 	var res scheduler.Result
 	defer func() { pt.End(ctx, res, len(pg.rows), pg.err) }()
-	q, err := f.plan.pageRequest(cur, limit)
-	if err != nil {
-		return page{err: err}
-	}
+	var err error
 	// Follow-on pages of a stream are bulk. They are neither cached nor
 	// coalesced: callers ask again for first pages (a UI reloading, two
 	// services reading one target), and an export that cached every page

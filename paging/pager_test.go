@@ -139,7 +139,7 @@ func TestCostClosedFormsMatchThePages(t *testing.T) {
 	for _, perRow := range []int{1, 6, 25} {
 		for _, size := range []int{1, 7, 1000} {
 			for _, rows := range []int64{0, 1, 2, 6, 7, 8, 49, 50, 999, 1000, 1001, 1999, 2000, 2001, 12345} {
-				gu, gp := (&Plan{perRowUnits: perRow}).pagedCost(rows, size)
+				gu, gp := (&Plan{perRowUnits: perRow}).pagedCost(rows, size, false)
 				wu, wp := costByPages(perRow, rows, size)
 				if gu != wu || gp != wp {
 					t.Errorf("perRow %d, rows %d, pages of %d: %d units in %d pages, want %d in %d", perRow, rows, size, gu, gp, wu, wp)

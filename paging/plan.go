@@ -130,6 +130,10 @@ type Plan struct {
 	seek             []upstream.SeekKey // keys, for the continuation of pages
 	// prep is query, checked and encoded once for every page.
 	prep *upstream.Prepared
+	// back is query in the reverse order, for the boundary check of a
+	// continuation whose where compares text (see beforeCheck); nil when
+	// the keys hold no text or an aggregation makes the check unsound.
+	back *upstream.Prepared
 }
 
 // InvalidArgument is a caller error: the request field and what is wrong.
@@ -291,6 +295,16 @@ func (pl *Plan) read(p Params, order []upstream.Order, where upstream.Expr, hist
 	// The continuation filters on the sort keys only, which order_by
 	// already charges: every page of the plan costs this per row.
 	pl.prep, pl.perRowUnits = prep, prep.PerRow()
+	if comparesText(pl.keys) && p.Aggregation != upstream.AggregationOnePerDomain {
+		q := pl.query
+		q.OrderBy = make([]upstream.Order, len(pl.query.OrderBy))
+		for i, o := range pl.query.OrderBy {
+			q.OrderBy[i] = upstream.Order{Field: o.Field, Desc: !o.Desc}
+		}
+		if pl.back, err = upstream.Prepare(q); err != nil {
+			return UpstreamInvalid(err)
+		}
+	}
 	return nil
 }
 
@@ -382,6 +396,18 @@ func (pl *Plan) pageRequest(c cursor, limit int) (*upstream.PageRequest, error) 
 		after = upstream.Seek(pl.seek, c.Key)
 	}
 	return pl.prep.Page(after, limit)
+}
+
+// beforeRequest asks for the row the upstream holds just before cursor c:
+// the rows its where puts before c's key, in the reverse order, one row.
+// ok is false when no row can sort before the key.
+func (pl *Plan) beforeRequest(c cursor) (q *upstream.PageRequest, ok bool, err error) {
+	before, ok := upstream.SeekBefore(pl.seek, c.Key)
+	if !ok {
+		return nil, false, nil
+	}
+	q, err = pl.back.Page(before, 1)
+	return q, true, err
 }
 
 // tieBreakers are the keys that make a dataset's order total. Under

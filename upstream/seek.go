@@ -36,6 +36,20 @@ func Seek(keys []SeekKey, vals []any) Expr {
 	return rest.expr // never "none": the row at vals itself qualifies
 }
 
+// SeekBefore is the where tree selecting the rows whose key sorts strictly
+// before vals in the order keys define: the complement of Seek, written as
+// a seek in the reverse order so that it reads as a bound on the first key.
+// ok is false when no row can sort before vals.
+func SeekBefore(keys []SeekKey, vals []any) (e Expr, ok bool) {
+	rev := func(k SeekKey) SeekKey { return SeekKey{Field: k.Field, Desc: !k.Desc} }
+	last := len(keys) - 1
+	rest := after(rev(keys[last]), vals[last], false)
+	for i := last - 1; i >= 0; i-- {
+		rest = anyOf(after(rev(keys[i]), vals[i], false), allOf(equalTo(keys[i], vals[i]), rest))
+	}
+	return rest.expr, !rest.none
+}
+
 // bound is a condition on rows: all of them, none of them, or those
 // matching expr.
 type bound struct {

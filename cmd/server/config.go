@@ -30,6 +30,9 @@ type config struct {
 	UpstreamRPM     float64
 	// UpstreamPageRows is the rows a stream asks per upstream request.
 	UpstreamPageRows int
+	// CheckBoundaries proves each continued page against the upstream's
+	// own order (paging.Config.CheckBoundaries).
+	CheckBoundaries bool
 	// PageCacheTTL and PageCacheBytes size the page cache (0 bytes: off);
 	// PageCacheShared lets tenants share cached pages.
 	PageCacheTTL    time.Duration
@@ -128,6 +131,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"upstream-key-file", "file holding the Ahrefs API key", &c.UpstreamKeyFile},
 		{"upstream-rpm", "requests per minute of the upstream key as a whole, shared by every replica", &c.UpstreamRPM},
 		{"upstream-page-rows", "rows a stream asks per upstream request (a plan's row cap lowers it once learned)", &c.UpstreamPageRows},
+		{"check-boundaries", "prove every continued page whose where compares text with a one-row request, so that an upstream comparing text otherwise than it sorts stops the stream instead of losing rows; costs a request per page (true/false)", &c.CheckBoundaries},
 		{"page-cache-ttl", "how long an upstream page stays fresh in the page cache", &c.PageCacheTTL},
 		{"page-cache-bytes", "bytes of upstream pages the page cache keeps (0: off); in Redis when redis-addr is set", &c.PageCacheBytes},
 		{"page-cache-shared", "let tenants share cached and coalesced pages (true/false)", &c.PageCacheShared},

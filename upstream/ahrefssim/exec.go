@@ -45,6 +45,9 @@ type plan struct {
 	order      []orderKey
 	sel        []selField
 	genOrder   bool // the order is generation order: rows can be streamed
+	revOrder   bool // the order is generation order reversed: rows can be streamed backwards
+	highKey    string
+	hasHigh    bool
 	ord        *ordering
 	lowKey     string
 	hasLow     bool
@@ -111,6 +114,8 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 		keyField = "domain"
 	}
 	x.lowKey, x.hasLow = lowerBound(q.Where, keyField)
+	x.revOrder = isRevGenOrder(q.Endpoint, q.OrderBy)
+	x.highKey, x.hasHigh = upperBound(q.Where, keyField)
 	return x, nil
 }
 
@@ -148,6 +153,62 @@ func isGenOrder(ep upstream.Endpoint, order []upstream.Order) bool {
 	}
 	// url_from alone leaves ties that generation order breaks the same way.
 	return true
+}
+
+// isRevGenOrder reports whether order_by sorts rows exactly as generated,
+// reversed: the keys that make rows unique, all of them descending, in
+// front.
+func isRevGenOrder(ep upstream.Endpoint, order []upstream.Order) bool {
+	unique := []string{"url_from", "url_to"}
+	if ep == upstream.RefDomains {
+		unique = []string{"domain"}
+	}
+	if len(order) < len(unique) {
+		return false
+	}
+	for k, f := range unique {
+		if !order[k].Desc || order[k].Field != f {
+			return false
+		}
+	}
+	return true
+}
+
+// upperBound finds a value every matching row's key field is at most, so a
+// reverse keyset continuation can start by binary search instead of a scan.
+func upperBound(e upstream.Expr, field string) (string, bool) {
+	switch e := e.(type) {
+	case upstream.Is:
+		if e.Field != field || e.Modifier != "" {
+			return "", false
+		}
+		s, ok := e.Cond.Value.(string)
+		switch e.Cond.Op {
+		case upstream.OpLt, upstream.OpLte, upstream.OpEq:
+			return s, ok
+		}
+	case upstream.And:
+		best, found := "", false
+		for _, x := range e {
+			if s, ok := upperBound(x, field); ok && (!found || s < best) {
+				best, found = s, true
+			}
+		}
+		return best, found
+	case upstream.Or:
+		best := ""
+		for k, x := range e {
+			s, ok := upperBound(x, field)
+			if !ok {
+				return "", false
+			}
+			if k == 0 || s > best {
+				best = s
+			}
+		}
+		return best, len(e) > 0
+	}
+	return "", false
 }
 
 // lowerBound finds a value every matching row's key field is at least, so a
@@ -274,6 +335,9 @@ func (x *plan) runLinks(limit int) []row {
 	if ds.n == 0 {
 		return nil
 	}
+	if x.revOrder && x.hasHigh && limit >= 0 {
+		return x.runLinksBack(limit)
+	}
 	start := 0
 	if x.genOrder && x.hasLow {
 		start = sort.Search(ds.n, func(i int) bool { l := ds.locate(i); return ds.pageURL(l.d, l.pg) >= x.lowKey })
@@ -304,8 +368,36 @@ func (x *plan) runLinks(limit int) []row {
 	return x.sortAggregate(out, limit)
 }
 
+// runLinksBack is runLinks for an order that is generation order reversed,
+// bounded above by where: it streams from the bound backwards.
+func (x *plan) runLinksBack(limit int) []row {
+	ds := x.ds
+	end := sort.Search(ds.n, func(i int) bool { l := ds.locate(i); return ds.pageURL(l.d, l.pg) > x.highKey })
+	var out []row
+	lastD := -1
+	d := ds.domainOf(max(0, end-1))
+	for i := end - 1; i >= 0 && len(out) < limit; i-- {
+		for i < int(ds.domStart[d]) {
+			d--
+		}
+		if x.agg == upstream.AggregationOnePerDomain && d == lastD {
+			continue
+		}
+		r := row{ds: ds, x: x, l: ds.locateIn(i, d), hasLink: true, d: d}
+		if !x.linkIn(r.l) || !x.where.eval(&r) {
+			continue
+		}
+		lastD = d
+		out = append(out, r)
+	}
+	return out
+}
+
 func (x *plan) runDomains(limit int) []row {
 	ds := x.ds
+	if x.revOrder && x.hasHigh && limit >= 0 {
+		return x.runDomainsBack(limit)
+	}
 	start := 0
 	if x.genOrder && x.hasLow {
 		start = sort.Search(ds.m(), func(d int) bool { return ds.domainName(d) >= x.lowKey })
@@ -329,6 +421,26 @@ func (x *plan) runDomains(limit int) []row {
 		return out
 	}
 	return x.sortAggregate(out, limit)
+}
+
+// runDomainsBack is runDomains for an order that is generation order
+// reversed, bounded above by where.
+func (x *plan) runDomainsBack(limit int) []row {
+	ds := x.ds
+	end := sort.Search(ds.m(), func(d int) bool { return ds.domainName(d) > x.highKey })
+	trivialView := x.allAllowed && x.hist == histAll
+	var out []row
+	for d := end - 1; d >= 0 && len(out) < limit; d-- {
+		r := row{ds: ds, x: x, d: d}
+		if !trivialView && x.domAgg(&r).links == 0 {
+			continue
+		}
+		if !x.domainMatches(&r) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // domainMatches tests a referring domain: a where on link columns holds when

@@ -135,3 +135,60 @@ func TestRefdomainPaging(t *testing.T) {
 		}
 	}
 }
+
+// TestReverseKeysetPage: a page in the unique key's reverse order, bounded
+// above by where (the row before a page boundary, as the pager's boundary
+// check asks it), is streamed backwards from the bound: it must be the
+// first rows of the sorted answer.
+func TestReverseKeysetPage(t *testing.T) {
+	s := New(Config{CacheTTL: -1})
+	for _, tc := range []struct {
+		ep     upstream.Endpoint
+		path   string
+		order  string
+		sel    string
+		before func(row map[string]any) string
+	}{
+		{upstream.AllBacklinks, blPath, "url_from:desc,url_to:desc", "url_from,url_to", func(r map[string]any) string {
+			from, _ := json.Marshal(r["url_from"])
+			to, _ := json.Marshal(r["url_to"])
+			return `{"or":[{"field":"url_from","is":["lt",` + string(from) + `]},{"and":[{"field":"url_from","is":["eq",` + string(from) + `]},{"field":"url_to","is":["lt",` + string(to) + `]}]}]}`
+		}},
+		{upstream.RefDomains, upstream.RefDomains.Path(), "domain:desc", "domain", func(r map[string]any) string {
+			d, _ := json.Marshal(r["domain"])
+			return `{"field":"domain","is":["lt",` + string(d) + `]}`
+		}},
+	} {
+		base := vals("target", "sized-3000.example", "select", tc.sel, "order_by", tc.order)
+		full := all(t, s, tc.ep, base)
+		if len(full) < 100 {
+			t.Fatalf("%s: only %d rows", tc.ep, len(full))
+		}
+		for _, at := range []int{0, 1, len(full) / 3, len(full) - 2, len(full) - 1} {
+			where := `{"and":[` + tc.before(full[at]) + `,{"field":"` + strings.Split(tc.sel, ",")[0] + `","is":["prefix","http"]}]}`
+			if tc.ep == upstream.RefDomains {
+				where = tc.before(full[at])
+			}
+			v := vals("target", "sized-3000.example", "select", tc.sel, "order_by", tc.order, "where", where, "limit", "7")
+			want := all(t, s, tc.ep, v)
+			want = want[:min(7, len(want))]
+			w := do(t, s, tc.path, v, DefaultKey)
+			if w.Code != 200 {
+				t.Fatalf("%s: %d %s", tc.ep, w.Code, w.Body)
+			}
+			var body map[string][]map[string]any
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+				t.Fatal(err)
+			}
+			var got []map[string]any
+			for _, rows := range body {
+				got = rows
+			}
+			g, _ := json.Marshal(got)
+			wj, _ := json.Marshal(want)
+			if string(g) != string(wj) {
+				t.Fatalf("%s before row %d:\n%s\nwant\n%s", tc.ep, at, g, wj)
+			}
+		}
+	}
+}
