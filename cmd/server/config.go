@@ -273,7 +273,7 @@ func (c config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("grpc_addr", c.GRPCAddr), slog.String("http_addr", c.HTTPAddr),
 		slog.String("upstream", upstream), slog.Any("upstream_key", c.UpstreamKey),
-		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.Int("upstream_page_rows", c.UpstreamPageRows),
+		slog.Float64("upstream_rpm", c.UpstreamRPM), slog.Int("upstream_page_rows", c.UpstreamPageRows), slog.Bool("check_boundaries", c.CheckBoundaries),
 		slog.String("page_cache_ttl", c.PageCacheTTL.String()), slog.Int("page_cache_bytes", c.PageCacheBytes),
 		slog.Bool("page_cache_shared", c.PageCacheShared), slog.String("ledger", ledger),
 		slog.String("budget", c.BudgetName), slog.Int64("budget_units", c.BudgetUnits),
