@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"go.uber.org/goleak"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/memblob"
 	"google.golang.org/protobuf/proto"
@@ -26,16 +24,7 @@ import (
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	redistest.Stop()
-	// Checked after the Redis server is gone, so its log drain has ended.
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintln(os.Stderr, "goleak:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m) }
 
 // storeKinds are the stores every behaviour is checked on.
 var storeKinds = []string{"memory", "bolt", "redis"}

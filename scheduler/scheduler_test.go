@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/linkgate/linkgate/internal/clock"
 	"github.com/linkgate/linkgate/internal/poll"
@@ -18,12 +15,7 @@ import (
 	"github.com/linkgate/linkgate/quota"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, redistest.IgnoreLeak(), goleak.Cleanup(func(code int) {
-		redistest.Stop()
-		os.Exit(code)
-	}))
-}
+func TestMain(m *testing.M) { redistest.Main(m) }
 
 // handLimiter gives a slot only when the test hands one out, so that the
 // order of admission is decided by the queue alone.

@@ -4,8 +4,6 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/linkgate/linkgate/internal/redistest"
 )
 
@@ -17,8 +15,5 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m, redistest.IgnoreLeak(), goleak.Cleanup(func(code int) {
-		redistest.Stop()
-		os.Exit(code)
-	}))
+	redistest.Main(m)
 }

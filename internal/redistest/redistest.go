@@ -71,15 +71,20 @@ func Client(t testing.TB) *redis.Client {
 	return c
 }
 
-// IgnoreLeak is the goleak option for the goroutine that drains the
-// server's log until Stop.
-func IgnoreLeak() goleak.Option {
-	return goleak.IgnoreAnyFunction("github.com/linkgate/linkgate/internal/redistest.spawn.func1")
+// Main runs a package's tests, then stops the server they shared, and
+// fails the run on a goroutine a test left behind (the one that drains
+// the server's log lives until the stop).
+func Main(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/linkgate/linkgate/internal/redistest.spawn.func1"),
+		goleak.Cleanup(func(code int) {
+			stop()
+			os.Exit(code)
+		}))
 }
 
-// Stop kills the server this binary started, if any; call it from
-// TestMain after m.Run.
-func Stop() {
+// stop kills the server this binary started, if any.
+func stop() {
 	if server.cmd != nil {
 		_ = server.cmd.Process.Kill()
 		_ = server.cmd.Wait()
