@@ -302,15 +302,6 @@ type chunkAt struct {
 	pos    Position
 }
 
-func sendBatch(ctx context.Context, out chan<- batch, b batch) bool {
-	select {
-	case out <- b:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // pageBatch cuts a page of the pager into chunks of size rows, at the
 // cursors the page carries.
 func pageBatch(pg page, size int) batch {

@@ -2,9 +2,7 @@ package paging
 
 import (
 	"context"
-	"runtime/debug"
 	"slices"
-	"sync"
 
 	"github.com/linkgate/linkgate/upstream"
 )
@@ -262,17 +260,7 @@ func (e *Engine) listEvents(ctx context.Context, r Request) (Chunk, error) {
 // a page per feed and a few messages. It is closed after the last batch;
 // cancelling ctx stops the merge at once.
 func (e *Engine) merge(ctx context.Context, r Request) (<-chan batch, func()) {
-	ch := make(chan batch, 1)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(ch)
-		defer func() {
-			if v := recover(); v != nil {
-				sendBatch(ctx, ch, batch{err: recovered(e.cfg.Logger, v, debug.Stack())})
-			}
-		}()
+	return ahead(ctx, e.cfg.Logger, func(out chan<- batch) {
 		run := e.newEventRun(r, r.MaxUnits)
 		run.firstBulk = r.firstBulk()
 		var taken int64
@@ -292,7 +280,7 @@ func (e *Engine) merge(ctx context.Context, r Request) (<-chan batch, func()) {
 					if len(evs) > 0 {
 						b.chunks = []chunkAt{{events: evs, pos: b.resume}}
 					}
-					sendBatch(ctx, ch, b)
+					send(ctx, out, b)
 					return
 				}
 				if !ok {
@@ -306,7 +294,7 @@ func (e *Engine) merge(ctx context.Context, r Request) (<-chan batch, func()) {
 				// The message's token is where the merge stands: after
 				// its events, at the next row of each feed.
 				b := batch{cost: run.takeCost(), end: !run.more(), chunks: []chunkAt{{events: evs, pos: run.position()}}}
-				if !sendBatch(ctx, ch, b) {
+				if !send(ctx, out, b) {
 					return
 				}
 				produced = true
@@ -315,6 +303,5 @@ func (e *Engine) merge(ctx context.Context, r Request) (<-chan batch, func()) {
 				return
 			}
 		}
-	}()
-	return ch, wg.Wait
+	}, func(err error) batch { return batch{err: err} })
 }

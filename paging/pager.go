@@ -105,21 +105,27 @@ type pager struct {
 // page; cancelling ctx stops the run at once. wait returns when the
 // goroutine has finished, with every reservation settled or released.
 func (p *pager) run(ctx context.Context, f fetch) (pages <-chan page, wait func()) {
-	ch := make(chan page, 1)
+	return ahead(ctx, p.log, func(out chan<- page) { p.loop(ctx, f, out) },
+		func(err error) page { return page{err: err} })
+}
+
+// ahead runs produce in a goroutine that delivers on a channel of one
+// value: while the consumer works on one value the next is being made, and
+// memory stays bounded. The channel is closed when produce returns; wait
+// returns once it has. The goroutine is outside the handler's recovery, so
+// a panic, which would end the process, ends the run with failed's value.
+func ahead[T any](ctx context.Context, log *slog.Logger, produce func(out chan<- T), failed func(error) T) (values <-chan T, wait func()) {
+	ch := make(chan T, 1)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		defer close(ch)
-		// This goroutine is outside the handler's recovery: a panic here
-		// would end the process. It ends the request instead.
 		defer func() {
 			if v := recover(); v != nil {
-				send(ctx, ch, page{err: recovered(p.log, v, debug.Stack())})
+				send(ctx, ch, failed(recovered(log, v, debug.Stack())))
 			}
 		}()
-		p.loop(ctx, f, ch)
-	}()
+		produce(ch)
+	})
 	return ch, wg.Wait
 }
 
@@ -305,9 +311,9 @@ func (p *pager) ceiling(suspect int) int {
 	return c
 }
 
-func send(ctx context.Context, out chan<- page, pg page) bool {
+func send[T any](ctx context.Context, out chan<- T, v T) bool {
 	select {
-	case out <- pg:
+	case out <- v:
 		return true
 	case <-ctx.Done():
 		return false
