@@ -174,60 +174,35 @@ func isRevGenOrder(ep upstream.Endpoint, order []upstream.Order) bool {
 	return true
 }
 
-// upperBound finds a value every matching row's key field is at most, so a
-// reverse keyset continuation can start by binary search instead of a scan.
-func upperBound(e upstream.Expr, field string) (string, bool) {
-	switch e := e.(type) {
-	case upstream.Is:
-		if e.Field != field || e.Modifier != "" {
-			return "", false
-		}
-		s, ok := e.Cond.Value.(string)
-		switch e.Cond.Op {
-		case upstream.OpLt, upstream.OpLte, upstream.OpEq:
-			return s, ok
-		}
-	case upstream.And:
-		best, found := "", false
-		for _, x := range e {
-			if s, ok := upperBound(x, field); ok && (!found || s < best) {
-				best, found = s, true
-			}
-		}
-		return best, found
-	case upstream.Or:
-		best := ""
-		for k, x := range e {
-			s, ok := upperBound(x, field)
-			if !ok {
-				return "", false
-			}
-			if k == 0 || s > best {
-				best = s
-			}
-		}
-		return best, len(e) > 0
-	}
-	return "", false
-}
+// lowerBound finds a value every matching row's key field is at least,
+// and upperBound one it is at most, so a keyset continuation (forwards or
+// in reverse) can start by binary search instead of a scan.
+func lowerBound(e upstream.Expr, field string) (string, bool) { return keyBound(e, field, false) }
 
-// lowerBound finds a value every matching row's key field is at least, so a
-// keyset continuation can start by binary search instead of a scan.
-func lowerBound(e upstream.Expr, field string) (string, bool) {
+func upperBound(e upstream.Expr, field string) (string, bool) { return keyBound(e, field, true) }
+
+func keyBound(e upstream.Expr, field string, upper bool) (string, bool) {
+	// tighter says a is a closer bound than b.
+	tighter := func(a, b string) bool { return a > b }
+	if upper {
+		tighter = func(a, b string) bool { return a < b }
+	}
 	switch e := e.(type) {
 	case upstream.Is:
 		if e.Field != field || e.Modifier != "" {
 			return "", false
 		}
 		s, ok := e.Cond.Value.(string)
-		switch e.Cond.Op {
-		case upstream.OpGt, upstream.OpGte, upstream.OpEq, upstream.OpPrefix:
+		switch op := e.Cond.Op; {
+		case op == upstream.OpEq,
+			upper && (op == upstream.OpLt || op == upstream.OpLte),
+			!upper && (op == upstream.OpGt || op == upstream.OpGte || op == upstream.OpPrefix):
 			return s, ok
 		}
 	case upstream.And:
 		best, found := "", false
 		for _, x := range e {
-			if s, ok := lowerBound(x, field); ok && (!found || s > best) {
+			if s, ok := keyBound(x, field, upper); ok && (!found || tighter(s, best)) {
 				best, found = s, true
 			}
 		}
@@ -235,11 +210,11 @@ func lowerBound(e upstream.Expr, field string) (string, bool) {
 	case upstream.Or:
 		best := ""
 		for k, x := range e {
-			s, ok := lowerBound(x, field)
+			s, ok := keyBound(x, field, upper)
 			if !ok {
 				return "", false
 			}
-			if k == 0 || s < best {
+			if k == 0 || tighter(best, s) {
 				best = s
 			}
 		}
