@@ -41,7 +41,7 @@ const (
 func (e *Engine) Estimate(pl *Plan, pageSize int, rows int64) Estimate {
 	// Under the key's learned row cap pages keep fewer rows beside the
 	// probe row.
-	streamRows, listRows := e.pager.pageRows(e.cfg.UpstreamPageRows, 0), e.pager.pageRows(pageSize, 0)
+	streamRows, listRows := e.pager.pageRows(pl, e.cfg.UpstreamPageRows, 0), e.pager.pageRows(pl, pageSize, 0)
 	out := Estimate{PageSize: pageSize, StreamPageRows: streamRows}
 	if rows == 0 {
 		rows = int64(pageSize)

@@ -130,6 +130,7 @@ func ahead[T any](ctx context.Context, log *slog.Logger, produce func(out chan<-
 }
 
 func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
+	caps := p.capsOf(f.plan)
 	cur := f.start
 	var got, spent int64
 	suspect := f.suspect
@@ -146,13 +147,13 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 		}
 		// A request is served at most the key's cap, or the size of a page
 		// the cap may have cut short: ask no more, the probe row included.
-		if c := p.ceiling(suspect); want > 0 && c > 0 && cur.Skip+int(want)+probe > c {
+		if c := ceiling(caps, suspect); want > 0 && c > 0 && cur.Skip+int(want)+probe > c {
 			switch {
 			case c > cur.Skip+probe:
 				want, last = int64(c-cur.Skip-probe), false
 			case c > cur.Skip:
 				want, probe, last = int64(c-cur.Skip), 0, false
-			case c == p.caps.Cap():
+			case c == caps.Cap():
 				send(ctx, out, page{err: fmt.Errorf("the upstream serves %d rows per request, and %d rows share one sort key: paging cannot pass them", c, cur.Skip)})
 				return
 			}
@@ -239,10 +240,10 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			// One as long as the most ever served may be the cap: the next
 			// request tells, and rows after it teach the key's cap.
 			if suspect > 0 && len(pg.rows) > 0 {
-				p.caps.Continued(suspect)
+				caps.Continued(suspect)
 			}
 			suspect = 0
-			capped := p.caps.Served(limit, served)
+			capped := caps.Served(limit, served)
 			switch {
 			case served == limit:
 				pg.more = probe == 1 && last // the probe row came back: rows remain after max_rows
@@ -290,21 +291,34 @@ func (p *pager) orderViolation(ctx context.Context, f fetch, err *OrderError) {
 		"order_by", upstream.FormatOrder(f.plan.query.OrderBy), "page", err.Page, "key", err.Key, "problem", err.Problem)
 }
 
-// pageRows is what a page asked for n rows keeps under the key's learned
+// freeCaps is the row cap of a free target's requests (upstream.IsFree):
+// known, and never taught to the key's, which it would shrink for every
+// other target.
+var freeCaps = upstream.KnownRowCap(upstream.FreeRows)
+
+// capsOf is the row cap a plan's requests are served under.
+func (p *pager) capsOf(pl *Plan) *upstream.RowCap {
+	if upstream.IsFree(pl.query.Target) {
+		return freeCaps
+	}
+	return p.caps
+}
+
+// pageRows is what a page of pl asked for n rows keeps under its learned
 // row cap, when it also reads again the reread rows of its continuation:
 // n, or what the cap leaves of it beside those and the probe row.
-func (p *pager) pageRows(n, reread int) int {
-	if c := p.caps.Cap(); c > 0 && reread+n+1 > c {
+func (p *pager) pageRows(pl *Plan, n, reread int) int {
+	if c := p.capsOf(pl).Cap(); c > 0 && reread+n+1 > c {
 		return max(1, c-1-reread)
 	}
 	return n
 }
 
-// ceiling is the most rows a request can be served: the key's learned
-// cap, or the size of the run's last page when the cap may have cut it
-// short (if the data goes on, that was the cap); 0: no known bound.
-func (p *pager) ceiling(suspect int) int {
-	c := p.caps.Cap()
+// ceiling is the most rows a request can be served: the learned cap, or
+// the size of the run's last page when the cap may have cut it short (if
+// the data goes on, that was the cap); 0: no known bound.
+func ceiling(caps *upstream.RowCap, suspect int) int {
+	c := caps.Cap()
 	if suspect > 0 && (c == 0 || suspect < c) {
 		c = suspect
 	}

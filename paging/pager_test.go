@@ -184,3 +184,39 @@ func TestSlowReaderBoundsThePager(t *testing.T) {
 		t.Fatalf("ledger used %d reserved %d after the reader left, want %d and 0", used, reserved, threePages)
 	}
 }
+
+// TestFreeTargetDoesNotTeachTheKeysCap: a free target is served 100 rows a
+// request, and a run over it pages at that size to the end; the key's own
+// cap, which sizes the pages of every other target, stays unknown.
+func TestFreeTargetDoesNotTeachTheKeysCap(t *testing.T) {
+	h := newHarness(t)
+	pl, err := Compile(Backlinks, Params{Target: "ahrefs.com", Select: []string{"url_from"}}, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := h.sim.All(&pl.query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, wait := h.engine.pager.run(context.Background(), fetch{plan: pl, tenant: tenant, pageRows: 1000})
+	got, n := 0, 0
+	for pg := range pages {
+		if pg.err != nil {
+			t.Fatal(pg.err)
+		}
+		got, n = got+len(pg.rows), n+1
+	}
+	wait()
+	if got != len(all) || len(all) <= upstream.FreeRows {
+		t.Fatalf("%d rows of %d (the free target must hold more than one request's %d)", got, len(all), upstream.FreeRows)
+	}
+	if want := (len(all) + upstream.FreeRows - 2) / (upstream.FreeRows - 1); n != want {
+		t.Errorf("%d pages, want %d of %d rows and the probe row", n, want, upstream.FreeRows-1)
+	}
+	if c := h.engine.pager.caps.Cap(); c != 0 {
+		t.Errorf("the key's cap was learned as %d from a free target", c)
+	}
+	if h.sim.Usage() != 0 {
+		t.Errorf("a free target cost %d units", h.sim.Usage())
+	}
+}

@@ -68,3 +68,23 @@ func TestSetPlan(t *testing.T) {
 		t.Fatalf("after SetPlan: plan %q serving %s rows, want Advanced serving 300", name, rows)
 	}
 }
+
+// TestFreeTargets: Ahrefs' free test targets, and URLs on them, cost no
+// unit and are served at most 100 rows; other targets are charged.
+func TestFreeTargets(t *testing.T) {
+	s := New(Config{CacheTTL: -1})
+	for _, target := range []string{"ahrefs.com", "https://yep.com/blog", "firehose.com"} {
+		w := do(t, s, blPath, vals("target", target, "select", "url_from", "limit", "1000"), DefaultKey)
+		if w.Code != 200 || w.Header().Get("x-api-rows") != "100" || w.Header().Get("x-api-units-cost-total-actual") != "0" {
+			t.Fatalf("%s: code %d, rows %q, units %q; want 200, 100 rows, 0 units", target, w.Code,
+				w.Header().Get("x-api-rows"), w.Header().Get("x-api-units-cost-total-actual"))
+		}
+	}
+	if s.Usage() != 0 {
+		t.Fatalf("usage %d after free requests, want 0", s.Usage())
+	}
+	w := do(t, s, blPath, vals("target", "sized-2000.example", "select", "url_from", "limit", "1000"), DefaultKey)
+	if w.Header().Get("x-api-rows") != "1000" || s.Usage() != 1000 {
+		t.Fatalf("a paid target: %s rows, usage %d; want 1000 and 1000", w.Header().Get("x-api-rows"), s.Usage())
+	}
+}

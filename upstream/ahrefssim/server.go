@@ -406,6 +406,7 @@ type response struct {
 	rows    int
 	perRow  int
 	units   int64
+	free    bool  // a free target's: charged nothing (upstream.IsFree)
 	rowEnds []int // offsets just after each row, for truncation
 }
 
@@ -441,14 +442,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, key string, list 
 			}
 			return
 		}
-		s.charge(key, resp.units)
+		if !resp.free {
+			s.charge(key, resp.units)
+		}
 		if ttl > 0 {
 			s.cache.put(ckey, resp, s.now().Add(ttl))
 		}
 	}
 	s.pause(r)
 	actual := resp.units
-	if cacheState == "hit" {
+	if cacheState == "hit" || resp.free {
 		actual = 0
 	}
 	h := w.Header()
@@ -522,7 +525,15 @@ func (s *Server) list(ep upstream.Endpoint) http.HandlerFunc {
 			if rowCap > 0 && (q.Limit == 0 || q.Limit > rowCap) {
 				q.Limit = rowCap
 			}
-			return s.answer(q)
+			free := upstream.IsFree(q.Target)
+			if free && (q.Limit == 0 || q.Limit > upstream.FreeRows) {
+				q.Limit = upstream.FreeRows
+			}
+			resp, err := s.answer(q)
+			if resp != nil {
+				resp.free = free
+			}
+			return resp, err
 		})
 	}
 }
@@ -626,7 +637,7 @@ func (s *Server) backlinksStats(w http.ResponseWriter, r *http.Request) {
 		live, all, liveD, allD := x.stats(date)
 		body, _ := json.Marshal(map[string]any{"metrics": map[string]int{
 			"live": live, "all_time": all, "live_refdomains": liveD, "all_time_refdomains": allD}})
-		return &response{body: append(body, '\n'), rows: 1, perRow: statsCost, units: upstream.Units(statsCost, 1)}, nil
+		return &response{body: append(body, '\n'), rows: 1, perRow: statsCost, units: upstream.Units(statsCost, 1), free: upstream.IsFree(q.Target)}, nil
 	})
 }
 
