@@ -8,9 +8,9 @@ import (
 // The cost model of paging, which the page loop, the merge of feeds and
 // Estimate all use: a request of n rows costs max(50, per-row units × n)
 // (upstream.Units), every page asks for one probe row more than it keeps,
-// which the next page starts with, and, with Config.CheckBoundaries, a page
-// continued by a where that compares text costs one one-row request more,
-// which checks its boundary.
+// which the next page starts with, and a page continued by a where that
+// compares text costs one one-row request more, which checks its boundary
+// (unless Config.TrustCollation).
 
 // Cost is what the pages behind a List page or a stream message cost.
 type Cost struct {
@@ -41,7 +41,7 @@ func (pl *Plan) affordable(units int64) int64 { return units / int64(pl.perRowUn
 // end never costs a request of its own); the next page, or the page a token
 // resumes, starts at that row, so it is not paid twice. It is closed-form,
 // so any rows costs the same few operations. checked: the pages' boundaries
-// are checked (Config.CheckBoundaries).
+// are checked (not Config.TrustCollation, nor pages aligned on a first key).
 func (pl *Plan) pagedCost(rows int64, size int, checked bool) (units, pages int64) {
 	if rows <= 0 || size <= 0 {
 		return 0, 0

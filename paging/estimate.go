@@ -60,9 +60,11 @@ func (e *Engine) Estimate(pl *Plan, pageSize int, rows int64) Estimate {
 		// A List page asks for page_size rows and one more, to tell whether
 		// another page follows.
 		out.FirstPageUnits += fp.price(listRows + 1)
-		u, n := fp.pagedCost(rows, streamRows, e.cfg.CheckBoundaries)
+		// Pages of an order aligned on its first key are not checked.
+		checked := !e.cfg.TrustCollation && !fp.alignable()
+		u, n := fp.pagedCost(rows, streamRows, checked)
 		out.UnitsForRows, out.Pages = out.UnitsForRows+u, out.Pages+n
-		u, n = fp.pagedCost(rows, listRows, e.cfg.CheckBoundaries)
+		u, n = fp.pagedCost(rows, listRows, checked)
 		out.ListUnitsForRows, out.ListPages = out.ListUnitsForRows+u, max(out.ListPages, n)
 		for _, c := range fp.query.Charges() {
 			i, ok := seen[c.Field]

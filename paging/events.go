@@ -78,6 +78,10 @@ type feedState struct {
 	feed *feed
 	cur  cursor
 	buf  []upstream.Record
+	// next is where the feed's last page goes on (page.next): the cursor
+	// once buf is taken, at a run of the first key where the page was
+	// aligned (Plan.aligned).
+	next cursor
 	done bool
 	// fetched: a page of this feed was asked for already, so in a stream
 	// its next pages are bulk work.
@@ -140,13 +144,16 @@ func (r *eventRun) fill(ctx context.Context, want int) error {
 		}
 		fs.fetched = true
 		pages, wait := r.e.pager.run(ctx, fetch{plan: fs.feed.plan, tenant: r.tenant, start: fs.cur,
-			pageRows: want, maxRows: int64(want), maxUnits: left, bulkFrom: bulkFrom, single: true, suspect: fs.suspect})
+			pageRows: want, maxRows: int64(want), maxUnits: left, bulkFrom: bulkFrom, single: true, short: true, suspect: fs.suspect})
 		var err error
 		for pg := range pages {
 			r.cost.add(pg)
 			r.spent += pg.charged
 			fs.buf = append(fs.buf, pg.rows...)
 			fs.suspect = pg.suspect
+			if pg.err == nil {
+				fs.next = pg.next
+			}
 			switch {
 			case pg.err != nil:
 				err = pg.err
@@ -191,6 +198,9 @@ func (r *eventRun) next(ctx context.Context, want int) (ev Event, ok bool, err e
 	row := best.buf[0]
 	best.buf = best.buf[1:]
 	best.cur = best.cur.after(best.feed.plan.keys, row)
+	if len(best.buf) == 0 {
+		best.cur = best.next // the same place, where the pager would go on
+	}
 	return Event{feed: best.feed, Row: row}, true, nil
 }
 

@@ -43,7 +43,7 @@ func names(rows []upstream.Record) string {
 func TestBoundaryInsideACollationTie(t *testing.T) {
 	keys := domainKeys(t)
 	// Page 1 kept a.example and showed A.example next (the probe).
-	rows, cur, err := advance(keys, cursor{}, domains("a.example", "A.example"), 1)
+	rows, cur, err := advance(keys, cursor{}, domains("a.example", "A.example"), 1, false)
 	if err != nil || names(rows) != "a.example" {
 		t.Fatalf("page 1: %s, %v", names(rows), err)
 	}
@@ -64,7 +64,7 @@ func TestBoundaryInsideACollationTie(t *testing.T) {
 			if tc.page == "" {
 				page = nil
 			}
-			got, _, err := advance(keys, cur, page, 10)
+			got, _, err := advance(keys, cur, page, 10, false)
 			switch {
 			case tc.problem == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -82,7 +82,7 @@ func TestBoundaryInsideACollationTie(t *testing.T) {
 func TestCursorTailSurvivesTokens(t *testing.T) {
 	keys := domainKeys(t)
 	h := newHarness(t)
-	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example", "B.example"), 2)
+	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example", "B.example"), 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestCursorTailSurvivesTokens(t *testing.T) {
 	if !slices.Equal(back.Tail, cur.Tail) || back.Skip != cur.Skip || !sameKey(back.Key, cur.Key) {
 		t.Fatalf("decoded %+v, encoded %+v", back, cur)
 	}
-	rows, _, oerr := advance(keys, back, domains("b.example", "B.example", "c.example"), 5)
+	rows, _, oerr := advance(keys, back, domains("b.example", "B.example", "c.example"), 5, false)
 	if oerr != nil || names(rows) != "B.example,c.example" {
 		t.Fatalf("resumed: %s, %v", names(rows), oerr)
 	}
@@ -139,7 +139,7 @@ func TestOrderCheckSeesNumbersOutOfOrder(t *testing.T) {
 func TestSettledTokenResumesPastAVanishedRow(t *testing.T) {
 	keys := domainKeys(t)
 	h := newHarness(t)
-	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example"), 1)
+	_, cur, err := advance(keys, cursor{}, domains("a.example", "b.example"), 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +149,12 @@ func TestSettledTokenResumesPastAVanishedRow(t *testing.T) {
 	}
 	gone := domains("c.example", "d.example") // b.example was dropped upstream
 	fresh, _ := h.tokens.decode(tok, "fp", keys)
-	if _, _, err := advance(keys, fresh, gone, 5); err == nil {
+	if _, _, err := advance(keys, fresh, gone, 5, false); err == nil {
 		t.Fatal("a fresh token resumed past the row it pointed at")
 	}
 	h.clock.Advance(settleAfter + time.Second)
 	settled, _ := h.tokens.decode(tok, "fp", keys)
-	rows, next, oerr := advance(keys, settled, gone, 1)
+	rows, next, oerr := advance(keys, settled, gone, 1, false)
 	if oerr != nil || names(rows) != "c.example" {
 		t.Fatalf("settled token: %s, %v", names(rows), oerr)
 	}

@@ -44,6 +44,9 @@ type fetch struct {
 	// (2 for a stream: someone waits for its first rows); 0: none is, as
 	// in a List.
 	bulkFrom int
+	// short lets a page end before maxRows, to start the next one at a run
+	// of the order's first key (advance): the new/lost merge reads on.
+	short bool
 	// single makes one upstream request at most, as a List page does: a
 	// page the key's row cap may have cut short ends the run with more,
 	// so that the caller gets the rows served and a token for the rest.
@@ -94,8 +97,8 @@ type pager struct {
 	// caps is what the key taught of its plan's row cap, shared by every
 	// run: learned once, it sizes every later page.
 	caps *upstream.RowCap
-	// checkBoundaries: Config.CheckBoundaries.
-	checkBoundaries bool
+	// trustCollation: Config.TrustCollation.
+	trustCollation bool
 }
 
 // run fetches pages in a goroutine and delivers them on the returned
@@ -161,9 +164,10 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			// key: a cap of its size could not be paged past anyway, so
 			// the request is asked as if there were none.
 		}
-		// With CheckBoundaries, a continuation whose where compares text
-		// pays a one-row request to check its boundary (beforeCheck).
-		checked := p.checkBoundaries && f.plan.back != nil && cur.Key != nil && !cur.Settled
+		// A continuation whose where compares text pays a one-row request
+		// to check its boundary (beforeCheck), unless the operator trusts
+		// the upstream's collation.
+		checked := !p.trustCollation && f.plan.back != nil && cur.Key != nil && !cur.Settled && !f.plan.aligned(cur)
 		var checkUnits int64
 		if checked {
 			checkUnits = f.plan.price(1)
@@ -200,7 +204,7 @@ func (p *pager) loop(ctx context.Context, f fetch, out chan<- page) {
 			check = p.startCheck(ctx, f, cur, n)
 		}
 		if pg.err == nil || served > 0 {
-			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want))
+			rows, next, oerr := advance(f.plan.keys, cur, pg.rows, int(want), f.plan.alignable() && (!last || f.short))
 			if check != nil {
 				chk := check()
 				check = nil
@@ -405,7 +409,12 @@ func (p *pager) fetchPage(ctx context.Context, f fetch, q *upstream.PageRequest,
 // probe row that told rows follow), the cursor starts at that row rather
 // than after the last row kept, so the next page's first row is the probe
 // and no row is paid for twice.
-func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]upstream.Record, cursor, *OrderError) {
+//
+// With align, a page whose probe row shares its first key with the last
+// rows kept ends before them instead, when they are few (alignRows): the
+// next page then starts at a run of its first key, from that value alone
+// (Plan.aligned), and compares no text. Those rows are paid again.
+func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int, align bool) ([]upstream.Record, cursor, *OrderError) {
 	if err := inOrder(keys, rows); err != nil {
 		return nil, cur, err
 	}
@@ -418,12 +427,27 @@ func advance(keys []sortKey, cur cursor, rows []upstream.Record, want int) ([]up
 	if len(rows) > want {
 		rows, next = rows[:want], rows[want]
 	}
+	if align && next != nil {
+		s := len(rows)
+		for s > 0 && rows[s-1][keys[0].col].Equal(next[keys[0].col]) {
+			s--
+		}
+		if 0 < s && s < len(rows) && len(rows)-s <= alignRows(len(rows)) {
+			rows, next = rows[:s], rows[s]
+		}
+	}
 	cur = cur.afterAll(keys, rows)
 	if next != nil {
 		cur = cur.at(keys, next)
 	}
 	return rows, cur, nil
 }
+
+// alignRows is the most rows of a page of n that advance gives back to end
+// it at a run of its first key: a sixteenth, so that aligning costs at most
+// about as many units more, and usually none (a key that is nearly unique,
+// such as a time, ends its runs at almost every row).
+func alignRows(n int) int { return max(1, n/16) }
 
 // marks cuts rows, which follow cur, into chunks of size rows (one chunk
 // when size is 0) and returns the cursor after each chunk but the last,
@@ -443,13 +467,16 @@ func marks(keys []sortKey, cur cursor, rows []upstream.Record, size int) ([]curs
 }
 
 // at is the cursor c moved to row r, which follows it and is not yet
-// returned: the next page must start with r, which the checks verify.
+// returned: the next page must start with r, which the checks verify. It
+// is at a run of r's first key when the row before it, c's, has another.
 func (c cursor) at(keys []sortKey, r upstream.Record) cursor {
 	k := keyOf(keys, r)
 	if sameKey(k, c.Key) {
 		return c
 	}
-	return c.moved(k, 0)
+	n := c.moved(k, 0)
+	n.Run = c.Key == nil || !sameValue(c.Key[0], k[0])
+	return n
 }
 
 // after is the cursor just after row r, which follows c.

@@ -22,6 +22,10 @@ type Dataset struct {
 	tieBreakers []string
 	// defaultSelect is a cheap, useful selection for callers who name none.
 	defaultSelect []string
+	// defaultOrder is the order of callers who name none: newest first, by
+	// a time that is nearly unique per row, so that pages start at runs of
+	// it and compare no text (Plan.aligned), and need no boundary check.
+	defaultOrder string
 	// merged: the dataset is a feed of events merged from upstream
 	// readings, one per kind of change (new/lost).
 	merged bool
@@ -37,18 +41,21 @@ var (
 		rest: "backlinks", rows: "backlinks",
 		tieBreakers:   []string{"url_from", "url_to"},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "domain_rating_source", "first_seen_link", "last_seen"},
+		defaultOrder:  "first_seen_link:desc",
 	}
 	RefDomains = &Dataset{
 		label: "refdomains", endpoint: upstream.RefDomains,
 		rest: "refdomains", rows: "ref_domains",
 		tieBreakers:   []string{"domain"},
 		defaultSelect: []string{"domain", "domain_rating", "links_to_target", "first_seen", "last_seen"},
+		defaultOrder:  "first_seen:desc",
 	}
 	BrokenBacklinks = &Dataset{
 		label: "broken_backlinks", endpoint: upstream.BrokenBacklinks,
 		rest: "broken-backlinks", rows: "broken_backlinks",
 		tieBreakers:   []string{"url_from", "url_to"},
-		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "last_visited_target"},
+		defaultSelect: []string{"url_from", "url_to", "anchor", "http_code_target", "last_visited_target", "first_seen_link"},
+		defaultOrder:  "first_seen_link:desc",
 	}
 	NewLost = &Dataset{
 		label: "new_lost_backlinks", endpoint: upstream.AllBacklinks, merged: true,
@@ -57,6 +64,7 @@ var (
 		// event of each change.
 		tieBreakers:   []string{"url_from", "url_to", upstream.ChangeFieldName},
 		defaultSelect: []string{"url_from", "url_to", "anchor", "first_seen_link", "last_seen"},
+		defaultOrder:  upstream.ChangeTimeFieldName + ":desc",
 	}
 )
 
@@ -77,6 +85,10 @@ func (d *Dataset) RowsField() string { return d.rows }
 // DefaultSelect is the selection used when a request names no field: what
 // a CSV header shows when select is empty.
 func (d *Dataset) DefaultSelect() []string { return slices.Clone(d.defaultSelect) }
+
+// DefaultOrder is the order used when a request names none, before the
+// tie-breakers.
+func (d *Dataset) DefaultOrder() string { return d.defaultOrder }
 
 // Events reports whether the dataset's rows are events (new/lost), each
 // with its change and change_time.
@@ -184,7 +196,13 @@ func Compile(d *Dataset, p Params, tenant string) (*Plan, error) {
 	if pl.filter, err = filter.Compile(p.Filter, s); err != nil {
 		return nil, err // a *filter.Error, with the position in the string
 	}
-	order, err := upstream.ParseOrder(p.OrderBy)
+	orderBy := p.OrderBy
+	if strings.TrimSpace(orderBy) == "" && p.Aggregation != upstream.AggregationOnePerDomain {
+		// Under 1_per_domain the order starts with the referring domain
+		// (tieBreakers), which no default may come before.
+		orderBy = d.defaultOrder
+	}
+	order, err := upstream.ParseOrder(orderBy)
 	if err != nil {
 		return nil, UpstreamInvalid(err)
 	}
@@ -392,10 +410,29 @@ func fingerprint(d *Dataset, p Params, sel []string, tenant string) string {
 // limit rows.
 func (pl *Plan) pageRequest(c cursor, limit int) (*upstream.PageRequest, error) {
 	var after upstream.Expr
-	if c.Key != nil {
+	switch {
+	case pl.aligned(c):
+		after = upstream.Seek(pl.seek[:1], c.Key[:1])
+	case c.Key != nil:
 		after = upstream.Seek(pl.seek, c.Key)
 	}
 	return pl.prep.Page(after, limit)
+}
+
+// alignable reports whether the plan's pages can start at runs of its first
+// key without comparing text: the first key is not text and a later one is.
+func (pl *Plan) alignable() bool {
+	return len(pl.keys) > 1 && pl.keys[0].field.Kind != upstream.KindString && comparesText(pl.keys)
+}
+
+// aligned reports whether a page from c starts at a run of the plan's first
+// key (cursor.Run), and so asks for the rows from that value alone: every row
+// with a smaller one (in the order) was returned, and every row with it is
+// returned again, in the upstream's own order, with no text compared. Such a
+// page needs no boundary check: whatever the upstream's collation, it skips
+// and repeats nothing, and the checks of its first rows stand.
+func (pl *Plan) aligned(c cursor) bool {
+	return c.Run && c.Skip == 0 && c.Key != nil && pl.alignable()
 }
 
 // beforeRequest asks for the row the upstream holds just before cursor c:

@@ -36,11 +36,16 @@ const TokenLeeway = 5 * time.Minute
 // Settled marks a cursor from a token older than settleAfter: the rows it
 // expects first may have changed upstream since, so that their absence is
 // not taken for an inconsistent order.
+//
+// Run marks a cursor at (Skip 0) the first row of a run of its first key:
+// the row before it has another value there, so that a page can start from
+// that value alone (see Plan.aligned).
 type cursor struct {
 	Key     []any // nil at the start
 	Skip    int
 	Tail    []run
 	Settled bool
+	Run     bool
 }
 
 // settleAfter is the age from which a token's cursor is Settled. Pages of a
@@ -55,6 +60,7 @@ type tokenBody struct {
 	Key     []json.RawMessage `json:"k"`
 	Skip    int               `json:"s"`
 	Tail    []run             `json:"t,omitempty"`
+	Run     bool              `json:"u,omitempty"`
 	Expires int64             `json:"e"` // unix seconds
 	// Feeds are the cursors of a merged run (new/lost), one per feed, in
 	// place of Key and Skip.
@@ -65,6 +71,7 @@ type feedToken struct {
 	Key  []json.RawMessage `json:"k"`
 	Skip int               `json:"s"`
 	Tail []run             `json:"t,omitempty"`
+	Run  bool              `json:"u,omitempty"`
 	Done bool              `json:"d,omitempty"`
 }
 
@@ -112,7 +119,7 @@ func (t *Tokens) encode(fp string, c cursor) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip, Tail: c.Tail})
+	return t.seal(tokenBody{V: 1, Request: fp, Key: key, Skip: c.Skip, Tail: c.Tail, Run: c.Run})
 }
 
 // encodeFeeds issues a token for the cursors of a merged run.
@@ -123,7 +130,7 @@ func (t *Tokens) encodeFeeds(fp string, cs []feedCursor) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		body.Feeds = append(body.Feeds, feedToken{Key: key, Skip: c.Skip, Tail: c.Tail, Done: c.Done})
+		body.Feeds = append(body.Feeds, feedToken{Key: key, Skip: c.Skip, Tail: c.Tail, Run: c.Run, Done: c.Done})
 	}
 	return t.seal(body)
 }
@@ -160,7 +167,7 @@ func (t *Tokens) decode(token, fp string, keys []sortKey) (cursor, error) {
 		return cursor{}, fmt.Errorf("%w: malformed", ErrBadToken)
 	}
 	c, err := decodeCursor(body.Key, body.Skip, body.Tail, keys)
-	c.Settled = t.settled(body)
+	c.Settled, c.Run = t.settled(body), body.Run && c.Key != nil
 	return c, err
 }
 
@@ -179,7 +186,7 @@ func (t *Tokens) decodeFeeds(token, fp string, keys [][]sortKey) ([]feedCursor, 
 		if err != nil {
 			return nil, err
 		}
-		c.Settled = t.settled(body)
+		c.Settled, c.Run = t.settled(body), f.Run && c.Key != nil
 		out[i] = feedCursor{cursor: c, Done: f.Done}
 	}
 	return out, nil

@@ -55,8 +55,8 @@ type Config struct {
 	// SharePageCache lets tenants share cached and coalesced pages; by
 	// default each tenant only ever sees its own.
 	SharePageCache bool
-	// CheckBoundaries: paging.Config.CheckBoundaries.
-	CheckBoundaries bool
+	// TrustCollation: paging.Config.TrustCollation.
+	TrustCollation bool
 	// RowCap is what the key taught of its plan's row cap, shared by every
 	// reading. Nil means one of the server's own; the caller passes one to
 	// make it Forget when the key's plan changes.
@@ -140,7 +140,7 @@ func NewBacklinksServer(cfg Config) (*BacklinksServer, error) {
 	var err error
 	s.engine, err = paging.New(paging.Config{Upstream: cfg.Upstream, Scheduler: s.cfg.Scheduler, Ledger: cfg.Ledger,
 		Tokens: cfg.Tokens, Observer: cfg.Telemetry, Logger: cfg.Logger, UpstreamPageRows: cfg.UpstreamPageRows,
-		SharedCache: cfg.SharePageCache, RowCap: cfg.RowCap, CheckBoundaries: cfg.CheckBoundaries})
+		SharedCache: cfg.SharePageCache, RowCap: cfg.RowCap, TrustCollation: cfg.TrustCollation})
 	if err != nil {
 		return nil, err
 	}

@@ -58,8 +58,8 @@ type harnessOptions struct {
 	// sim edits the simulator's configuration (its collation knobs).
 	sim func(*ahrefssim.Config)
 	log *slog.Logger // the service's logger; nil discards
-	// checkBoundaries proves continued pages (Config.CheckBoundaries).
-	checkBoundaries bool
+	// trustCollation: Config.TrustCollation.
+	trustCollation bool
 	// wrapSched wraps the scheduler (with rpm > 0) to watch its calls.
 	wrapSched func(paging.Scheduler) paging.Scheduler
 }
@@ -109,7 +109,7 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		opts.log = slog.New(slog.DiscardHandler)
 	}
 	cfg := Config{Upstream: client, Ledger: h.ledger, Tokens: tokens,
-		UpstreamPageRows: opts.pageRows, Logger: opts.log, CheckBoundaries: opts.checkBoundaries}
+		UpstreamPageRows: opts.pageRows, Logger: opts.log, TrustCollation: opts.trustCollation}
 	if opts.meter != nil {
 		if cfg.Telemetry, err = NewTelemetry(TelemetryConfig{MeterProvider: opts.meter}); err != nil {
 			t.Fatal(err)

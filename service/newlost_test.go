@@ -65,10 +65,10 @@ func (h *harness) eventTruth(t *testing.T, target, since, until, order string, c
 	if keep != nil {
 		evs = slices.DeleteFunc(evs, func(e truthEvent) bool { return !keep(e) })
 	}
-	var keys []string
-	if order != "" {
-		keys = strings.Split(order, ",")
+	if order == "" {
+		order = paging.NewLost.DefaultOrder()
 	}
+	keys := strings.Split(order, ",")
 	keys = append(keys, "url_from", "url_to", "change")
 	value := func(e truthEvent, name string) string {
 		switch name {

@@ -31,7 +31,7 @@ type config struct {
 	// UpstreamPageRows is the rows a stream asks per upstream request.
 	UpstreamPageRows int
 	// CheckBoundaries proves each continued page against the upstream's
-	// own order (paging.Config.CheckBoundaries).
+	// own order (paging.Config.TrustCollation, inverted). Default true.
 	CheckBoundaries bool
 	// PageCacheTTL and PageCacheBytes size the page cache (0 bytes: off);
 	// PageCacheShared lets tenants share cached pages.
@@ -110,6 +110,7 @@ func defaultConfig() config {
 		ShutdownTimeout:  15 * time.Second,
 		DrainDelay:       2 * time.Second,
 		LogFormat:        "json",
+		CheckBoundaries:  true,
 		LogLevel:         slog.LevelInfo,
 		securityConfig:   defaultSecurityConfig(),
 		redisConfig:      defaultRedisConfig(),
@@ -131,7 +132,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 		{"upstream-key-file", "file holding the Ahrefs API key", &c.UpstreamKeyFile},
 		{"upstream-rpm", "requests per minute of the upstream key as a whole, shared by every replica", &c.UpstreamRPM},
 		{"upstream-page-rows", "rows a stream asks per upstream request (a plan's row cap lowers it once learned)", &c.UpstreamPageRows},
-		{"check-boundaries", "prove every continued page whose where compares text with a one-row request, so that an upstream comparing text otherwise than it sorts stops the stream instead of losing rows; costs a request per page (true/false)", &c.CheckBoundaries},
+		{"check-boundaries", "prove every continued page whose where compares text with a one-row request, so that an upstream comparing text otherwise than it sorts stops the stream instead of losing rows; false only once docs/first-run.md showed the upstream consistent (true/false)", &c.CheckBoundaries},
 		{"page-cache-ttl", "how long an upstream page stays fresh in the page cache", &c.PageCacheTTL},
 		{"page-cache-bytes", "bytes of upstream pages the page cache keeps (0: off); in Redis when redis-addr is set", &c.PageCacheBytes},
 		{"page-cache-shared", "let tenants share cached and coalesced pages (true/false)", &c.PageCacheShared},

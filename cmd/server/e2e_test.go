@@ -97,8 +97,8 @@ func TestEndToEndGRPC(t *testing.T) {
 	if first.UrlFrom == nil || first.Traffic == nil || first.UrlTo != nil || first.Anchor != nil {
 		t.Fatalf("selected fields present, others absent: %v", first)
 	}
-	if bl.GetCost().GetUnitsCharged() != 13*101 {
-		t.Errorf("cost %v: want 13 units × 101 rows (url_from, traffic, domain_rating_source and the url_to tie-breaker)", bl.GetCost())
+	if bl.GetCost().GetUnitsCharged() != 14*101 {
+		t.Errorf("cost %v: want 14 units × 101 rows (url_from, traffic, domain_rating_source, the default order's first_seen_link and the url_to tie-breaker)", bl.GetCost())
 	}
 
 	rd, err := c.ListRefDomains(ctx, &v1.ListRefDomainsRequest{Target: "sized-250.example", PageSize: 5, OrderBy: "domain_rating:desc"})

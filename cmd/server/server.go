@@ -169,7 +169,7 @@ func start(ctx context.Context, cfg config, log *slog.Logger) (_ *server, err er
 	}
 	caps := &upstream.RowCap{}
 	backlinks, err := service.NewBacklinksServer(service.Config{Upstream: client, Ledger: ledger, Scheduler: sched,
-		Tokens: tokens, UpstreamPageRows: cfg.UpstreamPageRows, CheckBoundaries: cfg.CheckBoundaries, SharePageCache: cfg.PageCacheShared,
+		Tokens: tokens, UpstreamPageRows: cfg.UpstreamPageRows, TrustCollation: !cfg.CheckBoundaries, SharePageCache: cfg.PageCacheShared,
 		RowCap: caps, Logger: log, Telemetry: obs.tel})
 	if err != nil {
 		return nil, err

@@ -1,10 +1,12 @@
 package ahrefssim
 
 import (
+	"cmp"
 	"container/list"
 	"hash/fnv"
 	"math"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,6 +133,52 @@ type dataset struct {
 	liveDoms int
 	pages    []tpage // sorted by url: url_to order is page order
 	hosts    []string
+	// byFirstSeen orders the links by first_seen_link, ascending ([0]) and
+	// descending ([1]), built on the first query that needs it.
+	byFirstSeen [2]timeIndex
+}
+
+// timeIndex is the links in the order of a time, the links of one time in
+// generation order, with the time of each.
+type timeIndex struct {
+	once sync.Once
+	idx  []int32
+	at   []int64
+}
+
+// firstSeenIndex is the links by first_seen_link, then generation order: an
+// order by first_seen_link, url_from and url_to under byte order.
+func (ds *dataset) firstSeenIndex(desc bool) *timeIndex {
+	k := 0
+	if desc {
+		k = 1
+	}
+	t := &ds.byFirstSeen[k]
+	t.once.Do(func() {
+		at := make([]int64, ds.n)
+		d := 0
+		for i := range ds.n {
+			for i >= int(ds.domStart[d+1]) {
+				d++
+			}
+			at[i] = ds.firstSeenLink(ds.locateIn(i, d))
+		}
+		t.idx = make([]int32, ds.n)
+		for i := range t.idx {
+			t.idx[i] = int32(i)
+		}
+		slices.SortStableFunc(t.idx, func(a, b int32) int {
+			if desc {
+				return cmp.Compare(at[b], at[a])
+			}
+			return cmp.Compare(at[a], at[b])
+		})
+		t.at = make([]int64, ds.n)
+		for k, i := range t.idx {
+			t.at[k] = at[i]
+		}
+	})
+	return t
 }
 
 func (ds *dataset) m() int { return len(ds.domStart) - 1 }

@@ -51,6 +51,11 @@ type plan struct {
 	ord        *ordering
 	lowKey     string
 	hasLow     bool
+	// byFirstSeen: the order is first_seen_link (firstSeenDesc: descending),
+	// then generation order, served from the dataset's index from
+	// firstSeenBound, the where's bound on it, when it has one.
+	byFirstSeen, firstSeenDesc, hasFirstSeenBound bool
+	firstSeenBound                                int64
 }
 
 func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
@@ -116,6 +121,15 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 	x.lowKey, x.hasLow = lowerBound(q.Where, keyField)
 	x.revOrder = isRevGenOrder(q.Endpoint, q.OrderBy)
 	x.highKey, x.hasHigh = upperBound(q.Where, keyField)
+	if len(q.OrderBy) > 0 && q.OrderBy[0].Field == "first_seen_link" && q.Endpoint != upstream.RefDomains &&
+		x.agg != upstream.AggregationOnePerDomain && isGenOrder(q.Endpoint, q.OrderBy[1:]) && len(q.OrderBy) > 1 {
+		x.byFirstSeen, x.firstSeenDesc = true, q.OrderBy[0].Desc
+		if s, ok := keyBound(q.Where, "first_seen_link", x.firstSeenDesc); ok {
+			if t, err := upstream.ParseTime(s); err == nil {
+				x.firstSeenBound, x.hasFirstSeenBound = t.Unix(), true
+			}
+		}
+	}
 	return x, nil
 }
 
@@ -313,6 +327,9 @@ func (x *plan) runLinks(limit int) []row {
 	if x.revOrder && x.hasHigh && limit >= 0 {
 		return x.runLinksBack(limit)
 	}
+	if x.byFirstSeen && limit >= 0 {
+		return x.runLinksByFirstSeen(limit)
+	}
 	start := 0
 	if x.genOrder && x.hasLow {
 		start = sort.Search(ds.n, func(i int) bool { l := ds.locate(i); return ds.pageURL(l.d, l.pg) >= x.lowKey })
@@ -341,6 +358,30 @@ func (x *plan) runLinks(limit int) []row {
 		return out
 	}
 	return x.sortAggregate(out, limit)
+}
+
+// runLinksByFirstSeen is runLinks for an order by first_seen_link then
+// generation order: it streams the dataset's index from the where's bound.
+func (x *plan) runLinksByFirstSeen(limit int) []row {
+	t := x.ds.firstSeenIndex(x.firstSeenDesc)
+	start := 0
+	if x.hasFirstSeenBound {
+		start = sort.Search(len(t.at), func(k int) bool {
+			if x.firstSeenDesc {
+				return t.at[k] <= x.firstSeenBound
+			}
+			return t.at[k] >= x.firstSeenBound
+		})
+	}
+	var out []row
+	for k := start; k < len(t.idx) && len(out) < limit; k++ {
+		l := x.ds.locate(int(t.idx[k]))
+		r := row{ds: x.ds, x: x, l: l, hasLink: true, d: l.d}
+		if x.linkIn(r.l) && x.where.eval(&r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // runLinksBack is runLinks for an order that is generation order reversed,
