@@ -173,8 +173,9 @@ type ListBacklinksRequest struct {
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
 	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
 	// tie-breaker fields so that the order is total, which paging needs; ordered
-	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
-	// the dataset's default order.
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty means
+	// `first_seen_link:desc`, the newest links first (under
+	// AGGREGATION_ONE_PER_DOMAIN, the tie-breakers alone).
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -392,8 +393,9 @@ type StreamBacklinksRequest struct {
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
 	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
 	// tie-breaker fields so that the order is total, which paging needs; ordered
-	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
-	// the dataset's default order.
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty means
+	// `first_seen_link:desc`, the newest links first (under
+	// AGGREGATION_ONE_PER_DOMAIN, the tie-breakers alone).
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -635,8 +637,8 @@ type ListRefDomainsRequest struct {
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
 	// e.g. `domain_rating:desc,domain:asc`. linkgate appends tie-breaker fields
 	// so that the order is total, which paging needs; ordered and tie-breaker
-	// fields are charged per row (see EstimateCost). Empty uses the dataset's
-	// default order.
+	// fields are charged per row (see EstimateCost). Empty means
+	// `first_seen:desc`, the newest referring domains first.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// Which links to include by age: `live` (live links only),
 	// `since:YYYY-MM-DD` (live links plus those lost since that date) or
@@ -844,8 +846,8 @@ type StreamRefDomainsRequest struct {
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
 	// e.g. `domain_rating:desc,domain:asc`. linkgate appends tie-breaker fields
 	// so that the order is total, which paging needs; ordered and tie-breaker
-	// fields are charged per row (see EstimateCost). Empty uses the dataset's
-	// default order.
+	// fields are charged per row (see EstimateCost). Empty means
+	// `first_seen:desc`, the newest referring domains first.
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// Which links to include by age: `live` (live links only),
 	// `since:YYYY-MM-DD` (live links plus those lost since that date) or
@@ -1077,8 +1079,9 @@ type ListBrokenBacklinksRequest struct {
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
 	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
 	// tie-breaker fields so that the order is total, which paging needs; ordered
-	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
-	// the dataset's default order.
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty means
+	// `first_seen_link:desc`, the newest links first (under
+	// AGGREGATION_ONE_PER_DOMAIN, the tie-breakers alone).
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -1284,8 +1287,9 @@ type StreamBrokenBacklinksRequest struct {
 	// Sort order in Ahrefs syntax: comma-separated `field:asc` or `field:desc`,
 	// e.g. `domain_rating_source:desc,url_from:asc`. linkgate appends
 	// tie-breaker fields so that the order is total, which paging needs; ordered
-	// and tie-breaker fields are charged per row (see EstimateCost). Empty uses
-	// the dataset's default order.
+	// and tie-breaker fields are charged per row (see EstimateCost). Empty means
+	// `first_seen_link:desc`, the newest links first (under
+	// AGGREGATION_ONE_PER_DOMAIN, the tie-breakers alone).
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -1518,7 +1522,8 @@ type ListNewLostBacklinksRequest struct {
 	// before lost) and `change_time` (when the change happened) order the
 	// events, e.g. `change_time:desc` for the most recent changes first.
 	// linkgate appends `url_from, url_to, change` so that the order is total,
-	// which paging needs. Empty means that order.
+	// which paging needs. Empty means `change_time:desc`, the newest changes
+	// first (under AGGREGATION_ONE_PER_DOMAIN, the tie-breakers alone).
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
@@ -1762,7 +1767,8 @@ type StreamNewLostBacklinksRequest struct {
 	// before lost) and `change_time` (when the change happened) order the
 	// events, e.g. `change_time:desc` for the most recent changes first.
 	// linkgate appends `url_from, url_to, change` so that the order is total,
-	// which paging needs. Empty means that order.
+	// which paging needs. Empty means `change_time:desc`, the newest changes
+	// first (under AGGREGATION_ONE_PER_DOMAIN, the tie-breakers alone).
 	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	// How links from the same page or domain are grouped. Unspecified means
 	// AGGREGATION_SIMILAR_LINKS.
