@@ -107,9 +107,10 @@ func streamAll(b *testing.B, h *harness) {
 }
 
 // rawClient is what a team would write without linkgate: GET the endpoint
-// with linkgate's default selection in 1,000-row pages ordered by
-// (url_from, url_to), each page starting after the last key of the one
-// before, decoded with encoding/json into a struct per row.
+// with linkgate's default selection in 1,000-row pages in linkgate's
+// default order (first_seen_link descending, then url_from and url_to),
+// each page starting after the last key of the one before, decoded with
+// encoding/json into a struct per row.
 type rawClient struct {
 	base, key, target string
 	http              http.Client
@@ -131,14 +132,17 @@ func (c *rawClient) readAll() (int, error) {
 		v := url.Values{
 			"target":   {c.target},
 			"select":   {"url_from,url_to,anchor,domain_rating_source,first_seen_link,last_seen"},
-			"order_by": {"url_from:asc,url_to:asc"},
+			"order_by": {"first_seen_link:desc,url_from:asc,url_to:asc"},
 			"limit":    {"1000"},
 			"output":   {"json"},
 		}
 		if last != nil {
+			at, _ := json.Marshal(last.FirstSeenLink.UTC().Format(time.RFC3339))
 			from, _ := json.Marshal(last.URLFrom)
 			to, _ := json.Marshal(last.URLTo)
-			v.Set("where", fmt.Sprintf(`{"or":[{"field":"url_from","is":["gt",%s]},{"and":[{"field":"url_from","is":["eq",%s]},{"field":"url_to","is":["gt",%s]}]}]}`, from, from, to))
+			v.Set("where", fmt.Sprintf(`{"or":[{"field":"first_seen_link","is":["lt",%s]},{"and":[{"field":"first_seen_link","is":["eq",%s]},`+
+				`{"or":[{"field":"url_from","is":["gt",%s]},{"and":[{"field":"url_from","is":["eq",%s]},{"field":"url_to","is":["gt",%s]}]}]}]}]}`,
+				at, at, from, from, to))
 		}
 		req, err := http.NewRequest(http.MethodGet, c.base+"/v3/site-explorer/all-backlinks?"+v.Encode(), nil)
 		if err != nil {
