@@ -105,7 +105,7 @@ func runCluster(t testing.TB, r clusterRun) clusterFigures {
 	for i := range r.streams {
 		wg.Go(func() {
 			st, err := replicas[i%len(replicas)].backlinks.StreamBacklinks(as(ctx, keyA),
-				&v1.StreamBacklinksRequest{Target: fmt.Sprintf("sized-%d.example", 1_000_000+i)})
+				&v1.StreamBacklinksRequest{Target: fmt.Sprintf("sized-%d.example", 100_000+i)})
 			if err != nil {
 				return
 			}

@@ -155,27 +155,28 @@ func (ds *dataset) firstSeenIndex(desc bool) *timeIndex {
 	}
 	t := &ds.byFirstSeen[k]
 	t.once.Do(func() {
-		at := make([]int64, ds.n)
+		type link struct {
+			at int64
+			i  int32
+		}
+		links := make([]link, ds.n)
 		d := 0
 		for i := range ds.n {
 			for i >= int(ds.domStart[d+1]) {
 				d++
 			}
-			at[i] = ds.firstSeenLink(ds.locateIn(i, d))
+			links[i] = link{ds.firstSeenLink(ds.locateIn(i, d)), int32(i)}
 		}
-		t.idx = make([]int32, ds.n)
-		for i := range t.idx {
-			t.idx[i] = int32(i)
-		}
-		slices.SortStableFunc(t.idx, func(a, b int32) int {
+		slices.SortFunc(links, func(a, b link) int {
+			c := cmp.Compare(a.at, b.at)
 			if desc {
-				return cmp.Compare(at[b], at[a])
+				c = -c
 			}
-			return cmp.Compare(at[a], at[b])
+			return cmp.Or(c, cmp.Compare(a.i, b.i))
 		})
-		t.at = make([]int64, ds.n)
-		for k, i := range t.idx {
-			t.at[k] = at[i]
+		t.idx, t.at = make([]int32, ds.n), make([]int64, ds.n)
+		for k, l := range links {
+			t.idx[k], t.at[k] = l.i, l.at
 		}
 	})
 	return t
