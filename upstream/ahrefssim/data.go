@@ -133,50 +133,65 @@ type dataset struct {
 	liveDoms int
 	pages    []tpage // sorted by url: url_to order is page order
 	hosts    []string
-	// byFirstSeen orders the links by first_seen_link, ascending ([0]) and
-	// descending ([1]), built on the first query that needs it.
-	byFirstSeen [2]timeIndex
+	// byFirstSeen orders the links by first_seen_link ([0]) and the
+	// referring domains by first_seen, their earliest link's ([1]), each
+	// ascending and descending, built on the first query that needs it.
+	byFirstSeen [2][2]timeIndex
 }
 
-// timeIndex is the links in the order of a time, the links of one time in
-// generation order, with the time of each.
+// timeIndex is rows (links or referring domains) in the order of a time,
+// the rows of one time in generation order, with the time of each.
 type timeIndex struct {
 	once sync.Once
 	idx  []int32
 	at   []int64
 }
 
-// firstSeenIndex is the links by first_seen_link, then generation order: an
-// order by first_seen_link, url_from and url_to under byte order.
-func (ds *dataset) firstSeenIndex(desc bool) *timeIndex {
-	k := 0
-	if desc {
-		k = 1
+// firstSeenIndex is the links by first_seen_link (or, with domains, the
+// referring domains by first_seen), then generation order: an order by that
+// time, then url_from and url_to (domain), under byte order.
+func (ds *dataset) firstSeenIndex(domains, desc bool) *timeIndex {
+	var k [2]int
+	if domains {
+		k[0] = 1
 	}
-	t := &ds.byFirstSeen[k]
+	if desc {
+		k[1] = 1
+	}
+	t := &ds.byFirstSeen[k[0]][k[1]]
 	t.once.Do(func() {
-		type link struct {
+		type entry struct {
 			at int64
 			i  int32
 		}
-		links := make([]link, ds.n)
-		d := 0
-		for i := range ds.n {
-			for i >= int(ds.domStart[d+1]) {
-				d++
-			}
-			links[i] = link{ds.firstSeenLink(ds.locateIn(i, d)), int32(i)}
+		n := ds.n
+		if domains {
+			n = ds.m()
 		}
-		slices.SortFunc(links, func(a, b link) int {
+		rows := make([]entry, n)
+		for d := range ds.m() {
+			first := int64(math.MaxInt64)
+			for i := int(ds.domStart[d]); i < int(ds.domStart[d+1]); i++ {
+				at := ds.firstSeenLink(ds.locateIn(i, d))
+				if !domains {
+					rows[i] = entry{at, int32(i)}
+				}
+				first = min(first, at)
+			}
+			if domains {
+				rows[d] = entry{first, int32(d)}
+			}
+		}
+		slices.SortFunc(rows, func(a, b entry) int {
 			c := cmp.Compare(a.at, b.at)
 			if desc {
 				c = -c
 			}
 			return cmp.Or(c, cmp.Compare(a.i, b.i))
 		})
-		t.idx, t.at = make([]int32, ds.n), make([]int64, ds.n)
-		for k, l := range links {
-			t.idx[k], t.at[k] = l.i, l.at
+		t.idx, t.at = make([]int32, n), make([]int64, n)
+		for k, r := range rows {
+			t.idx[k], t.at[k] = r.i, r.at
 		}
 	})
 	return t

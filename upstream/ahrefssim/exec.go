@@ -51,9 +51,10 @@ type plan struct {
 	ord        *ordering
 	lowKey     string
 	hasLow     bool
-	// byFirstSeen: the order is first_seen_link (firstSeenDesc: descending),
-	// then generation order, served from the dataset's index from
-	// firstSeenBound, the where's bound on it, when it has one.
+	// byFirstSeen: the order is first_seen_link (referring domains:
+	// first_seen; firstSeenDesc: descending), then generation order, served
+	// from the dataset's index (firstSeenIndex) from firstSeenBound, the
+	// where's bound on it, when it has one.
 	byFirstSeen, firstSeenDesc, hasFirstSeenBound bool
 	firstSeenBound                                int64
 }
@@ -121,10 +122,18 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 	x.lowKey, x.hasLow = lowerBound(q.Where, keyField)
 	x.revOrder = isRevGenOrder(q.Endpoint, q.OrderBy)
 	x.highKey, x.hasHigh = upperBound(q.Where, keyField)
-	if len(q.OrderBy) > 0 && q.OrderBy[0].Field == "first_seen_link" && q.Endpoint != upstream.RefDomains &&
-		x.agg != upstream.AggregationOnePerDomain && isGenOrder(q.Endpoint, q.OrderBy[1:]) && len(q.OrderBy) > 1 {
+	timeField := "first_seen_link"
+	if q.Endpoint == upstream.RefDomains {
+		// A domain's first_seen is its earliest link in the view: the
+		// index holds it for the whole of the target.
+		timeField = "first_seen"
+		if !x.allAllowed || x.hist != histAll {
+			timeField = ""
+		}
+	}
+	if len(q.OrderBy) > 1 && q.OrderBy[0].Field == timeField && x.agg != upstream.AggregationOnePerDomain && isGenOrder(q.Endpoint, q.OrderBy[1:]) {
 		x.byFirstSeen, x.firstSeenDesc = true, q.OrderBy[0].Desc
-		if s, ok := keyBound(q.Where, "first_seen_link", x.firstSeenDesc); ok {
+		if s, ok := keyBound(q.Where, timeField, x.firstSeenDesc); ok {
 			if t, err := upstream.ParseTime(s); err == nil {
 				x.firstSeenBound, x.hasFirstSeenBound = t.Unix(), true
 			}
@@ -328,7 +337,7 @@ func (x *plan) runLinks(limit int) []row {
 		return x.runLinksBack(limit)
 	}
 	if x.byFirstSeen && limit >= 0 {
-		return x.runLinksByFirstSeen(limit)
+		return x.runByFirstSeen(limit)
 	}
 	start := 0
 	if x.genOrder && x.hasLow {
@@ -360,10 +369,12 @@ func (x *plan) runLinks(limit int) []row {
 	return x.sortAggregate(out, limit)
 }
 
-// runLinksByFirstSeen is runLinks for an order by first_seen_link then
-// generation order: it streams the dataset's index from the where's bound.
-func (x *plan) runLinksByFirstSeen(limit int) []row {
-	t := x.ds.firstSeenIndex(x.firstSeenDesc)
+// runByFirstSeen is run for an order by first_seen_link (referring
+// domains: first_seen) then generation order: it streams the dataset's index
+// from the where's bound.
+func (x *plan) runByFirstSeen(limit int) []row {
+	domains := x.ep == upstream.RefDomains
+	t := x.ds.firstSeenIndex(domains, x.firstSeenDesc)
 	start := 0
 	if x.hasFirstSeenBound {
 		start = sort.Search(len(t.at), func(k int) bool {
@@ -375,9 +386,14 @@ func (x *plan) runLinksByFirstSeen(limit int) []row {
 	}
 	var out []row
 	for k := start; k < len(t.idx) && len(out) < limit; k++ {
+		if domains {
+			if r := (row{ds: x.ds, x: x, d: int(t.idx[k])}); x.domainMatches(&r) {
+				out = append(out, r)
+			}
+			continue
+		}
 		l := x.ds.locate(int(t.idx[k]))
-		r := row{ds: x.ds, x: x, l: l, hasLink: true, d: l.d}
-		if x.linkIn(r.l) && x.where.eval(&r) {
+		if r := (row{ds: x.ds, x: x, l: l, hasLink: true, d: l.d}); x.linkIn(r.l) && x.where.eval(&r) {
 			out = append(out, r)
 		}
 	}
@@ -413,6 +429,9 @@ func (x *plan) runDomains(limit int) []row {
 	ds := x.ds
 	if x.revOrder && x.hasHigh && limit >= 0 {
 		return x.runDomainsBack(limit)
+	}
+	if x.byFirstSeen && limit >= 0 {
+		return x.runByFirstSeen(limit)
 	}
 	start := 0
 	if x.genOrder && x.hasLow {

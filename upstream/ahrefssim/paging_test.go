@@ -194,53 +194,67 @@ func TestReverseKeysetPage(t *testing.T) {
 }
 
 // TestFirstSeenIndex: an order by first_seen_link (either way) then url_from
-// and url_to, the default order's, is served from the dataset's index from
-// the where's bound on the time, and answers what the full sort does, for
-// continuations at the time alone and at the whole key, with a filter.
+// and url_to, or by a referring domain's first_seen then domain, the default
+// orders, is served from the dataset's index from the where's bound on the
+// time, and answers what the full sort does, for continuations at the time
+// alone and at the whole key, with a filter.
 func TestFirstSeenIndex(t *testing.T) {
 	s := New(Config{CacheTTL: -1})
 	compared := 0
-	for _, dir := range []string{"", ":desc"} {
-		order := "first_seen_link" + dir + ",url_from,url_to"
-		op, eqOp := "gte", "gt"
-		if dir != "" {
-			op, eqOp = "lte", "lt"
-		}
-		base := vals("target", "sized-3000.example", "select", "first_seen_link,url_from,url_to", "order_by", order)
-		full := all(t, s, upstream.AllBacklinks, base)
-		if len(full) < 100 {
-			t.Fatalf("only %d rows", len(full))
-		}
-		for _, at := range []int{0, 1, len(full) / 3, len(full) - 2, len(full) - 1} {
-			at0, _ := json.Marshal(full[at]["first_seen_link"])
-			from, _ := json.Marshal(full[at]["url_from"])
-			for _, where := range []string{
-				`{"and":[{"field":"first_seen_link","is":["` + op + `",` + string(at0) + `]},{"field":"is_dofollow","is":["eq",true]}]}`,
-				`{"or":[{"field":"first_seen_link","is":["` + eqOp + `",` + string(at0) + `]},{"and":[{"field":"first_seen_link","is":["eq",` + string(at0) + `]},{"field":"url_from","is":["gte",` + string(from) + `]}]}]}`,
-			} {
-				v := vals("target", "sized-3000.example", "select", "first_seen_link,url_from,url_to", "order_by", order, "where", where, "limit", "9")
-				want := all(t, s, upstream.AllBacklinks, v)
-				want = want[:min(9, len(want))]
-				w := do(t, s, blPath, v, DefaultKey)
-				if w.Code != 200 {
-					t.Fatalf("%s: %d %s", order, w.Code, w.Body)
-				}
-				var body map[string][]map[string]any
-				if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
-					t.Fatal(err)
-				}
-				g, _ := json.Marshal(body["backlinks"])
-				wj, _ := json.Marshal(want)
-				if string(g) != string(wj) {
-					t.Fatalf("%s from row %d, where %s:\n%s\nwant\n%s", order, at, where, g, wj)
-				}
-				if len(want) > 0 {
-					compared++
+	for _, tc := range []struct {
+		ep                   upstream.Endpoint
+		path, time, key, sel string
+		filter               string
+	}{
+		{upstream.AllBacklinks, blPath, "first_seen_link", "url_from", "first_seen_link,url_from,url_to", `{"field":"is_dofollow","is":["eq",true]}`},
+		{upstream.RefDomains, upstream.RefDomains.Path(), "first_seen", "domain", "first_seen,domain", `{"field":"dofollow_links","is":["gt",0]}`},
+	} {
+		for _, dir := range []string{"", ":desc"} {
+			order := tc.time + dir + "," + strings.TrimPrefix(tc.sel, tc.time+",")
+			op, strict := "gte", "gt"
+			if dir != "" {
+				op, strict = "lte", "lt"
+			}
+			base := vals("target", "sized-3000.example", "select", tc.sel, "order_by", order)
+			full := all(t, s, tc.ep, base)
+			if len(full) < 100 {
+				t.Fatalf("%s: only %d rows", tc.ep, len(full))
+			}
+			for _, at := range []int{0, 1, len(full) / 3, len(full) - 2, len(full) - 1} {
+				when, _ := json.Marshal(full[at][tc.time])
+				key, _ := json.Marshal(full[at][tc.key])
+				for _, where := range []string{
+					`{"and":[{"field":"` + tc.time + `","is":["` + op + `",` + string(when) + `]},` + tc.filter + `]}`,
+					`{"or":[{"field":"` + tc.time + `","is":["` + strict + `",` + string(when) + `]},{"and":[{"field":"` + tc.time + `","is":["eq",` + string(when) + `]},{"field":"` + tc.key + `","is":["gte",` + string(key) + `]}]}]}`,
+				} {
+					v := vals("target", "sized-3000.example", "select", tc.sel, "order_by", order, "where", where, "limit", "9")
+					want := all(t, s, tc.ep, v)
+					want = want[:min(9, len(want))]
+					w := do(t, s, tc.path, v, DefaultKey)
+					if w.Code != 200 {
+						t.Fatalf("%s: %d %s", order, w.Code, w.Body)
+					}
+					var body map[string][]map[string]any
+					if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+						t.Fatal(err)
+					}
+					var got []map[string]any
+					for _, rows := range body {
+						got = rows
+					}
+					g, _ := json.Marshal(got)
+					wj, _ := json.Marshal(want)
+					if string(g) != string(wj) {
+						t.Fatalf("%s from row %d, where %s:\n%s\nwant\n%s", order, at, where, g, wj)
+					}
+					if len(want) > 0 {
+						compared++
+					}
 				}
 			}
 		}
 	}
-	if compared < 15 {
-		t.Fatalf("only %d of 20 pages had rows: the test compares too little", compared)
+	if compared < 30 {
+		t.Fatalf("only %d of 40 pages had rows: the test compares too little", compared)
 	}
 }
