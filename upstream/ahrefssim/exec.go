@@ -122,16 +122,13 @@ func newPlan(dss *datasets, q *upstream.Query) (*plan, error) {
 	x.lowKey, x.hasLow = lowerBound(q.Where, keyField)
 	x.revOrder = isRevGenOrder(q.Endpoint, q.OrderBy)
 	x.highKey, x.hasHigh = upperBound(q.Where, keyField)
-	timeField := "first_seen_link"
+	timeField, indexed := "first_seen_link", true
 	if q.Endpoint == upstream.RefDomains {
 		// A domain's first_seen is its earliest link in the view: the
 		// index holds it for the whole of the target.
-		timeField = "first_seen"
-		if !x.allAllowed || x.hist != histAll {
-			timeField = ""
-		}
+		timeField, indexed = "first_seen", x.allAllowed && x.hist == histAll
 	}
-	if len(q.OrderBy) > 1 && q.OrderBy[0].Field == timeField && x.agg != upstream.AggregationOnePerDomain && isGenOrder(q.Endpoint, q.OrderBy[1:]) {
+	if indexed && len(q.OrderBy) > 1 && q.OrderBy[0].Field == timeField && x.agg != upstream.AggregationOnePerDomain && isGenOrder(q.Endpoint, q.OrderBy[1:]) {
 		x.byFirstSeen, x.firstSeenDesc = true, q.OrderBy[0].Desc
 		if s, ok := keyBound(q.Where, timeField, x.firstSeenDesc); ok {
 			if t, err := upstream.ParseTime(s); err == nil {
@@ -246,6 +243,13 @@ func keyBound(e upstream.Expr, field string, upper bool) (string, bool) {
 	return "", false
 }
 
+// linkRow is the row of link l, and whether it is in the view (linkIn) and
+// matches the where.
+func (x *plan) linkRow(l loc) (row, bool) {
+	r := row{ds: x.ds, x: x, l: l, hasLink: true, d: l.d}
+	return r, x.linkIn(r.l) && x.where.eval(&r)
+}
+
 // linkIn applies history and the target scope to a link.
 func (x *plan) linkIn(l loc) bool {
 	if !x.allowed[l.tp] {
@@ -356,8 +360,8 @@ func (x *plan) runLinks(limit int) []row {
 		if x.genOrder && x.agg == upstream.AggregationOnePerDomain && d == lastD {
 			continue
 		}
-		r := row{ds: ds, x: x, l: ds.locateIn(i, d), hasLink: true, d: d}
-		if !x.linkIn(r.l) || !x.where.eval(&r) {
+		r, ok := x.linkRow(ds.locateIn(i, d))
+		if !ok {
 			continue
 		}
 		lastD = d
@@ -392,8 +396,7 @@ func (x *plan) runByFirstSeen(limit int) []row {
 			}
 			continue
 		}
-		l := x.ds.locate(int(t.idx[k]))
-		if r := (row{ds: x.ds, x: x, l: l, hasLink: true, d: l.d}); x.linkIn(r.l) && x.where.eval(&r) {
+		if r, ok := x.linkRow(x.ds.locate(int(t.idx[k]))); ok {
 			out = append(out, r)
 		}
 	}
@@ -415,8 +418,8 @@ func (x *plan) runLinksBack(limit int) []row {
 		if x.agg == upstream.AggregationOnePerDomain && d == lastD {
 			continue
 		}
-		r := row{ds: ds, x: x, l: ds.locateIn(i, d), hasLink: true, d: d}
-		if !x.linkIn(r.l) || !x.where.eval(&r) {
+		r, ok := x.linkRow(ds.locateIn(i, d))
+		if !ok {
 			continue
 		}
 		lastD = d

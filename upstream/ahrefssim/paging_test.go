@@ -136,6 +136,30 @@ func TestRefdomainPaging(t *testing.T) {
 	}
 }
 
+// servedAndSorted is the page the simulator serves for v on path, and the
+// first n rows of the whole answer sorted (All), both as JSON, with how
+// many rows the latter holds.
+func servedAndSorted(t *testing.T, s *Server, ep upstream.Endpoint, path string, v url.Values, n int) (served, sorted string, rows int) {
+	t.Helper()
+	want := all(t, s, ep, v)
+	want = want[:min(n, len(want))]
+	w := do(t, s, path, v, DefaultKey)
+	if w.Code != 200 {
+		t.Fatalf("%s: %d %s", ep, w.Code, w.Body)
+	}
+	var body map[string][]map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	for _, rows := range body {
+		got = rows
+	}
+	g, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	return string(g), string(wj), len(want)
+}
+
 // TestReverseKeysetPage: a page in the unique key's reverse order, bounded
 // above by where (the row before a page boundary, as the pager's boundary
 // check asks it), is streamed backwards from the bound: it must be the
@@ -170,23 +194,7 @@ func TestReverseKeysetPage(t *testing.T) {
 				where = tc.before(full[at])
 			}
 			v := vals("target", "sized-3000.example", "select", tc.sel, "order_by", tc.order, "where", where, "limit", "7")
-			want := all(t, s, tc.ep, v)
-			want = want[:min(7, len(want))]
-			w := do(t, s, tc.path, v, DefaultKey)
-			if w.Code != 200 {
-				t.Fatalf("%s: %d %s", tc.ep, w.Code, w.Body)
-			}
-			var body map[string][]map[string]any
-			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
-				t.Fatal(err)
-			}
-			var got []map[string]any
-			for _, rows := range body {
-				got = rows
-			}
-			g, _ := json.Marshal(got)
-			wj, _ := json.Marshal(want)
-			if string(g) != string(wj) {
+			if g, wj, _ := servedAndSorted(t, s, tc.ep, tc.path, v, 7); g != wj {
 				t.Fatalf("%s before row %d:\n%s\nwant\n%s", tc.ep, at, g, wj)
 			}
 		}
@@ -228,26 +236,11 @@ func TestFirstSeenIndex(t *testing.T) {
 					`{"or":[{"field":"` + tc.time + `","is":["` + strict + `",` + string(when) + `]},{"and":[{"field":"` + tc.time + `","is":["eq",` + string(when) + `]},{"field":"` + tc.key + `","is":["gte",` + string(key) + `]}]}]}`,
 				} {
 					v := vals("target", "sized-3000.example", "select", tc.sel, "order_by", order, "where", where, "limit", "9")
-					want := all(t, s, tc.ep, v)
-					want = want[:min(9, len(want))]
-					w := do(t, s, tc.path, v, DefaultKey)
-					if w.Code != 200 {
-						t.Fatalf("%s: %d %s", order, w.Code, w.Body)
-					}
-					var body map[string][]map[string]any
-					if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
-						t.Fatal(err)
-					}
-					var got []map[string]any
-					for _, rows := range body {
-						got = rows
-					}
-					g, _ := json.Marshal(got)
-					wj, _ := json.Marshal(want)
-					if string(g) != string(wj) {
+					g, wj, n := servedAndSorted(t, s, tc.ep, tc.path, v, 9)
+					if g != wj {
 						t.Fatalf("%s from row %d, where %s:\n%s\nwant\n%s", order, at, where, g, wj)
 					}
-					if len(want) > 0 {
+					if n > 0 {
 						compared++
 					}
 				}
